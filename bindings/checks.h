@@ -1,0 +1,59 @@
+// Argument checks shared by the binding files: every array handed to a kernel is checked
+// for dtype, contiguity, writability and size here, before any kernel touches memory.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "engine/common.h"
+
+namespace engine::bind {
+
+namespace py = pybind11;
+
+inline std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+inline void check_f32(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw Error(std::string(name) + ": expected a float32 array, got " +
+                std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style))
+    throw Error(std::string(name) + ": expected a C-contiguous array (use np.ascontiguousarray)");
+}
+
+inline const float* in_ptr(const py::array& a, const char* name) {
+  check_f32(a, name);
+  return static_cast<const float*>(a.data());
+}
+
+inline float* out_ptr(py::array& a, const char* name) {
+  check_f32(a, name);
+  if (!a.writeable()) throw Error(std::string(name) + ": array is read-only");
+  return static_cast<float*>(a.mutable_data());
+}
+
+inline void check_size(const py::array& a, index_t expected, const char* name) {
+  if (static_cast<index_t>(a.size()) != expected)
+    throw Error(std::string(name) + ": expected " + std::to_string(expected) +
+                " elements, got " + std::to_string(a.size()) + " (shape " + shape_str(a) + ")");
+}
+
+inline void check_shape(const py::array& a, const std::vector<index_t>& expected, const char* name) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(expected.size());
+  for (size_t i = 0; ok && i < expected.size(); ++i) ok = a.shape(i) == expected[i];
+  if (!ok) {
+    std::string e = "(";
+    for (size_t i = 0; i < expected.size(); ++i) e += (i ? ", " : "") + std::to_string(expected[i]);
+    throw Error(std::string(name) + ": expected shape " + e + (expected.size() == 1 ? ",)" : ")") +
+                ", got " + shape_str(a));
+  }
+}
+
+}  // namespace engine::bind

@@ -1,0 +1,87 @@
+// GEMM bindings: shapes come from the arrays and are checked before any kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "checks.h"
+#include "engine/gemm.h"
+
+namespace py = pybind11;
+using engine::index_t;
+using namespace engine::bind;
+
+namespace {
+
+engine::Epilogue make_epilogue(const py::object& bias, index_t n, engine::Act act, float a, float b,
+                               bool per_row = false) {
+  engine::Epilogue ep;
+  if (!bias.is_none()) {
+    py::array arr = bias.cast<py::array>();
+    check_size(arr, n, "bias");
+    ep.bias = in_ptr(arr, "bias");
+    ep.bias_per_row = per_row;
+  }
+  ep.act = act;
+  ep.act_alpha = a;
+  ep.act_beta = b;
+  return ep;
+}
+
+index_t rows(const py::array& a, bool t) { return t ? a.shape(1) : a.shape(0); }
+index_t cols(const py::array& a, bool t) { return t ? a.shape(0) : a.shape(1); }
+
+void check_2d(const py::array& a, const char* name) {
+  if (a.ndim() != 2) throw engine::Error(std::string(name) + ": expected a 2-D array, got shape " + shape_str(a));
+}
+
+}  // namespace
+
+void init_gemm(py::module_& m) {
+  m.def("sgemm",
+        [](py::array c, py::array a, py::array b, bool ta, bool tb, float alpha, float beta,
+           py::object bias, engine::Act act, float act_alpha, float act_beta) {
+          check_2d(a, "a"); check_2d(b, "b"); check_2d(c, "c");
+          index_t M = rows(a, ta), K = cols(a, ta), N = cols(b, tb);
+          if (rows(b, tb) != K)
+            throw engine::Error("sgemm: inner dimensions differ: op(a) is " + std::to_string(M) + "x" +
+                                std::to_string(K) + ", op(b) is " + std::to_string(rows(b, tb)) + "x" + std::to_string(N));
+          check_shape(c, {M, N}, "c");
+          const float* pa = in_ptr(a, "a");
+          const float* pb = in_ptr(b, "b");
+          float* pc = out_ptr(c, "c");
+          engine::Epilogue ep = make_epilogue(bias, N, act, act_alpha, act_beta);
+          py::gil_scoped_release nogil;
+          engine::sgemm(ta, tb, M, N, K, alpha, pa, a.shape(1), pb, b.shape(1), beta, pc, N, ep);
+        },
+        py::arg("c"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+        py::arg("alpha") = 1.f, py::arg("beta") = 0.f, py::arg("bias") = py::none(),
+        py::arg("act") = engine::Act::None, py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f,
+        "c = act(alpha*op(a)@op(b) + beta*c + bias), in place into c (float32, C-contiguous).");
+
+  py::class_<engine::PackedMatrixB, std::shared_ptr<engine::PackedMatrixB>>(m, "PackedMatrixB")
+      .def(py::init([](py::array b, bool tb) {
+             check_2d(b, "b");
+             const float* pb = in_ptr(b, "b");
+             return std::make_shared<engine::PackedMatrixB>(tb, rows(b, tb), cols(b, tb), pb, b.shape(1));
+           }),
+           py::arg("b"), py::arg("trans_b") = false, "Pack op(b) (K×N) once for sgemm_packed.")
+      .def_property_readonly("K", &engine::PackedMatrixB::K)
+      .def_property_readonly("N", &engine::PackedMatrixB::N);
+
+  m.def("sgemm_packed",
+        [](py::array c, py::array a, const engine::PackedMatrixB& pb, bool ta, float alpha, float beta,
+           py::object bias, engine::Act act, float act_alpha, float act_beta) {
+          check_2d(a, "a"); check_2d(c, "c");
+          index_t M = rows(a, ta), K = cols(a, ta);
+          if (K != pb.K())
+            throw engine::Error("sgemm_packed: op(a) has " + std::to_string(K) + " columns, packed b has K=" + std::to_string(pb.K()));
+          check_shape(c, {M, pb.N()}, "c");
+          const float* pa = in_ptr(a, "a");
+          float* pc = out_ptr(c, "c");
+          engine::Epilogue ep = make_epilogue(bias, pb.N(), act, act_alpha, act_beta);
+          py::gil_scoped_release nogil;
+          engine::sgemm_packed(ta, M, alpha, pa, a.shape(1), pb, beta, pc, pb.N(), ep);
+        },
+        py::arg("c"), py::arg("a"), py::arg("packed_b"), py::arg("trans_a") = false, py::arg("alpha") = 1.f,
+        py::arg("beta") = 0.f, py::arg("bias") = py::none(), py::arg("act") = engine::Act::None,
+        py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f);
+}

@@ -1,0 +1,46 @@
+// Thread pool and CPU dispatch controls.
+#include <pybind11/pybind11.h>
+
+#include "engine/cpu_features.h"
+#include "engine/elementwise.h"
+#include "engine/threadpool.h"
+
+namespace py = pybind11;
+
+void init_system(py::module_& m) {
+  m.def("num_threads", &engine::num_threads, "Threads in the engine-wide pool (incl. the caller).");
+  m.def("set_num_threads", [](int n) {
+        if (n < 1) throw engine::Error("set_num_threads: expected n >= 1, got " + std::to_string(n));
+        engine::set_num_threads(n);
+      }, py::arg("n"));
+  m.def("cpu_isa", [] { return std::string(engine::isa_name(engine::cpu_isa())); },
+        "Instruction set the kernels use: 'avx512', 'avx2' or 'portable'.");
+  m.def("detected_isa", [] { return std::string(engine::isa_name(engine::detected_isa())); });
+  m.def("set_isa", [](const std::string& name) {
+        engine::Isa isa;
+        if (name == "avx512") isa = engine::Isa::Avx512;
+        else if (name == "avx2") isa = engine::Isa::Avx2;
+        else if (name == "portable") isa = engine::Isa::Portable;
+        else throw engine::Error("set_isa: expected 'avx512', 'avx2' or 'portable', got '" + name + "'");
+        engine::set_isa(isa);
+      }, py::arg("name"), "Cap the ISA (for tests); clamped to what the CPU supports.");
+}
+
+void init_enums(py::module_& m) {
+  py::enum_<engine::Act>(m, "Act")
+      .value("none", engine::Act::None).value("relu", engine::Act::Relu)
+      .value("leaky_relu", engine::Act::LeakyRelu).value("sigmoid", engine::Act::Sigmoid)
+      .value("tanh", engine::Act::Tanh).value("gelu", engine::Act::Gelu)
+      .value("gelu_tanh", engine::Act::GeluTanh).value("elu", engine::Act::Elu)
+      .value("selu", engine::Act::Selu).value("silu", engine::Act::Silu)
+      .value("softplus", engine::Act::Softplus).value("hard_sigmoid", engine::Act::HardSigmoid)
+      .value("clip", engine::Act::Clip).value("exp", engine::Act::Exp).value("log", engine::Act::Log)
+      .value("sqrt", engine::Act::Sqrt).value("neg", engine::Act::Neg).value("abs", engine::Act::Abs)
+      .value("reciprocal", engine::Act::Reciprocal).value("square", engine::Act::Square)
+      .value("erf", engine::Act::Erf).value("identity", engine::Act::Identity);
+  py::enum_<engine::BinaryOp>(m, "BinaryOp")
+      .value("add", engine::BinaryOp::Add).value("sub", engine::BinaryOp::Sub)
+      .value("mul", engine::BinaryOp::Mul).value("div", engine::BinaryOp::Div)
+      .value("max", engine::BinaryOp::Max).value("min", engine::BinaryOp::Min)
+      .value("pow", engine::BinaryOp::Pow);
+}

@@ -1,0 +1,166 @@
+// The engine-wide pool. A job is (fn, ntasks); tasks are claimed with an atomic counter
+// by the caller and the workers alike. After a job, workers spin for a short while
+// (a follow-up job in a plan usually comes within microseconds), then sleep on a
+// condition variable, so an idle engine costs no CPU.
+#include "engine/threadpool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ENGINE_PAUSE() _mm_pause()
+#else
+#define ENGINE_PAUSE() ((void)0)
+#endif
+
+namespace engine {
+namespace {
+
+thread_local bool t_inside_task = false;
+
+// How long a worker keeps polling for the next job before it sleeps. Long enough to bridge
+// the gap between two kernels of one plan, short enough that a caller at one request a
+// millisecond costs a few percent of a core.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+// A job lives on the submitting caller's stack. Workers reach it through `job_`; the caller
+// unpublishes it and waits until no worker holds it before returning.
+struct Job {
+  FunctionRef<void(std::int64_t)>* fn;
+  std::int64_t ntasks;
+  std::atomic<std::int64_t> next{0}, done{0};
+};
+
+class Pool {
+ public:
+  explicit Pool(int n) { resize(n); }
+  ~Pool() { stop(); }
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> serial(submit_mu_);
+    if (n < 1) n = 1;
+    stop();
+    stopping_ = false;
+    for (int i = 0; i < n - 1; ++i) workers_.emplace_back([this] { work(); });
+  }
+
+  void run(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {
+    std::lock_guard<std::mutex> serial(submit_mu_);  // one job at a time from any caller
+    Job job{&fn, ntasks};
+    job_.store(&job, std::memory_order_seq_cst);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      generation_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    cv_.notify_all();
+    execute(job);
+    while (job.done.load(std::memory_order_acquire) < ntasks) ENGINE_PAUSE();
+    job_.store(nullptr, std::memory_order_seq_cst);
+    while (busy_.load(std::memory_order_seq_cst) != 0) ENGINE_PAUSE();
+  }
+
+ private:
+  static void execute(Job& job) {
+    const bool was_inside = t_inside_task;
+    t_inside_task = true;
+    for (;;) {
+      std::int64_t t = job.next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= job.ntasks) break;
+      (*job.fn)(t);
+      job.done.fetch_add(1, std::memory_order_release);
+    }
+    t_inside_task = was_inside;
+  }
+
+  void work() {
+    std::uint64_t seen = generation_.load(std::memory_order_acquire);
+    for (;;) {
+      // Spin a little, then sleep until a new job or stop.
+      auto until = std::chrono::steady_clock::now() + kSpin;
+      while (generation_.load(std::memory_order_acquire) == seen && !stopping_.load() &&
+             std::chrono::steady_clock::now() < until)
+        ENGINE_PAUSE();
+      if (generation_.load(std::memory_order_acquire) == seen && !stopping_.load()) {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return generation_.load() != seen || stopping_.load(); });
+      }
+      if (stopping_.load()) return;
+      seen = generation_.load(std::memory_order_acquire);
+      busy_.fetch_add(1, std::memory_order_seq_cst);
+      if (Job* job = job_.load(std::memory_order_seq_cst)) execute(*job);
+      busy_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex submit_mu_, mu_;
+  std::condition_variable cv_;
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<Job*> job_{nullptr};
+  std::atomic<int> busy_{0};
+};
+
+int default_threads() {
+  if (const char* v = std::getenv("ENGINE_NUM_THREADS")) {
+    int n = std::atoi(v);
+    if (n > 0) return n;
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc ? static_cast<int>(hc) : 1;
+}
+
+Pool& pool() {
+  static Pool p(default_threads());
+  return p;
+}
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+
+void set_num_threads(int n) { pool().resize(n); }
+
+void parallel_tasks(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {
+  if (ntasks <= 0) return;
+  if (ntasks == 1 || t_inside_task || pool().size() == 1) {
+    for (std::int64_t t = 0; t < ntasks; ++t) fn(t);
+    return;
+  }
+  pool().run(ntasks, fn);
+}
+
+void parallel_for(std::int64_t n, std::int64_t grain, FunctionRef<void(std::int64_t, std::int64_t)> fn) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  std::int64_t chunks = std::min<std::int64_t>(num_threads(), (n + grain - 1) / grain);
+  if (chunks <= 1) {
+    fn(0, n);
+    return;
+  }
+  parallel_tasks(chunks, [&](std::int64_t c) {
+    std::int64_t b = n * c / chunks, e = n * (c + 1) / chunks;
+    if (b < e) fn(b, e);
+  });
+}
+
+}  // namespace engine

@@ -1,0 +1,45 @@
+// 2-D convolution in NHWC with HWIO filters (Keras's layouts), groups (incl. depthwise),
+// stride, dilation and explicit padding; bias and activation fused into the epilogue.
+// Filters are transformed once (PackedConv2D) into what the chosen algorithm wants.
+#pragma once
+
+#include <memory>
+
+#include "engine/common.h"
+
+namespace engine {
+
+struct Conv2DShape {
+  index_t N = 1, H = 0, W = 0, C = 0;  // input  N×H×W×C
+  index_t OC = 0, KH = 1, KW = 1;      // filter KH×KW×(C/groups)×OC
+  index_t stride_h = 1, stride_w = 1;
+  index_t dil_h = 1, dil_w = 1;
+  index_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  index_t groups = 1;
+  index_t OH() const { return (H + pad_top + pad_bottom - dil_h * (KH - 1) - 1) / stride_h + 1; }
+  index_t OW() const { return (W + pad_left + pad_right - dil_w * (KW - 1) - 1) / stride_w + 1; }
+  void validate() const;  // throws engine::Error naming the bad field
+};
+
+class PackedConv2D {
+ public:
+  // filter: HWIO, KH×KW×(C/groups)×OC, contiguous. bias: OC entries or null.
+  PackedConv2D(const Conv2DShape& shape, const float* filter, const float* bias);
+  ~PackedConv2D();
+  PackedConv2D(const PackedConv2D&) = delete;
+  PackedConv2D& operator=(const PackedConv2D&) = delete;
+  const Conv2DShape& shape() const { return shape_; }
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  Conv2DShape shape_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// y: N×OH×OW×OC, x: N×H×W×C. shape.N may differ from the packed shape's N (batch size
+// is free); all other fields must match. act/act_alpha/act_beta as in Epilogue.
+void conv2d_nhwc(float* y, const float* x, const PackedConv2D& w, index_t batch, Act act = Act::None,
+                 float act_alpha = 0.f, float act_beta = 0.f);
+
+}  // namespace engine
