@@ -22,9 +22,33 @@ from .errors import (  # noqa: E402
     UnsupportedOpError,
 )
 from . import _C  # noqa: E402
+from .graph import Graph, Node, Value  # noqa: E402
+from .model import Model, TensorInfo  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def load(path) -> Model:
+    """Load a model file (.engine file or directory) into a runnable Model.
+
+    >>> m = engine.load("cnn.engine")
+    >>> y = m.predict(x)
+    """
+    from .formats import read_graph
+
+    return Model(read_graph(path))
+
+
+def __getattr__(name):  # engine.nn imported on first use
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module(".nn", __name__)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
+
 __all__ = [
+    "load", "Model", "TensorInfo", "Graph", "Node", "Value", "nn",
     "EngineError", "KernelError", "ShapeError", "DTypeError", "ModelFormatError",
     "UnsupportedOpError", "GraphError", "__version__",
 ]

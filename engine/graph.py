@@ -1,0 +1,119 @@
+"""Graph IR: values, nodes and constant weights, independent of any file format.
+
+A `Graph` is what every importer produces and what the planner consumes:
+
+    >>> g = Graph(inputs=[Value("x", (None, 4))], outputs=[Value("y", (None, 3))],
+    ...           nodes=[Node("Dense", ["x", "w", "b"], ["y"], {"activation": "relu"})],
+    ...           initializers={"w": w, "b": b})
+
+Shapes use None for dimensions fixed only at run time (the batch). Nodes are kept in
+topological order; `validate()` checks that and every reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import GraphError
+
+Shape = tuple  # of int | None
+
+
+@dataclass
+class Value:
+    name: str
+    shape: Shape
+    dtype: str = "float32"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @staticmethod
+    def from_json(d: dict) -> "Value":
+        return Value(d["name"], tuple(d["shape"]), d.get("dtype", "float32"))
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self):
+        if not self.name:
+            self.name = f"{self.op}:{self.outputs[0] if self.outputs else '?'}"
+
+    def to_json(self) -> dict:
+        return {"op": self.op, "name": self.name, "inputs": list(self.inputs),
+                "outputs": list(self.outputs), "attrs": self.attrs}
+
+    @staticmethod
+    def from_json(d: dict) -> "Node":
+        return Node(d["op"], list(d["inputs"]), list(d["outputs"]), dict(d.get("attrs", {})),
+                    d.get("name", ""))
+
+
+@dataclass
+class Graph:
+    inputs: list[Value]
+    outputs: list[Value]
+    nodes: list[Node]
+    initializers: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def producers(self) -> dict[str, Node]:
+        return {out: n for n in self.nodes for out in n.outputs}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        uses: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i:
+                    uses.setdefault(i, []).append(n)
+        return uses
+
+    def validate(self) -> None:
+        """Raise GraphError unless every name is defined once, before use."""
+        from .ops import get_op  # late: ops import graph types
+
+        defined: set[str] = set()
+        for v in self.inputs:
+            if v.name in defined:
+                raise GraphError(f"graph input '{v.name}' is declared twice")
+            defined.add(v.name)
+        for name in self.initializers:
+            if name in defined:
+                raise GraphError(f"'{name}' is both a graph input and a weight")
+            defined.add(name)
+        for node in self.nodes:
+            get_op(node.op, node=node.name)
+            for i in node.inputs:
+                if i and i not in defined:
+                    raise GraphError(f"node '{node.name}' ({node.op}) reads '{i}', which is not "
+                                     "defined before it (missing weight, or nodes out of order)")
+            for o in node.outputs:
+                if o in defined:
+                    raise GraphError(f"node '{node.name}' ({node.op}) redefines '{o}'")
+                defined.add(o)
+        for v in self.outputs:
+            if v.name not in defined:
+                raise GraphError(f"graph output '{v.name}' is never produced")
+        if not self.inputs:
+            raise GraphError("graph has no inputs")
+        if not self.outputs:
+            raise GraphError("graph has no outputs")
+
+    def to_json(self) -> dict:
+        return {"inputs": [v.to_json() for v in self.inputs],
+                "outputs": [v.to_json() for v in self.outputs],
+                "nodes": [n.to_json() for n in self.nodes]}
+
+    @staticmethod
+    def from_json(d: dict, initializers: dict[str, np.ndarray]) -> "Graph":
+        return Graph([Value.from_json(v) for v in d["inputs"]],
+                     [Value.from_json(v) for v in d["outputs"]],
+                     [Node.from_json(n) for n in d["nodes"]], dict(initializers))

@@ -1,0 +1,87 @@
+"""Activation names (Keras and ONNX spellings) mapped to the native kernel enum; unary
+activation ops; and the `activation` attribute that Dense/Conv2D fuse into their epilogue."""
+
+from __future__ import annotations
+
+import math
+
+from .. import _C
+from ..errors import GraphError
+from .registry import register
+
+A = _C.Act
+
+# name -> (kernel enum, default alpha, default beta)
+ACTIVATIONS = {
+    None: (A.none, 0.0, 0.0), "linear": (A.none, 0.0, 0.0), "identity": (A.none, 0.0, 0.0),
+    "relu": (A.relu, 0.0, 0.0),
+    "leaky_relu": (A.leaky_relu, 0.2, 0.0),  # Keras default negative slope
+    "sigmoid": (A.sigmoid, 0.0, 0.0), "tanh": (A.tanh, 0.0, 0.0),
+    "gelu": (A.gelu, 0.0, 0.0), "gelu_tanh": (A.gelu_tanh, 0.0, 0.0),
+    "elu": (A.elu, 1.0, 0.0), "selu": (A.selu, 0.0, 0.0),
+    "silu": (A.silu, 0.0, 0.0), "swish": (A.silu, 0.0, 0.0),
+    "softplus": (A.softplus, 0.0, 0.0),
+    "hard_sigmoid": (A.hard_sigmoid, 1.0 / 6.0, 0.5),  # Keras 3: relu6(x + 3) / 6
+    "clip": (A.clip, -math.inf, math.inf),
+    "exp": (A.exp, 0.0, 0.0), "exponential": (A.exp, 0.0, 0.0),
+    "log": (A.log, 0.0, 0.0), "sqrt": (A.sqrt, 0.0, 0.0), "neg": (A.neg, 0.0, 0.0),
+    "abs": (A.abs, 0.0, 0.0), "reciprocal": (A.reciprocal, 0.0, 0.0),
+    "square": (A.square, 0.0, 0.0), "erf": (A.erf, 0.0, 0.0),
+}
+
+
+def resolve(attrs: dict, node: str = "") -> tuple:
+    """The (enum, alpha, beta) for a node's `activation` attribute (+ optional
+    `activation_alpha` / `activation_beta`)."""
+    name = attrs.get("activation")
+    if name not in ACTIVATIONS:
+        known = ", ".join(sorted(k for k in ACTIVATIONS if k))
+        raise GraphError(f"node '{node}': unknown activation '{name}' (known: {known})")
+    act, alpha, beta = ACTIVATIONS[name]
+    return act, float(attrs.get("activation_alpha", alpha)), float(attrs.get("activation_beta", beta))
+
+
+def same_shape(node, shapes):
+    return [shapes[0]]
+
+
+def _numel(shape) -> int:
+    return math.prod(shape)
+
+
+def _emit(ctx, node, act, alpha, beta):
+    x, y = node.inputs[0], node.outputs[0]
+    ctx.program.activation(ctx.slot(y), ctx.slot(x), _numel(ctx.shape(x)), act, alpha, beta)
+
+
+# Standalone activation ops (ONNX names). Attributes `alpha`/`beta` (and `min`/`max` for
+# Clip) override the defaults.
+UNARY_OPS = {
+    "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
+    "Gelu": "gelu", "GeluTanh": "gelu_tanh", "Elu": "elu", "Selu": "selu", "Silu": "silu",
+    "Softplus": "softplus", "HardSigmoid": "hard_sigmoid", "Clip": "clip", "Exp": "exp",
+    "Log": "log", "Sqrt": "sqrt", "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal",
+    "Square": "square", "Erf": "erf",
+}
+
+
+def _unary(name: str):
+    act, alpha, beta = ACTIVATIONS[name]
+
+    def forward(ctx, node):
+        at = node.attrs
+        a, b = at.get("min", alpha), at.get("max", beta)
+        _emit(ctx, node, act, float(at.get("alpha", a)), float(at.get("beta", b)))
+    return forward
+
+
+for _op, _name in UNARY_OPS.items():
+    register(_op, same_shape, _unary(_name), inplace=True)
+
+
+def _activation_op(ctx, node):
+    _emit(ctx, node, *resolve(node.attrs, node.name))
+
+
+# Generic form: Activation(activation="relu"), as Keras's Activation layer.
+register("Activation", same_shape, _activation_op, inplace=True)

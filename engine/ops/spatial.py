@@ -1,0 +1,142 @@
+"""Conv2D and 2-D pooling, NHWC activations and HWIO filters (see docs/layout.md)."""
+
+from __future__ import annotations
+
+from .. import _C
+from ..errors import GraphError, ShapeError
+from .activations import resolve
+from .registry import register
+
+
+def _pair(v, name, node):
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        return tuple(v)
+    raise GraphError(f"node '{node.name}': attribute '{name}' must be an int or 2 ints, got {v!r}")
+
+
+def resolve_padding(padding, size, kernel, stride, dilation, node):
+    """(top, left, bottom, right) from 'valid', 'same' (TensorFlow/Keras rule: the extra
+    pixel goes at the end) or 4 explicit ints."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        pads = []
+        for n, k, s, d in zip(size, kernel, stride, dilation):
+            out = -(-n // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return (pads[0][0], pads[1][0], pads[0][1], pads[1][1])
+    if isinstance(padding, (list, tuple)) and len(padding) == 4 and all(
+            isinstance(p, int) and p >= 0 for p in padding):
+        return tuple(padding)
+    raise GraphError(f"node '{node.name}': padding must be 'valid', 'same' or 4 non-negative "
+                     f"ints (top, left, bottom, right), got {padding!r}")
+
+
+def _window(node, x, kernel, default_strides=1):
+    """Shared attribute handling: returns (strides, dilations, pads)."""
+    a = node.attrs
+    strides = _pair(a.get("strides", default_strides), "strides", node)
+    dil = _pair(a.get("dilations", 1), "dilations", node)
+    if min(strides + dil) < 1:
+        raise GraphError(f"node '{node.name}': strides and dilations must be >= 1, got {strides}, {dil}")
+    pads = resolve_padding(a.get("padding", "valid"), x[1:3], kernel, strides, dil, node)
+    return strides, dil, pads
+
+
+def _check_nhwc(node, x):
+    if len(x) != 4:
+        raise ShapeError(f"node '{node.name}' ({node.op}): expected a 4-D NHWC input, got shape {x}")
+
+
+def conv_params(node, x, w):
+    _check_nhwc(node, x)
+    if len(w) != 4:
+        raise ShapeError(f"node '{node.name}' (Conv2D): filter must be 4-D HWIO, got {w}")
+    groups = int(node.attrs.get("groups", 1))
+    if groups < 1 or x[3] % groups or w[3] % groups or w[2] * groups != x[3]:
+        raise ShapeError(f"node '{node.name}' (Conv2D): input has {x[3]} channels, filter {w} "
+                         f"with groups={groups} expects {w[2] * groups}")
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = _window(node, x, w[:2])
+    s = _C.Conv2DShape()
+    s.N, s.H, s.W, s.C, s.OC, s.KH, s.KW = x[0], x[1], x[2], x[3], w[3], w[0], w[1]
+    s.stride_h, s.stride_w, s.dil_h, s.dil_w = sh, sw, dh, dw
+    s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, s.groups = pt, pl, pb, pr, groups
+    if s.OH < 1 or s.OW < 1:
+        raise ShapeError(f"node '{node.name}' (Conv2D): input {x} is smaller than the "
+                         f"{w[0]}x{w[1]} filter (dilation {dh}x{dw}) after padding")
+    return s
+
+
+def conv_shape(node, shapes):
+    x, w = shapes[0], shapes[1]
+    s = conv_params(node, x, w)
+    if len(shapes) > 2 and shapes[2] != (w[3],):
+        raise ShapeError(f"node '{node.name}' (Conv2D): bias must have shape ({w[3]},), got {shapes[2]}")
+    return [(x[0], s.OH, s.OW, w[3])]
+
+
+def conv_forward(ctx, node):
+    x, w_name = node.inputs[0], node.inputs[1]
+    b_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    s = conv_params(node, ctx.shape(x), ctx.const(w_name).shape)
+    key = ("conv", w_name, b_name, s.H, s.W)  # packing is independent of the batch size
+    packed = ctx.cached(key, lambda: _C.PackedConv2D(
+        s, ctx.const(w_name), ctx.const(b_name) if b_name else None))
+    act, a, b = resolve(node.attrs, node.name)
+    ctx.program.conv2d(ctx.slot(node.outputs[0]), ctx.slot(x), packed, s.N, act, a, b)
+
+
+# Conv2D(x NHWC, filter HWIO, [bias]); attrs: strides, padding, dilations, groups, activation.
+register("Conv2D", conv_shape, conv_forward)
+
+
+def pool_params(node, x):
+    _check_nhwc(node, x)
+    k = _pair(node.attrs.get("pool_size", 2), "pool_size", node)
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = _window(node, x, k, default_strides=k)
+    s = _C.Pool2DShape()
+    s.N, s.H, s.W, s.C, s.KH, s.KW = x[0], x[1], x[2], x[3], k[0], k[1]
+    s.stride_h, s.stride_w, s.dil_h, s.dil_w = sh, sw, dh, dw
+    s.pad_top, s.pad_left, s.pad_bottom, s.pad_right = pt, pl, pb, pr
+    s.ceil_mode = bool(node.attrs.get("ceil_mode", False))
+    s.count_include_pad = bool(node.attrs.get("count_include_pad", False))
+    if s.OH < 1 or s.OW < 1:
+        raise ShapeError(f"node '{node.name}' ({node.op}): input {x} is smaller than the "
+                         f"{k[0]}x{k[1]} window")
+    return s
+
+
+def pool_shape(node, shapes):
+    s = pool_params(node, shapes[0])
+    return [(s.N, s.OH, s.OW, s.C)]
+
+
+def _pool_forward(is_max):
+    def forward(ctx, node):
+        s = pool_params(node, ctx.shape(node.inputs[0]))
+        ctx.program.pool2d(ctx.slot(node.outputs[0]), ctx.slot(node.inputs[0]), s, is_max)
+    return forward
+
+
+# MaxPool2D / AvgPool2D(x NHWC); attrs: pool_size, strides (default pool_size), padding,
+# dilations, ceil_mode, count_include_pad.
+register("MaxPool2D", pool_shape, _pool_forward(True))
+register("AvgPool2D", pool_shape, _pool_forward(False))
+
+
+def gap_shape(node, shapes):
+    _check_nhwc(node, shapes[0])
+    n, _, _, c = shapes[0]
+    return [(n, 1, 1, c) if node.attrs.get("keepdims", False) else (n, c)]
+
+
+def gap_forward(ctx, node):
+    n, h, w, c = ctx.shape(node.inputs[0])
+    ctx.program.global_avgpool(ctx.slot(node.outputs[0]), ctx.slot(node.inputs[0]), n, h * w, c)
+
+
+# GlobalAveragePool2D(x NHWC) -> (N, C), or (N, 1, 1, C) with keepdims.
+register("GlobalAveragePool2D", gap_shape, gap_forward)
