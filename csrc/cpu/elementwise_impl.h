@@ -1,0 +1,492 @@
+// Elementwise kernels, written once over a GCC/Clang vector-extension type of EW_W floats
+// and compiled once per ISA: elementwise_{avx512,avx2,portable}.cpp each include this file
+// inside their own namespace (engine::ew_<isa>) after defining EW_W and including the
+// standard headers (<cstdint>, <cstring>, <cmath>, <algorithm>, <immintrin.h> on x86) and
+// "engine/elementwise.h". No includes here on purpose: this file is included inside a
+// namespace.
+//
+// Transcendentals are our own branch-free polynomial approximations (Cephes-style exp/log
+// with range reduction, tanh/sigmoid from exp, a rational erf), so every op runs at full
+// vector width. Accuracy (vs float64): exp/log/sigmoid/tanh ≲ 2 ulp in normal ranges, erf
+// ≲ 1e-7 absolute; special values (±0, ±inf, NaN, overflow, underflow, denormals) are
+// handled explicitly so that no NaN appears where the true result is finite.
+//
+// Exported per ISA (see elementwise.cpp for the dispatcher and threading):
+//   activation(y, x, n, act, alpha, beta)          serial, any n, y may equal x
+//   binary_row(out, a, sa, b, sb, n, op)           out[i] = a[i*sa] op b[i*sb]
+//   softmax_rows(y, x, rows, len, log)             inner == 1: rows of `len` contiguous floats
+//   softmax_cols(y, x, axis, inner, j0, j1, log)   one (axis, inner) slab, columns [j0, j1)
+
+#ifndef EW_W
+#error "define EW_W (vector width in floats) before including elementwise_impl.h"
+#endif
+
+typedef float vf __attribute__((vector_size(EW_W * 4)));
+typedef std::int32_t vi __attribute__((vector_size(EW_W * 4)));
+typedef std::uint32_t vu __attribute__((vector_size(EW_W * 4)));
+
+constexpr int W = EW_W;
+
+// ---------------------------------------------------------------------------------------
+// Loads, stores, lane helpers.
+
+static inline vf splat(float f) {
+  vf v;
+  for (int k = 0; k < W; ++k) v[k] = f;
+  return v;
+}
+static inline vi splati(std::int32_t f) {
+  vi v;
+  for (int k = 0; k < W; ++k) v[k] = f;
+  return v;
+}
+static inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+static inline vi iota() {
+  vi v;
+  for (int k = 0; k < W; ++k) v[k] = k;
+  return v;
+}
+// Lanes [0, cnt) active (0 < cnt <= W).
+static inline vi lane_mask(index_t cnt) { return iota() < splati(static_cast<std::int32_t>(cnt)); }
+
+// Loads cnt (< W) floats; the other lanes read as 0 and are never touched in memory.
+static inline vf load_partial(const float* p, index_t cnt) {
+#if EW_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << cnt) - 1u), p);
+#elif EW_W == 8 && defined(__AVX2__)
+  return (vf)_mm256_maskload_ps(p, (__m256i)lane_mask(cnt));
+#else
+  vf v = splat(0.f);
+  for (index_t k = 0; k < cnt; ++k) v[k] = p[k];
+  return v;
+#endif
+}
+static inline void store_partial(float* p, vf v, index_t cnt) {
+#if EW_W == 16 && defined(__AVX512F__)
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << cnt) - 1u), (__m512)v);
+#elif EW_W == 8 && defined(__AVX2__)
+  _mm256_maskstore_ps(p, (__m256i)lane_mask(cnt), (__m256)v);
+#else
+  for (index_t k = 0; k < cnt; ++k) p[k] = v[k];
+#endif
+}
+
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+static inline vf vabs(vf x) { return (vf)((vu)x & 0x7fffffffu); }
+static inline vf vsign(vf x) { return (vf)((vu)x & (vu)splat(-0.f)); }  // sign bit only
+static inline vf copysign_bits(vf mag, vf sign) { return (vf)((vu)mag | (vu)sign); }
+
+static inline float hmax(vf v) {
+  float m = v[0];
+  for (int k = 1; k < W; ++k) m = v[k] > m ? v[k] : m;
+  return m;
+}
+static inline float hsum(vf v) {
+  // Pairwise, so the result does not depend on the compiler unrolling order.
+  for (int h = W / 2; h >= 1; h /= 2)
+    for (int k = 0; k < h; ++k) v[k] += v[k + h];
+  return v[0];
+}
+
+// ---------------------------------------------------------------------------------------
+// Math.
+
+constexpr float kInf = __builtin_huge_valf();
+
+// 2^n for integer n in [-126, 127] (as float bits).
+static inline vf pow2i(vi n) { return (vf)((vu)(n + splati(127)) << 23); }
+
+// exp(x): Cephes range reduction x = n·ln2 + r, |r| <= ln2/2, degree-6 polynomial, then
+// the scale 2^n applied in two halves so results down to the denormal range are right.
+static inline vf v_exp(vf x) {
+  const vf magic = splat(12582912.f);  // 1.5·2^23: adding it rounds to an integer
+  vf xc = vmin(vmax(x, splat(-104.f)), splat(88.8f));  // keeps NaN (compares false)
+  vf t = xc * splat(1.44269504088896341f) + magic;
+  vf n = t - magic;
+  vi ni = (vi)((vu)t - (vu)magic);
+  vf r = xc - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  vf z = r * r;
+  vf p = splat(1.9875691500E-4f);
+  p = p * r + splat(1.3981999507E-3f);
+  p = p * r + splat(8.3334519073E-3f);
+  p = p * r + splat(4.1665795894E-2f);
+  p = p * r + splat(1.6666665459E-1f);
+  p = p * r + splat(5.0000001201E-1f);
+  p = p * z + r + splat(1.f);
+  vi n1 = ni >> 1;
+  vi n2 = ni - n1;
+  vf y = p * pow2i(n1) * pow2i(n2);
+  y = x > splat(88.72283905206835f) ? splat(kInf) : y;
+  y = x < splat(-103.972077f) ? splat(0.f) : y;
+  return x != x ? x : y;
+}
+
+// exp(x) - 1, accurate near 0 (Taylor for |x| < 0.5, exp(x) - 1 otherwise).
+static inline vf v_expm1(vf x) {
+  vf p = splat(1.f / 40320.f);
+  p = p * x + splat(1.f / 5040.f);
+  p = p * x + splat(1.f / 720.f);
+  p = p * x + splat(1.f / 120.f);
+  p = p * x + splat(1.f / 24.f);
+  p = p * x + splat(1.f / 6.f);
+  p = p * x + splat(0.5f);
+  vf small = p * (x * x) + x;
+  vf big = v_exp(x) - splat(1.f);
+  return vabs(x) < splat(0.5f) ? small : big;
+}
+
+// log(x): Cephes logf. Denormals are scaled up first; x < 0 -> NaN, 0 -> -inf, inf -> inf.
+static inline vf v_log(vf x) {
+  vi den = x < splat(1.17549435e-38f);
+  vf xs = den ? x * splat(8388608.f) : x;  // 2^23
+  vu bits = (vu)xs;
+  vf e = __builtin_convertvector((vi)((bits >> 23) & 0xffu), vf) - splat(126.f);
+  e = den ? e - splat(23.f) : e;
+  vf m = (vf)((bits & 0x807fffffu) | 0x3f000000u);  // [0.5, 1)
+  vi lo = m < splat(0.707106781186547524f);
+  e = lo ? e - splat(1.f) : e;
+  vf f = (lo ? m + m : m) - splat(1.f);
+  vf z = f * f;
+  vf p = splat(7.0376836292E-2f);
+  p = p * f + splat(-1.1514610310E-1f);
+  p = p * f + splat(1.1676998740E-1f);
+  p = p * f + splat(-1.2420140846E-1f);
+  p = p * f + splat(1.4249322787E-1f);
+  p = p * f + splat(-1.6668057665E-1f);
+  p = p * f + splat(2.0000714765E-1f);
+  p = p * f + splat(-2.4999993993E-1f);
+  p = p * f + splat(3.3333331174E-1f);
+  vf y = p * f * z;
+  y = y + e * splat(-2.12194440e-4f);
+  y = y - splat(0.5f) * z;
+  vf r = f + y + e * splat(0.693359375f);
+  r = x == splat(kInf) ? x : r;
+  r = x == splat(0.f) ? splat(-kInf) : r;
+  r = x < splat(0.f) ? splat(__builtin_nanf("")) : r;
+  return x != x ? x : r;
+}
+
+// log(1 + u) for u >= 0 (Kahan's trick: exact-ish for tiny u).
+static inline vf v_log1p_pos(vf u) {
+  vf w = u + splat(1.f);
+  vf d = w - splat(1.f);
+  vi tiny = d == splat(0.f);
+  vf l = v_log(w) * (u / (tiny ? splat(1.f) : d));
+  return tiny ? u : l;
+}
+
+// sigmoid via e = exp(-|x|) in (0, 1]: never overflows, accurate in both tails.
+static inline vf v_sigmoid(vf x) {
+  vf e = v_exp(-vabs(x));
+  vf s = splat(1.f) / (splat(1.f) + e);
+  return x >= splat(0.f) ? s : e * s;
+}
+
+// tanh: odd polynomial (Cephes tanhf) for |x| < 0.625, else sign·(1 - 2/(exp(2|x|)+1)).
+static inline vf v_tanh(vf x) {
+  vf ax = vabs(x);
+  vf z = x * x;
+  vf p = splat(-5.70498872745E-3f);
+  p = p * z + splat(2.06390887954E-2f);
+  p = p * z + splat(-5.37397155531E-2f);
+  p = p * z + splat(1.33314422036E-1f);
+  p = p * z + splat(-3.33332819422E-1f);
+  vf small = p * z * x + x;
+  vf e = v_exp(vmin(ax, splat(10.f)) * splat(2.f));
+  vf big = splat(1.f) - splat(2.f) / (e + splat(1.f));
+  big = copysign_bits(big, vsign(x));
+  return ax < splat(0.625f) ? small : big;  // NaN -> big path -> NaN
+}
+
+// erf: odd/even rational approximation on [-4, 4] (|err| < 1e-7), ±1 outside.
+static inline vf v_erf(vf x) {
+  vf xc = vmin(vmax(x, splat(-4.f)), splat(4.f));
+  vf z = xc * xc;
+  vf p = splat(-2.72614225801306e-10f);
+  p = p * z + splat(2.77068142495902e-08f);
+  p = p * z + splat(-2.10102402082508e-06f);
+  p = p * z + splat(-5.69250639462346e-05f);
+  p = p * z + splat(-7.34990630326855e-04f);
+  p = p * z + splat(-2.95459980854025e-03f);
+  p = p * z + splat(-1.60960333262415e-02f);
+  vf q = splat(-1.45660718464996e-05f);
+  q = q * z + splat(-2.13374055278905e-04f);
+  q = q * z + splat(-1.68282697438203e-03f);
+  q = q * z + splat(-7.37332916720468e-03f);
+  q = q * z + splat(-1.42647390514189e-02f);
+  return (xc * p) / q;  // NaN stays NaN through the clamp
+}
+
+// ---------------------------------------------------------------------------------------
+// Activations.
+
+template <class F>
+static inline void unary_loop(float* y, const float* x, index_t n, F f) {
+  index_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    vf a = load(x + i), b = load(x + i + W);
+    store(y + i, f(a));
+    store(y + i + W, f(b));
+  }
+  for (; i + W <= n; i += W) store(y + i, f(load(x + i)));
+  if (i < n) store_partial(y + i, f(load_partial(x + i, n - i)), n - i);
+}
+
+void activation(float* y, const float* x, index_t n, Act act, float alpha, float beta) {
+  const vf zero = splat(0.f), one = splat(1.f);
+  switch (act) {
+    case Act::None:
+    case Act::Identity:
+      if (y != x) std::memmove(y, x, static_cast<std::size_t>(n) * sizeof(float));
+      return;
+    case Act::Relu:
+      return unary_loop(y, x, n, [&](vf v) { return v < zero ? zero : v; });
+    case Act::LeakyRelu: {
+      const vf a = splat(alpha);
+      return unary_loop(y, x, n, [&](vf v) { return v < zero ? v * a : v; });
+    }
+    case Act::Sigmoid:
+      return unary_loop(y, x, n, [&](vf v) { return v_sigmoid(v); });
+    case Act::Tanh:
+      return unary_loop(y, x, n, [&](vf v) { return v_tanh(v); });
+    case Act::Gelu:
+      return unary_loop(y, x, n, [&](vf v) {
+        return splat(0.5f) * v * (one + v_erf(v * splat(0.70710678118654752f)));
+      });
+    case Act::GeluTanh:
+      // 0.5·x·(1 + tanh(u)) == x·sigmoid(2u), u = √(2/π)·(x + 0.044715·x³)
+      return unary_loop(y, x, n, [&](vf v) {
+        vf u = v * (splat(1.5957691216057308f) + splat(0.0713548162726f) * v * v);
+        return v * v_sigmoid(u);
+      });
+    case Act::Elu: {
+      const vf a = splat(alpha);
+      return unary_loop(y, x, n, [&](vf v) { return v > zero ? v : a * v_expm1(v); });
+    }
+    case Act::Selu: {
+      const vf sc = splat(1.0507009873554805f), sa = splat(1.0507009873554805f * 1.6732632423543772f);
+      return unary_loop(y, x, n, [&](vf v) { return v > zero ? sc * v : sa * v_expm1(v); });
+    }
+    case Act::Silu:
+      return unary_loop(y, x, n, [&](vf v) { return v * v_sigmoid(v); });
+    case Act::Softplus:
+      // max(x, 0) + log1p(exp(-|x|)): no overflow, accurate in both tails.
+      return unary_loop(y, x, n, [&](vf v) { return vmax(v, zero) + v_log1p_pos(v_exp(-vabs(v))); });
+    case Act::HardSigmoid: {
+      const vf a = splat(alpha), b = splat(beta);
+      return unary_loop(y, x, n, [&](vf v) { return vmin(vmax(a * v + b, zero), one); });
+    }
+    case Act::Clip: {
+      const vf lo = splat(alpha), hi = splat(beta);
+      return unary_loop(y, x, n, [&](vf v) {
+        v = v < lo ? lo : v;
+        return v > hi ? hi : v;
+      });
+    }
+    case Act::Exp:
+      return unary_loop(y, x, n, [&](vf v) { return v_exp(v); });
+    case Act::Log:
+      return unary_loop(y, x, n, [&](vf v) { return v_log(v); });
+    case Act::Sqrt:
+      // Plain loop: the compiler vectorises sqrt (-fno-math-errno) to the exact instruction.
+      for (index_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
+      return;
+    case Act::Neg:
+      return unary_loop(y, x, n, [&](vf v) { return -v; });
+    case Act::Abs:
+      return unary_loop(y, x, n, [&](vf v) { return vabs(v); });
+    case Act::Reciprocal:
+      return unary_loop(y, x, n, [&](vf v) { return one / v; });
+    case Act::Square:
+      return unary_loop(y, x, n, [&](vf v) { return v * v; });
+    case Act::Erf:
+      return unary_loop(y, x, n, [&](vf v) { return v_erf(v); });
+  }
+  throw Error("activation: unknown Act " + std::to_string(static_cast<int>(act)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Binary ops.
+
+struct OpAdd { static vf v(vf a, vf b) { return a + b; } static float s(float a, float b) { return a + b; } };
+struct OpSub { static vf v(vf a, vf b) { return a - b; } static float s(float a, float b) { return a - b; } };
+struct OpMul { static vf v(vf a, vf b) { return a * b; } static float s(float a, float b) { return a * b; } };
+struct OpDiv { static vf v(vf a, vf b) { return a / b; } static float s(float a, float b) { return a / b; } };
+// numpy maximum/minimum: NaN in either input propagates.
+struct OpMax {
+  static vf v(vf a, vf b) { return a != a ? a : (a > b ? a : b); }
+  static float s(float a, float b) { return a != a ? a : (a > b ? a : b); }
+};
+struct OpMin {
+  static vf v(vf a, vf b) { return a != a ? a : (a < b ? a : b); }
+  static float s(float a, float b) { return a != a ? a : (a < b ? a : b); }
+};
+struct OpPow {
+  static vf v(vf a, vf b) {
+    vf r;
+    for (int k = 0; k < W; ++k) r[k] = std::pow(a[k], b[k]);
+    return r;
+  }
+  static float s(float a, float b) { return std::pow(a, b); }
+};
+
+template <class Op>
+static void binary_row_t(float* out, const float* a, index_t sa, const float* b, index_t sb, index_t n) {
+  index_t i = 0;
+  if (sa == 1 && sb == 1) {
+    for (; i + W <= n; i += W) store(out + i, Op::v(load(a + i), load(b + i)));
+    if (i < n) store_partial(out + i, Op::v(load_partial(a + i, n - i), load_partial(b + i, n - i)), n - i);
+  } else if (sa == 1 && sb == 0) {
+    const vf bv = splat(*b);
+    for (; i + W <= n; i += W) store(out + i, Op::v(load(a + i), bv));
+    if (i < n) store_partial(out + i, Op::v(load_partial(a + i, n - i), bv), n - i);
+  } else if (sa == 0 && sb == 1) {
+    const vf av = splat(*a);
+    for (; i + W <= n; i += W) store(out + i, Op::v(av, load(b + i)));
+    if (i < n) store_partial(out + i, Op::v(av, load_partial(b + i, n - i)), n - i);
+  } else if (sa == 0 && sb == 0) {
+    const float r = Op::s(*a, *b);
+    for (; i < n; ++i) out[i] = r;
+  } else {
+    for (; i < n; ++i) out[i] = Op::s(a[i * sa], b[i * sb]);
+  }
+}
+
+// x ** c for a scalar exponent c: the common cases without libm.
+static bool pow_scalar_fast(float* out, const float* a, index_t n, float c) {
+  if (c == 2.f) {
+    unary_loop(out, a, n, [](vf v) { return v * v; });
+    return true;
+  }
+  if (c == 1.f) {
+    if (out != a) std::memmove(out, a, static_cast<std::size_t>(n) * sizeof(float));
+    return true;
+  }
+  if (c == 3.f) {
+    unary_loop(out, a, n, [](vf v) { return v * v * v; });
+    return true;
+  }
+  if (c == -1.f) {
+    unary_loop(out, a, n, [](vf v) { return splat(1.f) / v; });
+    return true;
+  }
+  return false;
+}
+
+void binary_row(float* out, const float* a, index_t sa, const float* b, index_t sb, index_t n, BinaryOp op) {
+  switch (op) {
+    case BinaryOp::Add: return binary_row_t<OpAdd>(out, a, sa, b, sb, n);
+    case BinaryOp::Sub: return binary_row_t<OpSub>(out, a, sa, b, sb, n);
+    case BinaryOp::Mul: return binary_row_t<OpMul>(out, a, sa, b, sb, n);
+    case BinaryOp::Div: return binary_row_t<OpDiv>(out, a, sa, b, sb, n);
+    case BinaryOp::Max: return binary_row_t<OpMax>(out, a, sa, b, sb, n);
+    case BinaryOp::Min: return binary_row_t<OpMin>(out, a, sa, b, sb, n);
+    case BinaryOp::Pow:
+      if (sa == 1 && sb == 0 && pow_scalar_fast(out, a, n, *b)) return;
+      return binary_row_t<OpPow>(out, a, sa, b, sb, n);
+  }
+  throw Error("binary: unknown op " + std::to_string(static_cast<int>(op)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Softmax.
+
+// rows × len, contiguous (the last-axis case).
+void softmax_rows(float* y, const float* x, index_t rows, index_t len, bool log) {
+  const vf ninf = splat(-kInf);
+  for (index_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * len;
+    float* yr = y + r * len;
+    const index_t tail = len % W, nfull = len - tail;
+    // 1. max
+    vf m0 = ninf, m1 = ninf;
+    index_t i = 0;
+    for (; i + 2 * W <= nfull; i += 2 * W) {
+      m0 = vmax(m0, load(xr + i));
+      m1 = vmax(m1, load(xr + i + W));
+    }
+    for (; i < nfull; i += W) m0 = vmax(m0, load(xr + i));
+    float m = hmax(vmax(m0, m1));
+    for (i = nfull; i < len; ++i) m = xr[i] > m ? xr[i] : m;
+    // NaN anywhere -> propagate via the exp pass (x - m = NaN); an all -inf row gives NaN
+    // like torch. A row holding +inf gives NaN as well.
+    const vf mv = splat(m);
+    // 2. exp and sum
+    vf s0 = splat(0.f), s1 = splat(0.f);
+    if (!log) {
+      for (i = 0; i + 2 * W <= nfull; i += 2 * W) {
+        vf e0 = v_exp(load(xr + i) - mv), e1 = v_exp(load(xr + i + W) - mv);
+        store(yr + i, e0);
+        store(yr + i + W, e1);
+        s0 += e0;
+        s1 += e1;
+      }
+      for (; i < nfull; i += W) {
+        vf e = v_exp(load(xr + i) - mv);
+        store(yr + i, e);
+        s0 += e;
+      }
+      if (tail) {
+        vf e = v_exp(load_partial(xr + nfull, tail) - mv);
+        e = lane_mask(tail) ? e : splat(0.f);
+        store_partial(yr + nfull, e, tail);
+        s0 += e;
+      }
+      const vf inv = splat(1.f / hsum(s0 + s1));
+      i = 0;
+      for (; i < nfull; i += W) store(yr + i, load(yr + i) * inv);
+      if (tail) store_partial(yr + nfull, load_partial(yr + nfull, tail) * inv, tail);
+    } else {
+      for (i = 0; i + 2 * W <= nfull; i += 2 * W) {
+        s0 += v_exp(load(xr + i) - mv);
+        s1 += v_exp(load(xr + i + W) - mv);
+      }
+      for (; i < nfull; i += W) s0 += v_exp(load(xr + i) - mv);
+      if (tail) {
+        vf e = v_exp(load_partial(xr + nfull, tail) - mv);
+        s0 += lane_mask(tail) ? e : splat(0.f);
+      }
+      const vf sh = splat(m + std::log(hsum(s0 + s1)));
+      for (i = 0; i < nfull; i += W) store(yr + i, load(xr + i) - sh);
+      if (tail) store_partial(yr + nfull, load_partial(xr + nfull, tail) - sh, tail);
+    }
+  }
+}
+
+// One (axis, inner) slab, columns [j0, j1): vectorised across columns.
+void softmax_cols(float* y, const float* x, index_t axis, index_t inner, index_t j0, index_t j1, bool log) {
+  for (index_t j = j0; j < j1; j += W) {
+    const index_t cnt = j1 - j < W ? j1 - j : W;
+    const bool full = cnt == W;
+    auto ld = [&](const float* p) { return full ? load(p) : load_partial(p, cnt); };
+    auto st = [&](float* p, vf v) {
+      if (full) store(p, v);
+      else store_partial(p, v, cnt);
+    };
+    vf m = splat(-kInf);
+    for (index_t k = 0; k < axis; ++k) m = vmax(m, ld(x + k * inner + j));
+    // A NaN input reaches the sum through x - m even if vmax dropped it from m.
+    vf s = splat(0.f);
+    if (!log) {
+      for (index_t k = 0; k < axis; ++k) {
+        vf e = v_exp(ld(x + k * inner + j) - m);
+        st(y + k * inner + j, e);
+        s += e;
+      }
+      const vf inv = splat(1.f) / s;
+      for (index_t k = 0; k < axis; ++k) st(y + k * inner + j, ld(y + k * inner + j) * inv);
+    } else {
+      for (index_t k = 0; k < axis; ++k) s += v_exp(ld(x + k * inner + j) - m);
+      const vf sh = m + v_log(s);
+      for (index_t k = 0; k < axis; ++k) st(y + k * inner + j, ld(x + k * inner + j) - sh);
+    }
+  }
+}
