@@ -33,6 +33,20 @@ void check_2d(const py::array& a, const char* name) {
   if (a.ndim() != 2) throw engine::Error(std::string(name) + ": expected a 2-D array, got shape " + shape_str(a));
 }
 
+// A 2-D float32 view whose rows are contiguous but may be spaced apart (a column slice of a
+// bigger array): returns the leading dimension in elements. Used by the strided test entry.
+index_t row_view_ld(const py::array& a, const char* name) {
+  check_2d(a, name);
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw engine::Error(std::string(name) + ": expected a float32 array, got " + std::string(py::str(a.dtype())));
+  const py::ssize_t es = sizeof(float);
+  if (a.shape(1) > 1 && a.strides(1) != es)
+    throw engine::Error(std::string(name) + ": rows must be contiguous (inner stride 4 bytes)");
+  if (a.shape(0) > 1 && (a.strides(0) % es != 0 || a.strides(0) / es < a.shape(1)))
+    throw engine::Error(std::string(name) + ": row stride must be a positive multiple of 4 bytes >= the row length");
+  return a.shape(0) > 1 ? a.strides(0) / es : a.shape(1);
+}
+
 }  // namespace
 
 void init_gemm(py::module_& m) {
@@ -84,4 +98,21 @@ void init_gemm(py::module_& m) {
         py::arg("c"), py::arg("a"), py::arg("packed_b"), py::arg("trans_a") = false, py::arg("alpha") = 1.f,
         py::arg("beta") = 0.f, py::arg("bias") = py::none(), py::arg("act") = engine::Act::None,
         py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f);
+
+  m.def("sgemm_strided",
+        [](py::array c, py::array a, py::array b, bool ta, bool tb, float alpha, float beta) {
+          index_t lda = row_view_ld(a, "a"), ldb = row_view_ld(b, "b"), ldc = row_view_ld(c, "c");
+          if (!c.writeable()) throw engine::Error("c: array is read-only");
+          index_t M = rows(a, ta), K = cols(a, ta), N = cols(b, tb);
+          if (rows(b, tb) != K) throw engine::Error("sgemm_strided: inner dimensions differ");
+          check_shape(c, {M, N}, "c");
+          const float* pa = static_cast<const float*>(a.data());
+          const float* pb = static_cast<const float*>(b.data());
+          float* pc = static_cast<float*>(c.mutable_data());
+          py::gil_scoped_release nogil;
+          engine::sgemm(ta, tb, M, N, K, alpha, pa, lda, pb, ldb, beta, pc, ldc);
+        },
+        py::arg("c"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+        py::arg("alpha") = 1.f, py::arg("beta") = 0.f,
+        "sgemm on row-strided views (rows contiguous, leading dimension >= row length); for tests.");
 }

@@ -1,49 +1,349 @@
-// PLACEHOLDER naive GEMM (to be replaced by the packed, register-blocked implementation).
+// SGEMM driver (Goto/BLIS structure): C = alpha·op(A)·op(B) + beta·C, then bias + activation.
+//
+//   for jc in N by NC:            B block
+//     for pc in K by KC:          pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels (or use the
+//                                 pre-packed weights of a PackedMatrixB directly)
+//       for ic in M by MC:        pack A[ic:ic+mc, pc:pc+kc] into MR-high panels (skipped for a
+//                                 single row panel or a single column panel: the kernel then
+//                                 reads A in place)
+//         for jr in nc by NR:     B micro-panel (kc×NR) stays in L1
+//           for ir in mc by MR:   micro-kernel on an MR×NR tile of C
+//
+// Threads: C is cut into one rectangle per thread along MR/NR panel boundaries (N first for
+// pre-packed weights, so each core keeps its share of the weights hot in its own L2; M
+// first otherwise) and each thread runs the loops above on its rectangle with its own
+// thread-local, grow-only, 64-byte-aligned pack buffers. Small problems run on the caller.
+// The epilogue (bias, relu) is applied in registers on the last K block; other activations
+// run on each finished tile row while it is still in L1.
 #include "engine/gemm.h"
 
-#include <vector>
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 
+#include "cpu/gemm_internal.h"
+#include "engine/cpu_features.h"
 #include "engine/elementwise.h"
+#include "engine/threadpool.h"
 
 namespace engine {
 
-struct PackedMatrixB::Impl {
-  std::vector<float> b;  // K×N row-major
-};
+using gemm::KernelSet;
+using gemm::TileParams;
 
-static void epilogue_rows(float* C, index_t M, index_t N, index_t ldc, const Epilogue& ep) {
-  for (index_t i = 0; i < M; ++i) {
-    float* c = C + i * ldc;
-    if (ep.bias)
-      for (index_t j = 0; j < N; ++j) c[j] += ep.bias_per_row ? ep.bias[i] : ep.bias[j];
-    if (ep.act != Act::None) activation(c, c, N, ep.act, ep.act_alpha, ep.act_beta);
+namespace {
+
+// Below this many flops (2·M·N·K) a GEMM runs on the calling thread: splitting it would
+// cost more in wake-up and synchronisation than it saves.
+constexpr index_t kMinParallelFlops = 256 * 1024;
+
+const KernelSet& kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return gemm::kernels_avx512();
+    case Isa::Avx2: return gemm::kernels_avx2();
+    default: return gemm::kernels_portable();
   }
 }
+
+// 64-byte aligned, grow-only float buffer.
+struct AlignedBuf {
+  float* p = nullptr;
+  size_t cap = 0;  // floats
+  AlignedBuf() = default;
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  ~AlignedBuf() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+      const size_t bytes = ((std::max<size_t>(n, 16) * sizeof(float) + 63) / 64) * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+      cap = bytes / sizeof(float);
+    }
+    return p;
+  }
+};
+
+thread_local AlignedBuf t_pack_a;
+thread_local AlignedBuf t_pack_b;
+
+bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu; }
+
+// op(B)[k0:k0+kc, j0:j0+nc] -> panels of NR columns: dst[p][k][0:NR], zero-padded.
+void pack_b(float* dst, bool tb, const float* B, index_t ldb, index_t k0, index_t kc, index_t j0,
+            index_t nc, int NR) {
+  for (index_t jp = 0; jp < nc; jp += NR) {
+    const int nr = static_cast<int>(std::min<index_t>(NR, nc - jp));
+    float* d = dst + (jp / NR) * kc * NR;
+    if (!tb) {
+      for (index_t k = 0; k < kc; ++k) {
+        const float* s = B + (k0 + k) * ldb + j0 + jp;
+        float* dk = d + k * NR;
+        int j = 0;
+        for (; j < nr; ++j) dk[j] = s[j];
+        for (; j < NR; ++j) dk[j] = 0.f;
+      }
+    } else {
+      if (nr < NR)
+        for (index_t k = 0; k < kc; ++k)
+          for (int j = nr; j < NR; ++j) d[k * NR + j] = 0.f;
+      // Four source rows (output columns) at a time: contiguous reads, strided writes.
+      int j = 0;
+      for (; j + 4 <= nr; j += 4) {
+        const float* s0 = B + (j0 + jp + j) * ldb + k0;
+        const float* s1 = s0 + ldb;
+        const float* s2 = s1 + ldb;
+        const float* s3 = s2 + ldb;
+        for (index_t k = 0; k < kc; ++k) {
+          float* dk = d + k * NR + j;
+          dk[0] = s0[k];
+          dk[1] = s1[k];
+          dk[2] = s2[k];
+          dk[3] = s3[k];
+        }
+      }
+      for (; j < nr; ++j) {
+        const float* s = B + (j0 + jp + j) * ldb + k0;
+        for (index_t k = 0; k < kc; ++k) d[k * NR + j] = s[k];
+      }
+    }
+  }
+}
+
+// op(A)[i0:i0+mc, k0:k0+kc] -> panels of MR rows: dst[p][k][0:MR] (rows past mc unused).
+void pack_a(float* dst, bool ta, const float* A, index_t lda, index_t i0, index_t mc, index_t k0,
+            index_t kc, int MR) {
+  for (index_t ip = 0; ip < mc; ip += MR) {
+    const int mr = static_cast<int>(std::min<index_t>(MR, mc - ip));
+    float* d = dst + (ip / MR) * kc * MR;
+    if (ta) {
+      for (index_t k = 0; k < kc; ++k) {
+        const float* s = A + (k0 + k) * lda + i0 + ip;
+        float* dk = d + k * MR;
+        for (int i = 0; i < mr; ++i) dk[i] = s[i];
+      }
+    } else {
+      // Blocks of 8 k at a time keep the MR source rows' cache lines in use together.
+      const float* s = A + (i0 + ip) * lda + k0;
+      index_t k = 0;
+      for (; k + 8 <= kc; k += 8)
+        for (int i = 0; i < mr; ++i) {
+          const float* si = s + i * lda + k;
+          float* dk = d + k * MR + i;
+          for (int u = 0; u < 8; ++u) dk[u * MR] = si[u];
+        }
+      for (; k < kc; ++k)
+        for (int i = 0; i < mr; ++i) d[k * MR + i] = s[i * lda + k];
+    }
+  }
+}
+
+struct Problem {
+  const KernelSet* ks;
+  bool ta, tb;
+  index_t M, N, K;
+  float alpha, beta;
+  const float* A;
+  index_t lda;
+  const float* B;   // unpacked op(B) source (when Bp == nullptr)
+  index_t ldb;
+  const float* Bp;  // pre-packed panels [N/NR][K][NR], or nullptr
+  float* C;
+  index_t ldc;
+  const Epilogue* ep;
+};
+
+// Runs the blocked loops on C[m0:m1, n0:n1] (n0 a multiple of NR when B is pre-packed).
+void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1) {
+  const KernelSet& ks = *pr.ks;
+  const int MR = ks.mr, NR = ks.nr;
+  const index_t mrange = m1 - m0, nrange = n1 - n0;
+  const Epilogue& ep = *pr.ep;
+  const bool inline_act = act_in_registers(ep.act);
+  const int bias_mode = ep.bias ? (ep.bias_per_row ? gemm::BiasRow : gemm::BiasCol) : gemm::BiasNone;
+  const bool one_row_panel = mrange <= MR;
+  const bool pack_a_needed = !one_row_panel && nrange > NR;
+  // One row panel: the B micro-panel is used once, so no point blocking K for L1.
+  const index_t KC = one_row_panel ? pr.K : ks.kc;
+  const index_t MC = ks.mc, NC = ks.nc;
+
+  float* bbuf = nullptr;
+  if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(std::min<index_t>(KC, pr.K)) *
+                                  ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
+  float* abuf = nullptr;
+  if (pack_a_needed)
+    abuf = t_pack_a.get(static_cast<size_t>(std::min<index_t>(KC, pr.K)) *
+                        ((std::min<index_t>(MC, mrange) + MR - 1) / MR * MR));
+
+  for (index_t jc = n0; jc < n1; jc += NC) {
+    const index_t nc = std::min(NC, n1 - jc);
+    for (index_t pc = 0; pc < pr.K; pc += KC) {
+      const index_t kc = std::min(KC, pr.K - pc);
+      const bool last = pc + kc >= pr.K;
+      const float* bblk;
+      index_t pstride;
+      if (pr.Bp) {
+        bblk = pr.Bp + (jc / NR) * pr.K * NR + pc * NR;
+        pstride = pr.K * NR;
+      } else {
+        pack_b(bbuf, pr.tb, pr.B, pr.ldb, pc, kc, jc, nc, NR);
+        bblk = bbuf;
+        pstride = kc * NR;
+      }
+      TileParams tp{pr.alpha, pc == 0 ? pr.beta : 1.f, last ? bias_mode : gemm::BiasNone,
+                    last && ep.act == Act::Relu};
+      for (index_t ic = m0; ic < m1; ic += MC) {
+        const index_t mc = std::min(MC, m1 - ic);
+        if (pack_a_needed) pack_a(abuf, pr.ta, pr.A, pr.lda, ic, mc, pc, kc, MR);
+        for (index_t jr = 0; jr < nc; jr += NR) {
+          const int nr = static_cast<int>(std::min<index_t>(NR, nc - jr));
+          const float* bp = bblk + (jr / NR) * pstride;
+          for (index_t ir = 0; ir < mc; ir += MR) {
+            const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
+            const index_t i = ic + ir, j = jc + jr;
+            float* c = pr.C + i * pr.ldc + j;
+            const float* bias = bias_mode == gemm::BiasCol ? ep.bias + j
+                                : bias_mode == gemm::BiasRow ? ep.bias + i : nullptr;
+            if (pack_a_needed)
+              ks.acol(mr, nr, kc, abuf + (ir / MR) * kc * MR, 1, MR, bp, c, pr.ldc, tp, bias);
+            else if (pr.ta)
+              ks.acol(mr, nr, kc, pr.A + pc * pr.lda + i, 1, pr.lda, bp, c, pr.ldc, tp, bias);
+            else
+              ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, c, pr.ldc, tp, bias);
+            if (last && !inline_act)
+              for (int r = 0; r < mr; ++r)
+                activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
+          }
+        }
+      }
+    }
+  }
+}
+
+// C = beta·C (C not read when beta == 0), then the epilogue. Used when K == 0 or alpha == 0.
+void scale_and_epilogue(index_t M, index_t N, float beta, float* C, index_t ldc, const Epilogue& ep) {
+  for (index_t i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+    if (beta == 0.f) std::memset(c, 0, sizeof(float) * N);
+    else if (beta != 1.f) for (index_t j = 0; j < N; ++j) c[j] *= beta;
+    if (ep.bias) {
+      if (ep.bias_per_row) for (index_t j = 0; j < N; ++j) c[j] += ep.bias[i];
+      else for (index_t j = 0; j < N; ++j) c[j] += ep.bias[j];
+    }
+    if (ep.act != Act::None && ep.act != Act::Identity)
+      activation(c, c, N, ep.act, ep.act_alpha, ep.act_beta);
+  }
+}
+
+void run(const Problem& pr) {
+  if (pr.M == 0 || pr.N == 0) return;
+  if (pr.K == 0 || pr.alpha == 0.f) {
+    scale_and_epilogue(pr.M, pr.N, pr.beta, pr.C, pr.ldc, *pr.ep);
+    return;
+  }
+  const int MR = pr.ks->mr, NR = pr.ks->nr;
+  const int nt = num_threads();
+  const double flops = 2.0 * double(pr.M) * double(pr.N) * double(pr.K);
+  const index_t mp = (pr.M + MR - 1) / MR, np = (pr.N + NR - 1) / NR;
+  int best_tm = 1, best_tn = 1;
+  if (nt > 1 && flops >= double(kMinParallelFlops)) {
+    double best = -1;
+    for (int tm = 1; tm <= nt; ++tm) {
+      if (nt % tm) continue;
+      const int tn = nt / tm;
+      if (tm > mp || tn > np) continue;
+      // Largest per-thread tile (incl. padding) - the critical path.
+      double cost = double((mp + tm - 1) / tm * MR) * double((np + tn - 1) / tn * NR);
+      // Ties: split N for pre-packed weights (each core streams its own share), else M.
+      cost *= 1.0 + 1e-3 * (pr.Bp ? tm : tn);
+      if (best < 0 || cost < best) best = cost, best_tm = tm, best_tn = tn;
+    }
+  }
+  const int ntasks = best_tm * best_tn;
+  if (ntasks <= 1) {
+    run_block(pr, 0, pr.M, 0, pr.N);
+    return;
+  }
+  const int tm = best_tm, tn = best_tn;
+  parallel_tasks(ntasks, [&](std::int64_t t) {
+    const index_t im = t / tn, in = t % tn;
+    const index_t m0 = std::min(pr.M, (im * mp / tm) * MR);
+    const index_t m1 = std::min(pr.M, ((im + 1) * mp / tm) * MR);
+    const index_t n0 = std::min(pr.N, (in * np / tn) * NR);
+    const index_t n1 = std::min(pr.N, ((in + 1) * np / tn) * NR);
+    if (m0 < m1 && n0 < n1) run_block(pr, m0, m1, n0, n1);
+  });
+}
+
+void check_ld(index_t ld, index_t row_len, const char* what) {
+  ENGINE_CHECK(ld >= row_len && ld >= 0,
+               std::string("sgemm: ") + what + " (" + std::to_string(ld) +
+                   ") is smaller than the row length " + std::to_string(row_len));
+}
+
+}  // namespace
 
 void sgemm(bool ta, bool tb, index_t M, index_t N, index_t K, float alpha, const float* A,
            index_t lda, const float* B, index_t ldb, float beta, float* C, index_t ldc,
            const Epilogue& ep) {
-  for (index_t i = 0; i < M; ++i)
-    for (index_t j = 0; j < N; ++j) {
-      float s = 0;
-      for (index_t k = 0; k < K; ++k)
-        s += (ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
-      C[i * ldc + j] = alpha * s + (beta == 0.f ? 0.f : beta * C[i * ldc + j]);
-    }
-  epilogue_rows(C, M, N, ldc, ep);
+  ENGINE_CHECK(M >= 0 && N >= 0 && K >= 0,
+               "sgemm: negative size M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                   " K=" + std::to_string(K));
+  check_ld(lda, ta ? M : K, "lda");
+  check_ld(ldb, tb ? K : N, "ldb");
+  check_ld(ldc, N, "ldc");
+  if (M == 0 || N == 0) return;
+  ENGINE_CHECK(C != nullptr, "sgemm: C is null");
+  ENGINE_CHECK(K == 0 || (A != nullptr && B != nullptr), "sgemm: A or B is null");
+  Problem pr{&kernels_for(cpu_isa()), ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, nullptr, C, ldc, &ep};
+  run(pr);
 }
+
+struct PackedMatrixB::Impl {
+  const KernelSet* ks = nullptr;  // the ISA (and panel width) the data was packed for
+  AlignedBuf data;                // [ceil(N/NR)][K][NR], zero-padded
+};
 
 PackedMatrixB::PackedMatrixB(bool tb, index_t K, index_t N, const float* B, index_t ldb)
     : K_(K), N_(N), impl_(new Impl) {
-  impl_->b.resize(K * N);
-  for (index_t k = 0; k < K; ++k)
-    for (index_t j = 0; j < N; ++j) impl_->b[k * N + j] = tb ? B[j * ldb + k] : B[k * ldb + j];
+  ENGINE_CHECK(K >= 0 && N >= 0,
+               "PackedMatrixB: negative size K=" + std::to_string(K) + " N=" + std::to_string(N));
+  ENGINE_CHECK(ldb >= (tb ? K : N), "PackedMatrixB: ldb (" + std::to_string(ldb) +
+                                        ") is smaller than the row length " +
+                                        std::to_string(tb ? K : N));
+  ENGINE_CHECK(K * N == 0 || B != nullptr, "PackedMatrixB: B is null");
+  impl_->ks = &kernels_for(cpu_isa());
+  const int NR = impl_->ks->nr;
+  const index_t np = (N + NR - 1) / NR;
+  float* d = impl_->data.get(static_cast<size_t>(np * NR * K));
+  if (K > 0 && N > 0) {
+    // Pack in parallel over panel groups (weights can be large).
+    parallel_for(np, std::max<index_t>(1, (1 << 16) / std::max<index_t>(1, K * NR)),
+                 [&](std::int64_t p0, std::int64_t p1) {
+                   const index_t j0 = p0 * NR, j1 = std::min(N, p1 * NR);
+                   pack_b(d + p0 * K * NR, tb, B, ldb, 0, K, j0, j1 - j0, NR);
+                 });
+  }
 }
+
 PackedMatrixB::~PackedMatrixB() = default;
 
 void sgemm_packed(bool ta, index_t M, float alpha, const float* A, index_t lda,
                   const PackedMatrixB& B, float beta, float* C, index_t ldc, const Epilogue& ep) {
-  sgemm(ta, false, M, B.N(), B.K(), alpha, A, lda, B.impl().b.data(), B.N(), beta, C, ldc, ep);
+  const index_t N = B.N(), K = B.K();
+  ENGINE_CHECK(M >= 0, "sgemm_packed: negative M=" + std::to_string(M));
+  check_ld(lda, ta ? M : K, "lda");
+  check_ld(ldc, N, "ldc");
+  if (M == 0 || N == 0) return;
+  ENGINE_CHECK(C != nullptr, "sgemm_packed: C is null");
+  ENGINE_CHECK(K == 0 || A != nullptr, "sgemm_packed: A is null");
+  Problem pr{B.impl().ks, ta, false, M, N, K, alpha, beta, A, lda, nullptr, 0,
+             B.impl().data.p, C, ldc, &ep};
+  run(pr);
 }
 
 }  // namespace engine

@@ -1,0 +1,149 @@
+// AVX-512 SGEMM micro-kernel: a 14×32 tile of C in 28 zmm accumulators. Each k step loads
+// two 16-float vectors of the packed B panel and broadcasts 14 elements of A.
+// Edge columns use write masks; edge rows are separate instantiations (m = 1..14).
+// Few-row tiles (m <= 3, the GEMV / small-batch path) split K over several accumulator
+// sets so the FMA latency chain does not limit the streaming of B.
+#include <immintrin.h>
+
+#include <array>
+#include <utility>
+
+#include "cpu/gemm_internal.h"
+
+namespace engine {
+namespace gemm {
+namespace {
+
+constexpr int MR = 14;
+constexpr int NR = 32;
+
+constexpr int ku_for(int m) { return m == 1 ? 4 : (m <= 3 ? 2 : 1); }
+
+template <int AM>
+inline __attribute__((always_inline)) float a_at(const float* A, index_t rsa, index_t csa, int i,
+                                                 index_t k) {
+  return AM == ACol ? A[i + k * csa] : A[i * rsa + k];
+}
+
+template <int M, int AM>
+void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B,
+            float* C, index_t ldc, const TileParams& p, const float* bias) {
+  constexpr int KU = ku_for(M);
+  __m512 acc[KU][M][2];
+#pragma GCC unroll 64
+  for (int u = 0; u < KU; ++u)
+#pragma GCC unroll 64
+    for (int i = 0; i < M; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_ps();
+
+  index_t k = 0;
+  if (AM == ACol) {
+    const float* a = A;
+    const float* b = B;
+    for (; k + KU <= K; k += KU) {
+#pragma GCC unroll 64
+      for (int u = 0; u < KU; ++u) {
+        const __m512 b0 = _mm512_loadu_ps(b + u * NR);
+        const __m512 b1 = _mm512_loadu_ps(b + u * NR + 16);
+#pragma GCC unroll 64
+        for (int i = 0; i < M; ++i) {
+          const __m512 av = _mm512_set1_ps(a[u * csa + i]);
+          acc[u][i][0] = _mm512_fmadd_ps(av, b0, acc[u][i][0]);
+          acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
+        }
+      }
+      a += KU * csa;
+      b += KU * NR;
+    }
+  } else {
+    for (; k + KU <= K; k += KU) {
+      const float* b = B + k * NR;
+#pragma GCC unroll 64
+      for (int u = 0; u < KU; ++u) {
+        const __m512 b0 = _mm512_loadu_ps(b + u * NR);
+        const __m512 b1 = _mm512_loadu_ps(b + u * NR + 16);
+#pragma GCC unroll 64
+        for (int i = 0; i < M; ++i) {
+          const __m512 av = _mm512_set1_ps(A[i * rsa + k + u]);
+          acc[u][i][0] = _mm512_fmadd_ps(av, b0, acc[u][i][0]);
+          acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
+        }
+      }
+    }
+  }
+  for (; k < K; ++k) {  // K tail when KU > 1
+    const __m512 b0 = _mm512_loadu_ps(B + k * NR);
+    const __m512 b1 = _mm512_loadu_ps(B + k * NR + 16);
+#pragma GCC unroll 64
+    for (int i = 0; i < M; ++i) {
+      const __m512 av = _mm512_set1_ps(a_at<AM>(A, rsa, csa, i, k));
+      acc[0][i][0] = _mm512_fmadd_ps(av, b0, acc[0][i][0]);
+      acc[0][i][1] = _mm512_fmadd_ps(av, b1, acc[0][i][1]);
+    }
+  }
+
+  const __mmask16 k0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+  const __mmask16 k1 = n >= 32 ? __mmask16(0xFFFF) : (n > 16 ? __mmask16((1u << (n - 16)) - 1) : __mmask16(0));
+  const __m512 valpha = _mm512_set1_ps(p.alpha);
+  const __m512 vbeta = _mm512_set1_ps(p.beta);
+  __m512 bc0 = _mm512_setzero_ps(), bc1 = _mm512_setzero_ps();
+  if (p.bias_mode == BiasCol) {
+    bc0 = _mm512_maskz_loadu_ps(k0, bias);
+    bc1 = _mm512_maskz_loadu_ps(k1, bias + 16);
+  }
+#pragma GCC unroll 64
+  for (int i = 0; i < M; ++i) {
+    __m512 v0 = acc[0][i][0], v1 = acc[0][i][1];
+#pragma GCC unroll 64
+    for (int u = 1; u < KU; ++u) {
+      v0 = _mm512_add_ps(v0, acc[u][i][0]);
+      v1 = _mm512_add_ps(v1, acc[u][i][1]);
+    }
+    float* c = C + i * ldc;
+    v0 = _mm512_mul_ps(v0, valpha);
+    v1 = _mm512_mul_ps(v1, valpha);
+    if (p.beta == 1.f) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, c));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, c + 16));
+    } else if (p.beta != 0.f) {
+      v0 = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(k0, c), v0);
+      v1 = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(k1, c + 16), v1);
+    }
+    if (p.bias_mode == BiasCol) {
+      v0 = _mm512_add_ps(v0, bc0);
+      v1 = _mm512_add_ps(v1, bc1);
+    } else if (p.bias_mode == BiasRow) {
+      const __m512 br = _mm512_set1_ps(bias[i]);
+      v0 = _mm512_add_ps(v0, br);
+      v1 = _mm512_add_ps(v1, br);
+    }
+    if (p.relu) {
+      v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+      v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+    }
+    _mm512_mask_storeu_ps(c, k0, v0);
+    _mm512_mask_storeu_ps(c + 16, k1, v1);
+  }
+}
+
+template <int AM, std::size_t... I>
+constexpr auto make_table(std::index_sequence<I...>) {
+  return std::array<MicroKernel, sizeof...(I)>{{&kernel<int(I) + 1, AM>...}};
+}
+
+template <int AM>
+void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B,
+              float* C, index_t ldc, const TileParams& p, const float* bias) {
+  static constexpr auto table = make_table<AM>(std::make_index_sequence<MR>{});
+  table[m - 1](m, n, k, A, rsa, csa, B, C, ldc, p, bias);
+}
+
+}  // namespace
+
+const KernelSet& kernels_avx512() {
+  static const KernelSet ks{Isa::Avx512, MR, NR, /*kc=*/256, /*mc=*/14 * 12, /*nc=*/1024,
+                            &dispatch<ACol>, &dispatch<ARow>};
+  return ks;
+}
+
+}  // namespace gemm
+}  // namespace engine

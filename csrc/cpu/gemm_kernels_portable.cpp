@@ -1,0 +1,61 @@
+// Portable SGEMM micro-kernel (baseline x86-64 / any CPU): a 4×8 tile in plain C++ arrays;
+// the compiler vectorises the 8-wide inner loops with whatever the baseline ISA offers.
+#include <array>
+#include <utility>
+
+#include "cpu/gemm_internal.h"
+
+namespace engine {
+namespace gemm {
+namespace {
+
+constexpr int MR = 4;
+constexpr int NR = 8;
+
+template <int M, int AM>
+void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B,
+            float* C, index_t ldc, const TileParams& p, const float* bias) {
+  float acc[M][NR] = {};
+  for (index_t k = 0; k < K; ++k) {
+    const float* b = B + k * NR;
+    for (int i = 0; i < M; ++i) {
+      const float a = AM == ACol ? A[i + k * csa] : A[i * rsa + k];
+      for (int j = 0; j < NR; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+    for (int j = 0; j < n; ++j) {
+      float v = p.alpha * acc[i][j];
+      if (p.beta == 1.f) v += c[j];
+      else if (p.beta != 0.f) v += p.beta * c[j];
+      if (p.bias_mode == BiasCol) v += bias[j];
+      else if (p.bias_mode == BiasRow) v += bias[i];
+      if (p.relu) v = v > 0.f ? v : 0.f;
+      c[j] = v;
+    }
+  }
+}
+
+template <int AM, std::size_t... I>
+constexpr auto make_table(std::index_sequence<I...>) {
+  return std::array<MicroKernel, sizeof...(I)>{{&kernel<int(I) + 1, AM>...}};
+}
+
+template <int AM>
+void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B,
+              float* C, index_t ldc, const TileParams& p, const float* bias) {
+  static constexpr auto table = make_table<AM>(std::make_index_sequence<MR>{});
+  table[m - 1](m, n, k, A, rsa, csa, B, C, ldc, p, bias);
+}
+
+}  // namespace
+
+const KernelSet& kernels_portable() {
+  static const KernelSet ks{Isa::Portable, MR, NR, /*kc=*/256, /*mc=*/4 * 32, /*nc=*/1024,
+                            &dispatch<ACol>, &dispatch<ARow>};
+  return ks;
+}
+
+}  // namespace gemm
+}  // namespace engine
