@@ -22,7 +22,9 @@ void init_conv(py::module_& m) {
       .def_readwrite("pad_bottom", &engine::Conv2DShape::pad_bottom).def_readwrite("pad_right", &engine::Conv2DShape::pad_right)
       .def_readwrite("groups", &engine::Conv2DShape::groups)
       .def_property_readonly("OH", &engine::Conv2DShape::OH)
-      .def_property_readonly("OW", &engine::Conv2DShape::OW);
+      .def_property_readonly("OW", &engine::Conv2DShape::OW)
+      .def("validate", &engine::Conv2DShape::validate,
+           "Raise KernelError naming the first bad field (non-positive size, groups, empty output).");
 
   py::class_<engine::PackedConv2D, std::shared_ptr<engine::PackedConv2D>>(m, "PackedConv2D")
       .def(py::init([](const engine::Conv2DShape& s, py::array filter, py::object bias) {

@@ -1,52 +1,325 @@
-// PLACEHOLDER naive convolution (to be replaced).
+// 2-D convolution, NHWC activations × HWIO filters (see docs/layout.md).
+//
+// Algorithms, chosen once when the filters are packed:
+//  * Pointwise: 1×1, stride 1, no padding: the input already is the GEMM's A matrix
+//    (M = N·H·W rows of C), so conv = sgemm_packed on x directly, per group.
+//  * Direct: groups == 1 and a small input depth (first layers, C ≤ 4): vectorised over
+//    output channels with register blocking over output pixels (conv_direct_*.cpp).
+//  * Depthwise: groups == C: direct, vectorised over channels (conv_depthwise*.cpp).
+//  * General: im2col into a row block of M that stays in L2, then sgemm_packed with the
+//    HWIO filter (reshaped K×OC per group) packed once. Threads split row blocks (each block's
+//    GEMM then runs inline on its thread) when there are enough; otherwise the GEMM threads.
+// Bias is folded in at pack time (GEMM epilogue / accumulator init); the activation is fused
+// into the GEMM epilogue or applied by the kernel while the output row is in cache.
 #include "engine/conv.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
+#include "conv_kernels.h"
+#include "engine/cpu_features.h"
 #include "engine/elementwise.h"
+#include "engine/gemm.h"
+#include "engine/threadpool.h"
 
 namespace engine {
 
+namespace {
+
+enum class Algo { Pointwise, Direct, Depthwise, Im2col };
+
+// Grow-only, 64-byte aligned per-thread scratch; slot 0 = im2col / padded input.
+struct Scratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      size_t bytes = ((n * sizeof(float)) + 63) / 64 * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+      cap = n;
+    }
+    return p;
+  }
+};
+thread_local Scratch t_scratch;
+
+std::string s(index_t v) { return std::to_string(v); }
+
+bool in_kernel_act(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu || a == Act::LeakyRelu; }
+
+// Floating-point work below which a kernel runs on the calling thread (a thread wake-up
+// costs a few microseconds).
+constexpr double kParallelFlops = 4e5;
+
+}  // namespace
+
 struct PackedConv2D::Impl {
-  std::vector<float> w, b;
+  Algo algo = Algo::Im2col;
+  index_t K = 0;                                  // GEMM depth per group: KH·KW·C/groups
+  std::vector<std::unique_ptr<PackedMatrixB>> b;  // per group (Pointwise / Im2col)
+  std::vector<float> bias;                        // OC (or OCp for Direct); empty = none
+  float* w = nullptr;                             // Direct / Depthwise packed filters (aligned)
+  index_t OCp = 0;
+  ~Impl() { std::free(w); }
 };
 
 void Conv2DShape::validate() const {
-  ENGINE_CHECK(groups >= 1 && C % groups == 0 && OC % groups == 0, "conv2d: channels not divisible by groups");
-  ENGINE_CHECK(OH() > 0 && OW() > 0, "conv2d: output would be empty");
+  auto pos = [](index_t v, const char* name) {
+    ENGINE_CHECK(v >= 1, std::string("conv2d: ") + name + " must be >= 1, got " + s(v));
+  };
+  pos(N, "N"); pos(H, "H"); pos(W, "W"); pos(C, "C"); pos(OC, "OC"); pos(KH, "KH"); pos(KW, "KW");
+  pos(stride_h, "stride_h"); pos(stride_w, "stride_w"); pos(dil_h, "dil_h"); pos(dil_w, "dil_w");
+  pos(groups, "groups");
+  auto nonneg = [](index_t v, const char* name) {
+    ENGINE_CHECK(v >= 0, std::string("conv2d: ") + name + " must be >= 0, got " + s(v));
+  };
+  nonneg(pad_top, "pad_top"); nonneg(pad_left, "pad_left"); nonneg(pad_bottom, "pad_bottom"); nonneg(pad_right, "pad_right");
+  ENGINE_CHECK(C % groups == 0, "conv2d: C (" + s(C) + ") is not divisible by groups (" + s(groups) + ")");
+  ENGINE_CHECK(OC % groups == 0, "conv2d: OC (" + s(OC) + ") is not divisible by groups (" + s(groups) + ")");
+  const index_t eh = dil_h * (KH - 1) + 1, ew = dil_w * (KW - 1) + 1;
+  ENGINE_CHECK(eh <= H + pad_top + pad_bottom,
+               "conv2d: dilated kernel height " + s(eh) + " (KH=" + s(KH) + ", dil_h=" + s(dil_h) +
+                   ") exceeds padded input height " + s(H + pad_top + pad_bottom) + " (H=" + s(H) +
+                   ", pad_top=" + s(pad_top) + ", pad_bottom=" + s(pad_bottom) + ")");
+  ENGINE_CHECK(ew <= W + pad_left + pad_right,
+               "conv2d: dilated kernel width " + s(ew) + " (KW=" + s(KW) + ", dil_w=" + s(dil_w) +
+                   ") exceeds padded input width " + s(W + pad_left + pad_right) + " (W=" + s(W) +
+                   ", pad_left=" + s(pad_left) + ", pad_right=" + s(pad_right) + ")");
+  ENGINE_CHECK(OH() > 0 && OW() > 0, "conv2d: output would be empty (OH=" + s(OH()) + ", OW=" + s(OW()) + ")");
 }
 
-PackedConv2D::PackedConv2D(const Conv2DShape& s, const float* filter, const float* bias)
-    : shape_(s), impl_(new Impl) {
-  s.validate();
-  impl_->w.assign(filter, filter + s.KH * s.KW * (s.C / s.groups) * s.OC);
-  if (bias) impl_->b.assign(bias, bias + s.OC);
+PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const float* bias)
+    : shape_(sh), impl_(new Impl) {
+  sh.validate();
+  Impl& im = *impl_;
+  const index_t G = sh.groups, cg = sh.C / G, og = sh.OC / G, OC = sh.OC;
+  im.K = sh.KH * sh.KW * cg;
+  const bool unit = sh.KH == 1 && sh.KW == 1 && sh.stride_h == 1 && sh.stride_w == 1 && sh.pad_top == 0 &&
+                    sh.pad_left == 0 && sh.pad_bottom == 0 && sh.pad_right == 0;
+  if (G == sh.C && G > 1) im.algo = Algo::Depthwise;
+  else if (unit) im.algo = Algo::Pointwise;
+  else if (G == 1 && sh.C <= 4) im.algo = Algo::Direct;
+  else im.algo = Algo::Im2col;
+
+  if (im.algo == Algo::Direct) {
+    // [OC/16][KH][KW][C][16], zero-padded; bias padded to OCp.
+    im.OCp = (OC + 15) / 16 * 16;
+    const index_t taps = sh.KH * sh.KW * sh.C;
+    im.w = static_cast<float*>(std::aligned_alloc(64, ((taps * im.OCp * sizeof(float)) + 63) / 64 * 64));
+    if (!im.w) throw std::bad_alloc();
+    std::memset(im.w, 0, taps * im.OCp * sizeof(float));
+    for (index_t t = 0; t < taps; ++t)
+      for (index_t oc = 0; oc < OC; ++oc) im.w[((oc / 16) * taps + t) * 16 + oc % 16] = filter[t * OC + oc];
+    im.bias.assign(im.OCp, 0.f);
+    if (bias) std::copy(bias, bias + OC, im.bias.begin());
+    // Portable ISA falls back to im2col + GEMM, so pack for that too.
+    im.b.emplace_back(new PackedMatrixB(false, im.K, OC, filter, OC));
+    return;
+  }
+  if (bias) im.bias.assign(bias, bias + OC);
+  if (im.algo == Algo::Depthwise) {
+    // HWIO with I = 1: filter[(kh·KW+kw)·OC + c·mult + m] → [kh][kw][m][c].
+    const index_t M = OC / sh.C, taps = sh.KH * sh.KW;
+    im.w = static_cast<float*>(std::aligned_alloc(64, ((taps * OC * sizeof(float)) + 63) / 64 * 64));
+    if (!im.w) throw std::bad_alloc();
+    for (index_t t = 0; t < taps; ++t)
+      for (index_t c = 0; c < sh.C; ++c)
+        for (index_t m = 0; m < M; ++m) im.w[(t * M + m) * sh.C + c] = filter[t * OC + c * M + m];
+    return;
+  }
+  // Group g's B is the K×og sub-matrix starting at column g·og of the (K, OC) filter.
+  for (index_t g = 0; g < G; ++g) im.b.emplace_back(new PackedMatrixB(false, im.K, og, filter + g * og, OC));
 }
 PackedConv2D::~PackedConv2D() = default;
 
-void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b) {
-  const Conv2DShape& s = pw.shape();
-  const index_t OH = s.OH(), OW = s.OW(), cg = s.C / s.groups, og = s.OC / s.groups;
-  const float* w = pw.impl().w.data();
-  for (index_t n = 0; n < batch; ++n)
-    for (index_t oh = 0; oh < OH; ++oh)
-      for (index_t ow = 0; ow < OW; ++ow) {
-        float* out = y + ((n * OH + oh) * OW + ow) * s.OC;
-        for (index_t oc = 0; oc < s.OC; ++oc) {
-          index_t g = oc / og;
-          float acc = pw.impl().b.empty() ? 0.f : pw.impl().b[oc];
-          for (index_t kh = 0; kh < s.KH; ++kh)
-            for (index_t kw = 0; kw < s.KW; ++kw) {
-              index_t ih = oh * s.stride_h - s.pad_top + kh * s.dil_h;
-              index_t iw = ow * s.stride_w - s.pad_left + kw * s.dil_w;
-              if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
-              const float* in = x + ((n * s.H + ih) * s.W + iw) * s.C + g * cg;
-              for (index_t ci = 0; ci < cg; ++ci) acc += in[ci] * w[((kh * s.KW + kw) * cg + ci) * s.OC + oc];
-            }
-          out[oc] = acc;
-        }
-        if (act != Act::None) activation(out, out, s.OC, act, a, b);
+namespace {
+
+// Copies the rows [m0, m0+rows) of the im2col matrix of group g into col (rows × K).
+void im2col(float* col, const float* x, const Conv2DShape& s, index_t g, index_t m0, index_t rows) {
+  const index_t OH = s.OH(), OW = s.OW(), C = s.C, cg = C / s.groups, KW = s.KW;
+  const index_t K = s.KH * KW * cg;
+  const bool contig = s.dil_w == 1 && cg == C;  // a kernel row's KW taps are one run of KW·C
+  index_t n = m0 / (OH * OW), oh = (m0 / OW) % OH, ow = m0 % OW;
+  for (index_t r = 0; r < rows; ++r) {
+    float* dst = col + r * K;
+    const index_t ih0 = oh * s.stride_h - s.pad_top, iw0 = ow * s.stride_w - s.pad_left;
+    const float* img = x + n * s.H * s.W * C + g * cg;
+    for (index_t kh = 0; kh < s.KH; ++kh, dst += KW * cg) {
+      const index_t ih = ih0 + kh * s.dil_h;
+      if (ih < 0 || ih >= s.H) {
+        std::memset(dst, 0, KW * cg * sizeof(float));
+        continue;
       }
+      const float* src = img + ih * s.W * C;
+      if (contig && iw0 >= 0 && iw0 + KW <= s.W) {
+        std::memcpy(dst, src + iw0 * C, KW * C * sizeof(float));
+        continue;
+      }
+      for (index_t kw = 0; kw < KW; ++kw) {
+        const index_t iw = iw0 + kw * s.dil_w;
+        if (iw < 0 || iw >= s.W) std::memset(dst + kw * cg, 0, cg * sizeof(float));
+        else if (cg == 1) dst[kw] = src[iw * C];
+        else std::memcpy(dst + kw * cg, src + iw * C, cg * sizeof(float));
+      }
+    }
+    if (++ow == OW) {
+      ow = 0;
+      if (++oh == OH) { oh = 0; ++n; }
+    }
+  }
+}
+
+void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch, const Epilogue& ep) {
+  const Conv2DShape& s = pw.shape();
+  const auto& im = pw.impl();
+  const index_t M = batch * s.OH() * s.OW(), K = im.K, G = s.groups, og = s.OC / G;
+  // Row block: the im2col tile (MB × K floats) stays within ~256 KiB of L2.
+  index_t MB = std::max<index_t>(16, (256 * 1024 / 4) / std::max<index_t>(K, 1));
+  MB = std::min(MB, M);
+  index_t nblk = (M + MB - 1) / MB;
+  const int T = num_threads();
+  const double flops = 2.0 * M * K * s.OC;
+  const bool par_blocks = T > 1 && flops > kParallelFlops && nblk >= T;
+  if (par_blocks) {  // balance: a multiple of T blocks
+    nblk = (nblk + T - 1) / T * T;
+    MB = (M + nblk - 1) / nblk;
+    nblk = (M + MB - 1) / MB;
+  }
+  auto run_block = [&](index_t b) {
+    const index_t m0 = b * MB, rows = std::min(MB, M - m0);
+    float* col = t_scratch.get(static_cast<size_t>(rows * K));
+    for (index_t g = 0; g < G; ++g) {
+      im2col(col, x, s, g, m0, rows);
+      Epilogue e = ep;
+      if (e.bias) e.bias += g * og;
+      sgemm_packed(false, rows, 1.f, col, K, *im.b[g], 0.f, y + m0 * s.OC + g * og, s.OC, e);
+    }
+  };
+  if (par_blocks) parallel_tasks(nblk, [&](std::int64_t b) { run_block(b); });
+  else
+    for (index_t b = 0; b < nblk; ++b) run_block(b);
+}
+
+void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
+                 Isa isa) {
+  const Conv2DShape& s = pw.shape();
+  const auto& im = pw.impl();
+  const index_t OH = s.OH(), OW = s.OW();
+  const bool padded = s.pad_top || s.pad_left || s.pad_bottom || s.pad_right;
+  const index_t Hp = s.H + s.pad_top + s.pad_bottom, Wp = s.W + s.pad_left + s.pad_right;
+  convk::DirectArgs da{nullptr, Hp, Wp, s.C, im.w, im.bias.data(), s.OC, im.OCp, s.KH, s.KW,
+                       s.stride_h, s.stride_w, s.dil_h, s.dil_w, OW, in_kernel_act(act) ? act : Act::None, a};
+  const bool post_act = !in_kernel_act(act);
+  const double row_flops = 2.0 * OW * s.OC * s.KH * s.KW * s.C;
+  const index_t rows = batch * OH;
+  const index_t grain = std::max<index_t>(1, static_cast<index_t>(kParallelFlops / row_flops));
+  auto fn = isa == Isa::Avx512 ? convk::direct_rows_avx512 : convk::direct_rows_avx2;
+  parallel_for(rows, grain, [&](std::int64_t r0, std::int64_t r1) {
+    convk::DirectArgs d = da;
+    index_t cur_n = -1;
+    while (r0 < r1) {
+      const index_t n = r0 / OH, oh0 = r0 % OH, oh1 = std::min<index_t>(OH, oh0 + (r1 - r0));
+      const float* img = x + n * s.H * s.W * s.C;
+      if (padded) {
+        if (n != cur_n) {
+          // Padded copy of the input rows this chunk reads.
+          const index_t ih_lo = oh0 * s.stride_h, ih_hi = (oh1 - 1) * s.stride_h + s.dil_h * (s.KH - 1) + 1;
+          float* xp = t_scratch.get(static_cast<size_t>(Hp * Wp * s.C));
+          for (index_t ih = ih_lo; ih < ih_hi; ++ih) {
+            float* dst = xp + ih * Wp * s.C;
+            const index_t src_h = ih - s.pad_top;
+            if (src_h < 0 || src_h >= s.H) {
+              std::memset(dst, 0, Wp * s.C * sizeof(float));
+              continue;
+            }
+            std::memset(dst, 0, s.pad_left * s.C * sizeof(float));
+            std::memcpy(dst + s.pad_left * s.C, img + src_h * s.W * s.C, s.W * s.C * sizeof(float));
+            std::memset(dst + (s.pad_left + s.W) * s.C, 0, s.pad_right * s.C * sizeof(float));
+          }
+          cur_n = n;
+          d.x = xp;
+        }
+      } else {
+        d.x = img;
+      }
+      float* yimg = y + n * OH * OW * s.OC;
+      fn(yimg, d, oh0, oh1);
+      if (post_act) {
+        float* yr = yimg + oh0 * OW * s.OC;
+        activation(yr, yr, (oh1 - oh0) * OW * s.OC, act, a, b);
+      }
+      r0 += oh1 - oh0;
+    }
+  });
+}
+
+void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
+                    Isa isa) {
+  const Conv2DShape& s = pw.shape();
+  const auto& im = pw.impl();
+  const index_t OH = s.OH(), OW = s.OW();
+  convk::DepthwiseArgs da{nullptr, s.H, s.W, s.C, s.OC / s.C, im.w, im.bias.empty() ? nullptr : im.bias.data(),
+                          s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h, s.dil_w, s.pad_top, s.pad_left, OW,
+                          in_kernel_act(act) ? act : Act::None, a};
+  const bool post_act = !in_kernel_act(act);
+  auto fn = isa == Isa::Avx512 ? convk::depthwise_rows_avx512
+            : isa == Isa::Avx2 ? convk::depthwise_rows_avx2
+                               : convk::depthwise_rows_portable;
+  const double row_flops = 2.0 * OW * s.OC * s.KH * s.KW;
+  const index_t grain = std::max<index_t>(1, static_cast<index_t>(kParallelFlops / row_flops));
+  parallel_for(batch * OH, grain, [&](std::int64_t r0, std::int64_t r1) {
+    convk::DepthwiseArgs d = da;
+    while (r0 < r1) {
+      const index_t n = r0 / OH, oh0 = r0 % OH, oh1 = std::min<index_t>(OH, oh0 + (r1 - r0));
+      d.x = x + n * s.H * s.W * s.C;
+      float* yimg = y + n * OH * OW * s.OC;
+      fn(yimg, d, oh0, oh1);
+      if (post_act) {
+        float* yr = yimg + oh0 * OW * s.OC;
+        activation(yr, yr, (oh1 - oh0) * OW * s.OC, act, a, b);
+      }
+      r0 += oh1 - oh0;
+    }
+  });
+}
+
+}  // namespace
+
+void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b) {
+  ENGINE_CHECK(batch >= 0, "conv2d: batch must be >= 0, got " + s(batch));
+  if (batch == 0) return;
+  const Conv2DShape& sh = pw.shape();
+  const auto& im = pw.impl();
+  const Isa isa = cpu_isa();
+  Epilogue ep;
+  ep.bias = im.bias.empty() ? nullptr : im.bias.data();
+  ep.act = act;
+  ep.act_alpha = a;
+  ep.act_beta = b;
+  switch (im.algo) {
+    case Algo::Pointwise: {
+      const index_t G = sh.groups, cg = sh.C / G, og = sh.OC / G, M = batch * sh.H * sh.W;
+      for (index_t g = 0; g < G; ++g) {
+        Epilogue e = ep;
+        if (e.bias) e.bias += g * og;
+        sgemm_packed(false, M, 1.f, x + g * cg, sh.C, *im.b[g], 0.f, y + g * og, sh.OC, e);
+      }
+      return;
+    }
+    case Algo::Direct:
+      if (isa != Isa::Portable) return conv_direct(y, x, pw, batch, act, a, b, isa);
+      return conv_im2col(y, x, pw, batch, ep);
+    case Algo::Depthwise:
+      return conv_depthwise(y, x, pw, batch, act, a, b, isa);
+    case Algo::Im2col:
+      return conv_im2col(y, x, pw, batch, ep);
+  }
 }
 
 }  // namespace engine

@@ -1,0 +1,83 @@
+// Direct convolution for small input depth (first layers), AVX-512: each output pixel's OC
+// values are zmm vectors; R pixels × NB 16-channel blocks of accumulators stay in registers
+// while every tap (kh, kw, ci) broadcasts one input value and FMAs it with the packed filters.
+#include <immintrin.h>
+
+#include "conv_kernels.h"
+
+namespace engine::convk {
+namespace {
+
+template <int R, int NB>
+inline void tile(float* y, const DirectArgs& a, const float* xrow, index_t ow0, index_t ob,
+                 __mmask16 last_mask) {
+  __m512 acc[R][NB];
+  for (int b = 0; b < NB; ++b) {
+    __m512 bv = _mm512_loadu_ps(a.bias + (ob + b) * 16);
+    for (int r = 0; r < R; ++r) acc[r][b] = bv;
+  }
+  const index_t C = a.C, KW = a.KW, KH = a.KH;
+  const index_t blk = KH * KW * C * 16;  // floats per 16-channel filter block
+  const float* w0 = a.w + ob * blk;
+  const index_t xs = a.sw * C;  // input stride between neighbouring output pixels
+  const float* xbase = xrow + ow0 * xs;
+  for (index_t kh = 0; kh < KH; ++kh) {
+    const float* xr = xbase + kh * a.dh * a.Wp * C;
+    for (index_t kw = 0; kw < KW; ++kw) {
+      const float* xp = xr + kw * a.dw * C;
+      const float* wp = w0 + (kh * KW + kw) * C * 16;
+      for (index_t ci = 0; ci < C; ++ci) {
+        __m512 wv[NB];
+        for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_ps(wp + b * blk + ci * 16);
+        for (int r = 0; r < R; ++r) {
+          __m512 xv = _mm512_set1_ps(xp[r * xs + ci]);
+          for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_fmadd_ps(xv, wv[b], acc[r][b]);
+        }
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 alpha = _mm512_set1_ps(a.alpha);
+  for (int r = 0; r < R; ++r) {
+    float* yp = y + (ow0 + r) * a.OC + ob * 16;
+    for (int b = 0; b < NB; ++b) {
+      __m512 v = acc[r][b];
+      if (a.act == Act::Relu) v = _mm512_max_ps(v, zero);
+      else if (a.act == Act::LeakyRelu) {
+        __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+        v = _mm512_mask_mul_ps(v, neg, v, alpha);
+      }
+      if (ob + b + 1 == a.OCp / 16 && last_mask != 0xFFFF) _mm512_mask_storeu_ps(yp + b * 16, last_mask, v);
+      else _mm512_storeu_ps(yp + b * 16, v);
+    }
+  }
+}
+
+template <int NB, int RMAX>
+inline void row(float* y, const DirectArgs& a, const float* xrow, index_t ob, __mmask16 mask) {
+  index_t ow = 0;
+  for (; ow + RMAX <= a.OW; ow += RMAX) tile<RMAX, NB>(y, a, xrow, ow, ob, mask);
+  index_t rem = a.OW - ow;
+  // Remainder in halves so the tail stays register-blocked.
+  if (rem >= 8) { tile<8, NB>(y, a, xrow, ow, ob, mask); ow += 8; rem -= 8; }
+  if (rem >= 4) { tile<4, NB>(y, a, xrow, ow, ob, mask); ow += 4; rem -= 4; }
+  if (rem >= 2) { tile<2, NB>(y, a, xrow, ow, ob, mask); ow += 2; rem -= 2; }
+  if (rem >= 1) tile<1, NB>(y, a, xrow, ow, ob, mask);
+}
+
+}  // namespace
+
+void direct_rows_avx512(float* y, const DirectArgs& a, index_t oh0, index_t oh1) {
+  const index_t nblk = a.OCp / 16;
+  const int tail = static_cast<int>(a.OC - (nblk - 1) * 16);
+  const __mmask16 mask = static_cast<__mmask16>(tail == 16 ? 0xFFFF : ((1u << tail) - 1));
+  for (index_t oh = oh0; oh < oh1; ++oh) {
+    const float* xrow = a.x + oh * a.sh * a.Wp * a.C;
+    float* yrow = y + oh * a.OW * a.OC;
+    index_t ob = 0;
+    for (; ob + 2 <= nblk; ob += 2) row<2, 12>(yrow, a, xrow, ob, mask);
+    if (ob < nblk) row<1, 12>(yrow, a, xrow, ob, mask);
+  }
+}
+
+}  // namespace engine::convk
