@@ -22,7 +22,9 @@ void init_pool(py::module_& m) {
       .def_readwrite("ceil_mode", &engine::Pool2DShape::ceil_mode)
       .def_readwrite("count_include_pad", &engine::Pool2DShape::count_include_pad)
       .def_property_readonly("OH", &engine::Pool2DShape::OH)
-      .def_property_readonly("OW", &engine::Pool2DShape::OW);
+      .def_property_readonly("OW", &engine::Pool2DShape::OW)
+      .def("validate", &engine::Pool2DShape::validate,
+           "Raise KernelError naming the first bad field (non-positive size, padding, empty output).");
 
   auto pool = [](bool is_max) {
     return [is_max](py::array y, py::array x, const engine::Pool2DShape& s) {
