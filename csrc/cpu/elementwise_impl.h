@@ -203,7 +203,8 @@ static inline vf v_tanh(vf x) {
   vf e = v_exp(vmin(ax, splat(10.f)) * splat(2.f));
   vf big = splat(1.f) - splat(2.f) / (e + splat(1.f));
   big = copysign_bits(big, vsign(x));
-  return ax < splat(0.625f) ? small : big;  // NaN -> big path -> NaN
+  vf r = ax < splat(0.625f) ? small : big;
+  return x != x ? x : r;
 }
 
 // erf: odd/even rational approximation on [-4, 4] (|err| < 1e-7), ±1 outside.
@@ -222,7 +223,8 @@ static inline vf v_erf(vf x) {
   q = q * z + splat(-1.68282697438203e-03f);
   q = q * z + splat(-7.37332916720468e-03f);
   q = q * z + splat(-1.42647390514189e-02f);
-  return (xc * p) / q;  // NaN stays NaN through the clamp
+  vf r = (xc * p) / q;
+  return x != x ? x : r;
 }
 
 // ---------------------------------------------------------------------------------------
