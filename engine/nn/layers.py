@@ -120,7 +120,7 @@ class Layer:
             if w.shape != old.shape:
                 raise ShapeError(f"{self.name}: weight {i} ({self.weight_names[i]}) must have "
                                  f"shape {old.shape}, got {w.shape}")
-            new.append(np.ascontiguousarray(w, dtype=np.float32))
+            new.append(np.array(w, dtype=np.float32, order="C", copy=True))
         self.weights = new
 
     def count_params(self) -> int:

@@ -1,0 +1,34 @@
+# The two commands: `make demo` (main job) and `make test`. Each sets itself up: a virtual
+# environment in .venv, the dependencies, and an editable build of the native extension.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-installed
+
+.PHONY: demo test bench build clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# Build tools in the venv so rebuilds need no isolated build environment.
+	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
+	$(PY) -m pip install --quiet numpy "safetensors>=0.4" "pytest>=7" "torch==2.13.0" \
+		"onnxruntime>=1.17" "onnx>=1.15"
+	touch $@
+
+# Rebuilds only what changed (build/ keeps the CMake tree between runs).
+build: $(STAMP)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e ".[test]"
+
+demo: build
+	$(VENV)/bin/engine demo
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) -m pip install --quiet -e ".[bench]" --no-build-isolation
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks
+
+clean:
+	rm -rf build $(VENV) engine/_C*.so

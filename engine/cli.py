@@ -1,0 +1,117 @@
+"""`engine demo | info | predict` (serving arrives with `engine serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _demo(args) -> int:
+    """Build the seed-000 CNN with engine.nn, save it, load it back, predict, time it."""
+    import engine
+    from engine import nn
+
+    nn.set_random_seed(0)
+    model = nn.Sequential()
+    model.add(nn.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))
+    model.add(nn.MaxPooling2D((2, 2)))
+    model.add(nn.Flatten())
+    model.add(nn.Dense(128, activation="relu"))
+    model.add(nn.Dense(10, activation="softmax"))
+    model.summary()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cnn.engine"
+        model.save(path)
+        print(f"\nsaved {path.name}: {path.stat().st_size / 1024:.0f} KiB")
+        loaded = engine.load(path)
+    print(f"loaded: {loaded}")
+    print(f"kernels: {engine._C.cpu_isa()}, threads: {engine._C.num_threads()}\n")
+
+    x = _digits(8)
+    probs = loaded.predict(x)
+    assert np.allclose(probs, model.predict(x), atol=1e-6)
+    np.set_printoptions(precision=3, suppress=True)
+    print("predict(x[:8]) -> class probabilities (untrained weights):")
+    for row in probs:
+        print("  ", row, "argmax", int(row.argmax()))
+
+    print("\nmedian latency:")
+    for batch in (1, 64):
+        xb = np.resize(x, (batch, 28, 28, 1)).astype(np.float32)
+        loaded.predict(xb)
+        times = []
+        for _ in range(200 if batch == 1 else 30):
+            t0 = time.perf_counter()
+            loaded.predict(xb)
+            times.append(time.perf_counter() - t0)
+        print(f"  batch {batch:3d}: {np.median(times) * 1e6:9.1f} µs")
+    return 0
+
+
+def _digits(n: int) -> np.ndarray:
+    """Digit images scaled to 28x28 (scikit-learn's load_digits when installed, else noise)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        return np.random.default_rng(0).random((n, 28, 28, 1), dtype=np.float32)
+    imgs = load_digits().images[:n] / 16.0
+    big = np.kron(imgs, np.ones((3, 3)))[:, :24, :24]
+    out = np.zeros((n, 28, 28, 1), np.float32)
+    out[:, 2:26, 2:26, 0] = big
+    return out
+
+
+def _info(args) -> int:
+    import engine
+
+    m = engine.load(args.model)
+    print(m)
+    for i in m.inputs:
+        print(f"  input  {i.name}: {i.shape} {i.dtype}")
+    for o in m.outputs:
+        print(f"  output {o.name}: {o.shape} {o.dtype}")
+    print(f"  {len(m.graph.nodes)} nodes, "
+          f"{sum(w.size for w in m.graph.initializers.values()):,} parameters")
+    return 0
+
+
+def _predict(args) -> int:
+    import engine
+
+    m = engine.load(args.model)
+    x = np.load(args.input, allow_pickle=False)
+    y = m.predict(x)
+    if args.output:
+        np.save(args.output, y)
+    else:
+        np.set_printoptions(precision=4, suppress=True)
+        print(y)
+    return 0
+
+
+def main(argv=None) -> int:
+    import engine
+
+    p = argparse.ArgumentParser(prog="engine", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("demo", help="build, save, load and run the seed CNN").set_defaults(fn=_demo)
+    pi = sub.add_parser("info", help="show a model's inputs and outputs")
+    pi.add_argument("model")
+    pi.set_defaults(fn=_info)
+    pp = sub.add_parser("predict", help="run a model on a .npy input")
+    pp.add_argument("model")
+    pp.add_argument("input", help=".npy file (float32)")
+    pp.add_argument("-o", "--output", help="write the result to this .npy file")
+    pp.set_defaults(fn=_predict)
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except engine.EngineError as e:
+        print(f"engine: error: {e}", file=sys.stderr)
+        return 2

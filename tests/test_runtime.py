@@ -1,0 +1,158 @@
+"""The planner and executor: plans per signature, buffer reuse, aliasing, fresh outputs."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import engine
+from engine.graph import Graph, Node, Value
+from engine.passes import fuse_activations
+from engine.runtime.arena import ArenaAllocator
+from helpers import rand
+
+
+def chain_graph(n_layers=6, width=64):
+    nodes, weights, x = [], {}, "x"
+    for i in range(n_layers):
+        weights[f"w{i}"] = rand(width, width, seed=i) * 0.2
+        nodes.append(Node("Dense", [x, f"w{i}"], [f"h{i}"], {"activation": "tanh"}))
+        x = f"h{i}"
+    return Graph([Value("x", (None, width))], [Value(x, (None, width))], nodes, weights)
+
+
+def reference_chain(g, x):
+    for i in range(len(g.nodes)):
+        x = np.tanh(x @ g.initializers[f"w{i}"])
+    return x
+
+
+def test_buffers_are_reused_by_liveness():
+    g = chain_graph()
+    m = engine.Model(g)
+    x = rand(10, 64)
+    np.testing.assert_allclose(m.predict(x), reference_chain(g, x), atol=1e-5)
+    plan = m._plan((x.shape,))
+    # 5 intermediates of 10x64 floats, but at most two are ever live at once.
+    assert plan.arena_bytes <= 2 * 10 * 64 * 4
+
+
+def test_one_plan_per_signature_and_any_batch():
+    g = chain_graph(2, 8)
+    m = engine.Model(g)
+    for b in (1, 3, 1, 64, 3):
+        x = rand(b, 8, seed=b)
+        np.testing.assert_allclose(m.predict(x), reference_chain(g, x), atol=1e-5)
+    assert len(m._plans) == 3
+
+
+def test_outputs_are_fresh_arrays():
+    m = engine.Model(chain_graph(2, 8))
+    x1, x2 = rand(2, 8, seed=1), rand(2, 8, seed=2)
+    y1 = m.predict(x1)
+    keep = y1.copy()
+    y2 = m.predict(x2)
+    assert not np.shares_memory(y1, y2)
+    np.testing.assert_array_equal(y1, keep)  # the second call did not overwrite the first
+    y1[:] = 0
+    np.testing.assert_array_equal(m.predict(x2), y2)  # nor did mutating a result matter
+
+
+def test_outputs_that_alias_other_values_are_copied():
+    # Outputs: an input itself, a reshape of an intermediate, and the intermediate twice.
+    g = Graph([Value("x", (None, 4))],
+              [Value("x", (None, 4)), Value("flat", (None,)), Value("h", (None, 4)),
+               Value("h", (None, 4))],
+              [Node("Relu", ["x"], ["h"]), Node("Reshape", ["h"], ["flat"], {"shape": [-1]})])
+    m = engine.Model(g)
+    x = rand(3, 4)
+    out = m.run({"x": x})
+    np.testing.assert_array_equal(out["x"], x)
+    assert not np.shares_memory(out["x"], x)
+    np.testing.assert_array_equal(out["flat"], np.maximum(x, 0).ravel())
+    np.testing.assert_array_equal(out["h"], np.maximum(x, 0))
+
+
+def test_in_place_chain_and_output_read_later():
+    # h is both a graph output and read by later nodes; t1/t2 can run in place.
+    g = Graph([Value("x", (None, 5))], [Value("h", (None, 5)), Value("z", (None, 5))],
+              [Node("Exp", ["x"], ["h"]), Node("Neg", ["h"], ["t1"]), Node("Abs", ["t1"], ["t2"]),
+               Node("Add", ["t2", "h"], ["z"])])
+    m = engine.Model(g)
+    x = rand(2, 5)
+    out = m.run({"x": x})
+    np.testing.assert_allclose(out["h"], np.exp(x), rtol=1e-6)
+    np.testing.assert_allclose(out["z"], 2 * np.exp(x), rtol=1e-6)
+
+
+def test_non_contiguous_and_constant_operands():
+    g = Graph([Value("x", (None, 3))], [Value("y", (None, 3))],
+              [Node("Mul", ["x", "scale"], ["s"]), Node("Add", ["s", "x"], ["y"])],
+              {"scale": np.array([1, 2, 3], np.float32)})
+    m = engine.Model(g)
+    base = rand(6, 6)
+    x = base[::2, 1:4]  # strided view
+    assert not x.flags.c_contiguous
+    np.testing.assert_allclose(m.predict(x), x * [1, 2, 3] + x, rtol=1e-6)
+
+
+def test_fuse_activation_pass():
+    g = Graph([Value("x", (None, 4))], [Value("y", (None, 3))],
+              [Node("Dense", ["x", "w", "b"], ["d"]), Node("LeakyRelu", ["d"], ["y"], {"alpha": 0.3})],
+              {"w": rand(4, 3), "b": rand(3, seed=2)})
+    fused = fuse_activations(g)
+    assert [n.op for n in fused.nodes] == ["Dense"]
+    assert fused.nodes[0].attrs["activation"] == "leaky_relu"
+    assert fused.nodes[0].outputs == ["y"]
+    x = rand(5, 4, seed=3)
+    d = x @ g.initializers["w"] + g.initializers["b"]
+    np.testing.assert_allclose(engine.Model(g).predict(x), np.where(d > 0, d, 0.3 * d), atol=1e-6)
+
+
+def test_fusion_skipped_when_intermediate_is_shared():
+    g = Graph([Value("x", (None, 4))], [Value("y", (None, 3)), Value("d", (None, 3))],
+              [Node("Dense", ["x", "w"], ["d"]), Node("Relu", ["d"], ["y"])], {"w": rand(4, 3)})
+    assert len(fuse_activations(g).nodes) == 2
+    out = engine.Model(g).run({"x": rand(2, 4)})
+    np.testing.assert_array_equal(out["y"], np.maximum(out["d"], 0))
+
+
+def test_concurrent_predicts_are_consistent():
+    g = chain_graph(3, 32)
+    m = engine.Model(g)
+    xs = [rand(4, 32, seed=s) for s in range(4)]
+    want = [reference_chain(g, x) for x in xs]
+    errors = []
+
+    def worker(i):
+        for _ in range(50):
+            if np.abs(m.predict(xs[i]) - want[i]).max() > 1e-5:
+                errors.append(i)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+def test_arena_allocator_reuses_and_merges():
+    a = ArenaAllocator()
+    x, y = a.alloc(100), a.alloc(100)
+    a.free(x, 100)
+    assert a.alloc(50) == x            # best fit in the freed block
+    a.free(y, 100)
+    size = a.size
+    assert a.alloc(16) < size          # freed space is reused, arena does not grow
+    assert a.size == size
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_results_independent_of_thread_count(threads, n_threads):
+    g = chain_graph(2, 300)
+    x = rand(17, 300)
+    want = engine.Model(g).predict(x)
+    threads(n_threads)
+    assert engine._C.num_threads() == n_threads
+    np.testing.assert_allclose(engine.Model(g).predict(x), want, atol=1e-5)
