@@ -156,6 +156,33 @@ def run_gemm(threads: int, quick: bool, engine_ok: bool) -> tuple[list[dict], st
     return [dict(r) for r in rows], ""
 
 
+def run_gemm_packed(threads: int) -> tuple[list[dict], str]:
+    """Dense-layer shapes (weights packed once, M = batch), when gemm.py offers run_packed()."""
+    try:
+        from . import gemm
+        if not hasattr(gemm, "run_packed"):
+            return [], "gemm.run_packed not available"
+        import engine
+        engine._C.set_num_threads(threads)
+        try:
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(threads, user_api="blas"):
+                rows = gemm.run_packed()
+        except ImportError:
+            rows = gemm.run_packed()
+    except Exception as e:
+        return [], f"failed: {type(e).__name__}: {e}"
+    return [dict(r) for r in rows], ""
+
+
+def gemm_packed_table(rows: list[dict]) -> str:
+    body = [[r.get("M"), r.get("K"), r.get("N"), _fmt(r.get("engine_us"), ".2f"), _fmt(r.get("numpy_us"), ".2f"),
+             _fmt(r.get("engine_gflops")), _fmt(r.get("numpy_gflops")), _fmt(r.get("ratio"), ".2f")] for r in rows]
+    return format_table(["M", "K", "N", "engine us", "numpy us", "engine GFLOP/s", "numpy GFLOP/s", "engine/numpy"],
+                        body, "SGEMM with pre-packed weights, Dense-layer shapes C[M,N] = A[M,K] @ W[K,N] "
+                              "(higher ratio is better)")
+
+
 def gemm_table(rows: list[dict]) -> str:
     body = [[r.get("size"), _fmt(r.get("engine_gflops")), _fmt(r.get("numpy_gflops")), _fmt(r.get("ratio"), ".2f")]
             for r in rows]
@@ -359,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         result["gemm"] = rows
         print(gemm_table(rows) if rows else f"SGEMM: {note}")
         print(flush=True)
+        if rows and not a.quick:
+            prows, note = run_gemm_packed(threads)
+            result["gemm_packed"] = prows
+            if prows:
+                print(gemm_packed_table(prows))
+                print(flush=True)
     if "models" in sections:
         log("[benchmarks] models ...")
         rows = run_models(threads, a.quick, frameworks, log)
