@@ -54,12 +54,16 @@ def _reexec_without_blas_env(argv: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *argv], env)
 
 
-def format_table(headers: list[str], rows: list[list], title: str = "") -> str:
+def format_table(headers: list[str], rows: list[list], title: str = "", left: tuple[int, ...] = (0,)) -> str:
+    """Plain-text table; columns in ``left`` (indices, negative from the end) are left-aligned."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    n = len(headers)
+    widths = [max(len(r[i]) for r in cells) for i in range(n)]
+    lefts = {i % n for i in left}
     out = [title] if title else []
     for j, r in enumerate(cells):
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        line = "  ".join(c.ljust(w) if i in lefts else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        out.append(line.rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -331,13 +335,15 @@ def cpu_table(rows: list[dict]) -> str:
         name = CPU_NAMES.get(r["framework"], r["framework"])
         model = r["model"] if r["framework"] != "none" else "-"
         if "error" in r:
-            body.append([name, model, "FAIL", "", "", "", r["error"][:60]])
+            body.append([name, model, "FAIL", "", "", "", r["error"][:100]])
             continue
         body.append([name, model, f"{r['busy_cores']:.3f}", f"{r['idle_cores']:.3f}",
                      f"{r['latency_us']:.1f}", f"{r['rate_hz']:.0f}", ""])
-    return format_table(["framework", "model", "paced CPU (cores)", "idle CPU (cores)", "latency us", "req/s", "note"],
-                        body, "CPU cost: one batch-1 request per millisecond, fresh process per framework "
-                              "(lower is better)")
+    headers = ["framework", "model", "paced CPU (cores)", "idle CPU (cores)", "latency us", "req/s", "note"]
+    if not any("error" in r for r in rows):
+        headers, body = headers[:-1], [b[:-1] for b in body]
+    return format_table(headers, body, "CPU cost: one batch-1 request per millisecond, fresh process per framework "
+                              "(lower is better)", left=(0, -1))
 
 
 # ----------------------------------------------------------------------------- main
