@@ -77,8 +77,30 @@ static inline void store_partial(float* p, vf v, index_t cnt) {
 #endif
 }
 
-static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+// vmax(a, b) == (a > b ? a : b), vmin(a, b) == (a < b ? a : b): exactly the x86 MAXPS /
+// MINPS semantics (a NaN in either operand returns b), which the compiler does not infer.
+static inline vf vmax(vf a, vf b) {
+#if EW_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif EW_W == 8 && defined(__AVX__)
+  return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#elif EW_W == 4 && defined(__SSE__)
+  return (vf)_mm_max_ps((__m128)a, (__m128)b);
+#else
+  return a > b ? a : b;
+#endif
+}
+static inline vf vmin(vf a, vf b) {
+#if EW_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif EW_W == 8 && defined(__AVX__)
+  return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#elif EW_W == 4 && defined(__SSE__)
+  return (vf)_mm_min_ps((__m128)a, (__m128)b);
+#else
+  return a < b ? a : b;
+#endif
+}
 static inline vf vabs(vf x) { return (vf)((vu)x & 0x7fffffffu); }
 static inline vf vsign(vf x) { return (vf)((vu)x & (vu)splat(-0.f)); }  // sign bit only
 static inline vf copysign_bits(vf mag, vf sign) { return (vf)((vu)mag | (vu)sign); }
@@ -107,10 +129,10 @@ static inline vf pow2i(vi n) { return (vf)((vu)(n + splati(127)) << 23); }
 // the scale 2^n applied in two halves so results down to the denormal range are right.
 static inline vf v_exp(vf x) {
   const vf magic = splat(12582912.f);  // 1.5·2^23: adding it rounds to an integer
-  vf xc = vmin(vmax(x, splat(-104.f)), splat(88.8f));  // keeps NaN (compares false)
+  // Clamp (vmax(lo, x) keeps a NaN x: MAXPS returns its second operand on NaN).
+  vf xc = vmin(splat(88.8f), vmax(splat(-104.f), x));
   vf t = xc * splat(1.44269504088896341f) + magic;
   vf n = t - magic;
-  vi ni = (vi)((vu)t - (vu)magic);
   vf r = xc - n * splat(0.693359375f);
   r = r - n * splat(-2.12194440e-4f);
   vf z = r * r;
@@ -121,12 +143,17 @@ static inline vf v_exp(vf x) {
   p = p * r + splat(1.6666665459E-1f);
   p = p * r + splat(5.0000001201E-1f);
   p = p * z + r + splat(1.f);
+#if EW_W == 16 && defined(__AVX512F__)
+  // p·2^n with IEEE overflow (inf), gradual underflow (denormals, 0) and NaN in one op.
+  return (vf)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
+  // n in [-150, 128]: scale by 2^n1 · 2^n2 (both normal), so the last multiply overflows
+  // to inf, rounds into the denormals or to 0 exactly as IEEE does. A NaN x stays NaN.
+  vi ni = (vi)((vu)t - (vu)magic);
   vi n1 = ni >> 1;
   vi n2 = ni - n1;
-  vf y = p * pow2i(n1) * pow2i(n2);
-  y = x > splat(88.72283905206835f) ? splat(kInf) : y;
-  y = x < splat(-103.972077f) ? splat(0.f) : y;
-  return x != x ? x : y;
+  return p * pow2i(n1) * pow2i(n2);
+#endif
 }
 
 // exp(x) - 1, accurate near 0 (Taylor for |x| < 0.5, exp(x) - 1 otherwise).
@@ -250,7 +277,7 @@ void activation(float* y, const float* x, index_t n, Act act, float alpha, float
       if (y != x) std::memmove(y, x, static_cast<std::size_t>(n) * sizeof(float));
       return;
     case Act::Relu:
-      return unary_loop(y, x, n, [&](vf v) { return v < zero ? zero : v; });
+      return unary_loop(y, x, n, [&](vf v) { return vmax(zero, v); });  // NaN stays NaN
     case Act::LeakyRelu: {
       const vf a = splat(alpha);
       return unary_loop(y, x, n, [&](vf v) { return v < zero ? v * a : v; });
@@ -284,14 +311,11 @@ void activation(float* y, const float* x, index_t n, Act act, float alpha, float
       return unary_loop(y, x, n, [&](vf v) { return vmax(v, zero) + v_log1p_pos(v_exp(-vabs(v))); });
     case Act::HardSigmoid: {
       const vf a = splat(alpha), b = splat(beta);
-      return unary_loop(y, x, n, [&](vf v) { return vmin(vmax(a * v + b, zero), one); });
+      return unary_loop(y, x, n, [&](vf v) { return vmin(one, vmax(zero, a * v + b)); });
     }
     case Act::Clip: {
       const vf lo = splat(alpha), hi = splat(beta);
-      return unary_loop(y, x, n, [&](vf v) {
-        v = v < lo ? lo : v;
-        return v > hi ? hi : v;
-      });
+      return unary_loop(y, x, n, [&](vf v) { return vmin(hi, vmax(lo, v)); });
     }
     case Act::Exp:
       return unary_loop(y, x, n, [&](vf v) { return v_exp(v); });
