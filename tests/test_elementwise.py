@@ -212,6 +212,8 @@ SHAPES = [
     ((300, 500), (500,)),           # threaded row broadcast
     ((300, 500), (300, 1)),         # threaded column broadcast
     ((50, 40, 33), (50, 1, 33)),    # threaded general
+    ((2, 200000), (2, 1)),          # few long rows: split into column chunks
+    ((3, 2, 70000), (1, 2, 70000)),
 ]
 
 
@@ -265,13 +267,14 @@ def test_binary_in_place(isa):
 
 
 def test_binary_threads(threads):
-    a = np.random.default_rng(1).standard_normal((513, 1001)).astype(np.float32)
-    b = np.random.default_rng(2).standard_normal((513, 1)).astype(np.float32)
-    for n in (1, 2, 4):
-        threads(n)
-        out = np.empty_like(a)
-        _C.binary(out, a, b, _C.BinaryOp.sub)
-        np.testing.assert_array_equal(out, a - b)
+    for sa, sb in [((513, 1001), (513, 1)), ((2, 300001), (2, 1)), ((3, 100003), (100003,))]:
+        a = np.random.default_rng(1).standard_normal(sa).astype(np.float32)
+        b = np.random.default_rng(2).standard_normal(sb).astype(np.float32)
+        for n in (1, 2, 4):
+            threads(n)
+            out = np.empty_like(a)
+            _C.binary(out, a, b, _C.BinaryOp.sub)
+            np.testing.assert_array_equal(out, a - b)
 
 
 def test_binary_errors():

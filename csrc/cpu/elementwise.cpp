@@ -48,7 +48,7 @@ inline const Kernels& kernels() { return kKernels[static_cast<int>(cpu_isa())]; 
 
 // Work below this many floats runs inline on the caller.
 constexpr index_t kGrainCheap = 1 << 16;      // memory-bound ops (relu, add, ...)
-constexpr index_t kGrainHeavy = 1 << 14;      // transcendental ops (exp, erf, softmax)
+constexpr index_t kGrainHeavy = 1 << 15;      // transcendental ops (exp, erf, softmax)
 constexpr index_t kBlock = 16;                // chunk boundaries: multiples of 64 bytes
 
 bool heavy(Act act) {
@@ -105,7 +105,7 @@ void binary(float* out, const float* a, const float* b, BinaryOp op, int ndim,
     ++nd;
   }
   const Kernels& k = kernels();
-  const index_t grain = op == BinaryOp::Pow ? kGrainHeavy / 4 : kGrainCheap;
+  const index_t grain = op == BinaryOp::Pow ? kGrainHeavy / 8 : kGrainCheap;  // pow: libm
   if (nd == 0) return k.binary_row(out, a, 0, b, 0, 1, op);
 
   const index_t len = shape[0], asi = sa[0], bsi = sb[0];
@@ -143,7 +143,22 @@ void binary(float* out, const float* a, const float* b, BinaryOp op, int ndim,
     }
   };
   if (total <= grain) return run(0, rows);
-  parallel_for(rows, std::max<index_t>(1, grain / len), run);
+  if (len <= grain) return parallel_for(rows, std::max<index_t>(1, grain / len), run);
+  // Few long rows: split each row into column chunks too, so every thread gets work.
+  const index_t cchunk = grain, nc = (len + cchunk - 1) / cchunk;
+  parallel_for(rows * nc, 1, [&](index_t t0, index_t t1) {
+    for (index_t t = t0; t < t1; ++t) {
+      index_t r = t / nc, rem = r, ao = 0, bo = 0;
+      for (int d = 1; d < nd; ++d) {
+        const index_t i = rem % shape[d];
+        rem /= shape[d];
+        ao += i * sa[d];
+        bo += i * sb[d];
+      }
+      const index_t j0 = (t % nc) * cchunk, j1 = std::min(len, j0 + cchunk);
+      k.binary_row(out + r * len + j0, a + ao + j0 * asi, asi, b + bo + j0 * bsi, bsi, j1 - j0, op);
+    }
+  });
 }
 
 void softmax(float* y, const float* x, index_t outer, index_t axis, index_t inner, bool log) {
