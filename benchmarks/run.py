@@ -340,10 +340,11 @@ def cpu_table(rows: list[dict]) -> str:
         body.append([name, model, f"{r['busy_cores']:.3f}", f"{r['idle_cores']:.3f}",
                      f"{r['latency_us']:.1f}", f"{r['rate_hz']:.0f}", ""])
     headers = ["framework", "model", "paced CPU (cores)", "idle CPU (cores)", "latency us", "req/s", "note"]
+    left = (0, -1)
     if not any("error" in r for r in rows):
-        headers, body = headers[:-1], [b[:-1] for b in body]
+        headers, body, left = headers[:-1], [b[:-1] for b in body], (0,)
     return format_table(headers, body, "CPU cost: one batch-1 request per millisecond, fresh process per framework "
-                              "(lower is better)", left=(0, -1))
+                              "(lower is better)", left=left)
 
 
 # ----------------------------------------------------------------------------- main
