@@ -320,13 +320,32 @@ def build_ort(model: str, weights: Sequence[np.ndarray], threads: int, batch: in
 
 
 def ort_predict(sess) -> Callable[[np.ndarray], np.ndarray]:
-    run = sess.run
-    out = [sess.get_outputs()[0].name]
-    name = sess.get_inputs()[0].name
+    """Fastest per-call path: with static shapes, input and output are bound once (IO binding)
+    and each call copies ``x`` in and the probabilities out (the caller owns its output, as with
+    the engine); about 1 us less per call than ``sess.run``. Symbolic shapes fall back to ``run``."""
+    inp, outp = sess.get_inputs()[0], sess.get_outputs()[0]
+    if all(isinstance(d, int) for d in inp.shape) and all(isinstance(d, int) for d in outp.shape):
+        xin = np.zeros(inp.shape, np.float32)
+        out = np.zeros(outp.shape, np.float32)
+        io = sess.io_binding()
+        io.bind_cpu_input(inp.name, xin)
+        io.bind_output(outp.name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        run_io = sess.run_with_iobinding
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        return run(out, {name: x})[0]
-    return predict
+        def predict(x: np.ndarray) -> np.ndarray:
+            if x.shape != xin.shape:
+                raise ValueError(f"onnxruntime session built for input {xin.shape}, got {x.shape}")
+            xin[...] = x
+            run_io(io)
+            return out.copy()
+        predict.keepalive = (xin, out, io)  # type: ignore[attr-defined]
+        return predict
+
+    run, names, name = sess.run, [outp.name], inp.name
+
+    def predict_dynamic(x: np.ndarray) -> np.ndarray:
+        return run(names, {name: x})[0]
+    return predict_dynamic
 
 
 def openvino_config(threads: int) -> dict:
@@ -347,13 +366,19 @@ def build_openvino(model: str, weights: Sequence[np.ndarray], threads: int, batc
 
 
 def openvino_predict(compiled) -> Callable[[np.ndarray], np.ndarray]:
+    """Fastest per-call path measured: copy ``x`` into the request's own input tensor, ``infer()``
+    with no arguments, copy the output so the caller owns it (as the engine's ``predict()``
+    guarantees). About 10 us less per call than ``req.infer({0: x})``."""
     req = compiled.create_infer_request()
+    inp = req.get_input_tensor(0).data
+    infer, out = req.infer, req.get_output_tensor
 
     def predict(x: np.ndarray) -> np.ndarray:
-        # share_inputs avoids an input copy; the output is copied so the caller owns it,
-        # as the engine's predict() guarantees.
-        req.infer({0: x}, share_inputs=True)
-        return req.get_output_tensor(0).data.copy()
+        if x.shape != inp.shape:
+            raise ValueError(f"OpenVINO model compiled for input {inp.shape}, got {x.shape}")
+        inp[...] = x
+        infer()
+        return out(0).data.copy()
     return predict
 
 
