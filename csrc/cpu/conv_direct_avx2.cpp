@@ -42,13 +42,18 @@ inline void tile(float* y, const DirectArgs& a, const float* xrow, index_t ow0, 
   }
   const __m256 zero = _mm256_setzero_ps();
   const __m256 alpha = _mm256_set1_ps(a.alpha);
+  // Locals: stores through y may alias `a` as far as the compiler knows.
   const bool has_tail = ob + NB == a.OCp / 16 && tail != 16;
+  const bool relu = a.act == Act::Relu, leaky = a.act == Act::LeakyRelu;
+  const index_t OC = a.OC;
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    float* yp = y + (ow0 + r) * a.OC + ob * 16;
+    float* yp = y + (ow0 + r) * OC + ob * 16;
+#pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
       __m256 x = acc[r][v];
-      if (a.act == Act::Relu) x = _mm256_max_ps(x, zero);
-      else if (a.act == Act::LeakyRelu) x = _mm256_blendv_ps(x, _mm256_mul_ps(x, alpha), _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+      if (relu) x = _mm256_max_ps(x, zero);
+      else if (leaky) x = _mm256_blendv_ps(x, _mm256_mul_ps(x, alpha), _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
       if (has_tail && v >= V - 2) {
         int n = tail - (v - (V - 2)) * 8;
         n = n < 0 ? 0 : (n > 8 ? 8 : n);

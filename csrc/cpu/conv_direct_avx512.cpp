@@ -36,20 +36,30 @@ inline void tile(float* y, const DirectArgs& a, const float* xrow, index_t ow0, 
       }
     }
   }
+  // Locals: stores through y may alias `a` as far as the compiler knows.
   const __m512 zero = _mm512_setzero_ps();
   const __m512 alpha = _mm512_set1_ps(a.alpha);
+  const bool relu = a.act == Act::Relu, leaky = a.act == Act::LeakyRelu;
+  const __mmask16 mlast = ob + NB == a.OCp / 16 ? last_mask : static_cast<__mmask16>(0xFFFF);
+  const index_t OC = a.OC;
+  float* y0 = y + ow0 * OC + ob * 16;
+  if (relu) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_max_ps(acc[r][b], zero);
+  } else if (leaky) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+      for (int b = 0; b < NB; ++b)
+        acc[r][b] = _mm512_mask_mul_ps(acc[r][b], _mm512_cmp_ps_mask(acc[r][b], zero, _CMP_LT_OQ), acc[r][b], alpha);
+  }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    float* yp = y + (ow0 + r) * a.OC + ob * 16;
-    for (int b = 0; b < NB; ++b) {
-      __m512 v = acc[r][b];
-      if (a.act == Act::Relu) v = _mm512_max_ps(v, zero);
-      else if (a.act == Act::LeakyRelu) {
-        __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
-        v = _mm512_mask_mul_ps(v, neg, v, alpha);
-      }
-      if (ob + b + 1 == a.OCp / 16 && last_mask != 0xFFFF) _mm512_mask_storeu_ps(yp + b * 16, last_mask, v);
-      else _mm512_storeu_ps(yp + b * 16, v);
-    }
+#pragma GCC unroll 2
+    for (int b = 0; b < NB - 1; ++b) _mm512_storeu_ps(y0 + r * OC + b * 16, acc[r][b]);
+    _mm512_mask_storeu_ps(y0 + r * OC + (NB - 1) * 16, mlast, acc[r][NB - 1]);
   }
 }
 
