@@ -20,6 +20,7 @@ namespace {
 struct PyProgram {
   engine::Program prog;
   std::vector<py::object> keep_alive;
+  std::vector<py::ssize_t> out_shape;  // for run_one
 };
 
 }  // namespace
@@ -67,6 +68,25 @@ void init_program(py::module_& m) {
              py::gil_scoped_release nogil;
              p.prog.run(in, out);
            }, py::arg("inputs"), py::arg("outputs"))
+      .def("set_output_shape", [](PyProgram& p, std::vector<py::ssize_t> shape) { p.out_shape = std::move(shape); },
+           "Shape of the single output that run_one allocates.")
+      .def("run_one", [](PyProgram& p, const py::array& x) -> py::object {
+             // predict()'s fast path: one float32 C-contiguous input, one output allocated
+             // here. Returns None (the caller takes the checked path) for anything else.
+             const auto& isz = p.prog.input_sizes();
+             if (isz.size() != 1 || p.prog.output_sizes().size() != 1 ||
+                 !x.dtype().is(py::dtype::of<float>()) || !(x.flags() & py::array::c_style) ||
+                 static_cast<index_t>(x.size()) != isz[0])
+               return py::none();
+             py::array_t<float> y(p.out_shape);
+             const float* in = static_cast<const float*>(x.data());
+             float* out = y.mutable_data();
+             {
+               py::gil_scoped_release nogil;
+               p.prog.run({in}, {out});
+             }
+             return std::move(y);
+           }, py::arg("x"))
       .def("gemm_packed", [](PyProgram& p, int out, int in, std::shared_ptr<engine::PackedMatrixB> w,
                              index_t M, std::vector<float> bias, engine::Act act, float a, float b) {
              p.prog.gemm_packed(out, in, std::move(w), M, std::move(bias), act, a, b);

@@ -50,6 +50,8 @@ class Plan:
         self.output_shapes = [self.shapes[n] for n in self.output_names]
         self.program = _C.Program()
         self._build(graph, cache)
+        if len(self.output_shapes) == 1:
+            self.program.set_output_shape(list(self.output_shapes[0]))
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         outputs = [np.empty(s, np.float32) for s in self.output_shapes]
