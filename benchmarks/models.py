@@ -362,7 +362,11 @@ def build_openvino(model: str, weights: Sequence[np.ndarray], threads: int, batc
     import openvino as ov
     core = ov.Core()
     ov_model = core.read_model(onnx_model(model, weights, batch).SerializeToString())
-    return core.compile_model(ov_model, "CPU", openvino_config(threads))
+    compiled = core.compile_model(ov_model, "CPU", openvino_config(threads))
+    prec = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if "32" not in prec:  # e.g. <Type: 'float32'>; bf16 would not be the same computation
+        raise RuntimeError(f"OpenVINO compiled with inference precision {prec}, expected f32")
+    return compiled
 
 
 def openvino_predict(compiled) -> Callable[[np.ndarray], np.ndarray]:

@@ -88,6 +88,20 @@ def _cpu_name() -> str:
     return platform.processor() or "?"
 
 
+def _cpu_flags() -> str:
+    """The SIMD features that matter here, from /proc/cpuinfo."""
+    want = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return " ".join(w for w in want if w in have)
+    except OSError:
+        pass
+    return "?"
+
+
 def _numpy_blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -107,6 +121,7 @@ def _numpy_blas() -> str:
 def metadata(threads: int, engine_ok: bool) -> dict:
     meta = {
         "cpu": _cpu_name(),
+        "cpu_flags": _cpu_flags(),
         "cores": len(os.sched_getaffinity(0)),
         "threads": threads,
         "python": platform.python_version(),
@@ -378,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = metadata(threads, engine_ok)
     t_start = time.perf_counter()
     print(f"# engine benchmarks -- {meta['cpu']}, {meta['cores']} cores, {threads} threads for every framework")
+    print(f"# CPU features: {meta['cpu_flags']}")
     print(f"# engine {meta['engine']} ({meta.get('engine_isa', '-')}), onnxruntime {meta['ort']}, "
           f"OpenVINO {meta['openvino']} (f32), PyTorch {meta['torch']}, numpy {meta['numpy']}")
     print(f"# numpy BLAS: {meta['numpy_blas']}")
