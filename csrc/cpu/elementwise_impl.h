@@ -170,13 +170,11 @@ static inline vf v_expm1(vf x) {
   return vabs(x) < splat(0.5f) ? small : big;
 }
 
-// log(x): Cephes logf. Denormals are scaled up first; x < 0 -> NaN, 0 -> -inf, inf -> inf.
-static inline vf v_log(vf x) {
-  vi den = x < splat(1.17549435e-38f);
-  vf xs = den ? x * splat(8388608.f) : x;  // 2^23
-  vu bits = (vu)xs;
-  vf e = __builtin_convertvector((vi)((bits >> 23) & 0xffu), vf) - splat(126.f);
-  e = den ? e - splat(23.f) : e;
+// log(x) for positive, normal, finite x: Cephes logf (mantissa in [√½, √2), degree-9
+// polynomial, exponent added back in two parts).
+static inline vf v_log_core(vf x, vf e_adjust) {
+  vu bits = (vu)x;
+  vf e = __builtin_convertvector((vi)((bits >> 23) & 0xffu), vf) - splat(126.f) + e_adjust;
   vf m = (vf)((bits & 0x807fffffu) | 0x3f000000u);  // [0.5, 1)
   vi lo = m < splat(0.707106781186547524f);
   e = lo ? e - splat(1.f) : e;
@@ -194,19 +192,26 @@ static inline vf v_log(vf x) {
   vf y = p * f * z;
   y = y + e * splat(-2.12194440e-4f);
   y = y - splat(0.5f) * z;
-  vf r = f + y + e * splat(0.693359375f);
+  return f + y + e * splat(0.693359375f);
+}
+
+// log(x): denormals are scaled up first; x < 0 -> NaN, 0 -> -inf, inf -> inf, NaN -> NaN.
+static inline vf v_log(vf x) {
+  vi den = x < splat(1.17549435e-38f);
+  vf xs = den ? x * splat(8388608.f) : x;  // 2^23
+  vf r = v_log_core(xs, den ? splat(-23.f) : splat(0.f));
   r = x == splat(kInf) ? x : r;
   r = x == splat(0.f) ? splat(-kInf) : r;
   r = x < splat(0.f) ? splat(__builtin_nanf("")) : r;
   return x != x ? x : r;
 }
 
-// log(1 + u) for u >= 0 (Kahan's trick: exact-ish for tiny u).
+// log(1 + u) for u in [0, 1] (Kahan's trick: exact-ish for tiny u).
 static inline vf v_log1p_pos(vf u) {
   vf w = u + splat(1.f);
   vf d = w - splat(1.f);
   vi tiny = d == splat(0.f);
-  vf l = v_log(w) * (u / (tiny ? splat(1.f) : d));
+  vf l = v_log_core(w, splat(0.f)) * (u / (tiny ? splat(1.f) : d));  // w in [1, 2]
   return tiny ? u : l;
 }
 
