@@ -222,8 +222,8 @@ def _check(y, ref, what: str) -> tuple[bool, float, str]:
 
 
 def run_models(threads: int, quick: bool, frameworks: list[str], log) -> list[dict]:
-    rounds = 1 if quick else 3
-    min_time = 0.15 if quick else 0.25
+    rounds = 1 if quick else 5
+    min_time = 0.15 if quick else 0.2
     rows = []
     for model in M.MODELS:
         weights = M.make_weights(model)
