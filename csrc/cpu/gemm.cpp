@@ -6,12 +6,12 @@
 //       for ic in M by MC:        pack A[ic:ic+mc, pc:pc+kc] into MR-high panels (skipped for a
 //                                 single row panel or a single column panel: the kernel then
 //                                 reads A in place)
-//         for jr in nc by NR:     B micro-panel (kc×NR) stays in L1
-//           for ir in mc by MR:   micro-kernel on an MR×NR tile of C
+//         for ir in mc by MR:     A micro-panel (MR×kc) stays in L1, the B block in L2
+//           for jr in nc by NR:   micro-kernel on an MR×NR tile of C
 //
-// Threads: C is cut into one rectangle per thread along MR/NR panel boundaries (N first for
-// pre-packed weights, so each core keeps its share of the weights hot in its own L2; M
-// first otherwise) and each thread runs the loops above on its rectangle with its own
+// Threads: C is cut into one rectangle per thread along MR/NR panel boundaries, choosing the
+// split with the shortest critical path (ties: N for pre-packed weights, so each core keeps
+// its share of the weights hot in its own L2; M otherwise) and each thread runs the loops above on its rectangle with its own
 // thread-local, grow-only, 64-byte-aligned pack buffers. Small problems run on the caller.
 // The epilogue (bias, relu) is applied in registers on the last K block; other activations
 // run on each finished tile row while it is still in L1.
@@ -74,18 +74,22 @@ thread_local AlignedBuf t_pack_b;
 bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu; }
 
 // op(B)[k0:k0+kc, j0:j0+nc] -> panels of NR columns: dst[p][k][0:NR], zero-padded.
-void pack_b(float* dst, bool tb, const float* B, index_t ldb, index_t k0, index_t kc, index_t j0,
-            index_t nc, int NR) {
+template <int NR>
+void pack_b_t(float* dst, bool tb, const float* B, index_t ldb, index_t k0, index_t kc, index_t j0,
+              index_t nc) {
   for (index_t jp = 0; jp < nc; jp += NR) {
     const int nr = static_cast<int>(std::min<index_t>(NR, nc - jp));
     float* d = dst + (jp / NR) * kc * NR;
     if (!tb) {
-      for (index_t k = 0; k < kc; ++k) {
-        const float* s = B + (k0 + k) * ldb + j0 + jp;
-        float* dk = d + k * NR;
-        int j = 0;
-        for (; j < nr; ++j) dk[j] = s[j];
-        for (; j < NR; ++j) dk[j] = 0.f;
+      const float* s = B + k0 * ldb + j0 + jp;
+      if (nr == NR) {
+        for (index_t k = 0; k < kc; ++k) std::memcpy(d + k * NR, s + k * ldb, sizeof(float) * NR);
+      } else {
+        for (index_t k = 0; k < kc; ++k) {
+          float tmp[NR] = {};
+          for (int j = 0; j < nr; ++j) tmp[j] = s[k * ldb + j];
+          std::memcpy(d + k * NR, tmp, sizeof(tmp));
+        }
       }
     } else {
       if (nr < NR)
@@ -114,7 +118,20 @@ void pack_b(float* dst, bool tb, const float* B, index_t ldb, index_t k0, index_
   }
 }
 
-// op(A)[i0:i0+mc, k0:k0+kc] -> panels of MR rows: dst[p][k][0:MR] (rows past mc unused).
+void pack_b(float* dst, bool tb, const float* B, index_t ldb, index_t k0, index_t kc, index_t j0,
+            index_t nc, int NR) {
+  switch (NR) {
+    case 32: return pack_b_t<32>(dst, tb, B, ldb, k0, kc, j0, nc);
+    case 16: return pack_b_t<16>(dst, tb, B, ldb, k0, kc, j0, nc);
+    case 8: return pack_b_t<8>(dst, tb, B, ldb, k0, kc, j0, nc);
+    default: ENGINE_CHECK(false, "gemm: unsupported NR");
+  }
+}
+
+// op(A)[i0:i0+mc, k0:k0+kc] -> panels of MR rows.
+//   trans(A): dst[p][k][0:MR] (read by the kernel in ACol mode, csa = MR)
+//   A:        dst[p][i][0:kc] (plain row copies, read in ARow mode with rsa = kc; the copy
+//             keeps rows close together so a power-of-two lda cannot alias them in L1)
 void pack_a(float* dst, bool ta, const float* A, index_t lda, index_t i0, index_t mc, index_t k0,
             index_t kc, int MR) {
   for (index_t ip = 0; ip < mc; ip += MR) {
@@ -127,17 +144,8 @@ void pack_a(float* dst, bool ta, const float* A, index_t lda, index_t i0, index_
         for (int i = 0; i < mr; ++i) dk[i] = s[i];
       }
     } else {
-      // Blocks of 8 k at a time keep the MR source rows' cache lines in use together.
-      const float* s = A + (i0 + ip) * lda + k0;
-      index_t k = 0;
-      for (; k + 8 <= kc; k += 8)
-        for (int i = 0; i < mr; ++i) {
-          const float* si = s + i * lda + k;
-          float* dk = d + k * MR + i;
-          for (int u = 0; u < 8; ++u) dk[u * MR] = si[u];
-        }
-      for (; k < kc; ++k)
-        for (int i = 0; i < mr; ++i) d[k * MR + i] = s[i * lda + k];
+      for (int i = 0; i < mr; ++i)
+        std::memcpy(d + i * kc, A + (i0 + ip + i) * lda + k0, sizeof(float) * kc);
     }
   }
 }
@@ -199,26 +207,29 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
       for (index_t ic = m0; ic < m1; ic += MC) {
         const index_t mc = std::min(MC, m1 - ic);
         if (pack_a_needed) pack_a(abuf, pr.ta, pr.A, pr.lda, ic, mc, pc, kc, MR);
-        for (index_t jr = 0; jr < nc; jr += NR) {
+        auto tile = [&](index_t ir, index_t jr) {
           const int nr = static_cast<int>(std::min<index_t>(NR, nc - jr));
           const float* bp = bblk + (jr / NR) * pstride;
-          for (index_t ir = 0; ir < mc; ir += MR) {
-            const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
-            const index_t i = ic + ir, j = jc + jr;
-            float* c = pr.C + i * pr.ldc + j;
-            const float* bias = bias_mode == gemm::BiasCol ? ep.bias + j
-                                : bias_mode == gemm::BiasRow ? ep.bias + i : nullptr;
-            if (pack_a_needed)
-              ks.acol(mr, nr, kc, abuf + (ir / MR) * kc * MR, 1, MR, bp, c, pr.ldc, tp, bias);
-            else if (pr.ta)
-              ks.acol(mr, nr, kc, pr.A + pc * pr.lda + i, 1, pr.lda, bp, c, pr.ldc, tp, bias);
-            else
-              ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, c, pr.ldc, tp, bias);
-            if (last && !inline_act)
-              for (int r = 0; r < mr; ++r)
-                activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
-          }
-        }
+          const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
+          const index_t i = ic + ir, j = jc + jr;
+          float* c = pr.C + i * pr.ldc + j;
+          const float* bias = bias_mode == gemm::BiasCol ? ep.bias + j
+                              : bias_mode == gemm::BiasRow ? ep.bias + i : nullptr;
+          if (pack_a_needed && pr.ta)
+            ks.acol(mr, nr, kc, abuf + (ir / MR) * kc * MR, 1, MR, bp, c, pr.ldc, tp, bias);
+          else if (pack_a_needed)
+            ks.arow(mr, nr, kc, abuf + (ir / MR) * kc * MR, kc, 1, bp, c, pr.ldc, tp, bias);
+          else if (pr.ta)
+            ks.acol(mr, nr, kc, pr.A + pc * pr.lda + i, 1, pr.lda, bp, c, pr.ldc, tp, bias);
+          else
+            ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, c, pr.ldc, tp, bias);
+          if (last && !inline_act)
+            for (int r = 0; r < mr; ++r)
+              activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
+        };
+        // The A micro-panel (MR×kc) stays in L1 while the B block (kc×nc) streams from L2.
+        for (index_t ir = 0; ir < mc; ir += MR)
+          for (index_t jr = 0; jr < nc; jr += NR) tile(ir, jr);
       }
     }
   }
@@ -256,8 +267,10 @@ void run(const Problem& pr) {
       if (nt % tm) continue;
       const int tn = nt / tm;
       if (tm > mp || tn > np) continue;
-      // Largest per-thread tile (incl. padding) - the critical path.
-      double cost = double((mp + tm - 1) / tm * MR) * double((np + tn - 1) / tn * NR);
+      // The critical path: the largest per-thread share, in rows (the first thread gets
+      // whole MR panels) times NR-wide column panels.
+      double cost = double(std::min<index_t>(pr.M, (mp + tm - 1) / tm * MR)) *
+                    double((np + tn - 1) / tn * NR);
       // Ties: split N for pre-packed weights (each core streams its own share), else M.
       cost *= 1.0 + 1e-3 * (pr.Bp ? tm : tn);
       if (best < 0 || cost < best) best = cost, best_tm = tm, best_tn = tn;

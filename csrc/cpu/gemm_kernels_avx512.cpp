@@ -35,6 +35,13 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
 #pragma GCC unroll 64
     for (int i = 0; i < M; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_ps();
 
+  // Fetch the C tile while the FMAs run (it is read or written only at the end).
+#pragma GCC unroll 64
+  for (int i = 0; i < M; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + n - 1), _MM_HINT_T0);
+  }
+
   index_t k = 0;
   if (AM == ACol) {
     const float* a = A;
