@@ -112,6 +112,7 @@ def test_large_blocks(threads):
     rng = np.random.default_rng(3)
     run_sgemm(rng, 337, 290, 600)
     run_sgemm(rng, 300, 1100, 70, tb=True)
+    run_sgemm(rng, 4200, 40, 300)  # more rows than one packed A block holds
 
 
 def test_alpha_beta(isa):

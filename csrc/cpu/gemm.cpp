@@ -1,11 +1,11 @@
 // SGEMM driver (Goto/BLIS structure): C = alpha·op(A)·op(B) + beta·C, then bias + activation.
 //
-//   for jc in N by NC:            B block
-//     for pc in K by KC:          pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels (or use the
+//   for pc in K by KC:
+//     for ic in M by MC:          pack A[ic:ic+mc, pc:pc+kc] into MR-high panels (MC is large:
+//                                 A is copied once; skipped for a single row panel or a single
+//                                 column panel: the kernel then reads A in place)
+//       for jc in N by NC:        pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels (or use the
 //                                 pre-packed weights of a PackedMatrixB directly)
-//       for ic in M by MC:        pack A[ic:ic+mc, pc:pc+kc] into MR-high panels (skipped for a
-//                                 single row panel or a single column panel: the kernel then
-//                                 reads A in place)
 //         for ir in mc by MR:     A micro-panel (MR×kc) stays in L1, the B block in L2
 //           for jr in nc by NR:   micro-kernel on an MR×NR tile of C
 //
@@ -177,36 +177,40 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   const bool pack_a_needed = !one_row_panel && nrange > NR;
   // One row panel: the B micro-panel is used once, so no point blocking K for L1.
   const index_t KC = one_row_panel ? pr.K : ks.kc;
-  const index_t MC = ks.mc, NC = ks.nc;
+  // A is packed once per K block for the whole row range (up to kAPackMax floats), so it is
+  // copied only once overall; B blocks (kc×nc) are packed inside and stay in L2.
+  constexpr index_t kAPackMax = index_t(1) << 20;
+  const index_t NC = ks.nc;
+  const index_t kc_max = std::min<index_t>(KC, pr.K);
+  const index_t MC = std::max<index_t>(MR, std::min<index_t>((mrange + MR - 1) / MR * MR,
+                                                             kAPackMax / kc_max / MR * MR));
 
   float* bbuf = nullptr;
-  if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(std::min<index_t>(KC, pr.K)) *
+  if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) *
                                   ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
   float* abuf = nullptr;
-  if (pack_a_needed)
-    abuf = t_pack_a.get(static_cast<size_t>(std::min<index_t>(KC, pr.K)) *
-                        ((std::min<index_t>(MC, mrange) + MR - 1) / MR * MR));
+  if (pack_a_needed) abuf = t_pack_a.get(static_cast<size_t>(kc_max) * MC);
 
-  for (index_t jc = n0; jc < n1; jc += NC) {
-    const index_t nc = std::min(NC, n1 - jc);
-    for (index_t pc = 0; pc < pr.K; pc += KC) {
-      const index_t kc = std::min(KC, pr.K - pc);
-      const bool last = pc + kc >= pr.K;
-      const float* bblk;
-      index_t pstride;
-      if (pr.Bp) {
-        bblk = pr.Bp + (jc / NR) * pr.K * NR + pc * NR;
-        pstride = pr.K * NR;
-      } else {
-        pack_b(bbuf, pr.tb, pr.B, pr.ldb, pc, kc, jc, nc, NR);
-        bblk = bbuf;
-        pstride = kc * NR;
-      }
-      TileParams tp{pr.alpha, pc == 0 ? pr.beta : 1.f, last ? bias_mode : gemm::BiasNone,
-                    last && ep.act == Act::Relu};
-      for (index_t ic = m0; ic < m1; ic += MC) {
-        const index_t mc = std::min(MC, m1 - ic);
-        if (pack_a_needed) pack_a(abuf, pr.ta, pr.A, pr.lda, ic, mc, pc, kc, MR);
+  for (index_t pc = 0; pc < pr.K; pc += KC) {
+    const index_t kc = std::min(KC, pr.K - pc);
+    const bool last = pc + kc >= pr.K;
+    TileParams tp{pr.alpha, pc == 0 ? pr.beta : 1.f, last ? bias_mode : gemm::BiasNone,
+                  last && ep.act == Act::Relu};
+    for (index_t ic = m0; ic < m1; ic += MC) {
+      const index_t mc = std::min(MC, m1 - ic);
+      if (pack_a_needed) pack_a(abuf, pr.ta, pr.A, pr.lda, ic, mc, pc, kc, MR);
+      for (index_t jc = n0; jc < n1; jc += NC) {
+        const index_t nc = std::min(NC, n1 - jc);
+        const float* bblk;
+        index_t pstride;
+        if (pr.Bp) {
+          bblk = pr.Bp + (jc / NR) * pr.K * NR + pc * NR;
+          pstride = pr.K * NR;
+        } else {
+          pack_b(bbuf, pr.tb, pr.B, pr.ldb, pc, kc, jc, nc, NR);
+          bblk = bbuf;
+          pstride = kc * NR;
+        }
         auto tile = [&](index_t ir, index_t jr) {
           const int nr = static_cast<int>(std::min<index_t>(NR, nc - jr));
           const float* bp = bblk + (jr / NR) * pstride;
