@@ -62,19 +62,28 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
       b += KU * NR;
     }
   } else {
+    // Rows 3q..3q+2 are addressed from base pointer q as [base + r*rsa*4] (scale 4 or 8), so
+    // five bases, rsa and the B pointer fit in registers with no spills.
+    constexpr int NB = (M + 2) / 3;
+    const float* base[NB];
+#pragma GCC unroll 8
+    for (int q = 0; q < NB; ++q) base[q] = A + 3 * q * rsa;
+    const float* b = B;
     for (; k + KU <= K; k += KU) {
-      const float* b = B + k * NR;
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
         const __m512 b0 = _mm512_loadu_ps(b + u * NR);
         const __m512 b1 = _mm512_loadu_ps(b + u * NR + 16);
 #pragma GCC unroll 64
         for (int i = 0; i < M; ++i) {
-          const __m512 av = _mm512_set1_ps(A[i * rsa + k + u]);
+          const __m512 av = _mm512_set1_ps(base[i / 3][(i % 3) * rsa + u]);
           acc[u][i][0] = _mm512_fmadd_ps(av, b0, acc[u][i][0]);
           acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
         }
       }
+#pragma GCC unroll 8
+      for (int q = 0; q < NB; ++q) base[q] += KU;
+      b += KU * NR;
     }
   }
   for (; k < K; ++k) {  // K tail when KU > 1
