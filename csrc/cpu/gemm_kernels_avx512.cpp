@@ -46,6 +46,7 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
   if (AM == ACol) {
     const float* a = A;
     const float* b = B;
+#pragma GCC unroll 2
     for (; k + KU <= K; k += KU) {
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
@@ -69,6 +70,7 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
 #pragma GCC unroll 8
     for (int q = 0; q < NB; ++q) base[q] = A + 3 * q * rsa;
     const float* b = B;
+#pragma GCC unroll 2
     for (; k + KU <= K; k += KU) {
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
