@@ -35,8 +35,11 @@ using gemm::TileParams;
 namespace {
 
 // Below this many flops (2·M·N·K) a GEMM runs on the calling thread: splitting it would
-// cost more in wake-up and synchronisation than it saves.
-constexpr index_t kMinParallelFlops = 256 * 1024;
+// cost more in wake-up and synchronisation than it saves (measured: 64³ is faster on one
+// core, 80³ on two). Few-row products are bandwidth-bound instead: they are split once B
+// is large enough (kMinParallelBFloats) that streaming it takes a few microseconds.
+constexpr double kMinParallelFlops = 800e3;
+constexpr double kMinParallelBFloats = 128 * 1024;
 
 const KernelSet& kernels_for(Isa isa) {
   switch (isa) {
@@ -185,9 +188,13 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   const index_t MC = std::max<index_t>(MR, std::min<index_t>((mrange + MR - 1) / MR * MR,
                                                              kAPackMax / kc_max / MR * MR));
 
+  // Few rows: B is used by at most two row panels, so packing it would cost as much as the
+  // product. Read op(B) in place (full-width panels; only a ragged last panel is packed).
+  const bool direct_b = !pr.Bp && !pr.tb && mrange <= 2 * MR;
   float* bbuf = nullptr;
-  if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) *
-                                  ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
+  if (direct_b) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) * NR);
+  else if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) *
+                                       ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
   float* abuf = nullptr;
   if (pack_a_needed) abuf = t_pack_a.get(static_cast<size_t>(kc_max) * MC);
 
@@ -202,10 +209,16 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
       for (index_t jc = n0; jc < n1; jc += NC) {
         const index_t nc = std::min(NC, n1 - jc);
         const float* bblk;
-        index_t pstride;
+        index_t pstride, bld = NR;
+        const index_t nc_full = nc / NR * NR;
         if (pr.Bp) {
           bblk = pr.Bp + (jc / NR) * pr.K * NR + pc * NR;
           pstride = pr.K * NR;
+        } else if (direct_b) {
+          bblk = pr.B + pc * pr.ldb + jc;
+          pstride = NR;
+          bld = pr.ldb;
+          if (nc_full < nc) pack_b(bbuf, false, pr.B, pr.ldb, pc, kc, jc + nc_full, nc - nc_full, NR);
         } else {
           pack_b(bbuf, pr.tb, pr.B, pr.ldb, pc, kc, jc, nc, NR);
           bblk = bbuf;
@@ -213,20 +226,22 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
         }
         auto tile = [&](index_t ir, index_t jr) {
           const int nr = static_cast<int>(std::min<index_t>(NR, nc - jr));
-          const float* bp = bblk + (jr / NR) * pstride;
+          const bool ragged = direct_b && jr >= nc_full;
+          const float* bp = ragged ? bbuf : bblk + (jr / NR) * pstride;
+          const index_t ldb = ragged ? NR : bld;
           const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
           const index_t i = ic + ir, j = jc + jr;
           float* c = pr.C + i * pr.ldc + j;
           const float* bias = bias_mode == gemm::BiasCol ? ep.bias + j
                               : bias_mode == gemm::BiasRow ? ep.bias + i : nullptr;
           if (pack_a_needed && pr.ta)
-            ks.acol(mr, nr, kc, abuf + (ir / MR) * kc * MR, 1, MR, bp, c, pr.ldc, tp, bias);
+            ks.acol(mr, nr, kc, abuf + (ir / MR) * kc * MR, 1, MR, bp, ldb, c, pr.ldc, tp, bias);
           else if (pack_a_needed)
-            ks.arow(mr, nr, kc, abuf + (ir / MR) * kc * MR, kc, 1, bp, c, pr.ldc, tp, bias);
+            ks.arow(mr, nr, kc, abuf + (ir / MR) * kc * MR, kc, 1, bp, ldb, c, pr.ldc, tp, bias);
           else if (pr.ta)
-            ks.acol(mr, nr, kc, pr.A + pc * pr.lda + i, 1, pr.lda, bp, c, pr.ldc, tp, bias);
+            ks.acol(mr, nr, kc, pr.A + pc * pr.lda + i, 1, pr.lda, bp, ldb, c, pr.ldc, tp, bias);
           else
-            ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, c, pr.ldc, tp, bias);
+            ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, ldb, c, pr.ldc, tp, bias);
           if (last && !inline_act)
             for (int r = 0; r < mr; ++r)
               activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
@@ -265,7 +280,10 @@ void run(const Problem& pr) {
   const double flops = 2.0 * double(pr.M) * double(pr.N) * double(pr.K);
   const index_t mp = (pr.M + MR - 1) / MR, np = (pr.N + NR - 1) / NR;
   int best_tm = 1, best_tn = 1;
-  if (nt > 1 && flops >= double(kMinParallelFlops)) {
+  const bool worth_splitting =
+      flops >= kMinParallelFlops ||
+      (double(pr.K) * double(pr.N) >= kMinParallelBFloats && flops >= kMinParallelFlops / 4);
+  if (nt > 1 && worth_splitting) {
     double best = -1;
     for (int tm = 1; tm <= nt; ++tm) {
       if (nt % tm) continue;

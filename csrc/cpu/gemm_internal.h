@@ -25,11 +25,12 @@ struct TileParams {
   bool relu;       // apply max(x,0) in registers (only on the last K block)
 };
 
-// C[0:m, 0:n] = alpha * sum_k a(i,k) * Bp[k*NR + j] + beta*C (+bias, relu).
-// B is a packed panel: K rows of NR floats, zero-padded beyond n. 1 <= m <= MR, 1 <= n <= NR.
+// C[0:m, 0:n] = alpha * sum_k a(i,k) * B[k*ldb + j] + beta*C (+bias, relu).
+// B holds K rows of NR readable floats, ldb apart: a packed panel (ldb = NR, zero-padded
+// beyond n) or, for full-width tiles, op(B) read in place. 1 <= m <= MR, 1 <= n <= NR.
 using MicroKernel = void (*)(int m, int n, index_t k, const float* A, index_t rsa, index_t csa,
-                             const float* B, float* C, index_t ldc, const TileParams& p,
-                             const float* bias);
+                             const float* B, index_t ldb, float* C, index_t ldc,
+                             const TileParams& p, const float* bias);
 
 struct KernelSet {
   Isa isa;

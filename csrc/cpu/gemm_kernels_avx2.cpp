@@ -24,7 +24,7 @@ inline __attribute__((always_inline)) float a_at(const float* A, index_t rsa, in
 }
 
 template <int M, int AM>
-void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B,
+void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
             float* C, index_t ldc, const TileParams& p, const float* bias) {
   constexpr int KU = ku_for(M);
   __m256 acc[KU][M][2];
@@ -35,11 +35,11 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
 
   index_t k = 0;
   for (; k + KU <= K; k += KU) {
-    const float* b = B + k * NR;
+    const float* b = B + k * ldb;
 #pragma GCC unroll 64
     for (int u = 0; u < KU; ++u) {
-      const __m256 b0 = _mm256_loadu_ps(b + u * NR);
-      const __m256 b1 = _mm256_loadu_ps(b + u * NR + 8);
+      const __m256 b0 = _mm256_loadu_ps(b + u * ldb);
+      const __m256 b1 = _mm256_loadu_ps(b + u * ldb + 8);
 #pragma GCC unroll 64
       for (int i = 0; i < M; ++i) {
         const __m256 av = _mm256_broadcast_ss(&A[AM == ACol ? i + (k + u) * csa : i * rsa + k + u]);
@@ -49,8 +49,8 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     }
   }
   for (; k < K; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(B + k * NR);
-    const __m256 b1 = _mm256_loadu_ps(B + k * NR + 8);
+    const __m256 b0 = _mm256_loadu_ps(B + k * ldb);
+    const __m256 b1 = _mm256_loadu_ps(B + k * ldb + 8);
 #pragma GCC unroll 64
     for (int i = 0; i < M; ++i) {
       const __m256 av = _mm256_set1_ps(a_at<AM>(A, rsa, csa, i, k));
@@ -118,10 +118,10 @@ constexpr auto make_table(std::index_sequence<I...>) {
 }
 
 template <int AM>
-void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B,
+void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
               float* C, index_t ldc, const TileParams& p, const float* bias) {
   static constexpr auto table = make_table<AM>(std::make_index_sequence<MR>{});
-  table[m - 1](m, n, k, A, rsa, csa, B, C, ldc, p, bias);
+  table[m - 1](m, n, k, A, rsa, csa, B, ldb, C, ldc, p, bias);
 }
 
 }  // namespace

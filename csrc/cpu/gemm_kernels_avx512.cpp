@@ -26,7 +26,7 @@ inline __attribute__((always_inline)) float a_at(const float* A, index_t rsa, in
 }
 
 template <int M, int AM>
-void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B,
+void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
             float* C, index_t ldc, const TileParams& p, const float* bias) {
   constexpr int KU = ku_for(M);
   __m512 acc[KU][M][2];
@@ -50,8 +50,8 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     for (; k + KU <= K; k += KU) {
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
-        const __m512 b0 = _mm512_loadu_ps(b + u * NR);
-        const __m512 b1 = _mm512_loadu_ps(b + u * NR + 16);
+        const __m512 b0 = _mm512_loadu_ps(b + u * ldb);
+        const __m512 b1 = _mm512_loadu_ps(b + u * ldb + 16);
 #pragma GCC unroll 64
         for (int i = 0; i < M; ++i) {
           const __m512 av = _mm512_set1_ps(a[u * csa + i]);
@@ -60,7 +60,7 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
         }
       }
       a += KU * csa;
-      b += KU * NR;
+      b += KU * ldb;
     }
   } else {
     // Rows 3q..3q+2 are addressed from base pointer q as [base + r*rsa*4] (scale 4 or 8), so
@@ -74,8 +74,8 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     for (; k + KU <= K; k += KU) {
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
-        const __m512 b0 = _mm512_loadu_ps(b + u * NR);
-        const __m512 b1 = _mm512_loadu_ps(b + u * NR + 16);
+        const __m512 b0 = _mm512_loadu_ps(b + u * ldb);
+        const __m512 b1 = _mm512_loadu_ps(b + u * ldb + 16);
 #pragma GCC unroll 64
         for (int i = 0; i < M; ++i) {
           const __m512 av = _mm512_set1_ps(base[i / 3][(i % 3) * rsa + u]);
@@ -85,12 +85,12 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
       }
 #pragma GCC unroll 8
       for (int q = 0; q < NB; ++q) base[q] += KU;
-      b += KU * NR;
+      b += KU * ldb;
     }
   }
   for (; k < K; ++k) {  // K tail when KU > 1
-    const __m512 b0 = _mm512_loadu_ps(B + k * NR);
-    const __m512 b1 = _mm512_loadu_ps(B + k * NR + 16);
+    const __m512 b0 = _mm512_loadu_ps(B + k * ldb);
+    const __m512 b1 = _mm512_loadu_ps(B + k * ldb + 16);
 #pragma GCC unroll 64
     for (int i = 0; i < M; ++i) {
       const __m512 av = _mm512_set1_ps(a_at<AM>(A, rsa, csa, i, k));
@@ -149,10 +149,10 @@ constexpr auto make_table(std::index_sequence<I...>) {
 }
 
 template <int AM>
-void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B,
+void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
               float* C, index_t ldc, const TileParams& p, const float* bias) {
   static constexpr auto table = make_table<AM>(std::make_index_sequence<MR>{});
-  table[m - 1](m, n, k, A, rsa, csa, B, C, ldc, p, bias);
+  table[m - 1](m, n, k, A, rsa, csa, B, ldb, C, ldc, p, bias);
 }
 
 }  // namespace

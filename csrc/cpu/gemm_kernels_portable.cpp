@@ -24,12 +24,12 @@ inline v4 load4(const float* p) {
 }
 
 template <int M, int AM>
-void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B,
+void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
             float* C, index_t ldc, const TileParams& p, const float* bias) {
   v4 acc[M][2];
   for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = v4{0.f, 0.f, 0.f, 0.f};
   for (index_t k = 0; k < K; ++k) {
-    const v4 b0 = load4(B + k * NR), b1 = load4(B + k * NR + 4);
+    const v4 b0 = load4(B + k * ldb), b1 = load4(B + k * ldb + 4);
     for (int i = 0; i < M; ++i) {
       const float a = AM == ACol ? A[i + k * csa] : A[i * rsa + k];
       const v4 av = {a, a, a, a};
@@ -59,10 +59,10 @@ constexpr auto make_table(std::index_sequence<I...>) {
 }
 
 template <int AM>
-void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B,
+void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
               float* C, index_t ldc, const TileParams& p, const float* bias) {
   static constexpr auto table = make_table<AM>(std::make_index_sequence<MR>{});
-  table[m - 1](m, n, k, A, rsa, csa, B, C, ldc, p, bias);
+  table[m - 1](m, n, k, A, rsa, csa, B, ldb, C, ldc, p, bias);
 }
 
 }  // namespace
