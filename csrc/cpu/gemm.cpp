@@ -80,19 +80,24 @@ bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a 
 template <int NR>
 void pack_b_t(float* dst, bool tb, const float* B, index_t ldb, index_t k0, index_t kc, index_t j0,
               index_t nc) {
-  for (index_t jp = 0; jp < nc; jp += NR) {
+  if (!tb) {
+    // Full panels row by row: each source row is read sequentially (prefetcher-friendly).
+    const index_t full = nc / NR;
+    for (index_t k = 0; k < kc; ++k) {
+      const float* s = B + (k0 + k) * ldb + j0;
+      float* d = dst + k * NR;
+      for (index_t p = 0; p < full; ++p) std::memcpy(d + p * kc * NR, s + p * NR, sizeof(float) * NR);
+    }
+  }
+  for (index_t jp = tb ? 0 : nc / NR * NR; jp < nc; jp += NR) {
     const int nr = static_cast<int>(std::min<index_t>(NR, nc - jp));
     float* d = dst + (jp / NR) * kc * NR;
-    if (!tb) {
+    if (!tb) {  // the ragged last panel, zero-padded
       const float* s = B + k0 * ldb + j0 + jp;
-      if (nr == NR) {
-        for (index_t k = 0; k < kc; ++k) std::memcpy(d + k * NR, s + k * ldb, sizeof(float) * NR);
-      } else {
-        for (index_t k = 0; k < kc; ++k) {
-          float tmp[NR] = {};
-          for (int j = 0; j < nr; ++j) tmp[j] = s[k * ldb + j];
-          std::memcpy(d + k * NR, tmp, sizeof(tmp));
-        }
+      for (index_t k = 0; k < kc; ++k) {
+        float tmp[NR] = {};
+        for (int j = 0; j < nr; ++j) tmp[j] = s[k * ldb + j];
+        std::memcpy(d + k * NR, tmp, sizeof(tmp));
       }
     } else {
       if (nr < NR)
