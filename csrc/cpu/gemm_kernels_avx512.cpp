@@ -25,7 +25,7 @@ inline __attribute__((always_inline)) float a_at(const float* A, index_t rsa, in
   return AM == ACol ? A[i + k * csa] : A[i * rsa + k];
 }
 
-template <int M, int AM>
+template <int M, int AM, int NV>
 void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
             float* C, index_t ldc, const TileParams& p, const float* bias) {
   constexpr int KU = ku_for(M);
@@ -39,7 +39,7 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
 #pragma GCC unroll 64
   for (int i = 0; i < M; ++i) {
     _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + n - 1), _MM_HINT_T0);
+    if (NV == 2) _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + n - 1), _MM_HINT_T0);
   }
 
   index_t k = 0;
@@ -51,12 +51,12 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
         const __m512 b0 = _mm512_loadu_ps(b + u * ldb);
-        const __m512 b1 = _mm512_loadu_ps(b + u * ldb + 16);
+        const __m512 b1 = NV == 2 ? _mm512_loadu_ps(b + u * ldb + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 64
         for (int i = 0; i < M; ++i) {
           const __m512 av = _mm512_set1_ps(a[u * csa + i]);
           acc[u][i][0] = _mm512_fmadd_ps(av, b0, acc[u][i][0]);
-          acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
+          if (NV == 2) acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
         }
       }
       a += KU * csa;
@@ -75,12 +75,12 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
         const __m512 b0 = _mm512_loadu_ps(b + u * ldb);
-        const __m512 b1 = _mm512_loadu_ps(b + u * ldb + 16);
+        const __m512 b1 = NV == 2 ? _mm512_loadu_ps(b + u * ldb + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 64
         for (int i = 0; i < M; ++i) {
           const __m512 av = _mm512_set1_ps(base[i / 3][(i % 3) * rsa + u]);
           acc[u][i][0] = _mm512_fmadd_ps(av, b0, acc[u][i][0]);
-          acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
+          if (NV == 2) acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
         }
       }
 #pragma GCC unroll 8
@@ -90,12 +90,12 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
   }
   for (; k < K; ++k) {  // K tail when KU > 1
     const __m512 b0 = _mm512_loadu_ps(B + k * ldb);
-    const __m512 b1 = _mm512_loadu_ps(B + k * ldb + 16);
+    const __m512 b1 = NV == 2 ? _mm512_loadu_ps(B + k * ldb + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 64
     for (int i = 0; i < M; ++i) {
       const __m512 av = _mm512_set1_ps(a_at<AM>(A, rsa, csa, i, k));
       acc[0][i][0] = _mm512_fmadd_ps(av, b0, acc[0][i][0]);
-      acc[0][i][1] = _mm512_fmadd_ps(av, b1, acc[0][i][1]);
+      if (NV == 2) acc[0][i][1] = _mm512_fmadd_ps(av, b1, acc[0][i][1]);
     }
   }
 
@@ -106,7 +106,7 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
   __m512 bc0 = _mm512_setzero_ps(), bc1 = _mm512_setzero_ps();
   if (p.bias_mode == BiasCol) {
     bc0 = _mm512_maskz_loadu_ps(k0, bias);
-    bc1 = _mm512_maskz_loadu_ps(k1, bias + 16);
+    if (NV == 2) bc1 = _mm512_maskz_loadu_ps(k1, bias + 16);
   }
 #pragma GCC unroll 64
   for (int i = 0; i < M; ++i) {
@@ -121,10 +121,10 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     v1 = _mm512_mul_ps(v1, valpha);
     if (p.beta == 1.f) {
       v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, c));
-      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, c + 16));
+      if (NV == 2) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, c + 16));
     } else if (p.beta != 0.f) {
       v0 = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(k0, c), v0);
-      v1 = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(k1, c + 16), v1);
+      if (NV == 2) v1 = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(k1, c + 16), v1);
     }
     if (p.bias_mode == BiasCol) {
       v0 = _mm512_add_ps(v0, bc0);
@@ -139,20 +139,23 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
       v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
     }
     _mm512_mask_storeu_ps(c, k0, v0);
-    _mm512_mask_storeu_ps(c + 16, k1, v1);
+    if (NV == 2) _mm512_mask_storeu_ps(c + 16, k1, v1);
   }
 }
 
-template <int AM, std::size_t... I>
+template <int AM, int NV, std::size_t... I>
 constexpr auto make_table(std::index_sequence<I...>) {
-  return std::array<MicroKernel, sizeof...(I)>{{&kernel<int(I) + 1, AM>...}};
+  return std::array<MicroKernel, sizeof...(I)>{{&kernel<int(I) + 1, AM, NV>...}};
 }
 
+// Tiles at most 16 columns wide (narrow layers, ragged edges) use a one-vector instantiation
+// that skips the second half of the FMAs.
 template <int AM>
 void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
               float* C, index_t ldc, const TileParams& p, const float* bias) {
-  static constexpr auto table = make_table<AM>(std::make_index_sequence<MR>{});
-  table[m - 1](m, n, k, A, rsa, csa, B, ldb, C, ldc, p, bias);
+  static constexpr auto full = make_table<AM, 2>(std::make_index_sequence<MR>{});
+  static constexpr auto half = make_table<AM, 1>(std::make_index_sequence<MR>{});
+  (n > 16 ? full : half)[m - 1](m, n, k, A, rsa, csa, B, ldb, C, ldc, p, bias);
 }
 
 }  // namespace
