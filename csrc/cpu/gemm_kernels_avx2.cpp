@@ -34,6 +34,7 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     for (int i = 0; i < M; ++i) acc[u][i][0] = acc[u][i][1] = _mm256_setzero_ps();
 
   index_t k = 0;
+#pragma GCC unroll 2
   for (; k + KU <= K; k += KU) {
     const float* b = B + k * ldb;
 #pragma GCC unroll 64
