@@ -52,7 +52,7 @@ index_t row_view_ld(const py::array& a, const char* name) {
 void init_gemm(py::module_& m) {
   m.def("sgemm",
         [](py::array c, py::array a, py::array b, bool ta, bool tb, float alpha, float beta,
-           py::object bias, engine::Act act, float act_alpha, float act_beta) {
+           py::object bias, engine::Act act, float act_alpha, float act_beta, bool bias_per_row) {
           check_2d(a, "a"); check_2d(b, "b"); check_2d(c, "c");
           index_t M = rows(a, ta), K = cols(a, ta), N = cols(b, tb);
           if (rows(b, tb) != K)
@@ -62,14 +62,16 @@ void init_gemm(py::module_& m) {
           const float* pa = in_ptr(a, "a");
           const float* pb = in_ptr(b, "b");
           float* pc = out_ptr(c, "c");
-          engine::Epilogue ep = make_epilogue(bias, N, act, act_alpha, act_beta);
+          engine::Epilogue ep = make_epilogue(bias, bias_per_row ? M : N, act, act_alpha, act_beta, bias_per_row);
           py::gil_scoped_release nogil;
           engine::sgemm(ta, tb, M, N, K, alpha, pa, a.shape(1), pb, b.shape(1), beta, pc, N, ep);
         },
         py::arg("c"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
         py::arg("alpha") = 1.f, py::arg("beta") = 0.f, py::arg("bias") = py::none(),
         py::arg("act") = engine::Act::None, py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f,
-        "c = act(alpha*op(a)@op(b) + beta*c + bias), in place into c (float32, C-contiguous).");
+        py::arg("bias_per_row") = false,
+        "c = act(alpha*op(a)@op(b) + beta*c + bias), in place into c (float32, C-contiguous). "
+        "bias has N entries (one per column), or M with bias_per_row=True.");
 
   py::class_<engine::PackedMatrixB, std::shared_ptr<engine::PackedMatrixB>>(m, "PackedMatrixB")
       .def(py::init([](py::array b, bool tb) {

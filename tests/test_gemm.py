@@ -248,3 +248,19 @@ def test_errors():
         _C.PackedMatrixB(np.zeros((4, 5), np.float64), False)
     with pytest.raises(engine.EngineError):  # strided entry: non-unit inner stride
         _C.sgemm_strided(c, np.zeros((3, 8), np.float32)[:, ::2], g)
+
+
+def test_bias_per_row(isa, threads):
+    rng = np.random.default_rng(12)
+    for M, N, K in [(1, 5, 3), (15, 33, 300), (70, 90, 20)]:
+        a, b = rand(rng, M, K), rand(rng, K, N)
+        bias = rand(rng, M)
+        c = np.full((M, N), np.nan, np.float32)
+        _C.sgemm(c, a, b, False, False, 1.0, 0.0, bias, ACT.relu, 0.0, 0.0, True)
+        check(c, ref_gemm(a, b, False, False, bias=bias[:, None], act="relu"), K)
+        c = np.zeros((M, N), np.float32)
+        _C.sgemm(c, a, b, False, False, 1.0, 0.0, bias, ACT.sigmoid, 0.0, 0.0, True)
+        check(c, ref_gemm(a, b, False, False, bias=bias[:, None], act="sigmoid"), K)
+    with pytest.raises(engine.EngineError):  # per-row bias must have M entries
+        _C.sgemm(np.zeros((3, 5), np.float32), rand(rng, 3, 4), rand(rng, 4, 5), bias=rand(rng, 5),
+                 bias_per_row=True)
