@@ -1,18 +1,25 @@
 // SGEMM driver (Goto/BLIS structure): C = alpha·op(A)·op(B) + beta·C, then bias + activation.
 //
 //   for pc in K by KC:
-//     for ic in M by MC:          pack A[ic:ic+mc, pc:pc+kc] into MR-high panels (MC is large:
-//                                 A is copied once; skipped for a single row panel or a single
-//                                 column panel: the kernel then reads A in place)
-//       for jc in N by NC:        pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels (or use the
-//                                 pre-packed weights of a PackedMatrixB directly)
+//     for ic in M by MC:          pack A[ic:ic+mc, pc:pc+kc] into MR-high panels (MC is large,
+//                                 so A is copied once; rows are plain copies, no transpose).
+//                                 Skipped for a single row panel or a single column panel:
+//                                 the kernel then reads A in place.
+//       for jc in N by NC:        pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels, or use the
+//                                 pre-packed weights of a PackedMatrixB, or (few rows,
+//                                 non-transposed B) read B in place
 //         for ir in mc by MR:     A micro-panel (MR×kc) stays in L1, the B block in L2
 //           for jr in nc by NR:   micro-kernel on an MR×NR tile of C
 //
+// Blocking per ISA lives with the kernels (gemm_kernels_*.cpp); KC=256, NC=1024 on AVX-512
+// (measured against 128..512 / 512..4096 on a 2 MiB-L2 core). With a single row panel K is
+// not blocked at all (GEMV streams each weight panel once).
+//
 // Threads: C is cut into one rectangle per thread along MR/NR panel boundaries, choosing the
 // split with the shortest critical path (ties: N for pre-packed weights, so each core keeps
-// its share of the weights hot in its own L2; M otherwise) and each thread runs the loops above on its rectangle with its own
-// thread-local, grow-only, 64-byte-aligned pack buffers. Small problems run on the caller.
+// its share of the weights hot in its own L2; M otherwise); each thread runs the loops above
+// on its rectangle with its own thread-local, grow-only, 64-byte-aligned pack buffers.
+// Small problems run on the caller (see kMinParallelFlops).
 // The epilogue (bias, relu) is applied in registers on the last K block; other activations
 // run on each finished tile row while it is still in L1.
 #include "engine/gemm.h"
