@@ -29,6 +29,10 @@
 #include <cstring>
 #include <new>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
 #include "cpu/gemm_internal.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
@@ -110,14 +114,27 @@ void pack_b_t(float* dst, bool tb, const float* B, index_t ldb, index_t k0, inde
       if (nr < NR)
         for (index_t k = 0; k < kc; ++k)
           for (int j = nr; j < NR; ++j) d[k * NR + j] = 0.f;
-      // Four source rows (output columns) at a time: contiguous reads, strided writes.
+      // Four source rows (output columns) at a time: contiguous reads, 4×4 transposes.
       int j = 0;
       for (; j + 4 <= nr; j += 4) {
         const float* s0 = B + (j0 + jp + j) * ldb + k0;
         const float* s1 = s0 + ldb;
         const float* s2 = s1 + ldb;
         const float* s3 = s2 + ldb;
-        for (index_t k = 0; k < kc; ++k) {
+        index_t k = 0;
+#if defined(__SSE2__)
+        for (; k + 4 <= kc; k += 4) {
+          __m128 r0 = _mm_loadu_ps(s0 + k), r1 = _mm_loadu_ps(s1 + k);
+          __m128 r2 = _mm_loadu_ps(s2 + k), r3 = _mm_loadu_ps(s3 + k);
+          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+          float* dk = d + k * NR + j;
+          _mm_storeu_ps(dk, r0);
+          _mm_storeu_ps(dk + NR, r1);
+          _mm_storeu_ps(dk + 2 * NR, r2);
+          _mm_storeu_ps(dk + 3 * NR, r3);
+        }
+#endif
+        for (; k < kc; ++k) {
           float* dk = d + k * NR + j;
           dk[0] = s0[k];
           dk[1] = s1[k];
@@ -147,17 +164,26 @@ void pack_b(float* dst, bool tb, const float* B, index_t ldb, index_t k0, index_
 //   trans(A): dst[p][k][0:MR] (read by the kernel in ACol mode, csa = MR)
 //   A:        dst[p][i][0:kc] (plain row copies, read in ARow mode with rsa = kc; the copy
 //             keeps rows close together so a power-of-two lda cannot alias them in L1)
+template <int MR>
+void pack_at_full(float* d, const float* s, index_t lda, index_t kc) {
+  for (index_t k = 0; k < kc; ++k) std::memcpy(d + k * MR, s + k * lda, sizeof(float) * MR);
+}
+
 void pack_a(float* dst, bool ta, const float* A, index_t lda, index_t i0, index_t mc, index_t k0,
             index_t kc, int MR) {
   for (index_t ip = 0; ip < mc; ip += MR) {
     const int mr = static_cast<int>(std::min<index_t>(MR, mc - ip));
     float* d = dst + (ip / MR) * kc * MR;
     if (ta) {
-      for (index_t k = 0; k < kc; ++k) {
-        const float* s = A + (k0 + k) * lda + i0 + ip;
-        float* dk = d + k * MR;
-        for (int i = 0; i < mr; ++i) dk[i] = s[i];
-      }
+      const float* s0 = A + k0 * lda + i0 + ip;
+      if (mr == MR && MR == 14) pack_at_full<14>(d, s0, lda, kc);
+      else if (mr == MR && MR == 6) pack_at_full<6>(d, s0, lda, kc);
+      else
+        for (index_t k = 0; k < kc; ++k) {
+          const float* s = s0 + k * lda;
+          float* dk = d + k * MR;
+          for (int i = 0; i < mr; ++i) dk[i] = s[i];
+        }
     } else {
       for (int i = 0; i < mr; ++i)
         std::memcpy(d + i * kc, A + (i0 + ip + i) * lda + k0, sizeof(float) * kc);
