@@ -8,25 +8,7 @@ import torch.nn.functional as F
 
 import engine
 from engine import _C
-
-ISAS = [n for n in ("portable", "avx2", "avx512")
-        if ["portable", "avx2", "avx512"].index(n) <= ["portable", "avx2", "avx512"].index(_C.detected_isa())]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    old = _C.cpu_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(old)
-
-
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    old = _C.num_threads()
-    _C.set_num_threads(request.param)
-    yield request.param
-    _C.set_num_threads(old)
+from conftest import ISAS
 
 
 ACTS = {

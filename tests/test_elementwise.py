@@ -8,22 +8,6 @@ import torch.nn.functional as F
 import engine
 from engine import _C
 
-ISAS = ["portable", "avx2", "avx512"]
-_RANK = {name: i for i, name in enumerate(ISAS)}
-
-
-def _available_isas():
-    top = _RANK[_C.detected_isa()]
-    return [name for name in ISAS if _RANK[name] <= top]
-
-
-@pytest.fixture(params=_available_isas())
-def isa(request):
-    _C.set_isa(request.param)
-    assert _C.cpu_isa() == request.param
-    yield request.param
-    _C.set_isa(_C.detected_isa())
-
 
 EDGES = np.array([0.0, -0.0, 1e-8, -1e-8, 1e-30, -1e-30, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0,
                   10.0, -10.0, 20.0, -20.0, 50.0, -50.0, 88.0, -88.0, 100.0, -100.0,
@@ -152,13 +136,13 @@ def test_activation_short_segments_in_rows(isa):
     np.testing.assert_allclose(y[:563], want, rtol=2e-6, atol=1e-6)
 
 
-def test_activation_threads(threads):
+def test_activation_threads(set_threads):
     x = _inputs(300007, seed=5)
     want = np.empty_like(x)
-    threads(1)
+    set_threads(1)
     _C.activation(want, x, _C.Act.silu)
     for n in (2, 3, 4):
-        threads(n)
+        set_threads(n)
         y = np.empty_like(x)
         _C.activation(y, x, _C.Act.silu)
         np.testing.assert_array_equal(y, want)
@@ -266,12 +250,12 @@ def test_binary_in_place(isa):
     np.testing.assert_array_equal(a, want)
 
 
-def test_binary_threads(threads):
+def test_binary_threads(set_threads):
     for sa, sb in [((513, 1001), (513, 1)), ((2, 300001), (2, 1)), ((3, 100003), (100003,))]:
         a = np.random.default_rng(1).standard_normal(sa).astype(np.float32)
         b = np.random.default_rng(2).standard_normal(sb).astype(np.float32)
         for n in (1, 2, 4):
-            threads(n)
+            set_threads(n)
             out = np.empty_like(a)
             _C.binary(out, a, b, _C.BinaryOp.sub)
             np.testing.assert_array_equal(out, a - b)

@@ -11,25 +11,7 @@ import torch.nn.functional as F
 
 import engine
 from engine import _C
-
-_ORDER = ["portable", "avx2", "avx512"]
-ISAS = _ORDER[: _ORDER.index(_C.detected_isa()) + 1]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    old = _C.cpu_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(old)
-
-
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    old = _C.num_threads()
-    _C.set_num_threads(request.param)
-    yield request.param
-    _C.set_num_threads(old)
+from conftest import ISAS
 
 
 def make_shape(N, H, W, C, KH, KW, stride=(1, 1), dil=(1, 1), pads=(0, 0, 0, 0), ceil=False, cip=False):

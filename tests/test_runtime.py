@@ -149,10 +149,10 @@ def test_arena_allocator_reuses_and_merges():
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-def test_results_independent_of_thread_count(threads, n_threads):
+def test_results_independent_of_thread_count(set_threads, n_threads):
     g = chain_graph(2, 300)
     x = rand(17, 300)
     want = engine.Model(g).predict(x)
-    threads(n_threads)
+    set_threads(n_threads)
     assert engine._C.num_threads() == n_threads
     np.testing.assert_allclose(engine.Model(g).predict(x), want, atol=1e-5)
