@@ -105,10 +105,11 @@ void pack_b_t(float* dst, bool tb, const float* B, index_t ldb, index_t k0, inde
     float* d = dst + (jp / NR) * kc * NR;
     if (!tb) {  // the ragged last panel, zero-padded
       const float* s = B + k0 * ldb + j0 + jp;
+      static constexpr float kZeros[NR] = {};
       for (index_t k = 0; k < kc; ++k) {
-        float tmp[NR] = {};
-        for (int j = 0; j < nr; ++j) tmp[j] = s[k * ldb + j];
-        std::memcpy(d + k * NR, tmp, sizeof(tmp));
+        float* dk = d + k * NR;
+        std::memcpy(dk, kZeros, sizeof(kZeros));  // fixed size: a few vector stores
+        for (int j = 0; j < nr; ++j) dk[j] = s[k * ldb + j];
       }
     } else {
       if (nr < NR)
@@ -256,7 +257,8 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
           bblk = pr.B + pc * pr.ldb + jc;
           pstride = NR;
           bld = pr.ldb;
-          if (nc_full < nc) pack_b(bbuf, false, pr.B, pr.ldb, pc, kc, jc + nc_full, nc - nc_full, NR);
+          if (nc_full < nc && !ks.masked_b)
+            pack_b(bbuf, false, pr.B, pr.ldb, pc, kc, jc + nc_full, nc - nc_full, NR);
         } else {
           pack_b(bbuf, pr.tb, pr.B, pr.ldb, pc, kc, jc, nc, NR);
           bblk = bbuf;
@@ -265,8 +267,12 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
         auto tile = [&](index_t ir, index_t jr) {
           const int nr = static_cast<int>(std::min<index_t>(NR, nc - jr));
           const bool ragged = direct_b && jr >= nc_full;
-          const float* bp = ragged ? bbuf : bblk + (jr / NR) * pstride;
-          const index_t ldb = ragged ? NR : bld;
+          const bool packed_edge = ragged && !ks.masked_b;
+          const float* bp = packed_edge ? bbuf : bblk + (jr / NR) * pstride;
+          const index_t ldb = packed_edge ? NR : bld;
+          TileParams tpm = tp;
+          tpm.mask_b = ragged && ks.masked_b;
+          const TileParams& tp = tpm;
           const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
           const index_t i = ic + ir, j = jc + jr;
           float* c = pr.C + i * pr.ldc + j;

@@ -23,6 +23,7 @@ struct TileParams {
   float beta;      // 0: C is not read; 1: accumulate; else beta*C
   int bias_mode;   // BiasMode (only applied on the last K block)
   bool relu;       // apply max(x,0) in registers (only on the last K block)
+  bool mask_b = false;  // B is read in place with only n valid columns (KernelSet::masked_b)
 };
 
 // C[0:m, 0:n] = alpha * sum_k a(i,k) * B[k*ldb + j] + beta*C (+bias, relu).
@@ -38,6 +39,7 @@ struct KernelSet {
   int kc, mc, nc;     // cache blocking (kc: L1, mc: L2 A block, nc: B block)
   MicroKernel acol;   // A in ACol mode
   MicroKernel arow;   // A in ARow mode
+  bool masked_b = false;  // honours TileParams::mask_b (reads only n columns of B)
 };
 
 const KernelSet& kernels_portable();

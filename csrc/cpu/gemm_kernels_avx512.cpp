@@ -25,10 +25,18 @@ inline __attribute__((always_inline)) float a_at(const float* A, index_t rsa, in
   return AM == ACol ? A[i + k * csa] : A[i * rsa + k];
 }
 
-template <int M, int AM, int NV>
-void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
+// MASKB: B is read in place and this tile is narrower than NR, so B loads are masked to the
+// n valid columns (no packing of a ragged edge panel).
+template <int M, int AM, int NV, bool MASKB>
+inline __attribute__((always_inline)) void kernel_impl(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
             float* C, index_t ldc, const TileParams& p, const float* bias) {
   constexpr int KU = ku_for(M);
+  const __mmask16 k0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+  const __mmask16 k1 = n >= 32 ? __mmask16(0xFFFF) : (n > 16 ? __mmask16((1u << (n - 16)) - 1) : __mmask16(0));
+  auto ldb0 = [&](const float* x) { return MASKB ? _mm512_maskz_loadu_ps(k0, x) : _mm512_loadu_ps(x); };
+  auto ldb1 = [&](const float* x) {
+    return NV == 2 ? (MASKB ? _mm512_maskz_loadu_ps(k1, x + 16) : _mm512_loadu_ps(x + 16)) : _mm512_setzero_ps();
+  };
   __m512 acc[KU][M][2];
 #pragma GCC unroll 64
   for (int u = 0; u < KU; ++u)
@@ -50,8 +58,8 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     for (; k + KU <= K; k += KU) {
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
-        const __m512 b0 = _mm512_loadu_ps(b + u * ldb);
-        const __m512 b1 = NV == 2 ? _mm512_loadu_ps(b + u * ldb + 16) : _mm512_setzero_ps();
+        const __m512 b0 = ldb0(b + u * ldb);
+        const __m512 b1 = ldb1(b + u * ldb);
 #pragma GCC unroll 64
         for (int i = 0; i < M; ++i) {
           const __m512 av = _mm512_set1_ps(a[u * csa + i]);
@@ -74,8 +82,8 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     for (; k + KU <= K; k += KU) {
 #pragma GCC unroll 64
       for (int u = 0; u < KU; ++u) {
-        const __m512 b0 = _mm512_loadu_ps(b + u * ldb);
-        const __m512 b1 = NV == 2 ? _mm512_loadu_ps(b + u * ldb + 16) : _mm512_setzero_ps();
+        const __m512 b0 = ldb0(b + u * ldb);
+        const __m512 b1 = ldb1(b + u * ldb);
 #pragma GCC unroll 64
         for (int i = 0; i < M; ++i) {
           const __m512 av = _mm512_set1_ps(base[i / 3][(i % 3) * rsa + u]);
@@ -89,8 +97,8 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     }
   }
   for (; k < K; ++k) {  // K tail when KU > 1
-    const __m512 b0 = _mm512_loadu_ps(B + k * ldb);
-    const __m512 b1 = NV == 2 ? _mm512_loadu_ps(B + k * ldb + 16) : _mm512_setzero_ps();
+    const __m512 b0 = ldb0(B + k * ldb);
+    const __m512 b1 = ldb1(B + k * ldb);
 #pragma GCC unroll 64
     for (int i = 0; i < M; ++i) {
       const __m512 av = _mm512_set1_ps(a_at<AM>(A, rsa, csa, i, k));
@@ -99,8 +107,6 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
     }
   }
 
-  const __mmask16 k0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-  const __mmask16 k1 = n >= 32 ? __mmask16(0xFFFF) : (n > 16 ? __mmask16((1u << (n - 16)) - 1) : __mmask16(0));
   const __m512 valpha = _mm512_set1_ps(p.alpha);
   const __m512 vbeta = _mm512_set1_ps(p.beta);
   __m512 bc0 = _mm512_setzero_ps(), bc1 = _mm512_setzero_ps();
@@ -143,6 +149,15 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
   }
 }
 
+template <int M, int AM, int NV>
+void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, const float* B, index_t ldb,
+            float* C, index_t ldc, const TileParams& p, const float* bias) {
+  if (p.mask_b)
+    kernel_impl<M, AM, NV, true>(m, n, K, A, rsa, csa, B, ldb, C, ldc, p, bias);
+  else
+    kernel_impl<M, AM, NV, false>(m, n, K, A, rsa, csa, B, ldb, C, ldc, p, bias);
+}
+
 template <int AM, int NV, std::size_t... I>
 constexpr auto make_table(std::index_sequence<I...>) {
   return std::array<MicroKernel, sizeof...(I)>{{&kernel<int(I) + 1, AM, NV>...}};
@@ -162,7 +177,7 @@ void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa,
 
 const KernelSet& kernels_avx512() {
   static const KernelSet ks{Isa::Avx512, MR, NR, /*kc=*/256, /*mc=*/14 * 12, /*nc=*/1024,
-                            &dispatch<ACol>, &dispatch<ARow>};
+                            &dispatch<ACol>, &dispatch<ARow>, /*masked_b=*/true};
   return ks;
 }
 
