@@ -105,6 +105,9 @@ def test_k_edges(isa):
     for K in [1, 2, 3, 5, KC - 1, KC, KC + 1, 4097]:
         run_sgemm(rng, 17, 35, K)
     run_sgemm(rng, 1, 33, 4097)
+    # Row strides that are a multiple of 4 KiB: A is packed instead of read in place.
+    run_sgemm(rng, 40, 70, 1024)
+    run_sgemm(rng, 29, 100, 2048)
 
 
 def test_large_blocks(threads):

@@ -216,7 +216,9 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   const bool inline_act = act_in_registers(ep.act);
   const int bias_mode = ep.bias ? (ep.bias_per_row ? gemm::BiasRow : gemm::BiasCol) : gemm::BiasNone;
   const bool one_row_panel = mrange <= MR;
-  const bool pack_a_needed = !one_row_panel && nrange > NR;
+  // A is read in place unless it is transposed (columns would touch a new row per k) or its
+  // rows are a multiple of 4 KiB apart (they would all map to the same L1 sets).
+  const bool pack_a_needed = !one_row_panel && nrange > NR && (pr.ta || pr.lda % 1024 == 0);
   // One row panel: the B micro-panel is used once, so no point blocking K for L1.
   const index_t KC = one_row_panel ? pr.K : ks.kc;
   // A is packed once per K block for the whole row range (up to kAPackMax floats), so it is
@@ -227,9 +229,9 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   const index_t MC = std::max<index_t>(MR, std::min<index_t>((mrange + MR - 1) / MR * MR,
                                                              kAPackMax / kc_max / MR * MR));
 
-  // Few rows: B is used by at most two row panels, so packing it would cost as much as the
-  // product. Read op(B) in place (full-width panels; only a ragged last panel is packed).
-  const bool direct_b = !pr.Bp && !pr.tb && mrange <= 2 * MR;
+  // Few rows: B is used by at most three row panels, so packing it would cost as much as
+  // the product. Read op(B) in place (full-width panels; only a ragged last panel is packed).
+  const bool direct_b = !pr.Bp && !pr.tb && mrange <= 3 * MR;
   float* bbuf = nullptr;
   if (direct_b) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) * NR);
   else if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) *
