@@ -1,10 +1,10 @@
 // SGEMM driver (Goto/BLIS structure): C = alpha·op(A)·op(B) + beta·C, then bias + activation.
 //
 //   for pc in K by KC:
-//     for ic in M by MC:          pack A[ic:ic+mc, pc:pc+kc] into MR-high panels (MC is large,
-//                                 so A is copied once; rows are plain copies, no transpose).
-//                                 Skipped for a single row panel or a single column panel:
-//                                 the kernel then reads A in place.
+//     for ic in M by MC:          A is read in place, except when it is transposed or its rows
+//                                 are a multiple of 4 KiB apart (L1 set aliasing): then pack
+//                                 A[ic:ic+mc, pc:pc+kc] into MR-high panels (MC is large, so A
+//                                 is copied once; A^T panels are [k][MR], A panels plain rows).
 //       for jc in N by NC:        pack B[pc:pc+kc, jc:jc+nc] into NR-wide panels, or use the
 //                                 pre-packed weights of a PackedMatrixB, or (few rows,
 //                                 non-transposed B) read B in place
@@ -221,8 +221,9 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   const bool pack_a_needed = !one_row_panel && nrange > NR && (pr.ta || pr.lda % 1024 == 0);
   // One row panel: the B micro-panel is used once, so no point blocking K for L1.
   const index_t KC = one_row_panel ? pr.K : ks.kc;
-  // A is packed once per K block for the whole row range (up to kAPackMax floats), so it is
-  // copied only once overall; B blocks (kc×nc) are packed inside and stay in L2.
+  // When A is packed, it is packed once per K block for the whole row range (up to
+  // kAPackMax floats), so it is copied only once overall; B blocks (kc×nc) are packed inside
+  // and stay in L2.
   constexpr index_t kAPackMax = index_t(1) << 20;
   const index_t NC = ks.nc;
   const index_t kc_max = std::min<index_t>(KC, pr.K);
@@ -272,22 +273,21 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
           const bool packed_edge = ragged && !ks.masked_b;
           const float* bp = packed_edge ? bbuf : bblk + (jr / NR) * pstride;
           const index_t ldb = packed_edge ? NR : bld;
-          TileParams tpm = tp;
-          tpm.mask_b = ragged && ks.masked_b;
-          const TileParams& tp = tpm;
+          TileParams tpt = tp;
+          tpt.mask_b = ragged && ks.masked_b;
           const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
           const index_t i = ic + ir, j = jc + jr;
           float* c = pr.C + i * pr.ldc + j;
           const float* bias = bias_mode == gemm::BiasCol ? ep.bias + j
                               : bias_mode == gemm::BiasRow ? ep.bias + i : nullptr;
           if (pack_a_needed && pr.ta)
-            ks.acol(mr, nr, kc, abuf + (ir / MR) * kc * MR, 1, MR, bp, ldb, c, pr.ldc, tp, bias);
+            ks.acol(mr, nr, kc, abuf + (ir / MR) * kc * MR, 1, MR, bp, ldb, c, pr.ldc, tpt, bias);
           else if (pack_a_needed)
-            ks.arow(mr, nr, kc, abuf + (ir / MR) * kc * MR, kc, 1, bp, ldb, c, pr.ldc, tp, bias);
+            ks.arow(mr, nr, kc, abuf + (ir / MR) * kc * MR, kc, 1, bp, ldb, c, pr.ldc, tpt, bias);
           else if (pr.ta)
-            ks.acol(mr, nr, kc, pr.A + pc * pr.lda + i, 1, pr.lda, bp, ldb, c, pr.ldc, tp, bias);
+            ks.acol(mr, nr, kc, pr.A + pc * pr.lda + i, 1, pr.lda, bp, ldb, c, pr.ldc, tpt, bias);
           else
-            ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, ldb, c, pr.ldc, tp, bias);
+            ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, ldb, c, pr.ldc, tpt, bias);
           if (last && !inline_act)
             for (int r = 0; r < mr; ++r)
               activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
