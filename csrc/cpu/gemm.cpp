@@ -112,6 +112,30 @@ void pack_b_t(float* dst, bool tb, const float* B, index_t ldb, index_t k0, inde
         for (int j = 0; j < nr; ++j) dk[j] = s[k * ldb + j];
       }
     } else {
+#if defined(__SSE2__)
+      if (nr == NR) {
+        // Full panel: 4 k at a time across all NR columns, so every destination row (one
+        // cache line pair) is completed while it is in L1; 4×4 transposes.
+        const float* s = B + (j0 + jp) * ldb + k0;
+        index_t k = 0;
+        for (; k + 4 <= kc; k += 4) {
+          float* dk = d + k * NR;
+          for (int j = 0; j < NR; j += 4) {
+            const float* sj = s + j * ldb + k;
+            __m128 r0 = _mm_loadu_ps(sj), r1 = _mm_loadu_ps(sj + ldb);
+            __m128 r2 = _mm_loadu_ps(sj + 2 * ldb), r3 = _mm_loadu_ps(sj + 3 * ldb);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps(dk + j, r0);
+            _mm_storeu_ps(dk + NR + j, r1);
+            _mm_storeu_ps(dk + 2 * NR + j, r2);
+            _mm_storeu_ps(dk + 3 * NR + j, r3);
+          }
+        }
+        for (; k < kc; ++k)
+          for (int j = 0; j < NR; ++j) d[k * NR + j] = s[j * ldb + k];
+        continue;
+      }
+#endif
       if (nr < NR)
         for (index_t k = 0; k < kc; ++k)
           for (int j = nr; j < NR; ++j) d[k * NR + j] = 0.f;
