@@ -267,3 +267,20 @@ def test_bias_per_row(isa, threads):
     with pytest.raises(engine.EngineError):  # per-row bias must have M entries
         _C.sgemm(np.zeros((3, 5), np.float32), rand(rng, 3, 4), rand(rng, 4, 5), bias=rand(rng, 5),
                  bias_per_row=True)
+
+
+def test_few_rows_trans_b(isa, threads):
+    """C = A·B^T with at most 4 rows of A runs as dot products over rows of B."""
+    rng = np.random.default_rng(13)
+    for M in (1, 2, 3, 4, 5):
+        for N in (1, 3, 4, 5, 17, 300):
+            for K in (1, 15, 16, 17, 100, 1000):
+                run_sgemm(rng, M, N, K, tb=True)
+    run_sgemm(rng, 2, 37, 33, tb=True, alpha=0.5, beta=0.75, bias=True, act="gelu")
+    run_sgemm(rng, 1, 600, 700, tb=True, beta=1.0, bias=True, act="relu")
+    big_b = rand(rng, 50, 90)
+    b = big_b[:41, 7:7 + 60]  # ldb = 90
+    a = rand(rng, 3, 60)
+    c = np.empty((3, 41), np.float32)
+    _C.sgemm_strided(c, a, b, False, True, 1.0, 0.0)
+    check(c, ref_gemm(a, b, False, True), 60)

@@ -324,6 +324,31 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   }
 }
 
+// C = A·B^T for at most 4 rows of A, columns [n0, n1): dot products over contiguous rows of
+// A and B (a GEMV with weights stored N×K streams them once, without packing).
+void run_dot(const Problem& pr, index_t n0, index_t n1) {
+  const Epilogue& ep = *pr.ep;
+  const int m = static_cast<int>(pr.M);
+  float out[16];
+  for (index_t j = n0; j < n1; j += 4) {
+    const int nb = static_cast<int>(std::min<index_t>(4, n1 - j));
+    pr.ks->dot(m, nb, pr.K, pr.A, pr.lda, pr.B + j * pr.ldb, pr.ldb, out);
+    for (int i = 0; i < m; ++i)
+      for (int r = 0; r < nb; ++r) {
+        float* c = pr.C + i * pr.ldc + j + r;
+        float v = pr.alpha * out[i * 4 + r];
+        if (pr.beta != 0.f) v += pr.beta * *c;
+        if (ep.bias) v += ep.bias_per_row ? ep.bias[i] : ep.bias[j + r];
+        *c = v;
+      }
+  }
+  if (ep.act != Act::None && ep.act != Act::Identity)
+    for (int i = 0; i < m; ++i) {
+      float* c = pr.C + i * pr.ldc + n0;
+      activation(c, c, n1 - n0, ep.act, ep.act_alpha, ep.act_beta);
+    }
+}
+
 // C = beta·C (C not read when beta == 0), then the epilogue. Used when K == 0 or alpha == 0.
 void scale_and_epilogue(index_t M, index_t N, float beta, float* C, index_t ldc, const Epilogue& ep) {
   for (index_t i = 0; i < M; ++i) {
@@ -353,6 +378,16 @@ void run(const Problem& pr) {
   const bool worth_splitting =
       flops >= kMinParallelFlops ||
       (double(pr.K) * double(pr.N) >= kMinParallelBFloats && flops >= kMinParallelFlops / 4);
+  if (pr.tb && !pr.Bp && !pr.ta && pr.M <= 4) {
+    const index_t groups = (pr.N + 3) / 4;
+    if (nt > 1 && worth_splitting && groups > 1)
+      parallel_for(groups, std::max<index_t>(1, groups / nt), [&](std::int64_t g0, std::int64_t g1) {
+        run_dot(pr, g0 * 4, std::min(pr.N, g1 * 4));
+      });
+    else
+      run_dot(pr, 0, pr.N);
+    return;
+  }
   if (nt > 1 && worth_splitting) {
     double best = -1;
     for (int tm = 1; tm <= nt; ++tm) {

@@ -33,6 +33,14 @@ using MicroKernel = void (*)(int m, int n, index_t k, const float* A, index_t rs
                              const float* B, index_t ldb, float* C, index_t ldc,
                              const TileParams& p, const float* bias);
 
+// Dot products for C = A·B^T with few rows of A (a GEMV whose weights are stored N×K):
+// out[i*4 + r] = sum_k A[i*lda + k] * B[r*ldb + k] for i < m <= 4, r < nb <= 4.
+using DotKernel = void (*)(int m, int nb, index_t k, const float* A, index_t lda, const float* B,
+                           index_t ldb, float* out);
+
+void dot_portable(int m, int nb, index_t k, const float* A, index_t lda, const float* B,
+                  index_t ldb, float* out);
+
 struct KernelSet {
   Isa isa;
   int mr, nr;         // register tile
@@ -40,6 +48,7 @@ struct KernelSet {
   MicroKernel acol;   // A in ACol mode
   MicroKernel arow;   // A in ARow mode
   bool masked_b = false;  // honours TileParams::mask_b (reads only n columns of B)
+  DotKernel dot = &dot_portable;
 };
 
 const KernelSet& kernels_portable();

@@ -176,11 +176,59 @@ void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa,
   (n > 16 ? full : half)[m - 1](m, n, k, A, rsa, csa, B, ldb, C, ldc, p, bias);
 }
 
+// m rows of A against nb rows of B, 16 k at a time; the K tail uses masked loads.
+template <int M, int NB>
+void dot_t(index_t K, const float* A, index_t lda, const float* B, index_t ldb, float* out) {
+  __m512 acc[M][NB];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 16
+    for (int r = 0; r < NB; ++r) acc[i][r] = _mm512_setzero_ps();
+  auto step = [&](index_t k, __mmask16 mask) {
+    __m512 a[M], b[NB];
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) a[i] = _mm512_maskz_loadu_ps(mask, A + i * lda + k);
+#pragma GCC unroll 16
+    for (int r = 0; r < NB; ++r) b[r] = _mm512_maskz_loadu_ps(mask, B + r * ldb + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 16
+      for (int r = 0; r < NB; ++r) acc[i][r] = _mm512_fmadd_ps(a[i], b[r], acc[i][r]);
+  };
+  index_t k = 0;
+  for (; k + 16 <= K; k += 16) step(k, __mmask16(0xFFFF));
+  if (k < K) step(k, __mmask16((1u << (K - k)) - 1));
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 16
+    for (int r = 0; r < NB; ++r) out[i * 4 + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+template <int M>
+void dot_m(int nb, index_t K, const float* A, index_t lda, const float* B, index_t ldb, float* out) {
+  switch (nb) {
+    case 1: return dot_t<M, 1>(K, A, lda, B, ldb, out);
+    case 2: return dot_t<M, 2>(K, A, lda, B, ldb, out);
+    case 3: return dot_t<M, 3>(K, A, lda, B, ldb, out);
+    default: return dot_t<M, 4>(K, A, lda, B, ldb, out);
+  }
+}
+
+void dot(int m, int nb, index_t K, const float* A, index_t lda, const float* B, index_t ldb,
+         float* out) {
+  switch (m) {
+    case 1: return dot_m<1>(nb, K, A, lda, B, ldb, out);
+    case 2: return dot_m<2>(nb, K, A, lda, B, ldb, out);
+    case 3: return dot_m<3>(nb, K, A, lda, B, ldb, out);
+    default: return dot_m<4>(nb, K, A, lda, B, ldb, out);
+  }
+}
+
 }  // namespace
 
 const KernelSet& kernels_avx512() {
   static const KernelSet ks{Isa::Avx512, MR, NR, /*kc=*/256, /*mc=*/14 * 12, /*nc=*/1024,
-                            &dispatch<ACol>, &dispatch<ARow>, /*masked_b=*/true};
+                            &dispatch<ACol>, &dispatch<ARow>, /*masked_b=*/true, &dot};
   return ks;
 }
 

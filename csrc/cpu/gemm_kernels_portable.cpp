@@ -67,6 +67,25 @@ void dispatch(int m, int n, index_t k, const float* A, index_t rsa, index_t csa,
 
 }  // namespace
 
+void dot_portable(int m, int nb, index_t K, const float* A, index_t lda, const float* B,
+                  index_t ldb, float* out) {
+  for (int i = 0; i < m; ++i)
+    for (int r = 0; r < nb; ++r) {
+      const float* a = A + i * lda;
+      const float* b = B + r * ldb;
+      v4 acc0 = {0.f, 0.f, 0.f, 0.f}, acc1 = acc0;
+      index_t k = 0;
+      for (; k + 8 <= K; k += 8) {
+        acc0 += load4(a + k) * load4(b + k);
+        acc1 += load4(a + k + 4) * load4(b + k + 4);
+      }
+      acc0 += acc1;
+      float s = acc0[0] + acc0[1] + acc0[2] + acc0[3];
+      for (; k < K; ++k) s += a[k] * b[k];
+      out[i * 4 + r] = s;
+    }
+}
+
 const KernelSet& kernels_portable() {
   static const KernelSet ks{Isa::Portable, MR, NR, /*kc=*/256, /*mc=*/4 * 32, /*nc=*/1024,
                             &dispatch<ACol>, &dispatch<ARow>};
