@@ -20,20 +20,8 @@ TILES = {"avx512": (14, 32), "avx2": (6, 16), "portable": (4, 8)}
 KC = 256
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    old = _C.cpu_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(old)
-
-
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    old = _C.num_threads()
-    _C.set_num_threads(request.param)
-    yield request.param
-    _C.set_num_threads(old)
+# The `isa` (every ISA path up to the detected one) and `threads` (pool of 1 and 2) fixtures
+# come from conftest.py and restore the previous setting afterwards.
 
 
 def rand(rng, *shape):
