@@ -12,6 +12,10 @@ unset both so numpy's figures are OpenBLAS' real ones.
 `run_packed()` times sgemm_packed for inference-shaped Dense layers (M = batch).
 Each figure is the median of several timed repeats after a warm-up, and each result is
 checked against numpy once before anything is timed.
+
+OpenBLAS' worker threads busy-wait for a long while (~0.1 s) after each numpy call; timed
+right after numpy, the engine would share its cores with them. So each shape is timed for
+the engine first, after a short idle pause (`_settle`), then for numpy.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ def _limit_numpy(threads: int):
         return contextlib.nullcontext()
 
 
+def _settle(seconds: float = 0.25) -> None:
+    """Lets spinning BLAS worker threads from a previous numpy call go idle."""
+    time.sleep(seconds)
+
+
 def _time(fn, flops: float, repeats: int = 7, target_s: float = 0.03) -> float:
     """Median GFLOP/s over `repeats` batches, each batch lasting about `target_s`."""
     fn()
@@ -84,6 +93,7 @@ def run(sizes=(128, 256, 512, 1024, 2048), repeats: int = 7) -> list[dict]:
             err = float(np.abs(c - cn).max())
             assert err <= 1e-3 * np.sqrt(n) * max(1.0, float(np.abs(cn).max())), f"sgemm {n}: max err {err}"
             flops = 2.0 * n * n * n
+            _settle()
             eng = _time(lambda: _C.sgemm(c, a, b), flops, repeats)
             ref = _time(lambda: np.matmul(a, b, out=cn), flops, repeats)
             rows.append({"size": n, "engine_gflops": round(eng, 1), "numpy_gflops": round(ref, 1),
@@ -111,6 +121,7 @@ def run_packed(batches=(1, 64), shapes=PACKED_SHAPES, repeats: int = 7) -> list[
                 np.matmul(a, w, out=cn)
                 assert np.abs(c - cn).max() <= 1e-3 * np.sqrt(K) * max(1.0, float(np.abs(cn).max()))
                 flops = 2.0 * M * N * K
+                _settle()
                 eng = _time(lambda: _C.sgemm_packed(c, a, pw), flops, repeats, 0.02)
                 ref = _time(lambda: np.matmul(a, w, out=cn), flops, repeats, 0.02)
                 rows.append({"M": M, "K": K, "N": N, "engine_gflops": round(eng, 1),
