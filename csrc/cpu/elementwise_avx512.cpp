@@ -5,9 +5,6 @@
 #include <cstring>
 #include <string>
 #if defined(__x86_64__) || defined(__i386__)
-// GCC 12 flags _mm512_undefined_ps() (inside _mm512_max_ps & co.) as uninitialised.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #endif
 
