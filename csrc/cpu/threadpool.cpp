@@ -1,5 +1,6 @@
-// The engine-wide pool. A job is (fn, ntasks); tasks are claimed with an atomic counter
-// by the caller and the workers alike. After a job, workers spin for a short while
+// The engine-wide pool. A job is (fn, ntasks): task i < threads is pinned to thread i (the
+// caller is thread 0), the rest are claimed with an atomic counter, and unstarted pinned
+// tasks are stolen by whoever is free. After a job, workers spin for a short while
 // (a follow-up job in a plan usually comes within microseconds), then sleep on a
 // condition variable, so an idle engine costs no CPU.
 #include "engine/threadpool.h"
@@ -30,12 +31,24 @@ thread_local bool t_inside_task = false;
 // millisecond costs a few percent of a core.
 constexpr auto kSpin = std::chrono::microseconds(50);
 
+// Tasks [0, kMaxPinned) of a job are pinned: task i goes to thread i first (the caller is
+// thread 0), so a kernel that splits the same weights the same way every call finds each
+// share in the same core's L2. A thread that is late (asleep) has its pinned task stolen, so
+// the caller never waits for a wake-up.
+constexpr int kMaxPinned = 64;
+
 // A job lives on the submitting caller's stack. Workers reach it through `job_`; the caller
 // unpublishes it and waits until no worker holds it before returning.
 struct Job {
   FunctionRef<void(std::int64_t)>* fn;
   std::int64_t ntasks;
-  std::atomic<std::int64_t> next{0}, done{0};
+  std::int64_t npinned;                   // tasks [0, npinned) are pinned
+  std::atomic<std::int64_t> next;         // next unpinned task to hand out
+  std::atomic<std::int64_t> done{0};
+  std::atomic<bool> taken[kMaxPinned] = {};
+
+  Job(FunctionRef<void(std::int64_t)>* f, std::int64_t n, int nthreads)
+      : fn(f), ntasks(n), npinned(std::min<std::int64_t>({n, nthreads, kMaxPinned})), next(npinned) {}
 };
 
 class Pool {
@@ -50,38 +63,48 @@ class Pool {
     if (n < 1) n = 1;
     stop();
     stopping_ = false;
-    for (int i = 0; i < n - 1; ++i) workers_.emplace_back([this] { work(); });
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { work(i); });
   }
 
   void run(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {
     std::lock_guard<std::mutex> serial(submit_mu_);  // one job at a time from any caller
-    Job job{&fn, ntasks};
+    Job job(&fn, ntasks, size());
     job_.store(&job, std::memory_order_seq_cst);
     {
       std::lock_guard<std::mutex> lk(mu_);
       generation_.fetch_add(1, std::memory_order_seq_cst);
     }
     cv_.notify_all();
-    execute(job);
+    execute(job, 0);
     while (job.done.load(std::memory_order_acquire) < ntasks) ENGINE_PAUSE();
     job_.store(nullptr, std::memory_order_seq_cst);
     while (busy_.load(std::memory_order_seq_cst) != 0) ENGINE_PAUSE();
   }
 
  private:
-  static void execute(Job& job) {
+  // Thread `self` runs its pinned task, then unpinned ones, then steals pinned tasks that
+  // no thread has started.
+  static void execute(Job& job, int self) {
     const bool was_inside = t_inside_task;
     t_inside_task = true;
+    auto run = [&](std::int64_t t) {
+      (*job.fn)(t);
+      job.done.fetch_add(1, std::memory_order_release);
+    };
+    if (self < job.npinned && !job.taken[self].exchange(true, std::memory_order_acq_rel)) run(self);
     for (;;) {
       std::int64_t t = job.next.fetch_add(1, std::memory_order_relaxed);
       if (t >= job.ntasks) break;
-      (*job.fn)(t);
-      job.done.fetch_add(1, std::memory_order_release);
+      run(t);
     }
+    for (std::int64_t t = 0; t < job.npinned; ++t)
+      if (!job.taken[t].load(std::memory_order_relaxed) &&
+          !job.taken[t].exchange(true, std::memory_order_acq_rel))
+        run(t);
     t_inside_task = was_inside;
   }
 
-  void work() {
+  void work(int self) {
     std::uint64_t seen = generation_.load(std::memory_order_acquire);
     for (;;) {
       // Spin a little, then sleep until a new job or stop.
@@ -96,7 +119,7 @@ class Pool {
       if (stopping_.load()) return;
       seen = generation_.load(std::memory_order_acquire);
       busy_.fetch_add(1, std::memory_order_seq_cst);
-      if (Job* job = job_.load(std::memory_order_seq_cst)) execute(*job);
+      if (Job* job = job_.load(std::memory_order_seq_cst)) execute(*job, self);
       busy_.fetch_sub(1, std::memory_order_seq_cst);
     }
   }
