@@ -25,11 +25,12 @@ def model():
 def test_round_trip(model, tmp_path, as_directory):
     path = tmp_path / ("m.engine/" if as_directory else "m.engine")
     x = rand(2, 6, 6, 2)
+    model.save(str(path) + ("/" if as_directory else ""))
+    assert path.is_dir() == as_directory
     if as_directory:
-        native.save(model.to_graph(), path, directory=True)
         assert (path / "graph.json").exists() and (path / "weights.safetensors").exists()
-    else:
-        model.save(path)
+        model.save(path)  # overwriting an existing directory model keeps it a directory
+        assert (path / "graph.json").exists()
     loaded = engine.load(path)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert [i.shape for i in loaded.inputs] == [(None, 6, 6, 2)]

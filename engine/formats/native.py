@@ -28,9 +28,9 @@ GRAPH_FILE, WEIGHTS_FILE = "graph.json", "weights.safetensors"
 
 
 def save(graph: Graph, path, directory: bool | None = None) -> None:
+    if directory is None:  # a trailing separator or an existing directory asks for one
+        directory = str(path).endswith(("/", os.sep)) or Path(path).is_dir()
     path = Path(path)
-    if directory is None:
-        directory = str(path).endswith(os.sep) or path.is_dir()
     weights = {k: np.ascontiguousarray(v) for k, v in graph.initializers.items()}
     header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)}
     graph_json = json.dumps(graph.to_json(), separators=(",", ":"))
