@@ -206,6 +206,22 @@ void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch
     for (index_t b = 0; b < nblk; ++b) run_block(b);
 }
 
+// Runs rows(n, oh0, oh1) over the output rows [r0, r1) of a batch (flattened as n·OH + oh),
+// one image at a time, then applies an activation the kernel could not fuse (post_act).
+template <class Rows>
+void for_image_rows(float* y, index_t r0, index_t r1, index_t OH, index_t row_floats, bool post_act,
+                    Act act, float a, float b, Rows&& rows) {
+  while (r0 < r1) {
+    const index_t n = r0 / OH, oh0 = r0 % OH, oh1 = std::min<index_t>(OH, oh0 + (r1 - r0));
+    rows(n, oh0, oh1);
+    if (post_act) {
+      float* yr = y + (n * OH + oh0) * row_floats;
+      activation(yr, yr, (oh1 - oh0) * row_floats, act, a, b);
+    }
+    r0 += oh1 - oh0;
+  }
+}
+
 void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
                  Isa isa) {
   const Conv2DShape& s = pw.shape();
@@ -223,8 +239,7 @@ void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch
   parallel_for(rows, grain, [&](std::int64_t r0, std::int64_t r1) {
     convk::DirectArgs d = da;
     index_t cur_n = -1;
-    while (r0 < r1) {
-      const index_t n = r0 / OH, oh0 = r0 % OH, oh1 = std::min<index_t>(OH, oh0 + (r1 - r0));
+    for_image_rows(y, r0, r1, OH, OW * s.OC, post_act, act, a, b, [&](index_t n, index_t oh0, index_t oh1) {
       const float* img = x + n * s.H * s.W * s.C;
       if (padded) {
         if (n != cur_n) {
@@ -248,14 +263,8 @@ void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch
       } else {
         d.x = img;
       }
-      float* yimg = y + n * OH * OW * s.OC;
-      fn(yimg, d, oh0, oh1);
-      if (post_act) {
-        float* yr = yimg + oh0 * OW * s.OC;
-        activation(yr, yr, (oh1 - oh0) * OW * s.OC, act, a, b);
-      }
-      r0 += oh1 - oh0;
-    }
+      fn(y + n * OH * OW * s.OC, d, oh0, oh1);
+    });
   });
 }
 
@@ -275,17 +284,10 @@ void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t ba
   const index_t grain = std::max<index_t>(1, static_cast<index_t>(kParallelFlops / row_flops));
   parallel_for(batch * OH, grain, [&](std::int64_t r0, std::int64_t r1) {
     convk::DepthwiseArgs d = da;
-    while (r0 < r1) {
-      const index_t n = r0 / OH, oh0 = r0 % OH, oh1 = std::min<index_t>(OH, oh0 + (r1 - r0));
+    for_image_rows(y, r0, r1, OH, OW * s.OC, post_act, act, a, b, [&](index_t n, index_t oh0, index_t oh1) {
       d.x = x + n * s.H * s.W * s.C;
-      float* yimg = y + n * OH * OW * s.OC;
-      fn(yimg, d, oh0, oh1);
-      if (post_act) {
-        float* yr = yimg + oh0 * OW * s.OC;
-        activation(yr, yr, (oh1 - oh0) * OW * s.OC, act, a, b);
-      }
-      r0 += oh1 - oh0;
-    }
+      fn(y + n * OH * OW * s.OC, d, oh0, oh1);
+    });
   });
 }
 
