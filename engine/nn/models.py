@@ -62,21 +62,18 @@ class _Network:
     def to_graph(self) -> Graph:
         """The engine Graph of this model, weights included."""
         inputs, outputs = self._trace()
-        g = GraphBuilder()
-        names: dict[int, str] = {id(t): t.name for t in inputs}
-        for t in _topological(outputs):
-            if id(t) in names:
-                continue
-            names[id(t)] = t.layer.emit(g, names[id(t.parents[0])])
         seen: set[str] = set()
-        for layer in self.layers:
+        for layer in self.layers:  # layer names name the graph's values and weights
             if layer.name in seen:
                 raise EngineError(f"{self.name}: two layers are named '{layer.name}'")
             seen.add(layer.name)
-        out_values = []
-        for t in outputs:
-            out_values.append(Value(names[id(t)], t.shape))
-        return Graph([Value(t.name, t.shape) for t in inputs], out_values, g.nodes, g.weights)
+        g = GraphBuilder()
+        names: dict[int, str] = {id(t): t.name for t in inputs}
+        for t in _topological(outputs):
+            if id(t) not in names:
+                names[id(t)] = t.layer.emit(g, names[id(t.parents[0])])
+        return Graph([Value(t.name, t.shape) for t in inputs],
+                     [Value(names[id(t)], t.shape) for t in outputs], g.nodes, g.weights)
 
     def compile_runtime(self) -> RuntimeModel:
         if self._runtime is None:
@@ -88,10 +85,10 @@ class _Network:
         rt = self.compile_runtime()
         if len(rt.inputs) == 1 and len(rt.outputs) == 1:
             return rt.predict(x, batch_size=batch_size)
-        xs = x if isinstance(x, (list, tuple)) else [x]
-        if isinstance(x, dict):
+        if isinstance(x, dict):  # {input name: array}
             feeds = x
-        else:
+        else:  # one array per input, in order
+            xs = list(x) if isinstance(x, (list, tuple)) else [x]
             if len(xs) != len(rt.inputs):
                 raise ShapeError(f"{self.name}: expected {len(rt.inputs)} inputs, got {len(xs)}")
             feeds = {i.name: a for i, a in zip(rt.inputs, xs)}

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from .. import _C
-from .linear import _broadcast
+from ..errors import ShapeError
 from .registry import register
 
 
+def broadcast_shape(a: tuple, b: tuple, node) -> tuple:
+    """numpy broadcasting of two shapes; ShapeError naming the node if they do not."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    out = []
+    for i, (p, q) in enumerate(zip(a, b)):
+        if p != q and 1 not in (p, q):
+            raise ShapeError(f"node '{node.name}' ({node.op}): shapes {a} and {b} do not "
+                             f"broadcast (dim {i}: {p} vs {q})")
+        out.append(max(p, q) if 0 not in (p, q) else 0)
+    return tuple(out)
+
+
 def binary_shape(node, shapes):
-    return [_broadcast(tuple(shapes[0]), tuple(shapes[1]), node)]
+    return [broadcast_shape(tuple(shapes[0]), tuple(shapes[1]), node)]
 
 
 def broadcast_strides(shape: tuple, out: tuple) -> list[int]:

@@ -9,6 +9,7 @@ import numpy as np
 from .. import _C
 from ..errors import ShapeError
 from .activations import resolve
+from .elementwise import broadcast_shape
 from .registry import register
 
 
@@ -40,25 +41,13 @@ def dense_forward(ctx, node):
 register("Dense", dense_shape, dense_forward)
 
 
-def _broadcast(a: tuple, b: tuple, node) -> tuple:
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
-    out = []
-    for i, (p, q) in enumerate(zip(a, b)):
-        if p != q and 1 not in (p, q):
-            raise ShapeError(f"node '{node.name}' ({node.op}): shapes {a} and {b} do not "
-                             f"broadcast (dim {i}: {p} vs {q})")
-        out.append(max(p, q) if 0 not in (p, q) else 0)
-    return tuple(out)
-
-
 def matmul_shape(node, shapes):
     a, b = shapes
     if len(a) < 2 or len(b) < 2:
         raise ShapeError(f"node '{node.name}' (MatMul): both inputs need rank >= 2, got {a} and {b}")
     if a[-1] != b[-2]:
         raise ShapeError(f"node '{node.name}' (MatMul): inner dims differ: {a} @ {b}")
-    batch = _broadcast(a[:-2], b[:-2], node)
+    batch = broadcast_shape(a[:-2], b[:-2], node)
     return [batch + (a[-2], b[-1])]
 
 
