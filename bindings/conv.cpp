@@ -56,4 +56,24 @@ void init_conv(py::module_& m) {
         },
         py::arg("y"), py::arg("x"), py::arg("packed"), py::arg("act") = engine::Act::None,
         py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f);
+
+  m.def("conv2d_maxpool_nhwc",
+        [](py::array y, py::array x, const engine::PackedConv2D& w, index_t pool_h, index_t pool_w,
+           engine::Act act, float a, float b) {
+          const engine::Conv2DShape& s = w.shape();
+          if (x.ndim() != 4) throw engine::Error("conv2d_maxpool_nhwc: x: expected 4-D NHWC, got shape " + shape_str(x));
+          if (pool_h < 1 || pool_w < 1 || pool_h > s.OH() || pool_w > s.OW())
+            throw engine::Error("conv2d_maxpool_nhwc: pool window " + std::to_string(pool_h) + "x" +
+                                std::to_string(pool_w) + " does not fit the conv output");
+          index_t n = x.shape(0);
+          check_shape(x, {n, s.H, s.W, s.C}, "x");
+          check_shape(y, {n, s.OH() / pool_h, s.OW() / pool_w, s.OC}, "y");
+          const float* px = in_ptr(x, "x");
+          float* py_ = out_ptr(y, "y");
+          py::gil_scoped_release nogil;
+          engine::conv2d_maxpool_nhwc(py_, px, w, n, pool_h, pool_w, act, a, b);
+        },
+        py::arg("y"), py::arg("x"), py::arg("packed"), py::arg("pool_h"), py::arg("pool_w"),
+        py::arg("act") = engine::Act::None, py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f,
+        "Conv2D then a non-overlapping max-pool (stride = window, no padding) in one pass.");
 }

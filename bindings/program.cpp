@@ -99,6 +99,10 @@ void init_program(py::module_& m) {
                         index_t batch, engine::Act act, float a, float b) {
              p.prog.conv2d(out, in, std::move(w), batch, act, a, b);
            })
+      .def("conv2d_maxpool", [](PyProgram& p, int out, int in, std::shared_ptr<engine::PackedConv2D> w,
+                                index_t batch, index_t ph, index_t pw, engine::Act act, float a, float b) {
+             p.prog.conv2d_maxpool(out, in, std::move(w), batch, ph, pw, act, a, b);
+           })
       .def("pool2d", [](PyProgram& p, int out, int in, const engine::Pool2DShape& s, bool is_max) {
              p.prog.pool2d(out, in, s, is_max);
            })

@@ -201,3 +201,44 @@ def test_bad_arrays():
         _C.conv2d_nhwc(np.empty((1, 6, 5, 8), np.float32), np.zeros((1, 8, 8, 4), np.float32), p)
     with pytest.raises(engine.EngineError):
         _C.PackedConv2D(s, np.zeros((3, 3, 4, 7), np.float32), None)
+
+
+# conv2d_maxpool_nhwc: conv then a non-overlapping max-pool in one pass. The direct path
+# (C <= 4, unpadded) pools bands in cache; every other algorithm takes the two-step fallback.
+# (N, H, W, C, OC, KH, KW, stride, dil, pads, groups, pool)
+FUSED_CASES = [
+    (1, 28, 28, 1, 32, 3, 3, (1, 1), (1, 1), (0, 0, 0, 0), 1, (2, 2)),   # seed CNN
+    (5, 28, 28, 1, 32, 3, 3, (1, 1), (1, 1), (0, 0, 0, 0), 1, (2, 2)),
+    (2, 17, 19, 3, 20, 3, 3, (1, 1), (1, 1), (0, 0, 0, 0), 1, (3, 2)),   # OC tail, odd remainder
+    (1, 15, 13, 2, 37, 5, 5, (2, 1), (2, 1), (0, 0, 0, 0), 1, (2, 3)),   # stride, dilation
+    (2, 11, 12, 1, 8, 3, 3, (1, 1), (1, 1), (0, 0, 0, 0), 1, (9, 10)),   # one window = all
+    (2, 10, 10, 3, 16, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1), 1, (2, 2)),   # padded: fallback
+    (2, 12, 12, 16, 24, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1), 1, (2, 2)),  # im2col: fallback
+    (1, 9, 9, 8, 8, 3, 3, (1, 1), (1, 1), (0, 0, 0, 0), 8, (2, 2)),      # depthwise: fallback
+    (1, 8, 8, 6, 10, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), 1, (2, 2)),     # pointwise: fallback
+]
+
+
+@pytest.mark.parametrize("case", FUSED_CASES)
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "none"])
+def test_conv_maxpool_fused(case, act, isa, threads):
+    N, H, W, C, OC, KH, KW, stride, dil, pads, groups, (ph, pw) = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, H, W, C), dtype=np.float32)
+    w = rng.standard_normal((KH, KW, C // groups, OC), dtype=np.float32) / np.float32(KH * KW)
+    b = rng.standard_normal(OC, dtype=np.float32)
+    s = make_shape(N, H, W, C, OC, KH, KW, stride, dil, pads, groups)
+    p = _C.PackedConv2D(s, w, b)
+    y = np.full((N, s.OH // ph, s.OW // pw, OC), np.nan, np.float32)
+    _C.conv2d_maxpool_nhwc(y, x, p, ph, pw, getattr(_C.Act, act))
+    conv = torch.from_numpy(reference(x, w, b, stride, dil, pads, groups, act, 0.0, 0.0))
+    want = F.max_pool2d(conv.permute(0, 3, 1, 2), (ph, pw)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_maxpool_bad_window():
+    p = _C.PackedConv2D(make_shape(1, 6, 6, 1, 4, 3, 3), np.ones((3, 3, 1, 4), np.float32), None)
+    with pytest.raises(engine.KernelError, match="pool window 5x1"):
+        _C.conv2d_maxpool_nhwc(np.empty((1, 0, 4, 4), np.float32), np.ones((1, 6, 6, 1), np.float32), p, 5, 1)
+    with pytest.raises(engine.KernelError, match="expected shape"):
+        _C.conv2d_maxpool_nhwc(np.empty((1, 4, 4, 4), np.float32), np.ones((1, 6, 6, 1), np.float32), p, 2, 2)

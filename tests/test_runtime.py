@@ -156,3 +156,41 @@ def test_results_independent_of_thread_count(set_threads, n_threads):
     set_threads(n_threads)
     assert engine._C.num_threads() == n_threads
     np.testing.assert_allclose(engine.Model(g).predict(x), want, atol=1e-5)
+
+
+def _conv_pool_graph(pool_attrs, extra_output=False):
+    outs = [Value("y", (None, None, None, 6))] + ([Value("c", (None, None, None, 6))] if extra_output else [])
+    return Graph([Value("x", (None, 12, 11, 3))], outs,
+                 [Node("Conv2D", ["x", "w", "b"], ["c"], {"activation": "relu"}),
+                  Node("MaxPool2D", ["c"], ["y"], pool_attrs)],
+                 {"w": rand(3, 3, 3, 6, seed=1), "b": rand(6, seed=2)})
+
+
+@pytest.mark.parametrize("pool_attrs,extra_output,fused", [
+    ({"pool_size": 2}, False, True),
+    ({"pool_size": [3, 2], "strides": [3, 2]}, False, True),
+    ({"pool_size": 2, "strides": 1}, False, False),                    # overlapping windows
+    ({"pool_size": 2, "padding": [1, 1, 1, 1]}, False, False),          # padded
+    ({"pool_size": 2}, True, False),                                    # conv output also wanted
+])
+def test_fuse_conv_maxpool(pool_attrs, extra_output, fused):
+    import torch
+    import torch.nn.functional as F
+
+    from engine.passes import fuse_conv_maxpool, optimize
+
+    g = _conv_pool_graph(pool_attrs, extra_output)
+    assert (len(fuse_conv_maxpool(g).nodes) == 1) == fused
+    m = engine.Model(g)
+    assert [n.op for n in m.graph.nodes] == ["Conv2D", "MaxPool2D"]  # what save() writes
+    assert (len(optimize(g).nodes) == 1) == fused
+    x = rand(2, 12, 11, 3)
+    k = pool_attrs["pool_size"]
+    k = (k, k) if isinstance(k, int) else tuple(k)
+    s = pool_attrs.get("strides", k)
+    pad = pool_attrs.get("padding", [0, 0, 0, 0])[0]
+    conv = F.relu(F.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2),
+                           torch.from_numpy(g.initializers["w"]).permute(3, 2, 0, 1),
+                           torch.from_numpy(g.initializers["b"])))
+    want = F.max_pool2d(conv, k, s, padding=pad).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(m.run({"x": x})["y"], want, atol=1e-5)

@@ -65,6 +65,11 @@ void Program::conv2d(int out, int in, std::shared_ptr<const PackedConv2D> w, ind
   add("conv2d", [=](float* const* s) { conv2d_nhwc(s[out], s[in], *w, batch, act, a, b); });
 }
 
+void Program::conv2d_maxpool(int out, int in, std::shared_ptr<const PackedConv2D> w, index_t batch,
+                             index_t ph, index_t pw, Act act, float a, float b) {
+  add("conv2d_maxpool", [=](float* const* s) { conv2d_maxpool_nhwc(s[out], s[in], *w, batch, ph, pw, act, a, b); });
+}
+
 void Program::pool2d(int out, int in, const Pool2DShape& shape, bool is_max) {
   shape.validate();
   add(is_max ? "maxpool2d" : "avgpool2d", [=](float* const* s) {

@@ -44,6 +44,8 @@ class Program {
               bool trans_a, bool trans_b, index_t lhs_batch_stride, index_t rhs_batch_stride);
   void conv2d(int out, int in, std::shared_ptr<const PackedConv2D> w, index_t batch, Act act,
               float a, float b);
+  void conv2d_maxpool(int out, int in, std::shared_ptr<const PackedConv2D> w, index_t batch,
+                      index_t pool_h, index_t pool_w, Act act, float a, float b);
   void pool2d(int out, int in, const Pool2DShape& s, bool is_max);
   void global_avgpool(int out, int in, index_t N, index_t HW, index_t C);
   void binary(int out, int lhs, int rhs, BinaryOp op, std::vector<index_t> shape,

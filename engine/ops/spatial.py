@@ -70,11 +70,25 @@ def conv_params(node, x, w):
     return s
 
 
+def _fused_pool(node, s):
+    """The (pool_h, pool_w) of a max-pool fused into this conv (passes/fuse_conv_pool.py)."""
+    if "maxpool" not in node.attrs:
+        return None
+    ph, pw = _pair(node.attrs["maxpool"], "maxpool", node)
+    if ph > s.OH or pw > s.OW:
+        raise ShapeError(f"node '{node.name}' (Conv2D): fused {ph}x{pw} max-pool is larger "
+                         f"than the {s.OH}x{s.OW} conv output")
+    return ph, pw
+
+
 def conv_shape(node, shapes):
     x, w = shapes[0], shapes[1]
     s = conv_params(node, x, w)
     if len(shapes) > 2 and shapes[2] != (w[3],):
         raise ShapeError(f"node '{node.name}' (Conv2D): bias must have shape ({w[3]},), got {shapes[2]}")
+    pool = _fused_pool(node, s)
+    if pool:
+        return [(x[0], s.OH // pool[0], s.OW // pool[1], w[3])]
     return [(x[0], s.OH, s.OW, w[3])]
 
 
@@ -86,10 +100,16 @@ def conv_forward(ctx, node):
     packed = ctx.cached(key, lambda: _C.PackedConv2D(
         s, ctx.const(w_name), ctx.const(b_name) if b_name else None))
     act, a, b = resolve(node.attrs, node.name)
-    ctx.program.conv2d(ctx.slot(node.outputs[0]), ctx.slot(x), packed, s.N, act, a, b)
+    y = ctx.slot(node.outputs[0])
+    pool = _fused_pool(node, s)
+    if pool:
+        ctx.program.conv2d_maxpool(y, ctx.slot(x), packed, s.N, pool[0], pool[1], act, a, b)
+    else:
+        ctx.program.conv2d(y, ctx.slot(x), packed, s.N, act, a, b)
 
 
-# Conv2D(x NHWC, filter HWIO, [bias]); attrs: strides, padding, dilations, groups, activation.
+# Conv2D(x NHWC, filter HWIO, [bias]); attrs: strides, padding, dilations, groups, activation,
+# and maxpool [ph, pw] when a following non-overlapping max-pool was fused in (a pass sets it).
 register("Conv2D", conv_shape, conv_forward)
 
 

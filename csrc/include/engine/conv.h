@@ -42,4 +42,12 @@ class PackedConv2D {
 void conv2d_nhwc(float* y, const float* x, const PackedConv2D& w, index_t batch, Act act = Act::None,
                  float act_alpha = 0.f, float act_beta = 0.f);
 
+// A convolution followed by a non-overlapping max-pool (window pool_h×pool_w, stride equal to
+// the window, no padding, floor mode): y is N×(OH/pool_h)×(OW/pool_w)×OC. For the direct
+// (first-layer) algorithm the conv rows of one pooled row are computed into a per-thread band
+// and pooled at once, so the conv output never leaves L1; other algorithms run the two steps.
+void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& w, index_t batch,
+                         index_t pool_h, index_t pool_w, Act act = Act::None,
+                         float act_alpha = 0.f, float act_beta = 0.f);
+
 }  // namespace engine
