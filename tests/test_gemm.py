@@ -272,3 +272,23 @@ def test_few_rows_trans_b(isa, threads):
     c = np.empty((3, 41), np.float32)
     _C.sgemm_strided(c, a, b, False, True, 1.0, 0.0)
     check(c, ref_gemm(a, b, False, True), 60)
+
+
+@pytest.mark.parametrize("M", [1, 3, 14])
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_packed_split_k(isa, set_threads, M, n_threads):
+    # Few rows and a long K over pre-packed weights split K across threads (each thread a
+    # partial C, summed by the caller with alpha/beta/bias/activation): odd K and N so the
+    # split points and the last panel are ragged.
+    set_threads(n_threads)
+    rng = np.random.default_rng(11)
+    for K, N in [(5408, 128), (4099, 33), (2000 * n_threads + 7, 10)]:
+        b = rand(rng, K, N)
+        pb = _C.PackedMatrixB(b, False)
+        a, bias, c0 = rand(rng, M, K), rand(rng, N), rand(rng, M, N)
+        c = np.full((M, N), np.nan, np.float32)
+        _C.sgemm_packed(c, a, pb, False, 1.0, 0.0, bias, ACT.gelu, 0.0, 0.0)
+        check(c, ref_gemm(a, b, False, False, bias=bias, act="gelu"), K)
+        c = c0.copy()
+        _C.sgemm_packed(c, a, pb, False, -0.5, 0.25, bias, ACT.relu, 0.0, 0.0)
+        check(c, ref_gemm(a, b, False, False, -0.5, 0.25, c0, bias, "relu"), K)

@@ -364,6 +364,43 @@ void scale_and_epilogue(index_t M, index_t N, float beta, float* C, index_t ldc,
   }
 }
 
+thread_local AlignedBuf t_partial;
+
+// Few rows × pre-packed weights with a long K (a Dense layer's GEMV): thread t multiplies
+// A[:, K_t] by the weight rows K_t of every panel into its own partial C, and the caller sums
+// the partials and applies alpha/beta/bias/activation. Each core streams the same share of
+// the weights as with an N split, but reads only its own K slice of A, which the previous
+// layer usually wrote on that same core (an N split pulls all of A across cores).
+void run_split_k(const Problem& pr, int nt) {
+  const KernelSet& ks = *pr.ks;
+  const int NR = ks.nr;
+  const index_t M = pr.M, N = pr.N, np = (N + NR - 1) / NR;
+  float* partial = t_partial.get(static_cast<size_t>(nt) * M * N);
+  parallel_tasks(nt, [&](std::int64_t t) {
+    const index_t k0 = pr.K * t / nt / 16 * 16, k1 = t + 1 == nt ? pr.K : pr.K * (t + 1) / nt / 16 * 16;
+    float* c = partial + t * M * N;
+    const TileParams tp{1.f, 0.f, gemm::BiasNone, false};
+    for (index_t jp = 0; jp < np; ++jp) {
+      const int nr = static_cast<int>(std::min<index_t>(NR, N - jp * NR));
+      ks.arow(static_cast<int>(M), nr, k1 - k0, pr.A + k0, pr.lda, 1, pr.Bp + jp * pr.K * NR + k0 * NR, NR,
+              c + jp * NR, N, tp, nullptr);
+    }
+  });
+  const Epilogue& ep = *pr.ep;
+  for (index_t i = 0; i < M; ++i) {
+    float* c = pr.C + i * pr.ldc;
+    for (index_t j = 0; j < N; ++j) {
+      float v = 0.f;
+      for (int t = 0; t < nt; ++t) v += partial[(t * M + i) * N + j];
+      v *= pr.alpha;
+      if (pr.beta != 0.f) v += pr.beta * c[j];
+      if (ep.bias) v += ep.bias_per_row ? ep.bias[i] : ep.bias[j];
+      c[j] = v;
+    }
+    if (ep.act != Act::None && ep.act != Act::Identity) activation(c, c, N, ep.act, ep.act_alpha, ep.act_beta);
+  }
+}
+
 void run(const Problem& pr) {
   if (pr.M == 0 || pr.N == 0) return;
   if (pr.K == 0 || pr.alpha == 0.f) {
@@ -386,6 +423,10 @@ void run(const Problem& pr) {
       });
     else
       run_dot(pr, 0, pr.N);
+    return;
+  }
+  if (nt > 1 && worth_splitting && pr.Bp && !pr.ta && pr.M <= MR && pr.K >= std::max<index_t>(4 * pr.N, 512 * nt)) {
+    run_split_k(pr, nt);
     return;
   }
   if (nt > 1 && worth_splitting) {
