@@ -19,6 +19,8 @@
 // split with the shortest critical path (ties: N for pre-packed weights, so each core keeps
 // its share of the weights hot in its own L2; M otherwise); each thread runs the loops above
 // on its rectangle with its own thread-local, grow-only, 64-byte-aligned pack buffers.
+// Few rows over pre-packed weights with a long K (a Dense layer at batch 1) split K instead:
+// each thread multiplies its K slice into a partial C and the caller sums (run_split_k).
 // Small problems run on the caller (see kMinParallelFlops).
 // The epilogue (bias, relu) is applied in registers on the last K block; other activations
 // run on each finished tile row while it is still in L1.
