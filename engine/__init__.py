@@ -21,7 +21,7 @@ from .errors import (  # noqa: E402
     ShapeError,
     UnsupportedOpError,
 )
-from . import _C  # noqa: E402
+from . import _C  # noqa: E402,F401  (the native extension; fails loudly if not built)
 from .graph import Graph, Node, Value  # noqa: E402
 from .model import Model, TensorInfo  # noqa: E402
 

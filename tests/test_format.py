@@ -10,7 +10,6 @@ import safetensors.numpy
 
 import engine
 from engine import nn
-from engine.formats import native
 from helpers import rand
 
 

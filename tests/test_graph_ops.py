@@ -102,11 +102,11 @@ def test_conv2d(attrs, xs, ws):
     strides = attrs.get("strides", 1)
     strides = strides if isinstance(strides, list) else [strides] * 2
     dil = attrs.get("dilations", 1)
-    t, l, bo, r = resolve_padding(attrs.get("padding", "valid"), xs[1:3], ws[:2], strides, [dil] * 2,
+    top, left, bottom, right = resolve_padding(attrs.get("padding", "valid"), xs[1:3], ws[:2], strides, [dil] * 2,
                                   Node("Conv2D", [], ["y"]))
 
     def ref(x, w, b):
-        xt = F.pad(T(x).permute(0, 3, 1, 2), (l, r, t, bo))
+        xt = F.pad(T(x).permute(0, 3, 1, 2), (left, right, top, bottom))
         y = F.conv2d(xt, T(w).permute(3, 2, 0, 1), T(b), stride=strides, dilation=dil,
                      groups=attrs.get("groups", 1))
         y = F.relu(y) if attrs.get("activation") == "relu" else y
