@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 import engine
 from engine import _C
-from conftest import ISAS
 
 
 ACTS = {
@@ -109,36 +108,30 @@ def test_conv_activations(act, kind):
     run_case(*args, bias=True, act=act)
 
 
-@pytest.mark.parametrize("isa_name", ISAS)
-def test_random_shapes(isa_name):
-    old = _C.cpu_isa()
-    _C.set_isa(isa_name)
-    try:
-        rng = np.random.default_rng(123)
-        for i in range(25):
-            kind = rng.integers(4)
-            KH, KW = int(rng.integers(1, 6)), int(rng.integers(1, 6))
-            sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-            dh, dw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
-            pads = tuple(int(v) for v in rng.integers(0, 3, 4))
-            H = int(rng.integers(dh * (KH - 1) + 1, 20))
-            W = int(rng.integers(dw * (KW - 1) + 1, 20))
-            N = int(rng.integers(1, 4))
-            if kind == 0:
-                C, groups, OC = int(rng.integers(1, 5)), 1, int(rng.integers(1, 40))
-            elif kind == 1:
-                C, groups = int(rng.integers(1, 40)), 1
-                OC = int(rng.integers(1, 40))
-            elif kind == 2:
-                groups = int(rng.integers(2, 5))
-                C, OC = groups * int(rng.integers(1, 6)), groups * int(rng.integers(1, 6))
-            else:
-                C = int(rng.integers(2, 80))
-                groups, OC = C, C * int(rng.integers(1, 3))
-            run_case(N, H, W, C, OC, KH, KW, (sh, sw), (dh, dw), pads, groups, bias=bool(rng.integers(2)),
-                     act="relu" if rng.integers(2) else "none", seed=i)
-    finally:
-        _C.set_isa(old)
+def test_random_shapes(isa):
+    rng = np.random.default_rng(123)
+    for i in range(25):
+        kind = rng.integers(4)
+        KH, KW = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        dh, dw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+        H = int(rng.integers(dh * (KH - 1) + 1, 20))
+        W = int(rng.integers(dw * (KW - 1) + 1, 20))
+        N = int(rng.integers(1, 4))
+        if kind == 0:
+            C, groups, OC = int(rng.integers(1, 5)), 1, int(rng.integers(1, 40))
+        elif kind == 1:
+            C, groups = int(rng.integers(1, 40)), 1
+            OC = int(rng.integers(1, 40))
+        elif kind == 2:
+            groups = int(rng.integers(2, 5))
+            C, OC = groups * int(rng.integers(1, 6)), groups * int(rng.integers(1, 6))
+        else:
+            C = int(rng.integers(2, 80))
+            groups, OC = C, C * int(rng.integers(1, 3))
+        run_case(N, H, W, C, OC, KH, KW, (sh, sw), (dh, dw), pads, groups, bias=bool(rng.integers(2)),
+                 act="relu" if rng.integers(2) else "none", seed=i)
 
 
 def test_batch_differs_from_packed_shape():

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 import engine
 from engine import _C
-from conftest import ISAS
 
 
 def make_shape(N, H, W, C, KH, KW, stride=(1, 1), dil=(1, 1), pads=(0, 0, 0, 0), ceil=False, cip=False):
@@ -105,30 +104,24 @@ def test_avgpool_vs_torch(case, cip, isa, threads):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("isa_name", ISAS)
-def test_random_asymmetric_vs_numpy(isa_name):
-    old = _C.cpu_isa()
-    _C.set_isa(isa_name)
-    try:
-        rng = np.random.default_rng(7)
-        for i in range(30):
-            KH, KW = int(rng.integers(1, 5)), int(rng.integers(1, 5))
-            dh, dw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
-            eh, ew = dh * (KH - 1) + 1, dw * (KW - 1) + 1
-            pads = (int(rng.integers(0, eh)), int(rng.integers(0, ew)), int(rng.integers(0, eh)), int(rng.integers(0, ew)))
-            H, W = int(rng.integers(max(1, eh - pads[0] - pads[2]), 14)), int(rng.integers(max(1, ew - pads[1] - pads[3]), 14))
-            N, C = int(rng.integers(1, 3)), int(rng.integers(1, 80))
-            ceil, cip = bool(rng.integers(2)), bool(rng.integers(2))
-            s = make_shape(N, H, W, C, KH, KW, (int(rng.integers(1, 4)), int(rng.integers(1, 4))), (dh, dw), pads, ceil, cip)
-            x = rng.standard_normal((N, H, W, C), dtype=np.float32)
-            for is_max in (True, False):
-                ref = numpy_pool(x, s, is_max)
-                y = run(x, s, is_max)
-                assert y.shape == ref.shape
-                assert np.isfinite(y).all()
-                np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
-    finally:
-        _C.set_isa(old)
+def test_random_asymmetric_vs_numpy(isa):
+    rng = np.random.default_rng(7)
+    for i in range(30):
+        KH, KW = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        dh, dw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        eh, ew = dh * (KH - 1) + 1, dw * (KW - 1) + 1
+        pads = (int(rng.integers(0, eh)), int(rng.integers(0, ew)), int(rng.integers(0, eh)), int(rng.integers(0, ew)))
+        H, W = int(rng.integers(max(1, eh - pads[0] - pads[2]), 14)), int(rng.integers(max(1, ew - pads[1] - pads[3]), 14))
+        N, C = int(rng.integers(1, 3)), int(rng.integers(1, 80))
+        ceil, cip = bool(rng.integers(2)), bool(rng.integers(2))
+        s = make_shape(N, H, W, C, KH, KW, (int(rng.integers(1, 4)), int(rng.integers(1, 4))), (dh, dw), pads, ceil, cip)
+        x = rng.standard_normal((N, H, W, C), dtype=np.float32)
+        for is_max in (True, False):
+            ref = numpy_pool(x, s, is_max)
+            y = run(x, s, is_max)
+            assert y.shape == ref.shape
+            assert np.isfinite(y).all()
+            np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(1, 7, 7, 512), (3, 5, 6, 70), (2, 1, 1, 3), (4, 13, 13, 1), (64, 6, 6, 64)])
