@@ -20,8 +20,17 @@ inline std::string shape_str(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// By value, not identity: an array that went through pickle or a multiprocessing queue has
+// an equal but distinct dtype object. Native byte order only ('=', or '<' spelled out).
+inline bool is_f32(const py::array& a) {
+  const py::dtype dt = a.dtype();
+  const char order = dt.byteorder();
+  constexpr char kNative = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '<' : '>';
+  return dt.kind() == 'f' && dt.itemsize() == 4 && (order == '=' || order == '|' || order == kNative);
+}
+
 inline void check_f32(const py::array& a, const char* name) {
-  if (!a.dtype().is(py::dtype::of<float>()))
+  if (!is_f32(a))
     throw Error(std::string(name) + ": expected a float32 array, got " +
                 std::string(py::str(a.dtype())));
   if (!(a.flags() & py::array::c_style))

@@ -37,7 +37,7 @@ void check_2d(const py::array& a, const char* name) {
 // bigger array): returns the leading dimension in elements. Used by the strided test entry.
 index_t row_view_ld(const py::array& a, const char* name) {
   check_2d(a, name);
-  if (!a.dtype().is(py::dtype::of<float>()))
+  if (!is_f32(a))
     throw engine::Error(std::string(name) + ": expected a float32 array, got " + std::string(py::str(a.dtype())));
   const py::ssize_t es = sizeof(float);
   if (a.shape(1) > 1 && a.strides(1) != es)

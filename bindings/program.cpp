@@ -1,6 +1,6 @@
 // Plan executor bindings. The Python planner builds a Program once per input signature;
 // run() is the one call per predict(): it checks the caller's arrays, releases the GIL and
-// runs every step in C++.
+// runs every step in C++ with an execution context borrowed from the model's ContextPool.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -16,32 +16,43 @@ using namespace engine::bind;
 
 namespace {
 
-// Owns the Program and keeps alive the arrays whose memory its slots point into.
+// Owns the Program and keeps alive the arrays whose memory its constant slots point into.
 struct PyProgram {
   engine::Program prog;
   std::vector<py::object> keep_alive;
   std::vector<py::ssize_t> out_shape;  // for run_one
 };
 
+void check_bytes(const py::array& a, size_t expected, const char* name) {
+  if (static_cast<size_t>(a.nbytes()) != expected)
+    throw engine::Error(std::string(name) + ": expected " + std::to_string(expected / 4) +
+                        " float32 elements, got " + std::to_string(a.size()) + " (shape " + shape_str(a) + ")");
+}
+
 }  // namespace
 
 void init_program(py::module_& m) {
+  py::class_<engine::ContextPool, std::shared_ptr<engine::ContextPool>>(
+      m, "ContextPool", "Execution contexts (arena + slot table) shared by all plans of one model.")
+      .def(py::init<int>(), py::arg("max_idle") = 4)
+      .def_property_readonly("idle", &engine::ContextPool::idle, "Contexts waiting to be reused.")
+      .def_property_readonly("idle_bytes", &engine::ContextPool::idle_bytes, "Arena bytes they hold.");
+
   py::class_<PyProgram>(m, "Program")
       .def(py::init<>())
       .def("new_slot", [](PyProgram& p) { return p.prog.new_slot(); })
-      .def("bind_array", [](PyProgram& p, int slot, py::array arr, index_t offset, index_t size) {
-             if (offset < 0 || size < 0 || offset + size > static_cast<index_t>(arr.size()))
-               throw engine::Error("bind_array: range [" + std::to_string(offset) + ", " +
-                                   std::to_string(offset + size) + ") outside an array of " +
-                                   std::to_string(arr.size()) + " elements");
-             float* base = out_ptr(arr, "arr");
-             p.prog.set_slot(slot, base + offset);
+      .def("bind_const", [](PyProgram& p, int slot, py::array arr) {
+             p.prog.bind_const(slot, in_ptr(arr, "constant"));
              p.keep_alive.push_back(arr);
-           }, py::arg("slot"), py::arg("array"), py::arg("offset"), py::arg("size"),
-           "Point a slot at array[offset:offset+size] (a constant or the arena); the array is kept alive.")
-      .def("set_io", [](PyProgram& p, std::vector<int> in, std::vector<index_t> in_sizes,
-                        std::vector<int> out, std::vector<index_t> out_sizes) {
-             p.prog.set_io(std::move(in), std::move(in_sizes), std::move(out), std::move(out_sizes));
+           }, py::arg("slot"), py::arg("array"),
+           "Point a slot at a constant array (kept alive with the program).")
+      .def("bind_arena", [](PyProgram& p, int slot, size_t offset) { p.prog.bind_arena(slot, offset); },
+           py::arg("slot"), py::arg("offset"), "Point a slot at a byte offset in the context's arena.")
+      .def_property("arena_bytes", [](const PyProgram& p) { return p.prog.arena_bytes(); },
+                    [](PyProgram& p, size_t n) { p.prog.set_arena_bytes(n); })
+      .def("set_io", [](PyProgram& p, std::vector<int> in, std::vector<size_t> in_bytes,
+                        std::vector<int> out, std::vector<size_t> out_bytes) {
+             p.prog.set_io(std::move(in), std::move(in_bytes), std::move(out), std::move(out_bytes));
            })
       .def("__len__", [](const PyProgram& p) { return p.prog.size(); })
       .def("step_names", [](const PyProgram& p) {
@@ -49,44 +60,44 @@ void init_program(py::module_& m) {
              for (size_t i = 0; i < p.prog.size(); ++i) n.push_back(p.prog.step_name(i));
              return n;
            })
-      .def("run", [](PyProgram& p, const std::vector<py::array>& inputs, std::vector<py::array>& outputs) {
-             const auto& isz = p.prog.input_sizes();
-             const auto& osz = p.prog.output_sizes();
-             if (inputs.size() != isz.size() || outputs.size() != osz.size())
-               throw engine::Error("run: expected " + std::to_string(isz.size()) + " inputs and " +
-                                   std::to_string(osz.size()) + " outputs");
-             std::vector<const float*> in(inputs.size());
-             std::vector<float*> out(outputs.size());
+      .def("run", [](const PyProgram& p, const std::vector<py::array>& inputs, std::vector<py::array>& outputs,
+                     engine::ContextPool& pool) {
+             const auto& ib = p.prog.input_bytes();
+             const auto& ob = p.prog.output_bytes();
+             if (inputs.size() != ib.size() || outputs.size() != ob.size())
+               throw engine::Error("run: expected " + std::to_string(ib.size()) + " inputs and " +
+                                   std::to_string(ob.size()) + " outputs");
+             std::vector<const void*> in(inputs.size());
+             std::vector<void*> out(outputs.size());
              for (size_t i = 0; i < inputs.size(); ++i) {
-               check_size(inputs[i], isz[i], "input");
                in[i] = in_ptr(inputs[i], "input");
+               check_bytes(inputs[i], ib[i], "input");
              }
              for (size_t i = 0; i < outputs.size(); ++i) {
-               check_size(outputs[i], osz[i], "output");
                out[i] = out_ptr(outputs[i], "output");
+               check_bytes(outputs[i], ob[i], "output");
              }
              py::gil_scoped_release nogil;
-             p.prog.run(in, out);
-           }, py::arg("inputs"), py::arg("outputs"))
+             p.prog.run(pool, in.data(), out.data());
+           }, py::arg("inputs"), py::arg("outputs"), py::arg("pool"))
       .def("set_output_shape", [](PyProgram& p, std::vector<py::ssize_t> shape) { p.out_shape = std::move(shape); },
            "Shape of the single output that run_one allocates.")
-      .def("run_one", [](PyProgram& p, const py::array& x) -> py::object {
+      .def("run_one", [](const PyProgram& p, const py::array& x, engine::ContextPool& pool) -> py::object {
              // predict()'s fast path: one float32 C-contiguous input, one output allocated
              // here. Returns None (the caller takes the checked path) for anything else.
-             const auto& isz = p.prog.input_sizes();
-             if (isz.size() != 1 || p.prog.output_sizes().size() != 1 ||
-                 !x.dtype().is(py::dtype::of<float>()) || !(x.flags() & py::array::c_style) ||
-                 static_cast<index_t>(x.size()) != isz[0])
+             const auto& ib = p.prog.input_bytes();
+             if (ib.size() != 1 || p.prog.output_bytes().size() != 1 || !is_f32(x) ||
+                 !(x.flags() & py::array::c_style) || static_cast<size_t>(x.nbytes()) != ib[0])
                return py::none();
              py::array_t<float> y(p.out_shape);
-             const float* in = static_cast<const float*>(x.data());
-             float* out = y.mutable_data();
+             const void* in = x.data();
+             void* out = y.mutable_data();
              {
                py::gil_scoped_release nogil;
-               p.prog.run({in}, {out});
+               p.prog.run(pool, &in, &out);
              }
              return std::move(y);
-           }, py::arg("x"))
+           }, py::arg("x"), py::arg("pool"))
       .def("gemm_packed", [](PyProgram& p, int out, int in, std::shared_ptr<engine::PackedMatrixB> w,
                              index_t M, std::vector<float> bias, engine::Act act, float a, float b) {
              p.prog.gemm_packed(out, in, std::move(w), M, std::move(bias), act, a, b);
@@ -119,5 +130,5 @@ void init_program(py::module_& m) {
       .def("softmax", [](PyProgram& p, int out, int in, index_t outer, index_t axis, index_t inner, bool log) {
              p.prog.softmax(out, in, outer, axis, inner, log);
            })
-      .def("copy", [](PyProgram& p, int out, int in, index_t n) { p.prog.copy(out, in, n); });
+      .def("copy", [](PyProgram& p, int out, int in, size_t bytes) { p.prog.copy(out, in, bytes); });
 }

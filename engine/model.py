@@ -2,8 +2,14 @@
 
     >>> m = engine.load("cnn.engine")
     >>> m.inputs                      # [TensorInfo(name='input', shape=(None, 28, 28, 1), dtype='float32')]
-    >>> probs = m.predict(x)          # single input and output
+    >>> probs = m.predict(x)          # one array per input, one per output
     >>> outs = m.run({"input": x})    # {"output": ndarray}
+    >>> outs = m.run(None, {"input": x})   # onnxruntime's order: a list of arrays
+
+Plans are cached per input signature (the shapes of all inputs), least recently used first
+out, `plan_cache_size` of them (default 64). A plan holds no activation memory: intermediates
+live in execution contexts that all plans of the model share, so a cached plan costs only its
+step list, and a plan for a new batch size reuses the packed weights. See docs/runtime.md.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from . import _C
 from .errors import DTypeError, EngineError, ShapeError
 from .graph import Graph
 from .passes import optimize, symbolic_shapes
-from .runtime import Plan
+from .runtime.plan import Plan, Schedule
 
-MAX_CACHED_PLANS = 16  # one per input signature (usually: per batch size)
+DEFAULT_PLAN_CACHE_SIZE = 64
 _EXACT_IN_F32 = 2 ** 24  # integers up to this magnitude convert to float32 without loss
 
 
@@ -29,23 +36,74 @@ class TensorInfo(NamedTuple):
     dtype: str
 
 
-class Model:
+class _Compiled:
+    """Everything derived from the weights: optimised graph, schedule, packed weights and
+    plans. Replaced as a whole when a weight changes, so a running call keeps a consistent
+    set."""
+
     def __init__(self, graph: Graph):
+        self.optimized = optimize(graph)
+        self.schedule = Schedule(self.optimized)
+        self.packed: dict = {}  # pre-packed weights, shared by every plan
+        self.plans: OrderedDict = OrderedDict()
+
+
+class Model:
+    def __init__(self, graph: Graph, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE):
         graph.validate()
+        graph = Graph(graph.inputs, graph.outputs, graph.nodes, _frozen(graph.initializers))
         self.graph = graph
-        self._optimized = optimize(graph)
-        self._plans: OrderedDict = OrderedDict()
-        self._packed_weights: dict = {}  # shared by every plan of this model
+        self.plan_cache_size = plan_cache_size
         self._lock = threading.Lock()
+        self._contexts = _C.ContextPool()
+        self._compiled = _Compiled(graph)
         sym = symbolic_shapes(graph)
         self.inputs = [TensorInfo(v.name, tuple(v.shape), v.dtype) for v in graph.inputs]
         self.outputs = [TensorInfo(v.name, sym.get(v.name, tuple(v.shape)), v.dtype)
                         for v in graph.outputs]
 
+    @property
+    def plan_cache_size(self) -> int:
+        """How many input signatures keep a plan (least recently used dropped first)."""
+        return self._plan_cache_size
+
+    @plan_cache_size.setter
+    def plan_cache_size(self, n: int) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise EngineError(f"plan_cache_size must be a positive int, got {n!r}")
+        self._plan_cache_size = n
+
+    @property
+    def cached_signatures(self) -> list:
+        """The input signatures (tuples of input shapes) that hold a plan, oldest first."""
+        return list(self._compiled.plans)
+
     # -- running ----------------------------------------------------------------------
 
-    def run(self, feeds: dict, output_names: Optional[list] = None) -> dict:
-        """Run the model on named inputs; returns {output name: fresh float32 array}."""
+    def run(self, feeds=None, output_names=None, input_feed=None, run_options=None):
+        """Run the model on named inputs.
+
+        `run(feeds)` / `run(feeds, ["y"])` / `run(feeds, "y")` return {output name: array};
+        onnxruntime's order, `run(None, feeds)` or `run(["y"], feeds)`, returns a list in
+        the order asked, as onnxruntime does.
+        """
+        ort_style = input_feed is not None or (isinstance(output_names, dict) and not isinstance(feeds, dict))
+        if ort_style:
+            names, feeds = feeds, (input_feed if input_feed is not None else output_names)
+        else:
+            names = output_names
+        if isinstance(names, str):
+            names = [names]
+        results = self._run(feeds)
+        names = [o.name for o in self.outputs] if names is None else list(names)
+        for n in names:
+            if n not in results:
+                raise ShapeError(f"run: unknown output {n!r}; the model's outputs are {list(results)}")
+        if ort_style:
+            return [results[n] for n in names]
+        return {n: results[n] for n in names}
+
+    def _run(self, feeds) -> dict:
         if not isinstance(feeds, dict):
             raise EngineError(f"run: feeds must be a dict {{input name: array}}, got {type(feeds).__name__}")
         unknown = set(feeds) - {i.name for i in self.inputs}
@@ -58,62 +116,148 @@ class Model:
                 raise ShapeError(f"run: missing input '{info.name}' (shape {_fmt(info.shape)})")
             arrays.append(_check_input(info, feeds[info.name]))
         plan = self._plan(tuple(a.shape for a in arrays))
-        results = dict(zip(plan.output_names, plan.run(arrays)))
-        names = output_names or [o.name for o in self.outputs]
-        for n in names:
-            if n not in results:
-                raise ShapeError(f"run: unknown output '{n}'; outputs are {list(results)}")
-        return {n: results[n] for n in names}
+        return dict(zip(plan.output_names, plan.run(arrays, self._contexts)))
 
-    def predict(self, x, batch_size: Optional[int] = None) -> np.ndarray:
-        """Single-input, single-output models: x (batch, ...) -> output (batch, ...)."""
-        if len(self.inputs) != 1 or len(self.outputs) != 1:
-            raise EngineError(f"predict: the model has {len(self.inputs)} inputs and "
-                              f"{len(self.outputs)} outputs; use run({{name: array}})")
-        if batch_size is None:
+    def predict(self, x, batch_size: Optional[int] = None):
+        """x: an array (one input), a list of arrays in input order, or {name: array}.
+        Returns an array (one output) or a list of arrays in output order.
+
+        With batch_size, runs the inputs in slices of that many rows and concatenates."""
+        if batch_size is None and type(x) is np.ndarray and len(self.outputs) == 1:
             # Fast path: a cached plan exists for exactly this shape (validated when the plan
             # was made), so a contiguous float32 array needs no further checks.
-            if type(x) is np.ndarray:
-                plan = self._plans.get((x.shape,))
-                if plan is not None:
-                    y = plan.program.run_one(x)  # None unless float32 and contiguous
-                    if y is not None:
-                        return y
-            return self.run({self.inputs[0].name: x})[self.outputs[0].name]
-        name = self.inputs[0].name
-        x = np.asarray(x)
-        if batch_size < 1:
-            raise EngineError(f"predict: batch_size must be >= 1, got {batch_size}")
-        parts = [self.run({name: x[i:i + batch_size]})[self.outputs[0].name]
-                 for i in range(0, len(x), batch_size)]
-        return np.concatenate(parts) if parts else self.run({name: x})[self.outputs[0].name]
+            plans = self._compiled.plans
+            plan = plans.get((x.shape,))
+            if plan is not None:
+                y = plan.program.run_one(x, self._contexts)  # None unless float32, contiguous
+                if y is not None:
+                    try:  # keep the LRU order (atomic under the GIL; may race an eviction)
+                        plans.move_to_end((x.shape,))
+                    except KeyError:
+                        pass
+                    return y
+        feeds = self._feeds(x)
+        if batch_size is None:
+            outs = self._run(feeds)
+        else:
+            outs = self._run_in_batches(feeds, batch_size)
+        vals = [outs[o.name] for o in self.outputs]
+        return vals[0] if len(vals) == 1 else vals
 
     __call__ = predict
 
+    def _feeds(self, x) -> dict:
+        if isinstance(x, dict):
+            return x
+        xs = list(x) if isinstance(x, (list, tuple)) and len(self.inputs) > 1 else [x]
+        if len(xs) != len(self.inputs):
+            raise ShapeError(f"predict: the model has {len(self.inputs)} inputs "
+                             f"{[i.name for i in self.inputs]}, got {len(xs)} arrays; pass a list "
+                             "in that order or a dict {name: array}")
+        return {i.name: a for i, a in zip(self.inputs, xs)}
+
+    def _run_in_batches(self, feeds: dict, batch_size) -> dict:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise EngineError(f"predict: batch_size must be a positive int, got {batch_size!r}")
+        feeds = {k: np.asarray(v) for k, v in feeds.items()}
+        lengths = {len(v) if v.ndim else 0 for v in feeds.values()}
+        if len(lengths) != 1:
+            raise ShapeError(f"predict: inputs differ in batch size {sorted(lengths)}")
+        n = lengths.pop()
+        if n <= batch_size:
+            return self._run(feeds)
+        parts = [self._run({k: v[i:i + batch_size] for k, v in feeds.items()})
+                 for i in range(0, n, batch_size)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def _plan(self, signature: tuple) -> Plan:
         with self._lock:
-            plan = self._plans.get(signature)
+            compiled = self._compiled
+            plan = compiled.plans.get(signature)
             if plan is None:
                 shapes = {i.name: s for i, s in zip(self.inputs, signature)}
-                plan = Plan(self._optimized, shapes, self._packed_weights)
-                self._plans[signature] = plan
-                if len(self._plans) > MAX_CACHED_PLANS:
-                    self._plans.popitem(last=False)
+                plan = Plan(compiled.schedule, shapes, compiled.packed)
+                compiled.plans[signature] = plan
+                while len(compiled.plans) > self._plan_cache_size:
+                    compiled.plans.popitem(last=False)
             else:
-                self._plans.move_to_end(signature)
+                compiled.plans.move_to_end(signature)
             return plan
 
-    # -- persistence --------------------------------------------------------------------
+    # -- weights ------------------------------------------------------------------------
+
+    @property
+    def weights(self) -> dict:
+        """{name: array} of the model's constant weights (read-only views)."""
+        return dict(self.graph.initializers)
+
+    def get_weights(self) -> dict:
+        """{name: array} copies of the weights."""
+        return {k: v.copy() for k, v in self.graph.initializers.items()}
+
+    def set_weights(self, weights: dict) -> None:
+        """Replace some or all weights by name (same shapes). Cached plans and packed
+        weights are rebuilt; calls already running finish with the old weights."""
+        if not isinstance(weights, dict):
+            raise EngineError(f"set_weights: expected a dict {{name: array}}, got {type(weights).__name__}")
+        current = self.graph.initializers
+        new = dict(current)
+        for name, w in weights.items():
+            if name not in current:
+                raise EngineError(f"set_weights: the model has no weight {name!r}; its weights are "
+                                  f"{sorted(current)[:20]}")
+            arr = np.array(w, dtype=np.float32, order="C", copy=True)
+            if arr.shape != current[name].shape:
+                raise ShapeError(f"set_weights: weight {name!r} must have shape {current[name].shape}, "
+                                 f"got {arr.shape}")
+            new[name] = arr
+        graph = Graph(self.graph.inputs, self.graph.outputs, self.graph.nodes, _frozen(new))
+        compiled = _Compiled(graph)
+        with self._lock:
+            self.graph, self._compiled = graph, compiled
+
+    # -- persistence, display -------------------------------------------------------------
 
     def save(self, path) -> None:
-        """Write the model as a native .engine file (atomically)."""
+        """Write the model as a native .engine file or directory (atomically)."""
         from .formats import native
         native.save(self.graph, path)
+
+    def summary(self, print_fn=print) -> None:
+        """Print the inputs, outputs, nodes (op, output shape, parameters) and totals."""
+        sym = symbolic_shapes(self.graph)
+        params = {k: v.size for k, v in self.graph.initializers.items()}
+        rows = []
+        for n in self.graph.nodes:
+            count = sum(params.get(i, 0) for i in n.inputs)
+            rows.append((f"{n.name} ({n.op})", _fmt(sym.get(n.outputs[0], ("?",))) if n.outputs else "",
+                         f"{count:,}"))
+        w0 = max([len("Node (op)")] + [len(r[0]) for r in rows]) + 2
+        w1 = max([len("Output Shape")] + [len(r[1]) for r in rows]) + 2
+        w2 = max([len("Param #")] + [len(r[2]) for r in rows])
+        line = "─" * (w0 + w1 + w2)
+        total = sum(params.values())
+        out = [repr(self), line, "Node (op)".ljust(w0) + "Output Shape".ljust(w1) + "Param #".rjust(w2), line]
+        out += [a.ljust(w0) + b.ljust(w1) + c.rjust(w2) for a, b, c in rows]
+        out += [line, f" Total params: {total:,} ({total * 4 / 1024:.2f} KB)", line]
+        print_fn("\n".join(out))
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{i.name}{_fmt(i.shape)}" for i in self.inputs)
         outs = ", ".join(f"{o.name}{_fmt(o.shape)}" for o in self.outputs)
         return f"<engine.Model {len(self.graph.nodes)} nodes: {ins} -> {outs}>"
+
+
+def _frozen(weights: dict) -> dict:
+    """Read-only views of the weights: an in-place edit through the model would bypass the
+    packed copies, so it fails loudly instead (use set_weights). The caller's arrays keep
+    their own flags."""
+    out = {}
+    for k, w in weights.items():
+        v = np.asarray(w).view()
+        v.flags.writeable = False
+        out[k] = v
+    return out
 
 
 def _fmt(shape) -> str:
@@ -132,7 +276,7 @@ def _check_input(info: TensorInfo, x) -> np.ndarray:
             x = np.asarray(x)
         except Exception as e:  # ragged lists and the like
             raise DTypeError(f"input '{info.name}': cannot convert {type(x).__name__} to an array ({e})") from None
-    if x.dtype != np.float32:
+    if x.dtype != np.float32 or not x.dtype.isnative:
         x = _to_float32(info.name, x)
     if x.ndim != len(info.shape):
         raise ShapeError(f"input '{info.name}': expected rank {len(info.shape)} with shape "

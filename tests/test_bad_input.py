@@ -58,11 +58,15 @@ def test_run_names(cnn):
         rt.run({name: rand(1, 8, 8, 1)}, ["nope"])
 
 
-def test_predict_on_multi_output_model_points_to_run():
+def test_predict_on_multi_output_model_returns_a_list_like_keras():
     x = nn.Input((2,))
-    m = nn.Model(x, [nn.Dense(1)(x), nn.Dense(2)(x)]).compile_runtime()
-    with pytest.raises(engine.EngineError, match="use run"):
-        m.predict(rand(1, 2))
+    net = nn.Model(x, [nn.Dense(1)(x), nn.Dense(2)(x)])
+    loaded = net.compile_runtime()
+    xs = rand(3, 2)
+    got, want = loaded.predict(xs), net.predict(xs)
+    assert isinstance(got, list) and [a.shape for a in got] == [(3, 1), (3, 2)]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_empty_batch_is_fine(cnn):
@@ -93,6 +97,45 @@ def test_kernel_level_checks_raise_not_crash():
                 np.zeros((2, 2), np.float32))
     p = C.Program()
     s = p.new_slot()
-    p.set_io([s], [4], [s], [4])
-    with pytest.raises(engine.KernelError, match="expected 4 elements"):
-        p.run([np.zeros(3, np.float32)], [np.zeros(4, np.float32)])
+    p.set_io([s], [16], [s], [16])
+    with pytest.raises(engine.KernelError, match="expected 4 float32 elements"):
+        p.run([np.zeros(3, np.float32)], [np.zeros(4, np.float32)], C.ContextPool())
+
+
+# -- arrays a service receives: pickled, through multiprocessing -----------------------------
+
+def test_pickled_float32_arrays_are_accepted(cnn):
+    import pickle
+
+    x = rand(2, 8, 8, 1)
+    xp = pickle.loads(pickle.dumps(x))
+    assert xp.dtype == np.float32 and xp.dtype is not np.dtype(np.float32)  # equal, not identical
+    want = cnn.predict(x)
+    np.testing.assert_array_equal(cnn.predict(xp), want)
+    loaded = cnn.compile_runtime()
+    np.testing.assert_array_equal(loaded.predict(xp), want)          # the fast path
+    np.testing.assert_array_equal(loaded.run({loaded.inputs[0].name: xp})[loaded.outputs[0].name], want)
+    d = nn.Dense(2)
+    m = nn.Sequential([nn.Input((3,)), d])
+    d.set_weights([pickle.loads(pickle.dumps(np.ones((3, 2), np.float32))),
+                   pickle.loads(pickle.dumps(np.zeros(2, np.float32)))])
+    np.testing.assert_array_equal(m.predict(np.ones((1, 3), np.float32)), [[3, 3]])
+    engine._C.activation(xp.copy(), xp, engine._C.Act.relu, 0.0, 0.0)  # kernel-level check too
+
+
+def test_arrays_from_a_multiprocessing_queue_are_accepted(cnn):
+    import multiprocessing as mp
+
+    q = mp.get_context("spawn").Queue()
+    x = rand(3, 8, 8, 1)
+    q.put(x)
+    got = q.get(timeout=30)
+    q.close()
+    np.testing.assert_array_equal(cnn.predict(got), cnn.predict(x))
+
+
+def test_non_native_byte_order_is_converted(cnn):
+    x = rand(2, 8, 8, 1)
+    np.testing.assert_array_equal(cnn.predict(x.astype(">f4")), cnn.predict(x))
+    with pytest.raises(engine.KernelError, match="float32"):
+        engine._C.activation(x.copy(), x.astype(">f4"), engine._C.Act.relu, 0.0, 0.0)

@@ -43,7 +43,7 @@ def test_one_plan_per_signature_and_any_batch():
     for b in (1, 3, 1, 64, 3):
         x = rand(b, 8, seed=b)
         np.testing.assert_allclose(m.predict(x), reference_chain(g, x), atol=1e-5)
-    assert len(m._plans) == 3
+    assert m.cached_signatures == [((1, 8),), ((64, 8),), ((3, 8),)]  # LRU order
 
 
 def test_outputs_are_fresh_arrays():
@@ -194,3 +194,100 @@ def test_fuse_conv_maxpool(pool_attrs, extra_output, fused):
                            torch.from_numpy(g.initializers["b"])))
     want = F.max_pool2d(conv, k, s, padding=pad).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(m.run({"x": x})["y"], want, atol=1e-5)
+
+
+# -- plan cache: bounded, configurable, cheap to extend ---------------------------------------
+
+def test_plan_cache_is_lru_bounded_and_configurable():
+    m = engine.Model(chain_graph(2, 8), plan_cache_size=3)
+    g = m.graph
+    for b in (1, 2, 3, 1, 4):
+        np.testing.assert_allclose(m.predict(rand(b, 8, seed=b)), reference_chain(g, rand(b, 8, seed=b)),
+                                   atol=1e-5)
+    assert m.cached_signatures == [((3, 8),), ((1, 8),), ((4, 8),)]  # 2 was least recently used
+    m.plan_cache_size = 1
+    m.predict(rand(5, 8))
+    assert m.cached_signatures == [((5, 8),)]
+    with pytest.raises(engine.EngineError, match="positive int"):
+        m.plan_cache_size = 0
+    with pytest.raises(engine.EngineError, match="positive int"):
+        engine.Model(chain_graph(1, 8), plan_cache_size="many")
+
+
+def test_plans_for_new_batch_sizes_reuse_packed_weights(tmp_path):
+    from engine import nn
+
+    net = nn.Sequential([nn.Input((8, 8, 1)), nn.Conv2D(4, 3, activation="relu"), nn.MaxPooling2D(2),
+                         nn.Flatten(), nn.Dense(5, activation="softmax")])
+    net.save(tmp_path / "m.engine")
+    m = engine.load(tmp_path / "m.engine")
+    m.predict(rand(1, 8, 8, 1))
+    packed = dict(m._compiled.packed)
+    assert len(packed) == 2  # the conv filter and the dense kernel
+    for b in (2, 7, 33):
+        x = rand(b, 8, 8, 1, seed=b)
+        np.testing.assert_allclose(m.predict(x), net.predict(x), atol=1e-6)
+    assert m._compiled.packed.keys() == packed.keys()
+    assert all(m._compiled.packed[k] is v for k, v in packed.items())  # the same objects
+
+
+def test_plans_hold_no_activation_memory_and_contexts_are_reused():
+    m = engine.Model(chain_graph(3, 256))
+    for b in (64, 1, 16, 64):
+        m.predict(rand(b, 256, seed=b))
+    assert m._contexts.idle == 1                  # one caller at a time: one context
+    assert m._contexts.idle_bytes >= 2 * 64 * 256 * 4  # sized for the largest plan seen
+
+
+def test_concurrent_calls_on_one_plan_run_in_parallel_contexts():
+    import concurrent.futures
+
+    g = chain_graph(4, 128)
+    m = engine.Model(g)
+    xs = [rand(16, 128, seed=s) for s in range(8)]
+    want = [m.predict(x) for x in xs]  # sequential results
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        for _ in range(5):
+            got = list(ex.map(m.predict, xs))
+            for gt, w in zip(got, want):
+                np.testing.assert_array_equal(gt, w)
+    assert 1 <= m._contexts.idle <= 4
+
+
+# -- onnxruntime and Keras calling habits -----------------------------------------------------
+
+def test_run_accepts_onnxruntime_argument_order():
+    g = Graph([Value("x", (None, 4))], [Value("y", (None, 4)), Value("z", (None, 4))],
+              [Node("Relu", ["x"], ["y"]), Node("Neg", ["y"], ["z"])])
+    m = engine.Model(g)
+    x = rand(2, 4)
+    y, z = np.maximum(x, 0), -np.maximum(x, 0)
+    outs = m.run(None, {"x": x})                          # onnxruntime: a list, all outputs
+    assert isinstance(outs, list) and len(outs) == 2
+    np.testing.assert_array_equal(outs[0], y)
+    np.testing.assert_array_equal(m.run(["z"], {"x": x})[0], z)
+    np.testing.assert_array_equal(m.run(["z"], input_feed={"x": x})[0], z)
+    assert list(m.run({"x": x}, "z")) == ["z"]          # a plain string names one output
+    np.testing.assert_array_equal(m.run({"x": x}, "z")["z"], z)
+    np.testing.assert_array_equal(m.run({"x": x}, output_names=["y"])["y"], y)
+    with pytest.raises(engine.ShapeError, match="unknown output 'w'"):
+        m.run(["w"], {"x": x})
+
+
+def test_predict_takes_lists_and_dicts_for_several_inputs():
+    g = Graph([Value("a", (None, 3)), Value("b", (None, 3))], [Value("s", (None, 3))],
+              [Node("Add", ["a", "b"], ["s"])])
+    m = engine.Model(g)
+    a, b = rand(4, 3, seed=1), rand(4, 3, seed=2)
+    np.testing.assert_array_equal(m.predict([a, b]), a + b)
+    np.testing.assert_array_equal(m.predict({"b": b, "a": a}), a + b)
+    np.testing.assert_array_equal(m.predict([a, b], batch_size=3), a + b)
+    with pytest.raises(engine.ShapeError, match="2 inputs"):
+        m.predict(a)
+
+
+def test_loaded_model_summary(capsys):
+    m = engine.Model(chain_graph(2, 8))
+    m.summary()
+    out = capsys.readouterr().out
+    assert "Dense" in out and "(None, 8)" in out and "Total params: 128" in out

@@ -1,9 +1,12 @@
 // The executor: a flat list of bound kernel calls over a table of buffer slots. The Python
-// planner decides every buffer and parameter once per input signature; run() then only
-// binds the caller's input/output pointers and calls the steps in order: no allocation,
-// no shape logic, no Python.
+// planner decides every buffer and parameter once per input signature; a Program is then
+// immutable. run() borrows an ExecContext (the arena for intermediates and the per-call slot
+// table), binds the caller's input/output pointers and calls the steps in order: no
+// allocation once the context has grown to the plan's size, no shape logic, no Python.
+// Many threads may run one Program at once, each with its own context.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -18,24 +21,68 @@
 
 namespace engine {
 
+// Scratch for one call at a time: the arena that holds a plan's intermediates (grown on
+// demand, 64-byte aligned) and the slot table resolved for that call.
+class ExecContext {
+ public:
+  ExecContext() = default;
+  ExecContext(const ExecContext&) = delete;
+  ExecContext& operator=(const ExecContext&) = delete;
+  ~ExecContext();
+
+  std::byte* arena(size_t bytes);  // at least `bytes`, grown (contents lost) if smaller
+  size_t arena_capacity() const { return capacity_; }
+  void shrink_to(size_t bytes);    // frees the arena if it is larger than `bytes`
+  std::vector<void*> slots;
+
+ private:
+  std::byte* arena_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// A model's contexts, shared by all its plans: acquire() hands out an idle context (or a new
+// one), release() takes it back. At most `max_idle` idle contexts are kept; an arena much
+// larger than the call that used it last is freed, so one huge batch does not pin its memory.
+class ContextPool {
+ public:
+  explicit ContextPool(int max_idle = 4) : max_idle_(max_idle < 1 ? 1 : max_idle) {}
+  std::unique_ptr<ExecContext> acquire();
+  void release(std::unique_ptr<ExecContext> ctx, size_t bytes_used);
+  size_t idle() const;
+  size_t idle_bytes() const;
+
+  // An idle arena above this size is freed when the call that used it needed under a quarter.
+  static constexpr size_t kShrinkAbove = size_t(16) << 20;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<ExecContext>> idle_;
+  int max_idle_;
+};
+
 class Program {
  public:
-  using Step = std::function<void(float* const* slots)>;
+  using Step = std::function<void(void* const* slots)>;
 
   int new_slot();
-  void set_slot(int slot, float* ptr);
-  // Slots bound per call, with the element count each must have.
-  void set_io(std::vector<int> input_slots, std::vector<index_t> input_sizes,
-              std::vector<int> output_slots, std::vector<index_t> output_sizes);
-  const std::vector<index_t>& input_sizes() const { return input_sizes_; }
-  const std::vector<index_t>& output_sizes() const { return output_sizes_; }
+  void bind_const(int slot, const void* ptr);  // memory owned elsewhere (weights), fixed
+  void bind_arena(int slot, size_t offset);    // byte offset into the context's arena
+  void set_arena_bytes(size_t bytes) { arena_bytes_ = bytes; }
+  size_t arena_bytes() const { return arena_bytes_; }
+  // Slots bound per call, with the byte size each buffer must have.
+  void set_io(std::vector<int> input_slots, std::vector<size_t> input_bytes,
+              std::vector<int> output_slots, std::vector<size_t> output_bytes);
+  const std::vector<size_t>& input_bytes() const { return input_bytes_; }
+  const std::vector<size_t>& output_bytes() const { return output_bytes_; }
 
   void add(std::string name, Step step);
   size_t size() const { return steps_.size(); }
   const std::string& step_name(size_t i) const { return names_[i]; }
 
-  // Runs every step. Serialised: one plan owns one set of intermediate buffers.
-  void run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
+  // Runs every step with `ctx` as scratch. Const: the Program itself is never written.
+  void run(ExecContext& ctx, const void* const* inputs, void* const* outputs) const;
+  // Borrows a context from `pool` for the call.
+  void run(ContextPool& pool, const void* const* inputs, void* const* outputs) const;
 
   // Step builders (each captures its sizes; slots are resolved at run time).
   void gemm_packed(int out, int in, std::shared_ptr<const PackedMatrixB> w, index_t M,
@@ -52,15 +99,23 @@ class Program {
               std::vector<index_t> lhs_strides, std::vector<index_t> rhs_strides);
   void activation(int out, int in, index_t n, Act act, float a, float b);
   void softmax(int out, int in, index_t outer, index_t axis, index_t inner, bool log);
-  void copy(int out, int in, index_t n);
+  void copy(int out, int in, size_t bytes);
 
  private:
-  std::vector<float*> slots_;
+  enum class SlotKind : unsigned char { Unbound, Const, Arena, Io };
+  struct SlotBinding {
+    SlotKind kind = SlotKind::Unbound;
+    const void* ptr = nullptr;  // Const
+    size_t offset = 0;          // Arena
+  };
+  SlotBinding& binding(int slot);
+
+  std::vector<SlotBinding> bindings_;
   std::vector<Step> steps_;
   std::vector<std::string> names_;
   std::vector<int> input_slots_, output_slots_;
-  std::vector<index_t> input_sizes_, output_sizes_;
-  std::mutex run_mu_;
+  std::vector<size_t> input_bytes_, output_bytes_;
+  size_t arena_bytes_ = 0;
 };
 
 }  // namespace engine

@@ -1,8 +1,12 @@
-"""Offsets for intermediate buffers in one arena, reused by liveness (best fit)."""
+"""Byte offsets for intermediate buffers in one arena, reused by liveness (best fit)."""
 
 from __future__ import annotations
 
-ALIGN = 16  # floats: 64 bytes, one cache line / one zmm register
+ALIGN = 64  # bytes: one cache line / one zmm register
+
+
+def aligned(n: int) -> int:
+    return max(ALIGN, -(-n // ALIGN) * ALIGN)
 
 
 class ArenaAllocator:
@@ -11,7 +15,7 @@ class ArenaAllocator:
         self._free: list[tuple[int, int]] = []  # (offset, size), sorted by offset
 
     def alloc(self, n: int) -> int:
-        n = max(ALIGN, -(-n // ALIGN) * ALIGN)
+        n = aligned(n)
         best = None
         for i, (off, size) in enumerate(self._free):
             if size >= n and (best is None or size < self._free[best][1]):
@@ -30,7 +34,7 @@ class ArenaAllocator:
         return off
 
     def free(self, off: int, n: int) -> None:
-        n = max(ALIGN, -(-n // ALIGN) * ALIGN)
+        n = aligned(n)
         self._free.append((off, n))
         self._free.sort()
         merged: list[tuple[int, int]] = []
