@@ -161,3 +161,116 @@ def test_relu_max_value_is_clip():
     m = nn.Sequential([nn.Input((5,)), nn.ReLU(max_value=0.5)])
     x = np.array([[-1, 0.2, 0.5, 0.7, 3]], np.float32)
     np.testing.assert_array_equal(m.predict(x), np.clip(x, 0, 0.5))
+
+
+# -- weight changes through any API reach predict and save (issue: stale packed weights) ----
+
+def test_layer_set_weights_after_predict_is_seen_and_saved(tmp_path):
+    m = nn.Sequential([nn.Input((3,)), nn.Dense(2, kernel_initializer="ones")])
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_array_equal(m.predict(x), [[3, 3]])
+    m.layers[0].set_weights([np.zeros((3, 2)), np.zeros(2)])
+    np.testing.assert_array_equal(m.predict(x), [[0, 0]])
+    m.save(tmp_path / "m.engine")
+    np.testing.assert_array_equal(engine.load(tmp_path / "m.engine").predict(x), [[0, 0]])
+
+
+def test_layer_weights_assignment_is_seen_and_in_place_edits_refused():
+    d = nn.Dense(2, kernel_initializer="ones")
+    m = nn.Sequential([nn.Input((3,)), d])
+    x = np.ones((1, 3), np.float32)
+    m.predict(x)
+    d.weights = [np.full((3, 2), 2.0), np.ones(2)]
+    np.testing.assert_array_equal(m.predict(x), [[7, 7]])
+    with pytest.raises(ValueError, match="read-only"):
+        d.weights[0][:] = 0          # would bypass the packed copy: refused, not ignored
+    np.testing.assert_array_equal(m.predict(x), [[7, 7]])
+
+
+def test_a_layer_shared_by_two_models_updates_both():
+    d = nn.Dense(1, kernel_initializer="ones")
+    a = nn.Sequential([nn.Input((2,)), d])
+    i = nn.Input((2,))
+    b = nn.Model(i, d(i))
+    x = np.ones((1, 2), np.float32)
+    assert a.predict(x)[0, 0] == 2 and b.predict(x)[0, 0] == 2
+    d.set_weights([np.full((2, 1), 5.0), np.ones(1)])
+    assert a.predict(x)[0, 0] == 11 and b.predict(x)[0, 0] == 11
+
+
+def test_network_set_weights_is_all_or_nothing():
+    m = nn.Sequential([nn.Input((2,)), nn.Dense(2, kernel_initializer="ones"), nn.Dense(1)])
+    before = m.get_weights()
+    bad = [np.zeros((2, 2)), np.zeros(2), np.zeros((3, 1)), np.zeros(1)]  # the last layer's is wrong
+    with pytest.raises(engine.ShapeError, match=r"\(2, 1\)"):
+        m.set_weights(bad)
+    for w, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+
+
+def test_loaded_model_set_weights_rebuilds_plans(tmp_path):
+    nn.Sequential([nn.Input((3,)), nn.Dense(2, activation="relu", kernel_initializer="ones")]).save(
+        tmp_path / "m.engine")
+    m = engine.load(tmp_path / "m.engine")
+    x = np.ones((4, 3), np.float32)
+    np.testing.assert_array_equal(m.predict(x), np.full((4, 2), 3))
+    name = next(k for k in m.weights if k.endswith("kernel"))
+    m.set_weights({name: np.full((3, 2), 2.0)})
+    np.testing.assert_array_equal(m.predict(x), np.full((4, 2), 6))
+    with pytest.raises(ValueError, match="read-only"):
+        m.weights[name][:] = 0
+    with pytest.raises(engine.ShapeError, match=r"\(3, 2\)"):
+        m.set_weights({name: np.zeros((2, 3))})
+    with pytest.raises(engine.EngineError, match="no weight 'nope'"):
+        m.set_weights({"nope": np.zeros(1)})
+    np.testing.assert_array_equal(m.predict(x), np.full((4, 2), 6))  # failed calls changed nothing
+
+
+# -- shared layers, Reshape ------------------------------------------------------------------
+
+def test_a_layer_applied_twice_shares_its_weights_like_keras():
+    import torch
+
+    i = nn.Input((8,))
+    d = nn.Dense(8, activation="tanh")
+    m = nn.Model(i, d(d(i)))
+    assert len(m.layers) == 1 and m.count_params() == 8 * 8 + 8
+    x = rand(5, 8)
+    k, b = (torch.from_numpy(w) for w in d.get_weights())
+    want = torch.tanh(torch.tanh(torch.from_numpy(x) @ k + b) @ k + b).numpy()
+    np.testing.assert_allclose(m.predict(x), want, atol=1e-6)
+    # a shared layer called on two different tensors, each call its own output
+    i2 = nn.Input((8,))
+    shared = nn.Dense(3, activation="softmax")
+    two = nn.Model(i2, [shared(i2), shared(d(i2))])
+    y1, y2 = two.predict(x)
+    np.testing.assert_allclose(y1.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(y2, shared_ref(shared, np.tanh(x @ d.get_weights()[0] + d.get_weights()[1])),
+                               atol=1e-6)
+
+
+def shared_ref(layer, h):
+    k, b = layer.get_weights()
+    z = h @ k + b
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("target,want", [((-1, 4), (3, 6, 4)), ((6, -1), (3, 6, 4)), ((24,), (3, 24)),
+                                         ((2, 3, 4), (3, 2, 3, 4)), ((-1,), (3, 24))])
+def test_reshape_minus_one_excludes_the_batch_axis(target, want):
+    m = nn.Sequential([nn.Input((4, 6)), nn.Reshape(target)])
+    x = rand(3, 4, 6)
+    y = m.predict(x)
+    assert y.shape == want
+    np.testing.assert_array_equal(y, x.reshape(want))
+    assert m.output_shape == (None,) + want[1:]
+
+
+def test_reshape_rejects_bad_targets():
+    with pytest.raises(engine.EngineError, match="at most one -1"):
+        nn.Reshape((-1, -1, 4))
+    with pytest.raises(engine.EngineError, match="positive ints"):
+        nn.Reshape((0, 4))
+    with pytest.raises(engine.ShapeError, match="cannot reshape"):
+        nn.Sequential([nn.Input((4, 6)), nn.Reshape((5, -1))])

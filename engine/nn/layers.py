@@ -19,6 +19,18 @@ from .tensor import KerasTensor
 
 _name_counts: dict[str, itertools.count] = defaultdict(itertools.count)
 
+# Incremented whenever any layer's weights change: a model compares it with the value it saw
+# when it built its runtime, and only then looks at its own layers' versions.
+_weights_epoch = [0]
+
+
+def _bump_weights_epoch() -> None:
+    _weights_epoch[0] += 1
+
+
+def weights_epoch() -> int:
+    return _weights_epoch[0]
+
 
 def _auto_name(base: str) -> str:
     n = next(_name_counts[base])
@@ -73,7 +85,8 @@ class Layer:
         self.input_shape_arg = None if input_shape is None else (None,) + tuple(
             (input_shape,) if isinstance(input_shape, int) else input_shape)
         self.trainable = trainable
-        self.weights: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self.weights_version = 0  # bumped on every change, so models holding a plan rebuild it
         self.built = False
         self.input_shape: Optional[tuple] = None
         self.output_shape: Optional[tuple] = None
@@ -85,7 +98,9 @@ class Layer:
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def emit(self, g: GraphBuilder, x: str) -> str:
+    def emit(self, g: GraphBuilder, x: str, out: str) -> str:
+        """Add this layer's nodes reading value `x`; the result is the value named `out`
+        (the layer's name, or a derived one when a shared layer is called again)."""
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------
@@ -107,21 +122,41 @@ class Layer:
         self.output_shape = tuple(self.compute_output_shape(tuple(input_shape)))
         self.built = True
 
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The layer's weight arrays in Keras's order (read-only: change them with
+        set_weights, which every model using this layer notices)."""
+        return list(self._weights)
+
+    @weights.setter
+    def weights(self, arrays) -> None:
+        frozen = []
+        for w in arrays:
+            w = np.array(w, dtype=np.float32, order="C", copy=True)
+            w.flags.writeable = False
+            frozen.append(w)
+        self._weights = frozen
+        self.weights_version += 1
+        _bump_weights_epoch()
+
     def get_weights(self) -> list[np.ndarray]:
-        return [w.copy() for w in self.weights]
+        return [w.copy() for w in self._weights]
 
     def set_weights(self, weights) -> None:
-        if len(weights) != len(self.weights):
-            raise ShapeError(f"{self.name}: expected {len(self.weights)} weight arrays "
-                             f"{[w.shape for w in self.weights]}, got {len(weights)}")
-        new = []
-        for i, (old, w) in enumerate(zip(self.weights, weights)):
+        self.weights = self._checked(weights)
+
+    def _checked(self, weights) -> list:
+        """`weights` if they fit this layer (count and shapes), else ShapeError."""
+        weights = list(weights)
+        if len(weights) != len(self._weights):
+            raise ShapeError(f"{self.name}: expected {len(self._weights)} weight arrays "
+                             f"{[w.shape for w in self._weights]}, got {len(weights)}")
+        for i, (old, w) in enumerate(zip(self._weights, weights)):
             w = np.asarray(w)
             if w.shape != old.shape:
                 raise ShapeError(f"{self.name}: weight {i} ({self.weight_names[i]}) must have "
                                  f"shape {old.shape}, got {w.shape}")
-            new.append(np.array(w, dtype=np.float32, order="C", copy=True))
-        self.weights = new
+        return weights
 
     def count_params(self) -> int:
         return sum(w.size for w in self.weights)
@@ -146,12 +181,12 @@ class Layer:
         return f"<{type(self).__name__} name={self.name}>"
 
 
-def _emit_with_activation(g, layer, op, inputs, attrs, activation):
+def _emit_with_activation(g, op, inputs, out, attrs, activation):
     """A Dense/Conv2D node with its activation fused; softmax needs its own node."""
     if activation == "softmax":
-        pre = g.node(op, inputs, f"{layer.name}/linear", attrs, layer.name)
-        return g.node("Softmax", [pre], layer.name, {"axis": -1}, f"{layer.name}/softmax")
-    return g.node(op, inputs, layer.name, {**attrs, "activation": activation}, layer.name)
+        pre = g.node(op, inputs, f"{out}/linear", attrs, out)
+        return g.node("Softmax", [pre], out, {"axis": -1}, f"{out}/softmax")
+    return g.node(op, inputs, out, {**attrs, "activation": activation}, out)
 
 
 class Dense(Layer):
@@ -170,16 +205,14 @@ class Dense(Layer):
     def build(self, input_shape):
         if input_shape[-1] is None:
             raise ShapeError(f"{self.name}: the last input dim must be known, got {input_shape}")
-        self.weights = [self.kernel_initializer((input_shape[-1], self.units))]
-        if self.use_bias:
-            self.weights.append(self.bias_initializer((self.units,)))
+        kernel = self.kernel_initializer((input_shape[-1], self.units))
+        self.weights = [kernel, self.bias_initializer((self.units,))] if self.use_bias else [kernel]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def emit(self, g, x):
-        return _emit_with_activation(g, self, "Dense", [x] + self._weight_refs(g), {},
-                                     self.activation)
+    def emit(self, g, x, out):
+        return _emit_with_activation(g, "Dense", [x] + self._weight_refs(g), out, {}, self.activation)
 
 
 class Conv2D(Layer):
@@ -216,15 +249,14 @@ class Conv2D(Layer):
         if c % self.groups or self.filters % self.groups:
             raise ShapeError(f"{self.name}: channels ({c}) and filters ({self.filters}) must "
                              f"be divisible by groups ({self.groups})")
-        self.weights = [self.kernel_initializer(self.kernel_size + (c // self.groups, self.filters))]
-        if self.use_bias:
-            self.weights.append(self.bias_initializer((self.filters,)))
+        kernel = self.kernel_initializer(self.kernel_size + (c // self.groups, self.filters))
+        self.weights = [kernel, self.bias_initializer((self.filters,))] if self.use_bias else [kernel]
 
     def compute_output_shape(self, input_shape):
         return self._infer("Conv2D", input_shape, [w.shape for w in self.weights], self._attrs())
 
-    def emit(self, g, x):
-        return _emit_with_activation(g, self, "Conv2D", [x] + self._weight_refs(g), self._attrs(),
+    def emit(self, g, x, out):
+        return _emit_with_activation(g, "Conv2D", [x] + self._weight_refs(g), out, self._attrs(),
                                      self.activation)
 
 
@@ -252,8 +284,8 @@ class _Pooling2D(Layer):
                              f"got {input_shape}")
         return self._infer(self.op, input_shape, [], self._attrs())
 
-    def emit(self, g, x):
-        return g.node(self.op, [x], self.name, self._attrs())
+    def emit(self, g, x, out):
+        return g.node(self.op, [x], out, self._attrs())
 
 
 class MaxPooling2D(_Pooling2D):
@@ -277,8 +309,8 @@ class GlobalAveragePooling2D(Layer):
         n, _, _, c = input_shape
         return (n, 1, 1, c) if self.keepdims else (n, c)
 
-    def emit(self, g, x):
-        return g.node("GlobalAveragePool2D", [x], self.name, {"keepdims": self.keepdims})
+    def emit(self, g, x, out):
+        return g.node("GlobalAveragePool2D", [x], out, {"keepdims": self.keepdims})
 
 
 class Flatten(Layer):
@@ -286,20 +318,30 @@ class Flatten(Layer):
         rest = input_shape[1:]
         return (input_shape[0], None if None in rest else math.prod(rest))
 
-    def emit(self, g, x):
-        return g.node("Flatten", [x], self.name, {"axis": 1})
+    def emit(self, g, x, out):
+        return g.node("Flatten", [x], out, {"axis": 1})
 
 
 class Reshape(Layer):
+    """Reshape every sample to `target_shape` (batch axis excluded; one entry may be -1)."""
+
     def __init__(self, target_shape, **kw):
         super().__init__(**kw)
-        self.target_shape = tuple(target_shape)
+        target = (target_shape,) if isinstance(target_shape, int) else tuple(target_shape)
+        if (not all(isinstance(d, int) and (d > 0 or d == -1) for d in target)
+                or target.count(-1) > 1):
+            raise EngineError(f"{self.name}: target_shape must be positive ints with at most one "
+                              f"-1, got {target_shape!r}")
+        self.target_shape = target
+
+    def _attrs(self):
+        return {"shape": [0, *self.target_shape]}  # 0: keep the batch dim as it is
 
     def compute_output_shape(self, input_shape):
-        return self._infer("Reshape", input_shape, [], {"shape": [-1, *self.target_shape]})
+        return self._infer("Reshape", input_shape, [], self._attrs())
 
-    def emit(self, g, x):
-        return g.node("Reshape", [x], self.name, {"shape": [-1, *self.target_shape]})
+    def emit(self, g, x, out):
+        return g.node("Reshape", [x], out, self._attrs())
 
 
 class Dropout(Layer):
@@ -311,8 +353,8 @@ class Dropout(Layer):
             raise EngineError(f"{self.name}: rate must be in [0, 1), got {rate}")
         self.rate = rate
 
-    def emit(self, g, x):
-        return g.node("Dropout", [x], self.name, {"rate": self.rate})
+    def emit(self, g, x, out):
+        return g.node("Dropout", [x], out, {"rate": self.rate})
 
 
 class Activation(Layer):
@@ -320,10 +362,10 @@ class Activation(Layer):
         super().__init__(**kw)
         self.activation = _check_activation(activation, self.name)
 
-    def emit(self, g, x):
+    def emit(self, g, x, out):
         if self.activation == "softmax":
-            return g.node("Softmax", [x], self.name, {"axis": -1})
-        return g.node("Activation", [x], self.name, {"activation": self.activation})
+            return g.node("Softmax", [x], out, {"axis": -1})
+        return g.node("Activation", [x], out, {"activation": self.activation})
 
 
 class ReLU(Layer):
@@ -335,12 +377,12 @@ class ReLU(Layer):
             raise EngineError(f"{self.name}: max_value together with negative_slope is not supported")
         self.max_value, self.negative_slope = max_value, negative_slope
 
-    def emit(self, g, x):
+    def emit(self, g, x, out):
         if self.max_value is not None:
-            return g.node("Clip", [x], self.name, {"min": 0.0, "max": float(self.max_value)})
+            return g.node("Clip", [x], out, {"min": 0.0, "max": float(self.max_value)})
         if self.negative_slope:
-            return g.node("LeakyRelu", [x], self.name, {"alpha": float(self.negative_slope)})
-        return g.node("Relu", [x], self.name)
+            return g.node("LeakyRelu", [x], out, {"alpha": float(self.negative_slope)})
+        return g.node("Relu", [x], out)
 
 
 class Softmax(Layer):
@@ -348,5 +390,5 @@ class Softmax(Layer):
         super().__init__(**kw)
         self.axis = axis
 
-    def emit(self, g, x):
-        return g.node("Softmax", [x], self.name, {"axis": self.axis})
+    def emit(self, g, x, out):
+        return g.node("Softmax", [x], out, {"axis": self.axis})

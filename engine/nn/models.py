@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import EngineError, ShapeError
 from ..graph import Graph, Value
 from ..model import Model as RuntimeModel
-from .layers import GraphBuilder, Layer, _auto_name
+from .layers import GraphBuilder, Layer, _auto_name, weights_epoch
 from .tensor import Input, KerasTensor
 
 
@@ -22,6 +22,8 @@ class _Network:
     def __init__(self, name: Optional[str]):
         self.name = name or _auto_name(self._default_name)
         self._runtime: Optional[RuntimeModel] = None
+        self._runtime_epoch = -1
+        self._runtime_versions: tuple = ()
 
     # subclasses provide the traced structure
     def _trace(self) -> tuple[list[KerasTensor], list[KerasTensor]]:
@@ -47,12 +49,13 @@ class _Network:
         expected = sum(len(layer.weights) for layer in self.layers)
         if len(weights) != expected:
             raise ShapeError(f"{self.name}: expected {expected} weight arrays, got {len(weights)}")
-        i = 0
-        for layer in self.layers:
+        i, checked = 0, []
+        for layer in self.layers:  # all checked before any changes
             n = len(layer.weights)
-            layer.set_weights(weights[i:i + n])
+            checked.append(layer._checked(weights[i:i + n]))
             i += n
-        self._runtime = None
+        for layer, ws in zip(self.layers, checked):
+            layer.weights = ws
 
     def count_params(self) -> int:
         self._ensure_built()
@@ -69,41 +72,41 @@ class _Network:
             seen.add(layer.name)
         g = GraphBuilder()
         names: dict[int, str] = {id(t): t.name for t in inputs}
+        calls: dict[int, int] = {}  # a shared layer's later calls get their own value names
         for t in _topological(outputs):
             if id(t) not in names:
-                names[id(t)] = t.layer.emit(g, names[id(t.parents[0])])
+                k = calls[id(t.layer)] = calls.get(id(t.layer), -1) + 1
+                out = t.layer.name if k == 0 else f"{t.layer.name}/call_{k}"
+                names[id(t)] = t.layer.emit(g, names[id(t.parents[0])], out)
         return Graph([Value(t.name, t.shape) for t in inputs],
                      [Value(names[id(t)], t.shape) for t in outputs], g.nodes, g.weights)
 
     def compile_runtime(self) -> RuntimeModel:
+        """The runtime Model for the current weights (rebuilt after any weight change)."""
+        epoch = weights_epoch()
+        if self._runtime is not None and self._runtime_epoch != epoch:
+            if self._layer_versions() != self._runtime_versions:
+                self._runtime = None
+            else:
+                self._runtime_epoch = epoch
         if self._runtime is None:
+            self._runtime_versions = self._layer_versions()
             self._runtime = RuntimeModel(self.to_graph())
+            self._runtime_epoch = epoch
         return self._runtime
 
+    def _layer_versions(self) -> tuple:
+        return tuple((id(layer), layer.weights_version) for layer in self.layers)
+
     def predict(self, x, batch_size: Optional[int] = None, verbose=0):
-        """Run the model on numpy input(s); returns numpy output(s)."""
-        rt = self.compile_runtime()
-        if len(rt.inputs) == 1 and len(rt.outputs) == 1:
-            return rt.predict(x, batch_size=batch_size)
-        if isinstance(x, dict):  # {input name: array}
-            feeds = x
-        else:  # one array per input, in order
-            xs = list(x) if isinstance(x, (list, tuple)) else [x]
-            if len(xs) != len(rt.inputs):
-                raise ShapeError(f"{self.name}: expected {len(rt.inputs)} inputs, got {len(xs)}")
-            feeds = {i.name: a for i, a in zip(rt.inputs, xs)}
-        outs = rt.run(feeds)
-        vals = [outs[o.name] for o in rt.outputs]
-        return vals[0] if len(vals) == 1 else vals
+        """Run the model on numpy input(s): an array, a list in input order or {name: array}.
+        Returns an array, or a list of arrays for a model with several outputs."""
+        return self.compile_runtime().predict(x, batch_size=batch_size)
 
     __call__ = predict
 
     def save(self, path) -> None:
         """Save as a native .engine model (graph + weights), loadable with engine.load."""
-        path_s = str(path)
-        if path_s.endswith((".h5", ".keras")):
-            raise EngineError(f"{path_s}: saving as Keras files is not implemented yet; "
-                              "use a .engine path")
         self.compile_runtime().save(path)
 
     def summary(self, print_fn=print) -> None:
