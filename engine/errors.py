@@ -27,3 +27,8 @@ class UnsupportedOpError(EngineError):
 
 class GraphError(EngineError):
     """A graph is malformed: dangling values, cycles, duplicate names, bad attributes."""
+
+
+class SaveError(EngineError, OSError):
+    """A model could not be written: the target is something we must not replace, or the
+    file system refused (the message says which)."""

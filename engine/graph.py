@@ -90,7 +90,11 @@ class Graph:
                 raise GraphError(f"'{name}' is both a graph input and a weight")
             defined.add(name)
         for node in self.nodes:
-            get_op(node.op, node=node.name)
+            op = get_op(node.op, node=node.name)
+            if not isinstance(node.attrs, dict):
+                raise GraphError(f"node '{node.name}' ({node.op}): attrs must be a mapping")
+            if op.check is not None:
+                op.check(node)
             for i in node.inputs:
                 if i and i not in defined:
                     raise GraphError(f"node '{node.name}' ({node.op}) reads '{i}', which is not "

@@ -153,3 +153,137 @@ def test_planned_formats_say_so(tmp_path):
     p.write_bytes(b"\x00")
     with pytest.raises(engine.ModelFormatError, match="ONNX import is not implemented yet"):
         engine.load(p)
+
+
+# -- saving never destroys what it did not write ---------------------------------------------
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_saving_into_a_folder_with_other_files_is_refused(model, tmp_path, slash):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "resnet.engine").write_text("x")
+    with pytest.raises(engine.SaveError, match="holding other files .*resnet.engine"):
+        model.save(str(folder) + slash)
+    assert sorted(p.name for p in folder.iterdir()) == ["resnet.engine"]
+    assert (folder / "resnet.engine").read_text() == "x"
+    model.save(folder / "model.engine")  # what the message suggests works
+    assert sorted(p.name for p in folder.iterdir()) == ["model.engine", "resnet.engine"]
+
+
+def test_existing_empty_or_model_folder_is_replaced(model, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    model.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["graph.json", "weights.safetensors"]
+    model.save(folder)  # an .engine directory is ours to replace
+    engine.load(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_foreign_files_are_not_overwritten(model, tmp_path):
+    notes = tmp_path / "notes"
+    notes.write_text("my notes")
+    with pytest.raises(engine.SaveError, match="not an .engine model"):
+        model.save(notes)
+    assert notes.read_text() == "my notes"
+    link = tmp_path / "link.engine"
+    model.save(tmp_path / "target.engine")
+    link.symlink_to(tmp_path / "target.engine")
+    with pytest.raises(engine.SaveError, match="symbolic link"):
+        model.save(link)
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt", "model.pth", "model.h5", "model.keras",
+                                  "model.gguf", "MODEL.ONNX"])
+def test_foreign_suffix_is_refused(model, tmp_path, name):
+    with pytest.raises(engine.ModelFormatError, match="native .engine format"):
+        model.save(tmp_path / name)
+    with pytest.raises(engine.ModelFormatError, match="native .engine format"):
+        model.compile_runtime().save(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_switching_between_file_and_directory_leaves_no_temporary(model, tmp_path):
+    model.save(tmp_path / "a.engine")
+    model.save(str(tmp_path / "a.engine") + "/")
+    assert (tmp_path / "a.engine").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.engine"]
+    x = rand(1, 6, 6, 2)
+    np.testing.assert_array_equal(engine.load(tmp_path / "a.engine").predict(x), model.predict(x))
+
+
+def test_saved_files_respect_the_umask(model, tmp_path):
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "f.engine")
+        model.save(str(tmp_path / "d.engine") + "/")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.engine").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d.engine").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "d.engine" / "graph.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d.engine" / "weights.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_save_errors_are_engine_errors(model, tmp_path):
+    with pytest.raises(engine.EngineError, match="empty path"):
+        model.save("")
+    with pytest.raises(engine.EngineError, match="expected a path"):
+        model.save(42)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(engine.SaveError, match="could not write"):
+        model.save(tmp_path / "a_file" / "m.engine")  # the parent is not a folder
+
+
+# -- loading from bytes and file objects -----------------------------------------------------
+
+def test_load_from_bytes_and_file_objects(model, tmp_path):
+    import io
+
+    path = tmp_path / "m.engine"
+    model.save(path)
+    x = rand(2, 6, 6, 2)
+    want = model.predict(x)
+    data = path.read_bytes()
+    for source in (data, bytearray(data), memoryview(data), io.BytesIO(data), open(path, "rb")):
+        np.testing.assert_array_equal(engine.load(source).predict(x), want)
+
+
+def test_bad_sources_are_engine_errors(tmp_path):
+    with pytest.raises(engine.ModelFormatError, match="bytes"):
+        engine.load(b"...")
+    with pytest.raises(engine.ModelFormatError, match="HDF5 import is not implemented"):
+        engine.load(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(engine.EngineError, match="expected a path, bytes"):
+        engine.load(3.5)
+    with pytest.raises(engine.EngineError, match="empty path"):
+        engine.load("")
+    (tmp_path / "t.txt").write_text("hello")
+    with pytest.raises(engine.EngineError, match="text-mode"):
+        engine.load(open(tmp_path / "t.txt"))
+
+
+# -- attributes are checked when a file is loaded, not at the first predict -------------------
+
+@pytest.mark.parametrize("node,match", [
+    ({"op": "Conv2D", "inputs": ["x", "w"], "attrs": {"strides": "x"}}, "strides"),
+    ({"op": "Conv2D", "inputs": ["x", "w"], "attrs": {"padding": "full"}}, "padding"),
+    ({"op": "Conv2D", "inputs": ["x", "w"], "attrs": {"groups": 0}}, "groups"),
+    ({"op": "Conv2D", "inputs": ["x", "w"], "attrs": {"activation": "swishy"}}, "unknown activation 'swishy'"),
+    ({"op": "Dense", "inputs": ["x", "w"], "attrs": {"activation": "nope"}}, "unknown activation 'nope'"),
+    ({"op": "Dense", "inputs": ["x", "w"], "attrs": {"activation": "elu", "activation_alpha": "a"}},
+     "activation_alpha"),
+    ({"op": "MaxPool2D", "inputs": ["x"], "attrs": {"pool_size": [2, 2, 2]}}, "pool_size"),
+    ({"op": "AvgPool2D", "inputs": ["x"], "attrs": {"ceil_mode": "yes"}}, "ceil_mode"),
+    ({"op": "LeakyRelu", "inputs": ["x"], "attrs": {"alpha": None}}, "alpha"),
+    ({"op": "Softmax", "inputs": ["x"], "attrs": {"axis": 1.5}}, "axis"),
+    ({"op": "Reshape", "inputs": ["x"], "attrs": {"shape": "abc"}}, "shape"),
+    ({"op": "Flatten", "inputs": ["x"], "attrs": {"axis": "1"}}, "axis"),
+])
+def test_bad_attributes_fail_at_load(tmp_path, node, match):
+    doc = {"inputs": [{"name": "x", "shape": [None, 4, 4, 2]}], "outputs": [{"name": "y", "shape": [None]}],
+           "nodes": [{**node, "outputs": ["y"], "name": "bad_node"}]}
+    _write(tmp_path / "bad.engine", doc, {"w": np.zeros((3, 3, 2, 2), np.float32)})
+    with pytest.raises(engine.GraphError, match=f"bad_node.*{match}|{match}.*bad_node"):
+        engine.load(tmp_path / "bad.engine")

@@ -1,19 +1,43 @@
-"""Model file formats. Each reader turns a file into a Graph with its weights."""
+"""Model file formats. Each reader turns a file (a path, or the file's bytes) into a Graph
+with its weights. Which reader runs is decided by the suffix of a path, or by the first bytes
+of the content when there is no telling suffix."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ..errors import ModelFormatError
+from ..errors import EngineError, ModelFormatError
 from . import native
 
-# Readers for these arrive with the import issue; named here so the error says so.
-_PLANNED = {".onnx": "ONNX", ".h5": "Keras HDF5", ".keras": "Keras", ".pth": "PyTorch",
-            ".pt": "PyTorch"}
+# Readers for these arrive with the import issues; named here so the error says so.
+_PLANNED = {".onnx": "ONNX", ".h5": "Keras HDF5", ".hdf5": "Keras HDF5", ".keras": "Keras",
+            ".pth": "PyTorch", ".pt": "PyTorch", ".gguf": "GGUF"}
+
+# What the first bytes of a file say it is (checked when the suffix does not tell).
+_MAGIC = [(b"\x89HDF\r\n\x1a\n", "Keras HDF5"), (b"PK\x03\x04", "a zip archive (Keras or PyTorch)"),
+          (b"GGUF", "GGUF")]
 
 
-def read_graph(path):
-    p = Path(path)
+def read_graph(source):
+    """A Graph from a path (str / os.PathLike), the file's bytes, or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _read_bytes(bytes(source), "<bytes>")
+    if hasattr(source, "read"):
+        name = getattr(source, "name", "<file object>")
+        try:
+            data = source.read()
+        except OSError as e:
+            raise ModelFormatError(f"{name}: could not read ({e})") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise EngineError(f"load: {name} is a text-mode file object; open it with 'rb'")
+        return _read_bytes(bytes(data), str(name))
+    if not isinstance(source, (str, os.PathLike)):
+        raise EngineError(f"load: expected a path, bytes or a binary file object, got "
+                          f"{type(source).__name__}")
+    if not os.fspath(source):
+        raise EngineError("load: empty path")
+    p = Path(source)
     if not p.exists():
         raise ModelFormatError(f"{p}: no such file or directory")
     suffix = p.suffix.lower()
@@ -25,4 +49,31 @@ def read_graph(path):
     return native.load(p)  # unknown suffix: try the native format, which checks its header
 
 
-__all__ = ["read_graph", "native"]
+def _read_bytes(data: bytes, name: str):
+    for magic, what in _MAGIC:
+        if data.startswith(magic):
+            raise ModelFormatError(f"{name}: {what} import is not implemented yet; this version "
+                                   "reads .engine models")
+    return native.loads(data, name)
+
+
+def check_save_path(path) -> str:
+    """The path as a string if the native format may be written there, else EngineError:
+    a suffix that engine.load would read as another format is refused, so that what is saved
+    always loads back."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise EngineError(f"save: expected a path (str or os.PathLike), got {type(path).__name__}")
+    s = os.fspath(path)
+    if isinstance(s, bytes):
+        s = os.fsdecode(s)
+    if not s.strip():
+        raise EngineError("save: empty path")
+    suffix = Path(s).suffix.lower()
+    if suffix in _PLANNED:
+        raise ModelFormatError(f"save: '{s}' names a {_PLANNED[suffix]} file, but save() writes the "
+                               f"native .engine format (exporting {_PLANNED[suffix]} is not "
+                               "implemented); use a '.engine' path")
+    return s
+
+
+__all__ = ["read_graph", "check_save_path", "native"]

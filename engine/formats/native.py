@@ -4,73 +4,159 @@ One file (default): a safetensors file whose metadata holds the format name, the
 version and the graph JSON, so any safetensors reader can open the weights. Or a directory
 (`save(..., directory=True)` or a path ending in '/'): `graph.json` + `weights.safetensors`.
 Writes go to a temporary name in the same folder and are renamed into place, so a failed
-write never leaves a half-written model. See docs/engine-format.md.
+write never leaves a half-written model; an existing target is replaced only if it is an
+.engine model itself. See docs/engine-format.md.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import safetensors
 import safetensors.numpy
 
-from ..errors import EngineError, ModelFormatError
+from ..errors import EngineError, ModelFormatError, SaveError
 from ..graph import Graph
 
 FORMAT_NAME = "engine"
 FORMAT_VERSION = 1  # bump on incompatible changes; readers refuse newer versions
 GRAPH_FILE, WEIGHTS_FILE = "graph.json", "weights.safetensors"
+_HEADER_LIMIT = 100 << 20  # safetensors' own limit on the JSON header
 
+
+# -- saving --------------------------------------------------------------------------------
 
 def save(graph: Graph, path, directory: bool | None = None) -> None:
+    """Write `graph` to `path` (a file, or a directory with a trailing separator)."""
+    from . import check_save_path
+
+    path_s = check_save_path(path)
     if directory is None:  # a trailing separator or an existing directory asks for one
-        directory = str(path).endswith(("/", os.sep)) or Path(path).is_dir()
-    path = Path(path)
+        directory = path_s.endswith(("/", os.sep)) or Path(path_s).is_dir()
+    path = Path(path_s)
     weights = {k: np.ascontiguousarray(v) for k, v in graph.initializers.items()}
     header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)}
     graph_json = json.dumps(graph.to_json(), separators=(",", ":"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        _write_directory(path, graph_json, header, weights)
-    else:
-        data = safetensors.numpy.save(weights, metadata={**header, "graph": graph_json})
-        _atomic_write(path, data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _check_replaceable(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            _write_directory(path, graph_json, header, weights)
+        else:
+            _write_file(path, safetensors.numpy.save(weights, metadata={**header, "graph": graph_json}))
+    except EngineError:
+        raise
+    except OSError as e:
+        raise SaveError(f"save: could not write '{path}': {e}") from e
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to replace anything that is not an .engine model we could have written."""
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() and not path.is_symlink():
+        entries = sorted(os.listdir(path))
+        if not entries or (set(entries) <= {GRAPH_FILE, WEIGHTS_FILE} and _is_model_dir(path)):
+            return
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise SaveError(f"save: '{path}' is a directory holding other files ({shown}); refusing to "
+                        f"replace it. Save to a path inside it, e.g. '{path / 'model.engine'}'")
+    if path.is_symlink():
+        raise SaveError(f"save: '{path}' is a symbolic link; refusing to replace it (save to "
+                        f"'{os.path.realpath(path)}' to write its target)")
+    if not path.is_file():
+        raise SaveError(f"save: '{path}' exists and is not a regular file; refusing to replace it")
+    if path.stat().st_size and not _is_model_file(path):
+        raise SaveError(f"save: '{path}' exists and is not an .engine model; refusing to overwrite it")
+
+
+def _is_model_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            head += f.read(n) if n <= _HEADER_LIMIT else b""
+        return _header_metadata(head).get("format") == FORMAT_NAME
+    except (OSError, ModelFormatError):
+        return False
+
+
+def _is_model_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / GRAPH_FILE).read_text()).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create `path` (which must not exist) with `data`, flushed to disk. Mode 0o666 lets the
+    umask decide the permissions, as open() and np.save do."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    tmp = _temp_name(path)
+    try:
+        _write_new(tmp, data)
+        _replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        _remove(tmp)
         raise
 
 
 def _write_directory(path: Path, graph_json: str, header: dict, weights: dict) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _temp_name(path)
+    os.mkdir(tmp, 0o777)
     try:
-        (tmp / GRAPH_FILE).write_text(json.dumps({**header, "graph": json.loads(graph_json)}))
-        safetensors.numpy.save_file(weights, str(tmp / WEIGHTS_FILE), metadata=header)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _write_new(tmp / GRAPH_FILE, json.dumps({**header, "graph": json.loads(graph_json)}).encode())
+        _write_new(tmp / WEIGHTS_FILE, safetensors.numpy.save(weights, metadata=header))
+        _replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
 
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Rename tmp over path. os.replace does it atomically when both are files; a directory
+    (or a change between file and directory) goes through a short-lived old name that is
+    removed at once. Only ever called after _check_replaceable approved the target."""
+    if not os.path.lexists(path) or (tmp.is_file() and path.is_file()):
+        os.replace(tmp, path)
+        return
+    old = _temp_name(path)
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    _remove(old)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+# -- loading -------------------------------------------------------------------------------
 
 def load(path) -> Graph:
     path = Path(path)
@@ -82,20 +168,42 @@ def load(path) -> Graph:
             raise ModelFormatError(f"{path}: an .engine directory must hold {GRAPH_FILE}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelFormatError(f"{meta_path}: corrupt graph JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise ModelFormatError(f"{meta_path}: expected a JSON object")
         _check_header(meta_path, doc)
-        weights = _read_weights(weights_path)[0]
-        graph_doc = doc.get("graph")
-    else:
-        weights, meta = _read_weights(path)
-        _check_header(path, meta)
-        try:
-            graph_doc = json.loads(meta["graph"])
-        except (KeyError, json.JSONDecodeError) as e:
-            raise ModelFormatError(f"{path}: missing or corrupt graph ({e})") from None
-    return _graph_from_doc(path, graph_doc, weights)
+        weights = _read_weights_file(weights_path)[0]
+        return _graph_from_doc(path, doc.get("graph"), weights)
+    weights, meta = _read_weights_file(path)
+    return _graph_from_meta(path, meta, weights)
 
 
-def _read_weights(path: Path):
+def loads(data: bytes, name: str = "<bytes>") -> Graph:
+    """A single-file .engine model from its bytes (e.g. received over the network)."""
+    meta = _header_metadata(data, name)
+    try:
+        weights = safetensors.numpy.load(bytes(data))
+    except (safetensors.SafetensorError, ValueError) as e:
+        raise ModelFormatError(f"{name}: corrupt or truncated weights ({e})") from None
+    return _graph_from_meta(name, meta, weights)
+
+
+def _header_metadata(data: bytes, name: str = "file") -> dict:
+    """The __metadata__ of a safetensors header (8-byte length, then JSON)."""
+    if len(data) < 8:
+        raise ModelFormatError(f"{name}: truncated ({len(data)} bytes); not an .engine file")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8 or n > _HEADER_LIMIT:
+        raise ModelFormatError(f"{name}: truncated or not an .engine file (header says {n} bytes, "
+                               f"{len(data) - 8} follow)")
+    try:
+        header = json.loads(bytes(data[8:8 + n]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{name}: corrupt header ({e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _read_weights_file(path: Path):
     if not path.exists():
         raise ModelFormatError(f"{path}: no such file")
     size = path.stat().st_size
@@ -115,13 +223,22 @@ def _read_weights(path: Path):
     return weights, meta
 
 
+def _graph_from_meta(name, meta: dict, weights: dict) -> Graph:
+    _check_header(name, meta)
+    try:
+        graph_doc = json.loads(meta["graph"])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"{name}: missing or corrupt graph ({e})") from None
+    return _graph_from_doc(name, graph_doc, weights)
+
+
 def _check_header(path, meta: dict) -> None:
     if meta.get("format") != FORMAT_NAME:
         raise ModelFormatError(f"{path}: not an .engine model (format field is "
                                f"{meta.get('format')!r}, expected {FORMAT_NAME!r})")
     try:
         version = int(meta.get("format_version", ""))
-    except ValueError:
+    except (TypeError, ValueError):
         raise ModelFormatError(f"{path}: bad format_version {meta.get('format_version')!r}") from None
     if version > FORMAT_VERSION:
         raise ModelFormatError(f"{path}: written by a newer engine (format version {version}; "
@@ -131,7 +248,7 @@ def _check_header(path, meta: dict) -> None:
 def _graph_from_doc(path, doc, weights) -> Graph:
     try:
         graph = Graph.from_json(doc, weights)
-    except (KeyError, TypeError, AttributeError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ModelFormatError(f"{path}: malformed graph ({type(e).__name__}: {e})") from None
     for name, w in graph.initializers.items():
         if w.dtype != np.float32:

@@ -38,7 +38,20 @@ def resolve(attrs: dict, node: str = "") -> tuple:
         known = ", ".join(sorted(k for k in ACTIVATIONS if k))
         raise GraphError(f"node '{node}': unknown activation '{name}' (known: {known})")
     act, alpha, beta = ACTIVATIONS[name]
-    return act, float(attrs.get("activation_alpha", alpha)), float(attrs.get("activation_beta", beta))
+    return (act, number(attrs, "activation_alpha", alpha, node),
+            number(attrs, "activation_beta", beta, node))
+
+
+def number(attrs: dict, key: str, default: float, node: str = "") -> float:
+    """attrs[key] (or default) as a float; GraphError naming the node if it is not a number."""
+    v = attrs.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise GraphError(f"node '{node}': attribute '{key}' must be a number, got {v!r}")
+    return float(v)
+
+
+def check_activation(node) -> None:
+    resolve(node.attrs, node.name)
 
 
 def same_shape(node, shapes):
@@ -68,15 +81,20 @@ UNARY_OPS = {
 def _unary(name: str):
     act, alpha, beta = ACTIVATIONS[name]
 
+    def params(node):
+        at, n = node.attrs, node.name
+        a, b = number(at, "min", alpha, n), number(at, "max", beta, n)
+        return number(at, "alpha", a, n), number(at, "beta", b, n)
+
     def forward(ctx, node):
-        at = node.attrs
-        a, b = at.get("min", alpha), at.get("max", beta)
-        _emit(ctx, node, act, float(at.get("alpha", a)), float(at.get("beta", b)))
-    return forward
+        _emit(ctx, node, act, *params(node))
+
+    return forward, params
 
 
 for _op, _name in UNARY_OPS.items():
-    register(_op, same_shape, _unary(_name), inplace=True)
+    _forward, _params = _unary(_name)
+    register(_op, same_shape, _forward, inplace=True, check=_params)
 
 
 def _activation_op(ctx, node):
@@ -84,4 +102,4 @@ def _activation_op(ctx, node):
 
 
 # Generic form: Activation(activation="relu"), as Keras's Activation layer.
-register("Activation", same_shape, _activation_op, inplace=True)
+register("Activation", same_shape, _activation_op, inplace=True, check=check_activation)

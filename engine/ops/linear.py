@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _C
 from ..errors import ShapeError
-from .activations import resolve
+from .activations import check_activation, resolve
 from .elementwise import broadcast_shape
 from .registry import register
 
@@ -38,7 +38,7 @@ def dense_forward(ctx, node):
 
 
 # Dense(x, kernel (in, out), [bias (out,)]); attrs: activation. Applies to the last axis.
-register("Dense", dense_shape, dense_forward)
+register("Dense", dense_shape, dense_forward, check=check_activation)
 
 
 def matmul_shape(node, shapes):

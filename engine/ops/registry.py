@@ -10,6 +10,7 @@ from ..errors import UnsupportedOpError
 
 ShapeRule = Callable  # (node, [input shapes]) -> [output shapes]; shapes are tuples of int
 Forward = Callable    # (ctx: runtime.plan.EmitContext, node) -> None: adds steps to ctx.program
+AttrCheck = Callable  # (node) -> None: raises GraphError naming a bad attribute (load time)
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class OpDef:
     name: str
     shape: ShapeRule
     forward: Optional[Forward]
+    check: Optional[AttrCheck] = None  # attribute validation, run when a graph is loaded
     backward: Optional[Callable] = None  # slot for the training issue
     alias: bool = False    # output is input 0 reinterpreted: no kernel, no copy
     inplace: bool = False  # output may reuse input 0's buffer when input 0 dies here

@@ -9,8 +9,15 @@ from .activations import same_shape
 from .registry import register
 
 
+def _check(node):
+    axis = node.attrs.get("axis", -1)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise GraphError(f"node '{node.name}' ({node.op}): axis must be an int, got {axis!r}")
+
+
 def _axis(node, rank):
-    axis = int(node.attrs.get("axis", -1))
+    _check(node)
+    axis = node.attrs.get("axis", -1)
     if not -rank <= axis < rank:
         raise GraphError(f"node '{node.name}' ({node.op}): axis {axis} out of range for rank {rank}")
     return axis % rank
@@ -30,5 +37,5 @@ def softmax_shape(node, shapes):
     return same_shape(node, shapes)
 
 
-register("Softmax", softmax_shape, _softmax(False), inplace=True)
-register("LogSoftmax", softmax_shape, _softmax(True), inplace=True)
+register("Softmax", softmax_shape, _softmax(False), inplace=True, check=_check)
+register("LogSoftmax", softmax_shape, _softmax(True), inplace=True, check=_check)

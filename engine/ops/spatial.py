@@ -8,12 +8,26 @@ from .activations import resolve
 from .registry import register
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _pair(v, name, node):
-    if isinstance(v, int):
+    if _is_int(v):
         return (v, v)
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(i) for i in v):
         return tuple(v)
     raise GraphError(f"node '{node.name}': attribute '{name}' must be an int or 2 ints, got {v!r}")
+
+
+def _padding_attr(node):
+    padding = node.attrs.get("padding", "valid")
+    if padding in ("valid", "same") or (
+            isinstance(padding, (list, tuple)) and len(padding) == 4
+            and all(_is_int(p) and p >= 0 for p in padding)):
+        return padding
+    raise GraphError(f"node '{node.name}': padding must be 'valid', 'same' or 4 non-negative "
+                     f"ints (top, left, bottom, right), got {padding!r}")
 
 
 def resolve_padding(padding, size, kernel, stride, dilation, node):
@@ -28,22 +42,23 @@ def resolve_padding(padding, size, kernel, stride, dilation, node):
             total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
             pads.append((total // 2, total - total // 2))
         return (pads[0][0], pads[1][0], pads[0][1], pads[1][1])
-    if isinstance(padding, (list, tuple)) and len(padding) == 4 and all(
-            isinstance(p, int) and p >= 0 for p in padding):
-        return tuple(padding)
-    raise GraphError(f"node '{node.name}': padding must be 'valid', 'same' or 4 non-negative "
-                     f"ints (top, left, bottom, right), got {padding!r}")
+    return tuple(padding)
 
 
-def _window(node, x, kernel, default_strides=1):
-    """Shared attribute handling: returns (strides, dilations, pads)."""
+def _window_attrs(node, default_strides=1):
+    """Shared attribute checks: (strides, dilations, padding spec), no shapes needed."""
     a = node.attrs
     strides = _pair(a.get("strides", default_strides), "strides", node)
     dil = _pair(a.get("dilations", 1), "dilations", node)
     if min(strides + dil) < 1:
         raise GraphError(f"node '{node.name}': strides and dilations must be >= 1, got {strides}, {dil}")
-    pads = resolve_padding(a.get("padding", "valid"), x[1:3], kernel, strides, dil, node)
-    return strides, dil, pads
+    return strides, dil, _padding_attr(node)
+
+
+def _window(node, x, kernel, default_strides=1):
+    """Returns (strides, dilations, pads) for input shape x."""
+    strides, dil, padding = _window_attrs(node, default_strides)
+    return strides, dil, resolve_padding(padding, x[1:3], kernel, strides, dil, node)
 
 
 def _check_nhwc(node, x):
@@ -81,6 +96,25 @@ def _fused_pool(node, s):
     return ph, pw
 
 
+def _flag(node, name):
+    v = node.attrs.get(name, False)
+    if not isinstance(v, (bool, int)) or v not in (0, 1):
+        raise GraphError(f"node '{node.name}' ({node.op}): attribute '{name}' must be a bool, got {v!r}")
+    return bool(v)
+
+
+def conv_check(node):
+    _window_attrs(node)
+    groups = node.attrs.get("groups", 1)
+    if not _is_int(groups) or groups < 1:
+        raise GraphError(f"node '{node.name}' (Conv2D): groups must be a positive int, got {groups!r}")
+    if "maxpool" in node.attrs:
+        ph, pw = _pair(node.attrs["maxpool"], "maxpool", node)
+        if min(ph, pw) < 1:
+            raise GraphError(f"node '{node.name}' (Conv2D): maxpool window must be >= 1, got {ph}x{pw}")
+    resolve(node.attrs, node.name)
+
+
 def conv_shape(node, shapes):
     x, w = shapes[0], shapes[1]
     s = conv_params(node, x, w)
@@ -110,7 +144,7 @@ def conv_forward(ctx, node):
 
 # Conv2D(x NHWC, filter HWIO, [bias]); attrs: strides, padding, dilations, groups, activation,
 # and maxpool [ph, pw] when a following non-overlapping max-pool was fused in (a pass sets it).
-register("Conv2D", conv_shape, conv_forward)
+register("Conv2D", conv_shape, conv_forward, check=conv_check)
 
 
 def pool_params(node, x):
@@ -121,12 +155,21 @@ def pool_params(node, x):
     s.N, s.H, s.W, s.C, s.KH, s.KW = x[0], x[1], x[2], x[3], k[0], k[1]
     s.stride_h, s.stride_w, s.dil_h, s.dil_w = sh, sw, dh, dw
     s.pad_top, s.pad_left, s.pad_bottom, s.pad_right = pt, pl, pb, pr
-    s.ceil_mode = bool(node.attrs.get("ceil_mode", False))
-    s.count_include_pad = bool(node.attrs.get("count_include_pad", False))
+    s.ceil_mode = _flag(node, "ceil_mode")
+    s.count_include_pad = _flag(node, "count_include_pad")
     if s.OH < 1 or s.OW < 1:
         raise ShapeError(f"node '{node.name}' ({node.op}): input {x} is smaller than the "
                          f"{k[0]}x{k[1]} window")
     return s
+
+
+def pool_check(node):
+    k = _pair(node.attrs.get("pool_size", 2), "pool_size", node)
+    if min(k) < 1:
+        raise GraphError(f"node '{node.name}' ({node.op}): pool_size must be >= 1, got {k}")
+    _window_attrs(node, default_strides=k)
+    _flag(node, "ceil_mode")
+    _flag(node, "count_include_pad")
 
 
 def pool_shape(node, shapes):
@@ -143,14 +186,14 @@ def _pool_forward(is_max):
 
 # MaxPool2D / AvgPool2D(x NHWC); attrs: pool_size, strides (default pool_size), padding,
 # dilations, ceil_mode, count_include_pad.
-register("MaxPool2D", pool_shape, _pool_forward(True))
-register("AvgPool2D", pool_shape, _pool_forward(False))
+register("MaxPool2D", pool_shape, _pool_forward(True), check=pool_check)
+register("AvgPool2D", pool_shape, _pool_forward(False), check=pool_check)
 
 
 def gap_shape(node, shapes):
     _check_nhwc(node, shapes[0])
     n, _, _, c = shapes[0]
-    return [(n, 1, 1, c) if node.attrs.get("keepdims", False) else (n, c)]
+    return [(n, 1, 1, c) if _flag(node, "keepdims") else (n, c)]
 
 
 def gap_forward(ctx, node):
@@ -159,4 +202,4 @@ def gap_forward(ctx, node):
 
 
 # GlobalAveragePool2D(x NHWC) -> (N, C), or (N, 1, 1, C) with keepdims.
-register("GlobalAveragePool2D", gap_shape, gap_forward)
+register("GlobalAveragePool2D", gap_shape, gap_forward, check=lambda node: _flag(node, "keepdims"))
