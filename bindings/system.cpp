@@ -9,6 +9,7 @@ namespace py = pybind11;
 
 void init_system(py::module_& m) {
   m.def("num_threads", &engine::num_threads, "Threads in the engine-wide pool (incl. the caller).");
+  m.def("cpu_count", &engine::cpu_count, "CPUs this process may run on (its affinity mask).");
   m.def("set_num_threads", [](int n) {
         if (n < 1) throw engine::Error("set_num_threads: expected n >= 1, got " + std::to_string(n));
         engine::set_num_threads(n);

@@ -3,6 +3,7 @@
     >>> import engine
     >>> m = engine.load("cnn.engine")
     >>> probs = m.predict(x)
+    >>> engine.set_num_threads(2)
 """
 
 import os as _os
@@ -18,25 +19,33 @@ from .errors import (  # noqa: E402
     GraphError,
     KernelError,
     ModelFormatError,
+    SaveError,
     ShapeError,
     UnsupportedOpError,
 )
 from . import _C  # noqa: E402,F401  (the native extension; fails loudly if not built)
+from .config import get_isa, get_num_threads, set_isa, set_num_threads  # noqa: E402
 from .graph import Graph, Node, Value  # noqa: E402
-from .model import Model, TensorInfo  # noqa: E402
+from .model import DEFAULT_PLAN_CACHE_SIZE, Model, TensorInfo  # noqa: E402
 
 __version__ = "0.1.0"
 
+from .config import apply_environment as _apply_environment  # noqa: E402
 
-def load(path) -> Model:
-    """Load a model file (.engine file or directory) into a runnable Model.
+_apply_environment()
+
+
+def load(source, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE) -> Model:
+    """Load a model into a runnable Model: a path (.engine file or directory), the file's
+    bytes, or a binary file object (a model received over the network need not touch disk).
 
     >>> m = engine.load("cnn.engine")
+    >>> m = engine.load(open("cnn.engine", "rb").read())
     >>> y = m.predict(x)
     """
     from .formats import read_graph
 
-    return Model(read_graph(path))
+    return Model(read_graph(source), plan_cache_size=plan_cache_size)
 
 
 def __getattr__(name):  # engine.nn imported on first use
@@ -50,5 +59,6 @@ def __getattr__(name):  # engine.nn imported on first use
 __all__ = [
     "load", "Model", "TensorInfo", "Graph", "Node", "Value", "nn",
     "EngineError", "KernelError", "ShapeError", "DTypeError", "ModelFormatError",
-    "UnsupportedOpError", "GraphError", "__version__",
+    "UnsupportedOpError", "GraphError", "SaveError", "set_num_threads", "get_num_threads",
+    "set_isa", "get_isa", "__version__",
 ]

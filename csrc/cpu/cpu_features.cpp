@@ -1,8 +1,6 @@
 #include "engine/cpu_features.h"
 
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 
 namespace engine {
 namespace {
@@ -18,18 +16,8 @@ Isa detect() {
   return Isa::Portable;
 }
 
-Isa from_env(Isa detected) {
-  const char* v = std::getenv("ENGINE_ISA");
-  if (!v || !*v) return detected;
-  Isa want = detected;
-  if (!std::strcmp(v, "portable")) want = Isa::Portable;
-  else if (!std::strcmp(v, "avx2")) want = Isa::Avx2;
-  else if (!std::strcmp(v, "avx512")) want = Isa::Avx512;
-  return want < detected ? want : detected;
-}
-
 std::atomic<int>& current() {
-  static std::atomic<int> isa{static_cast<int>(from_env(detected_isa()))};
+  static std::atomic<int> isa{static_cast<int>(detected_isa())};
   return isa;
 }
 

@@ -10,9 +10,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -143,25 +148,53 @@ class Pool {
   std::atomic<int> busy_{0};
 };
 
-int default_threads() {
-  if (const char* v = std::getenv("ENGINE_NUM_THREADS")) {
-    int n = std::atoi(v);
+// CPUs this process may run on (a container's cpuset, taskset), else the core count.
+int available_cpus() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
     if (n > 0) return n;
   }
+#endif
   unsigned hc = std::thread::hardware_concurrency();
   return hc ? static_cast<int>(hc) : 1;
 }
 
+// The pool is created on first use, with the size set before that (the Python package reads
+// ENGINE_NUM_THREADS at import and sets it) or the CPU count, so configuring it before any
+// kernel runs starts no threads twice.
+std::mutex g_config_mu;
+int g_requested = 0;  // 0: available_cpus()
+std::unique_ptr<Pool> g_pool_holder;
+std::atomic<Pool*> g_pool{nullptr};
+
 Pool& pool() {
-  static Pool p(default_threads());
-  return p;
+  if (Pool* p = g_pool.load(std::memory_order_acquire)) return *p;
+  std::lock_guard<std::mutex> lk(g_config_mu);
+  if (!g_pool_holder) {
+    g_pool_holder = std::make_unique<Pool>(g_requested > 0 ? g_requested : available_cpus());
+    g_pool.store(g_pool_holder.get(), std::memory_order_release);
+  }
+  return *g_pool_holder;
 }
 
 }  // namespace
 
-int num_threads() { return pool().size(); }
+int num_threads() {
+  if (Pool* p = g_pool.load(std::memory_order_acquire)) return p->size();
+  std::lock_guard<std::mutex> lk(g_config_mu);
+  return g_requested > 0 ? g_requested : available_cpus();
+}
 
-void set_num_threads(int n) { pool().resize(n); }
+int cpu_count() { return available_cpus(); }
+
+void set_num_threads(int n) {
+  if (n < 1) n = 1;
+  std::lock_guard<std::mutex> lk(g_config_mu);
+  if (g_pool_holder) g_pool_holder->resize(n);
+  else g_requested = n;
+}
 
 void parallel_tasks(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {
   if (ntasks <= 0) return;

@@ -1,13 +1,13 @@
 // Run-time CPU dispatch: the instruction set is read once from cpuid and every kernel
-// family picks its implementation from it. ENGINE_ISA=avx512|avx2|portable caps the choice
-// (for testing every path on one machine).
+// family picks its implementation from it. set_isa() caps the choice (the Python package
+// applies ENGINE_ISA=avx512|avx2|portable at import; tests run every path on one machine).
 #pragma once
 
 namespace engine {
 
 enum class Isa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
-Isa cpu_isa();                  // the ISA kernels use (detected, capped by ENGINE_ISA)
+Isa cpu_isa();                  // the ISA kernels use (detected, capped by set_isa)
 Isa detected_isa();             // what the CPU supports
 const char* isa_name(Isa isa);
 void set_isa(Isa isa);          // for tests: force a lower ISA (clamped to what the CPU has)

@@ -1,4 +1,5 @@
-// One engine-wide thread pool. Size from ENGINE_NUM_THREADS (default: core count).
+// One engine-wide thread pool, created on first use. Size: set_num_threads() before or after
+// that (the Python package applies ENGINE_NUM_THREADS at import), default the CPU count.
 // Workers spin briefly after a job, then sleep on a condition variable: an idle engine
 // uses no CPU. The calling thread always takes part in the work; a job of one task runs
 // inline with no wake-up at all. Nested calls (from inside a task) run inline.
@@ -28,7 +29,8 @@ class FunctionRef<R(Args...)> {
 };
 
 int num_threads();
-void set_num_threads(int n);  // resizes the pool (not while a job runs)
+void set_num_threads(int n);  // resizes the pool (waits for a running job)
+int cpu_count();              // CPUs this process may use (affinity mask)
 
 // Runs fn(task) for task in [0, ntasks), spread over the pool; returns when all are done.
 void parallel_tasks(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn);
