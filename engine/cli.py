@@ -85,17 +85,50 @@ def _info(args) -> int:
     return 0
 
 
+def _read_inputs(path: str, model) -> dict:
+    """{input name: array} from a .npy (the model's one input) or .npz (arrays by input name,
+    or one array for a one-input model). Never unpickles."""
+    from engine import EngineError
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise EngineError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise EngineError(f"{path}: not a readable .npy/.npz array file ({e})") from None
+    if isinstance(data, np.ndarray):
+        if len(model.inputs) != 1:
+            raise EngineError(f"{path}: the model has {len(model.inputs)} inputs "
+                              f"{[i.name for i in model.inputs]}; give a .npz with one array each")
+        return {model.inputs[0].name: data}
+    with data:
+        arrays = {k: data[k] for k in data.files}
+    names = [i.name for i in model.inputs]
+    if len(arrays) == 1 and len(names) == 1:
+        return {names[0]: next(iter(arrays.values()))}
+    missing = sorted(set(names) - set(arrays))
+    if missing:
+        raise EngineError(f"{path}: no array for input(s) {missing} (the file holds {sorted(arrays)})")
+    return {n: arrays[n] for n in names}
+
+
 def _predict(args) -> int:
     import engine
 
     m = engine.load(args.model)
-    x = np.load(args.input, allow_pickle=False)
-    y = m.predict(x)
+    outputs = m.run(_read_inputs(args.input, m))
     if args.output:
-        np.save(args.output, y)
+        out = str(args.output)
+        if len(outputs) == 1 and not out.endswith(".npz"):
+            np.save(out, next(iter(outputs.values())))
+        else:
+            np.savez(out, **outputs)
     else:
         np.set_printoptions(precision=4, suppress=True)
-        print(y)
+        for name, y in outputs.items():
+            if len(outputs) > 1:
+                print(f"{name}:")
+            print(y)
     return 0
 
 
@@ -108,14 +141,14 @@ def main(argv=None) -> int:
     pi = sub.add_parser("info", help="show a model's inputs and outputs")
     pi.add_argument("model")
     pi.set_defaults(fn=_info)
-    pp = sub.add_parser("predict", help="run a model on a .npy input")
+    pp = sub.add_parser("predict", help="run a model on a .npy / .npz input")
     pp.add_argument("model")
-    pp.add_argument("input", help=".npy file (float32)")
-    pp.add_argument("-o", "--output", help="write the result to this .npy file")
+    pp.add_argument("input", help=".npy file (one-input models) or .npz with an array per input name")
+    pp.add_argument("-o", "--output", help="write the result to this .npy (or .npz: every output)")
     pp.set_defaults(fn=_predict)
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except engine.EngineError as e:
+    except (engine.EngineError, OSError) as e:  # OSError: unreadable model, unwritable output
         print(f"engine: error: {e}", file=sys.stderr)
         return 2
