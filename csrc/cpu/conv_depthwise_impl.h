@@ -4,6 +4,10 @@
 // over contiguous channels with compile-time trip counts and are auto-vectorised.
 #include "conv_kernels.h"
 
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
+
 namespace engine::convk {
 namespace {
 
@@ -36,6 +40,20 @@ inline void tap_range(index_t o, index_t s, index_t p, index_t d, index_t k, ind
 constexpr int VW = DW_VW;
 typedef float vf __attribute__((vector_size(DW_VW * 4), aligned(4)));
 
+// max(0, x) as one MAXPS with zero first: MAXPS returns its second operand on NaN, so a NaN
+// stays NaN as in torch (GCC compiles `x < 0 ? 0 : x` to a compare and a mask instead).
+inline vf relu(vf x) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_max_ps(_mm512_setzero_ps(), (__m512)x);
+#elif defined(__AVX2__)
+  return (vf)_mm256_max_ps(_mm256_setzero_ps(), (__m256)x);
+#elif defined(__SSE__)
+  return (vf)_mm_max_ps(_mm_setzero_ps(), (__m128)x);
+#else
+  return x < vf{} ? vf{} : x;
+#endif
+}
+
 // multiplier 1: NV vectors of channels, accumulators in registers.
 template <int NV>
 inline void vblock(float* y, const DepthwiseArgs& a, const float* xpix0, const float* w0, const float* bias,
@@ -58,7 +76,7 @@ inline void vblock(float* y, const DepthwiseArgs& a, const float* xpix0, const f
   const vf zero{};
   if (a.act == Act::Relu) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[v] = acc[v] > zero ? acc[v] : zero;
+    for (int v = 0; v < NV; ++v) acc[v] = relu(acc[v]);
   } else if (a.act == Act::LeakyRelu) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[v] = acc[v] > zero ? acc[v] : acc[v] * a.alpha;
@@ -100,7 +118,7 @@ inline void vblock_r(float* y, const DepthwiseArgs& a, const float* xpix0, const
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       vf o = acc[r][v];
-      if (a.act == Act::Relu) o = o > zero ? o : zero;
+      if (a.act == Act::Relu) o = relu(o);
       else if (a.act == Act::LeakyRelu) o = o > zero ? o : o * a.alpha;
       *reinterpret_cast<vf*>(y + r * C + v * VW) = o;
     }
@@ -123,7 +141,7 @@ inline void block(float* y, index_t ystride, const DepthwiseArgs& a, const float
     }
   }
   if (a.act == Act::Relu) {
-    for (index_t j = 0; j < len; ++j) acc[j] = acc[j] > 0.f ? acc[j] : 0.f;
+    for (index_t j = 0; j < len; ++j) acc[j] = acc[j] < 0.f ? 0.f : acc[j];  // NaN stays NaN
   } else if (a.act == Act::LeakyRelu) {
     const float al = a.alpha;
     for (index_t j = 0; j < len; ++j) acc[j] = acc[j] > 0.f ? acc[j] : acc[j] * al;

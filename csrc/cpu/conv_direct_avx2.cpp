@@ -52,7 +52,7 @@ inline void tile(float* y, const DirectArgs& a, const float* xrow, index_t ow0, 
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
       __m256 x = acc[r][v];
-      if (relu) x = _mm256_max_ps(x, zero);
+      if (relu) x = _mm256_max_ps(zero, x);  // zero first: NaN stays NaN
       else if (leaky) x = _mm256_blendv_ps(x, _mm256_mul_ps(x, alpha), _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
       if (has_tail && v >= V - 2) {
         int n = tail - (v - (V - 2)) * 8;

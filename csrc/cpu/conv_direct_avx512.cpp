@@ -52,7 +52,7 @@ inline void tile(float* y, const DirectArgs& a, const float* xrow, index_t ow0, 
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
-      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_max_ps(acc[r][b], zero);
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_max_ps(zero, acc[r][b]);  // NaN stays NaN
   } else if (leaky) {
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)

@@ -104,9 +104,9 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
       v0 = _mm256_add_ps(v0, br);
       v1 = _mm256_add_ps(v1, br);
     }
-    if (p.relu) {
-      v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
-      v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+    if (p.relu) {  // zero first: MAXPS returns its second operand on NaN, so NaN stays NaN
+      v0 = _mm256_max_ps(_mm256_setzero_ps(), v0);
+      v1 = _mm256_max_ps(_mm256_setzero_ps(), v1);
     }
     st(c, 0, v0);
     st(c + 8, 1, v1);

@@ -150,9 +150,9 @@ inline __attribute__((always_inline)) void kernel_impl(int m, int n, index_t K, 
       v0 = _mm512_add_ps(v0, br);
       v1 = _mm512_add_ps(v1, br);
     }
-    if (p.relu) {
-      v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
-      v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+    if (p.relu) {  // zero first: MAXPS returns its second operand on NaN, so NaN stays NaN
+      v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
+      v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
     }
     _mm512_mask_storeu_ps(c, k0, v0);
     if (NV == 2) _mm512_mask_storeu_ps(c + 16, k1, v1);
