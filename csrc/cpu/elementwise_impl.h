@@ -312,8 +312,9 @@ void activation(float* y, const float* x, index_t n, Act act, float alpha, float
     case Act::Silu:
       return unary_loop(y, x, n, [&](vf v) { return v * v_sigmoid(v); });
     case Act::Softplus:
-      // max(x, 0) + log1p(exp(-|x|)): no overflow, accurate in both tails.
-      return unary_loop(y, x, n, [&](vf v) { return vmax(v, zero) + v_log1p_pos(v_exp(-vabs(v))); });
+      // max(x, 0) + log1p(exp(-|x|)): no overflow, accurate in both tails. Zero first, so a
+      // NaN passes the max (not only through the log1p term's arithmetic).
+      return unary_loop(y, x, n, [&](vf v) { return vmax(zero, v) + v_log1p_pos(v_exp(-vabs(v))); });
     case Act::HardSigmoid: {
       const vf a = splat(alpha), b = splat(beta);
       return unary_loop(y, x, n, [&](vf v) { return vmin(one, vmax(zero, a * v + b)); });
