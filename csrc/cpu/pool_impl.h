@@ -88,10 +88,11 @@ inline void store_n(float*, vr, index_t) {}
 // MAXPS drops a NaN operand that is not the second, so the kernels come in two flavours:
 // kNaN = false, the plain MAXPS chain, for inputs known to hold no NaN; kNaN = true, which
 // also tracks NaN taps: a compare per tap besides the MAXPS (a 2×2 window: one per two
-// taps, max4). Without AVX-512 that measured up to 1.5× the plain loop on 3×3 windows, so
-// there windows of more than 4 taps first look for a NaN in the input rows they read
-// (has_nan, once per row; an input is read by several windows) and track only where there
-// is one (max_rows).
+// taps, max4). Without AVX-512 that measured 1.5× the plain loop on 3×3 stride-1 windows
+// in cache, so where windows overlap a lot (each input read by 4+ windows) they first look
+// for a NaN in the input rows they read (has_nan, once per row) and track only where there
+// is one (max_rows). Less overlap, or AVX-512, tracks always: the scan's extra pass cost
+// more than tracking there (3×3 stride 2 from memory: +35% against +0%).
 
 // Does p[0, n) hold a NaN? One unordered compare per two vectors.
 inline bool has_nan(const float* p, index_t n) {
@@ -217,7 +218,7 @@ inline __attribute__((always_inline)) void vblock_max(float* y, const float* x0,
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) acc[v].init(ld(x00, v));
   for (index_t kh = kh0; kh < kh1; ++kh)
-    for (index_t kw = kh == kh0 ? kw0 + 1 : kw0; kw < kw1; ++kw) {  // tap (kh0, kw0) is in acc
+    for (index_t kw = kw0; kw < kw1; ++kw) {  // tap (kh0, kw0) again: harmless, and measured faster
       const float* xp = x0 + kh * rs + kw * cs;
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
@@ -272,18 +273,17 @@ void max_row(float* y, const PoolArgs& a, index_t oh, index_t kh0, index_t kh1) 
   }
 }
 
-// Output rows [oh0, oh1) of one image. Windows of up to 4 taps, and any on AVX-512 (where
-// tracking measured as fast as scanning at 3×3 stride 1, faster at stride 2), always track.
-// Otherwise each input row is scanned for a NaN once, before its first use, and only output
-// rows whose window meets such a row track: rows are scanned in order, so the window's rows
-// [r0, r1) hold a NaN iff the last NaN row scanned (every row < r1 is) is >= r0.
+// Output rows [oh0, oh1) of one image. Scanning (see above): each input row is scanned for
+// a NaN once, before its first use, and only output rows whose window meets such a row
+// track; rows are scanned in order, so the window's rows [r0, r1) hold a NaN iff the last
+// NaN row scanned (every row < r1 is) is >= r0.
 #if defined(__AVX512F__)
 constexpr bool kScanRows = false;
 #else
 constexpr bool kScanRows = true;
 #endif
 void max_rows(float* y, const PoolArgs& a, index_t oh0, index_t oh1) {
-  const bool always = !kScanRows || a.KH * a.KW <= 4;
+  const bool always = !kScanRows || a.KH * a.KW <= 4 || a.KH * a.KW < 4 * a.sh * a.sw;
   const index_t row = a.W * a.C;
   index_t scanned = 0, last_nan = -1;
   for (index_t oh = oh0; oh < oh1; ++oh) {
