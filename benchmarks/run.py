@@ -8,7 +8,9 @@ Sections (see benchmarks/README.md for what each column means):
 2. Models: median single-call latency of the seed CNN and MLP at batch 1 and 64 for the engine,
    onnxruntime, OpenVINO (f32) and PyTorch, each peer's output checked against the engine's
    (and everything against a numpy reference) before anything is timed.
-3. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
+3. First call at a new batch size: what planning a new input signature costs (engine) against
+   onnxruntime with a symbolic batch dimension (``benchmarks.first_call``).
+4. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
    process CPU / wall time while paced, and in the second after the last request.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, slow OpenBLAS down; this script re-executes
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads for every framework (default: all cores, %(default)s)")
     ap.add_argument("--quick", action="store_true", help="fast smoke run: fewer sizes, repeats and seconds")
     ap.add_argument("--json", metavar="PATH", help="also save all rows and metadata as JSON")
-    ap.add_argument("--only", default="gemm,models,cpu", help="comma-separated sections (default: %(default)s)")
+    ap.add_argument("--only", default="gemm,models,first,cpu", help="comma-separated sections (default: %(default)s)")
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
                     help="comma-separated subset of %(default)s")
@@ -423,6 +425,13 @@ def main(argv: list[str] | None = None) -> int:
         errs = [(r["model"], r["batch"], fw, m) for r in rows for fw, m in r["errors"].items()]
         for model, batch, fw, m in errs:
             print(f"  ! {model} batch {batch} {M.FRAMEWORK_NAMES[fw]} not timed: {m}")
+        print(flush=True)
+    if "first" in sections:
+        from . import first_call
+        log("[benchmarks] first call at a new batch size ...")
+        rows = first_call.run(threads, frameworks, log)
+        result["first_call"] = rows
+        print(first_call.table(rows, format_table))
         print(flush=True)
     if "cpu" in sections:
         log("[benchmarks] CPU cost (one subprocess per framework) ...")
