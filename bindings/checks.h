@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/common.h"
+#include "engine/dtype.h"
 
 namespace engine::bind {
 
@@ -27,6 +28,31 @@ inline bool is_f32(const py::array& a) {
   const char order = dt.byteorder();
   constexpr char kNative = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '<' : '>';
   return dt.kind() == 'f' && dt.itemsize() == 4 && (order == '=' || order == '|' || order == kNative);
+}
+
+// The engine type of a native-byte-order numpy array (DType::Any for anything else).
+inline DType array_dtype(const py::array& a) {
+  const py::dtype dt = a.dtype();
+  const char order = dt.byteorder();
+  constexpr char kNative = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '<' : '>';
+  if (!(order == '=' || order == '|' || order == kNative)) return DType::Any;
+  const auto n = dt.itemsize();
+  switch (dt.kind()) {
+    case 'f': return n == 4 ? DType::F32 : n == 8 ? DType::F64 : n == 2 ? DType::F16 : DType::Any;
+    case 'i': return n == 1 ? DType::I8 : n == 2 ? DType::I16 : n == 4 ? DType::I32 : n == 8 ? DType::I64 : DType::Any;
+    case 'u': return n == 1 ? DType::U8 : n == 2 ? DType::U16 : n == 4 ? DType::U32 : n == 8 ? DType::U64 : DType::Any;
+    case 'b': return n == 1 ? DType::Bool : DType::Any;
+    default: return DType::Any;
+  }
+}
+
+// A C-contiguous array of exactly `want` (by value, native byte order).
+inline void check_typed(const py::array& a, DType want, const char* name) {
+  if (array_dtype(a) != want)
+    throw Error(std::string(name) + ": expected a " + dtype_name(want) + " array, got " +
+                std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style))
+    throw Error(std::string(name) + ": expected a C-contiguous array (use np.ascontiguousarray)");
 }
 
 inline void check_f32(const py::array& a, const char* name) {

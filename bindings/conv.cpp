@@ -26,7 +26,7 @@ void init_conv(py::module_& m) {
       .def("validate", &engine::Conv2DShape::validate,
            "Raise KernelError naming the first bad field (non-positive size, groups, empty output).");
 
-  py::class_<engine::PackedConv2D, std::shared_ptr<engine::PackedConv2D>>(m, "PackedConv2D")
+  py::class_<engine::PackedConv2D, engine::KernelState, std::shared_ptr<engine::PackedConv2D>>(m, "PackedConv2D")
       .def(py::init([](const engine::Conv2DShape& s, py::array filter, py::object bias) {
              s.validate();
              check_shape(filter, {s.KH, s.KW, s.C / s.groups, s.OC}, "filter");

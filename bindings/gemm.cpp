@@ -73,7 +73,7 @@ void init_gemm(py::module_& m) {
         "c = act(alpha*op(a)@op(b) + beta*c + bias), in place into c (float32, C-contiguous). "
         "bias has N entries (one per column), or M with bias_per_row=True.");
 
-  py::class_<engine::PackedMatrixB, std::shared_ptr<engine::PackedMatrixB>>(m, "PackedMatrixB")
+  py::class_<engine::PackedMatrixB, engine::KernelState, std::shared_ptr<engine::PackedMatrixB>>(m, "PackedMatrixB")
       .def(py::init([](py::array b, bool tb) {
              check_2d(b, "b");
              const float* pb = in_ptr(b, "b");

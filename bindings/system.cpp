@@ -28,6 +28,8 @@ void init_system(py::module_& m) {
 }
 
 void init_enums(py::module_& m) {
+  py::class_<engine::KernelState, std::shared_ptr<engine::KernelState>>(
+      m, "KernelState", "Data a kernel prepared once (packed weights); passed to Program.add_step.");
   py::enum_<engine::Act>(m, "Act")
       .value("none", engine::Act::None).value("relu", engine::Act::Relu)
       .value("leaky_relu", engine::Act::LeakyRelu).value("sigmoid", engine::Act::Sigmoid)
@@ -44,4 +46,7 @@ void init_enums(py::module_& m) {
       .value("mul", engine::BinaryOp::Mul).value("div", engine::BinaryOp::Div)
       .value("max", engine::BinaryOp::Max).value("min", engine::BinaryOp::Min)
       .value("pow", engine::BinaryOp::Pow);
+  // The op layer (engine/ops) keeps the codes as plain ints so it needs no engine._C.
+  py::implicitly_convertible<py::int_, engine::Act>();
+  py::implicitly_convertible<py::int_, engine::BinaryOp>();
 }

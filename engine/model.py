@@ -20,14 +20,13 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _C
+from . import _C, dtypes
 from .errors import DTypeError, EngineError, ShapeError
 from .graph import Graph
 from .passes import optimize, symbolic_shapes
 from .runtime.plan import Plan, Schedule
 
 DEFAULT_PLAN_CACHE_SIZE = 64
-_EXACT_IN_F32 = 2 ** 24  # integers up to this magnitude convert to float32 without loss
 
 
 class TensorInfo(NamedTuple):
@@ -264,43 +263,55 @@ def _fmt(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _check_input(info: TensorInfo, x) -> np.ndarray:
-    """Validate one input against its declared shape and convert it to contiguous float32.
 
-    Accepted without loss: float32 (as is), float16, bool, and integer arrays whose values
-    are exactly representable (|v| <= 2**24), float64 whose values are all exactly float32.
-    Anything else is refused rather than silently rounded.
+def _check_input(info: TensorInfo, x) -> np.ndarray:
+    """Validate one input against its declared shape and type; convert it to a contiguous array
+    of the declared type when that loses nothing.
+
+    Float inputs take floats whose values the declared type holds exactly, and bools and
+    8/16-bit integers (pixels, masks); 32/64-bit integers are refused (token ids fed to the
+    wrong input, most likely). Integer inputs take integers that fit; never floats. Anything
+    else is refused rather than silently rounded.
     """
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except Exception as e:  # ragged lists and the like
             raise DTypeError(f"input '{info.name}': cannot convert {type(x).__name__} to an array ({e})") from None
-    if x.dtype != np.float32 or not x.dtype.isnative:
-        x = _to_float32(info.name, x)
+    want = dtypes.to_numpy(info.dtype)
+    if x.dtype != want or not x.dtype.isnative:
+        x = _convert(info, x, want)
     if x.ndim != len(info.shape):
         raise ShapeError(f"input '{info.name}': expected rank {len(info.shape)} with shape "
                          f"{_fmt(info.shape)}, got rank {x.ndim} with shape {_fmt(x.shape)}")
-    for axis, (want, got) in enumerate(zip(info.shape, x.shape)):
-        if want is not None and want != got:
+    for axis, (want_dim, got) in enumerate(zip(info.shape, x.shape)):
+        if isinstance(want_dim, int) and want_dim != got:
             raise ShapeError(f"input '{info.name}': expected shape {_fmt(info.shape)}, got "
-                             f"{_fmt(x.shape)} (dim {axis} must be {want})")
+                             f"{_fmt(x.shape)} (dim {axis} must be {want_dim})")
     return np.ascontiguousarray(x)
 
 
-def _to_float32(name: str, x: np.ndarray) -> np.ndarray:
-    kind = x.dtype.kind
-    if kind == "f" and x.dtype.itemsize <= 4 or kind == "b":
-        return x.astype(np.float32)
-    if kind in "iu":
-        if x.size and (x.max() > _EXACT_IN_F32 or x.min() < -_EXACT_IN_F32):
-            raise DTypeError(f"input '{name}': expected float32, got {x.dtype} with values beyond "
-                             f"±2**24 that float32 cannot hold exactly; convert explicitly")
-        return x.astype(np.float32)
-    if kind == "f":
-        y = x.astype(np.float32)
-        if np.array_equal(y.astype(x.dtype), x, equal_nan=True):
-            return y
-        raise DTypeError(f"input '{name}': expected float32, got {x.dtype} whose values float32 "
-                         f"cannot hold exactly; pass x.astype(np.float32) to accept the rounding")
-    raise DTypeError(f"input '{name}': expected float32, got {x.dtype}")
+def _convert(info: TensorInfo, x: np.ndarray, want: np.dtype) -> np.ndarray:
+    name, kind, got = info.name, x.dtype.kind, x.dtype
+    if want.kind == "f":
+        if kind == "b" or (kind in "iu" and got.itemsize <= 2):
+            return x.astype(want)
+        if kind == "f":
+            y = x.astype(want)
+            if got.itemsize <= want.itemsize or np.array_equal(y.astype(got), x, equal_nan=True):
+                return y
+            raise DTypeError(f"input '{name}': expected {info.dtype}, got {got} whose values {info.dtype} "
+                             f"cannot hold exactly; pass x.astype(np.{info.dtype}) to accept the rounding")
+        raise DTypeError(f"input '{name}': expected {info.dtype}, got {got}; convert explicitly "
+                         f"(x.astype(np.{info.dtype})) if that is what you mean")
+    if want.kind in "iu":
+        if kind in "iu":
+            info_w = np.iinfo(want)
+            if x.size and (x.min() < info_w.min or x.max() > info_w.max):
+                raise DTypeError(f"input '{name}': expected {info.dtype}, got {got} with values outside "
+                                 f"[{info_w.min}, {info_w.max}]")
+            return x.astype(want)
+        raise DTypeError(f"input '{name}': expected {info.dtype}, got {got}")
+    if want.kind == "b" and kind == "b":
+        return x.astype(want)
+    raise DTypeError(f"input '{name}': expected {info.dtype}, got {got}")

@@ -30,12 +30,15 @@ def test_float64_exact_is_converted_inexact_refused(cnn):
         cnn.predict(np.random.default_rng(0).random((2, 8, 8, 1)))
 
 
-def test_integers_and_bools_convert_losslessly(cnn):
+def test_small_integers_and_bools_convert_wide_integers_are_refused(cnn):
     x = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 1))
-    np.testing.assert_array_equal(cnn.predict(x), cnn.predict(x.astype(np.float32)))
+    for small in (np.uint8, np.int16, np.uint16, np.int8):
+        xs = x.astype(small) if small != np.int8 else (x // 2).astype(np.int8)
+        np.testing.assert_array_equal(cnn.predict(xs), cnn.predict(xs.astype(np.float32)))
     assert cnn.predict(x > 100).shape == (2, 3)
-    with pytest.raises(engine.DTypeError, match="2\\*\\*24"):
-        cnn.predict(np.full((1, 8, 8, 1), 2 ** 30, np.int64))
+    for wide in (np.int32, np.int64, np.uint32, np.uint64):  # token ids in a float input, likely
+        with pytest.raises(engine.DTypeError, match=f"expected float32, got {np.dtype(wide)}"):
+            cnn.predict(x.astype(wide))
 
 
 @pytest.mark.parametrize("bad", [np.zeros((1, 8, 8, 1), np.complex64),
@@ -97,9 +100,17 @@ def test_kernel_level_checks_raise_not_crash():
                 np.zeros((2, 2), np.float32))
     p = C.Program()
     s = p.new_slot()
-    p.set_io([s], [16], [s], [16])
-    with pytest.raises(engine.KernelError, match="expected 4 float32 elements"):
+    p.set_io([(s, 1, 16)], [(s, 1, 16)])  # float32, 4 elements
+    with pytest.raises(engine.KernelError, match="expected 4 elements"):
         p.run([np.zeros(3, np.float32)], [np.zeros(4, np.float32)], C.ContextPool())
+    with pytest.raises(engine.KernelError, match="expected a float32 array, got int32"):
+        p.run([np.zeros(4, np.int32)], [np.zeros(4, np.float32)], C.ContextPool())
+    with pytest.raises(engine.KernelError, match="no kernel 'nope'"):
+        p.add_step("nope", 1, [s], [s], [1], [1], [], [])
+    with pytest.raises(engine.KernelError, match="expected 1 inputs and 1 outputs"):
+        p.add_step("activation", 1, [s, s], [s], [1, 1], [1], [4, 1], [0.0, 0.0])
+    with pytest.raises(engine.KernelError, match="bad activation code|bad code"):
+        p.add_step("activation", 1, [s], [s], [1], [1], [4, 99], [0.0, 0.0])
 
 
 # -- arrays a service receives: pickled, through multiprocessing -----------------------------

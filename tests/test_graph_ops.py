@@ -139,3 +139,32 @@ def test_every_registered_op_is_tested_here():
               "AvgPool2D", "GlobalAveragePool2D", "Reshape", "Flatten", "Identity", "Dropout",
               "Log", "Sqrt", "Reciprocal"} | set(UNARY)
     assert set(OPS) <= tested, f"untested ops: {set(OPS) - tested}"
+
+
+def test_op_layer_codes_match_the_native_enums():
+    # engine/ops keeps kernel enums as ints (no engine._C import there); they must agree.
+    from engine import _C
+    from engine.ops.activations import A
+    from engine.ops.elementwise import BINARY_CODES
+
+    for name, member in _C.Act.__members__.items():
+        assert getattr(A, name) == int(member), name
+    for name, code in BINARY_CODES.items():
+        assert int(getattr(_C.BinaryOp, name.lower())) == code, name
+
+
+def test_op_layer_does_not_import_the_native_extension():
+    import subprocess
+    import sys
+
+    # Load engine.ops with engine/__init__ bypassed: only errors, graph, dtypes and ops.
+    code = ("import sys, types, pathlib, importlib\n"
+            "root = pathlib.Path(__import__('engine').__file__).parent\n"
+            "for k in [k for k in sys.modules if k == 'engine' or k.startswith('engine.')]: del sys.modules[k]\n"
+            "pkg = types.ModuleType('engine'); pkg.__path__ = [str(root)]; sys.modules['engine'] = pkg\n"
+            "sys.modules['engine._C'] = None\n"
+            "importlib.import_module('engine.ops')\n"
+            "print(len(importlib.import_module('engine.ops').OPS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 20

@@ -14,10 +14,8 @@
 #include <vector>
 
 #include "engine/common.h"
-#include "engine/conv.h"
-#include "engine/elementwise.h"
-#include "engine/gemm.h"
-#include "engine/pool.h"
+#include "engine/dtype.h"
+#include "runtime/registry.h"
 
 namespace engine {
 
@@ -62,20 +60,26 @@ class ContextPool {
 
 class Program {
  public:
-  using Step = std::function<void(void* const* slots)>;
+  using Step = StepFn;
 
   int new_slot();
   void bind_const(int slot, const void* ptr);  // memory owned elsewhere (weights), fixed
   void bind_arena(int slot, size_t offset);    // byte offset into the context's arena
   void set_arena_bytes(size_t bytes) { arena_bytes_ = bytes; }
   size_t arena_bytes() const { return arena_bytes_; }
-  // Slots bound per call, with the byte size each buffer must have.
-  void set_io(std::vector<int> input_slots, std::vector<size_t> input_bytes,
-              std::vector<int> output_slots, std::vector<size_t> output_bytes);
-  const std::vector<size_t>& input_bytes() const { return input_bytes_; }
-  const std::vector<size_t>& output_bytes() const { return output_bytes_; }
+  // Slots bound per call, with the element type and byte size each buffer must have.
+  struct IoSpec {
+    int slot;
+    DType dtype;
+    size_t bytes;
+  };
+  void set_io(std::vector<IoSpec> inputs, std::vector<IoSpec> outputs);
+  const std::vector<IoSpec>& inputs() const { return inputs_; }
+  const std::vector<IoSpec>& outputs() const { return outputs_; }
 
-  void add(std::string name, Step step);
+  // Appends the step the kernel registry makes for `spec` (KernelError if there is no such
+  // kernel or a parameter is wrong).
+  void add_step(const StepSpec& spec);
   size_t size() const { return steps_.size(); }
   const std::string& step_name(size_t i) const { return names_[i]; }
 
@@ -83,23 +87,6 @@ class Program {
   void run(ExecContext& ctx, const void* const* inputs, void* const* outputs) const;
   // Borrows a context from `pool` for the call.
   void run(ContextPool& pool, const void* const* inputs, void* const* outputs) const;
-
-  // Step builders (each captures its sizes; slots are resolved at run time).
-  void gemm_packed(int out, int in, std::shared_ptr<const PackedMatrixB> w, index_t M,
-                   std::vector<float> bias, Act act, float a, float b);
-  void matmul(int out, int lhs, int rhs, index_t batch, index_t M, index_t N, index_t K,
-              bool trans_a, bool trans_b, index_t lhs_batch_stride, index_t rhs_batch_stride);
-  void conv2d(int out, int in, std::shared_ptr<const PackedConv2D> w, index_t batch, Act act,
-              float a, float b);
-  void conv2d_maxpool(int out, int in, std::shared_ptr<const PackedConv2D> w, index_t batch,
-                      index_t pool_h, index_t pool_w, Act act, float a, float b);
-  void pool2d(int out, int in, const Pool2DShape& s, bool is_max);
-  void global_avgpool(int out, int in, index_t N, index_t HW, index_t C);
-  void binary(int out, int lhs, int rhs, BinaryOp op, std::vector<index_t> shape,
-              std::vector<index_t> lhs_strides, std::vector<index_t> rhs_strides);
-  void activation(int out, int in, index_t n, Act act, float a, float b);
-  void softmax(int out, int in, index_t outer, index_t axis, index_t inner, bool log);
-  void copy(int out, int in, size_t bytes);
 
  private:
   enum class SlotKind : unsigned char { Unbound, Const, Arena, Io };
@@ -113,8 +100,7 @@ class Program {
   std::vector<SlotBinding> bindings_;
   std::vector<Step> steps_;
   std::vector<std::string> names_;
-  std::vector<int> input_slots_, output_slots_;
-  std::vector<size_t> input_bytes_, output_bytes_;
+  std::vector<IoSpec> inputs_, outputs_;
   size_t arena_bytes_ = 0;
 };
 

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import EngineError, ShapeError
 from ..graph import Node
 from ..ops import get_op
+from ..ops.registry import Tensor
 from ..ops.activations import ACTIVATIONS
 from . import initializers
 from .tensor import KerasTensor
@@ -174,7 +175,8 @@ class Layer:
         concrete = tuple(1 if d is None else d for d in input_shape)
         node = Node(op, ["x"] + [f"w{i}" for i in range(len(weight_shapes))], ["y"], attrs,
                     self.name)
-        out = get_op(op).shape(node, [concrete] + list(weight_shapes))[0]
+        ins = [Tensor(concrete, "float32")] + [Tensor(tuple(w), "float32") for w in weight_shapes]
+        out = get_op(op).infer(node, ins)[0].shape
         return (input_shape[0],) + tuple(out[1:])
 
     def __repr__(self) -> str:

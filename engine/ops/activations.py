@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import math
 
-from .. import _C
 from ..errors import GraphError
-from .registry import register
+from .registry import register, same_as_input
 
-A = _C.Act
+
+class A:
+    """Codes of the native activation enum (csrc/include/engine/common.h, `enum class Act`);
+    tests/test_graph_ops.py checks they equal engine._C.Act."""
+    none, relu, leaky_relu, sigmoid, tanh, gelu, gelu_tanh, elu, selu, silu, softplus = range(11)
+    hard_sigmoid, clip, exp, log, sqrt, neg, abs, reciprocal, square, erf, identity = range(11, 22)
+
 
 # name -> (kernel enum, default alpha, default beta)
 ACTIVATIONS = {
@@ -54,17 +59,9 @@ def check_activation(node) -> None:
     resolve(node.attrs, node.name)
 
 
-def same_shape(node, shapes):
-    return [shapes[0]]
-
-
-def _numel(shape) -> int:
-    return math.prod(shape)
-
-
 def _emit(ctx, node, act, alpha, beta):
     x, y = node.inputs[0], node.outputs[0]
-    ctx.program.activation(ctx.slot(y), ctx.slot(x), _numel(ctx.shape(x)), act, alpha, beta)
+    ctx.kernel("activation", [x], [y], ints=[math.prod(ctx.shape(x)), act], floats=[alpha, beta])
 
 
 # Standalone activation ops (ONNX names). Attributes `alpha`/`beta` (and `min`/`max` for
@@ -94,7 +91,7 @@ def _unary(name: str):
 
 for _op, _name in UNARY_OPS.items():
     _forward, _params = _unary(_name)
-    register(_op, same_shape, _forward, inplace=True, check=_params)
+    register(_op, same_as_input, _forward, inplace=True, check=_params)
 
 
 def _activation_op(ctx, node):
@@ -102,4 +99,4 @@ def _activation_op(ctx, node):
 
 
 # Generic form: Activation(activation="relu"), as Keras's Activation layer.
-register("Activation", same_shape, _activation_op, inplace=True, check=check_activation)
+register("Activation", same_as_input, _activation_op, inplace=True, check=check_activation)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from .. import _C
 from ..errors import ShapeError
-from .registry import register
+from .registry import TensorType, register
 
 
 def broadcast_shape(a: tuple, b: tuple, node) -> tuple:
     """numpy broadcasting of two shapes; ShapeError naming the node if they do not."""
     n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
     out = []
     for i, (p, q) in enumerate(zip(a, b)):
         if p != q and 1 not in (p, q):
@@ -20,8 +19,8 @@ def broadcast_shape(a: tuple, b: tuple, node) -> tuple:
     return tuple(out)
 
 
-def binary_shape(node, shapes):
-    return [broadcast_shape(tuple(shapes[0]), tuple(shapes[1]), node)]
+def binary_type(node, ins):
+    return [TensorType(broadcast_shape(ins[0].shape, ins[1].shape, node), ins[0].dtype)]
 
 
 def broadcast_strides(shape: tuple, out: tuple) -> list[int]:
@@ -34,16 +33,19 @@ def broadcast_strides(shape: tuple, out: tuple) -> list[int]:
     return strides
 
 
-def _binary(op):
-    def forward(ctx, node):
+# Codes of the native enum BinaryOp (csrc/include/engine/elementwise.h).
+BINARY_CODES = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3, "Max": 4, "Min": 5, "Pow": 6}
+
+
+def _binary(code):
+    def lower(ctx, node):
         a, b = node.inputs
         out = ctx.shape(node.outputs[0])
-        ctx.program.binary(ctx.slot(node.outputs[0]), ctx.slot(a), ctx.slot(b), op, list(out),
-                           broadcast_strides(ctx.shape(a), out), broadcast_strides(ctx.shape(b), out))
-    return forward
+        ctx.kernel("binary", [a, b], node.outputs,
+                   ints=[code, len(out), *out, *broadcast_strides(ctx.shape(a), out),
+                         *broadcast_strides(ctx.shape(b), out)])
+    return lower
 
 
-B = _C.BinaryOp
-for _name, _op in {"Add": B.add, "Sub": B.sub, "Mul": B.mul, "Div": B.div, "Max": B.max,
-                   "Min": B.min, "Pow": B.pow}.items():
-    register(_name, binary_shape, _binary(_op), inplace=True)
+for _name, _code in BINARY_CODES.items():
+    register(_name, binary_type, _binary(_code), inplace=True)

@@ -1,36 +1,61 @@
-"""The op registry: each op declares, in one place, its shape rule and forward kernel
-binding (and, with the training issue, its backward rule)."""
+"""The op registry: each op declares, in one place, its type rule (output shapes and element
+types), its lowering to native kernel calls, its attribute check (run at load), optionally a
+numpy evaluation used to compute values fixed at plan time (shape arithmetic), and (with the
+training issue) its backward rule.
+
+Nothing here imports the native extension: a lowering asks the EmitContext it is given for
+kernels and packed weights, so another backend can plug in behind the same op definitions.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
 
 from ..errors import UnsupportedOpError
 
-ShapeRule = Callable  # (node, [input shapes]) -> [output shapes]; shapes are tuples of int
-Forward = Callable    # (ctx: runtime.plan.EmitContext, node) -> None: adds steps to ctx.program
+
+class Tensor(NamedTuple):
+    """What a type rule sees of one input at plan time."""
+    shape: tuple       # concrete ints
+    dtype: str         # engine.dtypes name
+    value: Optional[np.ndarray] = None  # known at plan time (a weight, or computed from shapes)
+
+
+class TensorType(NamedTuple):
+    shape: tuple
+    dtype: str
+
+
+InferRule = Callable  # (node, [Tensor | None]) -> [TensorType | (shape, dtype)]
+Lower = Callable      # (ctx: EmitContext, node) -> None: adds kernel steps through ctx.kernel(...)
 AttrCheck = Callable  # (node) -> None: raises GraphError naming a bad attribute (load time)
+Evaluate = Callable   # (node, [np.ndarray | None]) -> [np.ndarray]: exact op semantics, numpy
 
 
 @dataclass(frozen=True)
 class OpDef:
     name: str
-    shape: ShapeRule
-    forward: Optional[Forward]
-    check: Optional[AttrCheck] = None  # attribute validation, run when a graph is loaded
-    backward: Optional[Callable] = None  # slot for the training issue
-    alias: bool = False    # output is input 0 reinterpreted: no kernel, no copy
+    infer: InferRule
+    lower: Optional[Lower]
+    check: Optional[AttrCheck] = None      # attribute validation, run when a graph is loaded
+    evaluate: Optional[Evaluate] = None    # plan-time / load-time evaluation on known values
+    backward: Optional[Callable] = None    # slot for the training issue
+    alias: bool = False    # output is input 0 reinterpreted (same bytes): no kernel, no copy
     inplace: bool = False  # output may reuse input 0's buffer when input 0 dies here
+    fold: bool = True      # may be evaluated ahead of time when every input is known
+    value_inputs: Optional[tuple] = None  # inputs `evaluate` needs values of (None: all); Shape: ()
 
 
 OPS: dict[str, OpDef] = {}
 
 
-def register(name: str, shape: ShapeRule, forward: Optional[Forward] = None, **kw) -> OpDef:
+def register(name: str, infer: InferRule, lower: Optional[Lower] = None, **kw) -> OpDef:
     if name in OPS:
         raise ValueError(f"op {name} registered twice")
-    OPS[name] = op = OpDef(name, shape, forward, **kw)
+    OPS[name] = op = OpDef(name, infer, lower, **kw)
     return op
 
 
@@ -42,3 +67,8 @@ def get_op(name: str, node: str = "") -> OpDef:
         raise UnsupportedOpError(
             f"unknown op '{name}'{where}; this engine implements: {', '.join(sorted(OPS))}"
         ) from None
+
+
+def same_as_input(node, ins):
+    """Type rule of shape-preserving ops: the output is typed like input 0."""
+    return [TensorType(ins[0].shape, ins[0].dtype)]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError
-from .activations import same_shape
-from .registry import register
+from .registry import register, same_as_input
 
 
 def _check(node):
@@ -27,15 +26,15 @@ def _softmax(log):
     def forward(ctx, node):
         shape = ctx.shape(node.inputs[0])
         axis = _axis(node, len(shape))
-        ctx.program.softmax(ctx.slot(node.outputs[0]), ctx.slot(node.inputs[0]),
-                            math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]), log)
+        ctx.kernel("softmax", node.inputs[:1], node.outputs,
+                   ints=[math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]), int(log)])
     return forward
 
 
-def softmax_shape(node, shapes):
-    _axis(node, len(shapes[0]))
-    return same_shape(node, shapes)
+def softmax_type(node, ins):
+    _axis(node, len(ins[0].shape))
+    return same_as_input(node, ins)
 
 
-register("Softmax", softmax_shape, _softmax(False), inplace=True, check=_check)
-register("LogSoftmax", softmax_shape, _softmax(True), inplace=True, check=_check)
+register("Softmax", softmax_type, _softmax(False), inplace=True, check=_check)
+register("LogSoftmax", softmax_type, _softmax(True), inplace=True, check=_check)

@@ -2,10 +2,54 @@
 
 from __future__ import annotations
 
-from .. import _C
+from dataclasses import dataclass
+
 from ..errors import GraphError, ShapeError
 from .activations import resolve
-from .registry import register
+from .registry import TensorType, register
+
+
+@dataclass
+class Window2D:
+    """One 2-D convolution or pooling window over an NHWC input (the fields of the native
+    Conv2DShape / Pool2DShape)."""
+    N: int
+    H: int
+    W: int
+    C: int
+    KH: int
+    KW: int
+    stride_h: int = 1
+    stride_w: int = 1
+    dil_h: int = 1
+    dil_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+    pad_bottom: int = 0
+    pad_right: int = 0
+    OC: int = 0
+    groups: int = 1
+    ceil_mode: bool = False
+    count_include_pad: bool = False
+
+    def _out(self, n, pa, pb, k, d, s):
+        span = n + pa + pb - d * (k - 1) - 1
+        if span < 0:
+            return 0
+        if self.ceil_mode:
+            o = -(-span // s) + 1
+            if (o - 1) * s >= n + pa:  # the last window must start inside the input or left pad
+                o -= 1
+            return o
+        return span // s + 1
+
+    @property
+    def OH(self) -> int:
+        return self._out(self.H, self.pad_top, self.pad_bottom, self.KH, self.dil_h, self.stride_h)
+
+    @property
+    def OW(self) -> int:
+        return self._out(self.W, self.pad_left, self.pad_right, self.KW, self.dil_w, self.stride_w)
 
 
 def _is_int(v) -> bool:
@@ -75,10 +119,7 @@ def conv_params(node, x, w):
         raise ShapeError(f"node '{node.name}' (Conv2D): input has {x[3]} channels, filter {w} "
                          f"with groups={groups} expects {w[2] * groups}")
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = _window(node, x, w[:2])
-    s = _C.Conv2DShape()
-    s.N, s.H, s.W, s.C, s.OC, s.KH, s.KW = x[0], x[1], x[2], x[3], w[3], w[0], w[1]
-    s.stride_h, s.stride_w, s.dil_h, s.dil_w = sh, sw, dh, dw
-    s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, s.groups = pt, pl, pb, pr, groups
+    s = Window2D(x[0], x[1], x[2], x[3], w[0], w[1], sh, sw, dh, dw, pt, pl, pb, pr, OC=w[3], groups=groups)
     if s.OH < 1 or s.OW < 1:
         raise ShapeError(f"node '{node.name}' (Conv2D): input {x} is smaller than the "
                          f"{w[0]}x{w[1]} filter (dilation {dh}x{dw}) after padding")
@@ -115,48 +156,40 @@ def conv_check(node):
     resolve(node.attrs, node.name)
 
 
-def conv_shape(node, shapes):
-    x, w = shapes[0], shapes[1]
+def conv_type(node, ins):
+    x, w = ins[0].shape, ins[1].shape
     s = conv_params(node, x, w)
-    if len(shapes) > 2 and shapes[2] != (w[3],):
-        raise ShapeError(f"node '{node.name}' (Conv2D): bias must have shape ({w[3]},), got {shapes[2]}")
+    if len(ins) > 2 and ins[2] is not None and ins[2].shape != (w[3],):
+        raise ShapeError(f"node '{node.name}' (Conv2D): bias must have shape ({w[3]},), got {ins[2].shape}")
     pool = _fused_pool(node, s)
     if pool:
-        return [(x[0], s.OH // pool[0], s.OW // pool[1], w[3])]
-    return [(x[0], s.OH, s.OW, w[3])]
+        return [TensorType((x[0], s.OH // pool[0], s.OW // pool[1], w[3]), ins[0].dtype)]
+    return [TensorType((x[0], s.OH, s.OW, w[3]), ins[0].dtype)]
 
 
-def conv_forward(ctx, node):
+def conv_lower(ctx, node):
     x, w_name = node.inputs[0], node.inputs[1]
     b_name = node.inputs[2] if len(node.inputs) > 2 else ""
     s = conv_params(node, ctx.shape(x), ctx.const(w_name).shape)
     key = ("conv", w_name, b_name, s.H, s.W)  # packing is independent of the batch size
-    packed = ctx.cached(key, lambda: _C.PackedConv2D(
+    packed = ctx.cached(key, lambda: ctx.pack_conv2d(
         s, ctx.const(w_name), ctx.const(b_name) if b_name else None))
     act, a, b = resolve(node.attrs, node.name)
-    y = ctx.slot(node.outputs[0])
-    pool = _fused_pool(node, s)
-    if pool:
-        ctx.program.conv2d_maxpool(y, ctx.slot(x), packed, s.N, pool[0], pool[1], act, a, b)
-    else:
-        ctx.program.conv2d(y, ctx.slot(x), packed, s.N, act, a, b)
+    pool = _fused_pool(node, s) or (0, 0)
+    ctx.kernel("conv2d", [x], node.outputs, ints=[s.N, act, pool[0], pool[1]], floats=[a, b], state=packed)
 
 
 # Conv2D(x NHWC, filter HWIO, [bias]); attrs: strides, padding, dilations, groups, activation,
 # and maxpool [ph, pw] when a following non-overlapping max-pool was fused in (a pass sets it).
-register("Conv2D", conv_shape, conv_forward, check=conv_check)
+register("Conv2D", conv_type, conv_lower, check=conv_check)
 
 
 def pool_params(node, x):
     _check_nhwc(node, x)
     k = _pair(node.attrs.get("pool_size", 2), "pool_size", node)
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = _window(node, x, k, default_strides=k)
-    s = _C.Pool2DShape()
-    s.N, s.H, s.W, s.C, s.KH, s.KW = x[0], x[1], x[2], x[3], k[0], k[1]
-    s.stride_h, s.stride_w, s.dil_h, s.dil_w = sh, sw, dh, dw
-    s.pad_top, s.pad_left, s.pad_bottom, s.pad_right = pt, pl, pb, pr
-    s.ceil_mode = _flag(node, "ceil_mode")
-    s.count_include_pad = _flag(node, "count_include_pad")
+    s = Window2D(x[0], x[1], x[2], x[3], k[0], k[1], sh, sw, dh, dw, pt, pl, pb, pr,
+                 ceil_mode=_flag(node, "ceil_mode"), count_include_pad=_flag(node, "count_include_pad"))
     if s.OH < 1 or s.OW < 1:
         raise ShapeError(f"node '{node.name}' ({node.op}): input {x} is smaller than the "
                          f"{k[0]}x{k[1]} window")
@@ -172,34 +205,37 @@ def pool_check(node):
     _flag(node, "count_include_pad")
 
 
-def pool_shape(node, shapes):
-    s = pool_params(node, shapes[0])
-    return [(s.N, s.OH, s.OW, s.C)]
+def pool_type(node, ins):
+    s = pool_params(node, ins[0].shape)
+    return [TensorType((s.N, s.OH, s.OW, s.C), ins[0].dtype)]
 
 
-def _pool_forward(is_max):
-    def forward(ctx, node):
+def _pool_lower(is_max):
+    def lower(ctx, node):
         s = pool_params(node, ctx.shape(node.inputs[0]))
-        ctx.program.pool2d(ctx.slot(node.outputs[0]), ctx.slot(node.inputs[0]), s, is_max)
-    return forward
+        ctx.kernel("pool2d", node.inputs[:1], node.outputs,
+                   ints=[int(is_max), s.N, s.H, s.W, s.C, s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h,
+                         s.dil_w, s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, int(s.ceil_mode),
+                         int(s.count_include_pad)])
+    return lower
 
 
 # MaxPool2D / AvgPool2D(x NHWC); attrs: pool_size, strides (default pool_size), padding,
 # dilations, ceil_mode, count_include_pad.
-register("MaxPool2D", pool_shape, _pool_forward(True), check=pool_check)
-register("AvgPool2D", pool_shape, _pool_forward(False), check=pool_check)
+register("MaxPool2D", pool_type, _pool_lower(True), check=pool_check)
+register("AvgPool2D", pool_type, _pool_lower(False), check=pool_check)
 
 
-def gap_shape(node, shapes):
-    _check_nhwc(node, shapes[0])
-    n, _, _, c = shapes[0]
-    return [(n, 1, 1, c) if _flag(node, "keepdims") else (n, c)]
+def gap_type(node, ins):
+    _check_nhwc(node, ins[0].shape)
+    n, _, _, c = ins[0].shape
+    return [TensorType((n, 1, 1, c) if _flag(node, "keepdims") else (n, c), ins[0].dtype)]
 
 
-def gap_forward(ctx, node):
+def gap_lower(ctx, node):
     n, h, w, c = ctx.shape(node.inputs[0])
-    ctx.program.global_avgpool(ctx.slot(node.outputs[0]), ctx.slot(node.inputs[0]), n, h * w, c)
+    ctx.kernel("global_avgpool", node.inputs[:1], node.outputs, ints=[n, h * w, c])
 
 
 # GlobalAveragePool2D(x NHWC) -> (N, C), or (N, 1, 1, C) with keepdims.
-register("GlobalAveragePool2D", gap_shape, gap_forward, check=lambda node: _flag(node, "keepdims"))
+register("GlobalAveragePool2D", gap_type, gap_lower, check=lambda node: _flag(node, "keepdims"))

@@ -1,36 +1,99 @@
-"""Shape inference: every value's shape from the input shapes, using each op's shape rule."""
+"""Type inference: every value's shape and element type from the input shapes, using each
+op's type rule; and the values that are fixed once the shapes are (weights, Shape outputs and
+the arithmetic on them), computed here with the ops' numpy evaluations so that they become
+constants of the plan instead of kernels run on every call."""
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
 
 from ..errors import EngineError, ShapeError
 from ..graph import Graph
 from ..ops import get_op
+from ..ops.registry import Tensor, TensorType
+
+# A node whose inputs are all known is evaluated at plan time unless its output is larger
+# than this (elements) and a kernel can compute it per call instead (a big Expand of a
+# constant, say): plans stay small.
+FOLD_LIMIT = 1 << 16
+
+
+class Inferred(NamedTuple):
+    types: dict      # name -> TensorType
+    values: dict     # name -> np.ndarray, the values known at plan time
+    folded: set      # ids of nodes whose outputs are all in `values` (no kernel needed)
+
+
+def infer(graph: Graph, input_shapes: dict[str, tuple], fold: bool = True) -> Inferred:
+    """Types of every value for concrete input shapes, and the values fixed by them."""
+    values: dict[str, np.ndarray] = dict(graph.initializers)
+    types = {k: TensorType(tuple(int(d) for d in v.shape), _dtype_of(v)) for k, v in values.items()}
+    declared = {v.name: v.dtype for v in graph.inputs}
+    for k, shape in input_shapes.items():
+        types[k] = TensorType(tuple(int(d) for d in shape), declared.get(k, "float32"))
+    folded: set[int] = set()
+    for node in graph.nodes:
+        op = get_op(node.op, node.name)
+        ins = [Tensor(types[i].shape, types[i].dtype, values.get(i)) if i else None for i in node.inputs]
+        outs = [TensorType(tuple(int(d) for d in t[0]), t[1]) for t in op.infer(node, ins)]
+        if len(outs) != len(node.outputs):
+            raise ShapeError(f"node '{node.name}' ({node.op}): produces {len(outs)} outputs, "
+                             f"graph names {len(node.outputs)}")
+        for name, t in zip(node.outputs, outs):
+            if name:
+                types[name] = t
+        if fold and _foldable(op, ins, outs):
+            vals = op.evaluate(node, ins)
+            for name, v, t in zip(node.outputs, vals, outs):
+                if name:
+                    values[name] = _as_type(v, t, node)
+            folded.add(id(node))
+    return Inferred(types, values, folded)
+
+
+def _foldable(op, ins, outs) -> bool:
+    if op.evaluate is None or not op.fold:
+        return False
+    needed = range(len(ins)) if op.value_inputs is None else op.value_inputs
+    if any(i < len(ins) and ins[i] is not None and ins[i].value is None for i in needed):
+        return False
+    if op.lower is not None and sum(math.prod(t.shape) for t in outs) > FOLD_LIMIT:
+        return False
+    return True
+
+
+def _as_type(v, t: TensorType, node) -> np.ndarray:
+    from .. import dtypes
+
+    v = np.ascontiguousarray(v)
+    if v.shape != t.shape:
+        raise ShapeError(f"node '{node.name}' ({node.op}): evaluated shape {v.shape} differs from "
+                         f"the type rule's {t.shape}")
+    want = dtypes.to_numpy(t.dtype)
+    return v if v.dtype == want else v.astype(want)
+
+
+def _dtype_of(a: np.ndarray) -> str:
+    from .. import dtypes
+    return dtypes.from_numpy(a.dtype)
 
 
 def infer_shapes(graph: Graph, input_shapes: dict[str, tuple]) -> dict[str, tuple]:
     """Concrete shapes of every value for concrete input shapes."""
-    shapes = {k: tuple(int(d) for d in v.shape) for k, v in graph.initializers.items()}
-    shapes.update({k: tuple(v) for k, v in input_shapes.items()})
-    for node in graph.nodes:
-        op = get_op(node.op, node.name)
-        ins = [shapes[i] if i else None for i in node.inputs]
-        outs = op.shape(node, ins)
-        if len(outs) != len(node.outputs):
-            raise ShapeError(f"node '{node.name}' ({node.op}): produces {len(outs)} outputs, "
-                             f"graph names {len(node.outputs)}")
-        for name, s in zip(node.outputs, outs):
-            shapes[name] = tuple(int(d) for d in s)
-    return shapes
+    return {k: t.shape for k, t in infer(graph, input_shapes).types.items()}
 
 
 def symbolic_shapes(graph: Graph) -> dict[str, tuple]:
-    """Shapes with None where they follow a None input dim (e.g. the batch), found by
+    """Shapes with None where they follow an unknown input dim (e.g. the batch), found by
     inferring twice with different sizes for the unknown dims. Best effort: {} if the
     graph's rules need concrete sizes."""
     def concrete(n):
-        return {v.name: tuple(n if d is None else d for d in v.shape) for v in graph.inputs}
+        return {v.name: tuple(n if not isinstance(d, int) else d for d in v.shape) for v in graph.inputs}
     try:
         a, b = infer_shapes(graph, concrete(1)), infer_shapes(graph, concrete(2))
     except EngineError:
         return {}
-    return {k: tuple(None if p != q else p for p, q in zip(a[k], b[k])) for k in a}
+    return {k: tuple(None if p != q else p for p, q in zip(a[k], b[k])) for k in a if len(a[k]) == len(b[k])}

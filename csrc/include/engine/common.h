@@ -22,6 +22,13 @@ struct Error : std::invalid_argument {
     if (!(cond)) throw ::engine::Error(std::string(msg));        \
   } while (0)
 
+// Data a kernel prepares once and reads on every call (packed weights, tables): immutable,
+// shared by every plan of a model. Kernel families derive their prepared types from it so
+// the runtime can hold them without knowing what they are.
+struct KernelState {
+  virtual ~KernelState() = default;
+};
+
 // Activations: used standalone (elementwise unary) and fused into GEMM/conv epilogues.
 // alpha/beta carry the parameters: LeakyRelu slope, Elu alpha, Clip min/max,
 // HardSigmoid alpha/beta.

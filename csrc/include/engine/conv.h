@@ -21,7 +21,7 @@ struct Conv2DShape {
   void validate() const;  // throws engine::Error naming the bad field
 };
 
-class PackedConv2D {
+class PackedConv2D : public KernelState {
  public:
   // filter: HWIO, KH×KW×(C/groups)×OC, contiguous. bias: OC entries or null.
   PackedConv2D(const Conv2DShape& shape, const float* filter, const float* bias);

@@ -16,7 +16,7 @@ void sgemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, float al
            index_t ldc, const Epilogue& ep = {});
 
 // op(B) (K×N) packed once into the micro-kernel's panel layout for the ISA in use.
-class PackedMatrixB {
+class PackedMatrixB : public KernelState {
  public:
   PackedMatrixB(bool trans_b, index_t K, index_t N, const float* B, index_t ldb);
   ~PackedMatrixB();

@@ -1,0 +1,24 @@
+// Every kernel family registers its steps here, once (called by kernel_registry()).
+// A new family: add its file in this folder, declare its register function below and call it
+// from register_all_kernels (families.cpp).
+#pragma once
+
+namespace engine {
+
+class KernelRegistry;
+
+void register_gemm_steps(KernelRegistry& r);
+void register_conv_steps(KernelRegistry& r);
+void register_pool_steps(KernelRegistry& r);
+void register_elementwise_steps(KernelRegistry& r);
+void register_copy_steps(KernelRegistry& r);
+
+inline void register_all_kernels(KernelRegistry& r) {
+  register_gemm_steps(r);
+  register_conv_steps(r);
+  register_pool_steps(r);
+  register_elementwise_steps(r);
+  register_copy_steps(r);
+}
+
+}  // namespace engine
