@@ -35,17 +35,19 @@ from .config import apply_environment as _apply_environment  # noqa: E402
 _apply_environment()
 
 
-def load(source, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE) -> Model:
-    """Load a model into a runnable Model: a path (.engine file or directory), the file's
-    bytes, or a binary file object (a model received over the network need not touch disk).
+def load(source, optimize: bool = True, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE) -> Model:
+    """Load a model into a runnable Model: a path (.engine file or directory, .onnx), the
+    file's bytes, or a binary file object (a model received over the network need not touch
+    disk). optimize=False runs the graph exactly as in the file (for debugging).
 
     >>> m = engine.load("cnn.engine")
+    >>> m = engine.load("resnet50.onnx")
     >>> m = engine.load(open("cnn.engine", "rb").read())
     >>> y = m.predict(x)
     """
     from .formats import read_graph
 
-    return Model(read_graph(source), plan_cache_size=plan_cache_size)
+    return Model(read_graph(source), plan_cache_size=plan_cache_size, optimize=optimize)
 
 
 def __getattr__(name):  # engine.nn imported on first use

@@ -6,7 +6,8 @@ A `Graph` is what every importer produces and what the planner consumes:
     ...           nodes=[Node("Dense", ["x", "w", "b"], ["y"], {"activation": "relu"})],
     ...           initializers={"w": w, "b": b})
 
-Shapes use None for dimensions fixed only at run time (the batch). Nodes are kept in
+Shapes use None (or a name, like ONNX's dim_param) for dimensions fixed only at run time
+(the batch); a shape of None means not even the rank is declared. Nodes are kept in
 topological order; `validate()` checks that and every reference.
 """
 
@@ -25,15 +26,16 @@ Shape = tuple  # of int | None
 @dataclass
 class Value:
     name: str
-    shape: Shape
-    dtype: str = "float32"
+    shape: Shape  # ints, None or dim names; or None: unknown rank
+    dtype: str = "float32"  # an engine.dtypes name
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        return {"name": self.name, "shape": None if self.shape is None else list(self.shape), "dtype": self.dtype}
 
     @staticmethod
     def from_json(d: dict) -> "Value":
-        return Value(d["name"], tuple(d["shape"]), d.get("dtype", "float32"))
+        shape = d["shape"]
+        return Value(d["name"], None if shape is None else tuple(shape), d.get("dtype", "float32"))
 
 
 @dataclass
@@ -64,6 +66,14 @@ class Graph:
     outputs: list[Value]
     nodes: list[Node]
     initializers: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # where the model came from (producer, opsets, ...)
+
+    def replace(self, **changes) -> "Graph":
+        """A copy with some fields replaced (passes use it; metadata travels along)."""
+        fields = {"inputs": self.inputs, "outputs": self.outputs, "nodes": self.nodes,
+                  "initializers": self.initializers, "metadata": self.metadata}
+        fields.update(changes)
+        return Graph(**fields)
 
     def producers(self) -> dict[str, Node]:
         return {out: n for n in self.nodes for out in n.outputs}
@@ -112,12 +122,16 @@ class Graph:
             raise GraphError("graph has no outputs")
 
     def to_json(self) -> dict:
-        return {"inputs": [v.to_json() for v in self.inputs],
-                "outputs": [v.to_json() for v in self.outputs],
-                "nodes": [n.to_json() for n in self.nodes]}
+        d = {"inputs": [v.to_json() for v in self.inputs],
+             "outputs": [v.to_json() for v in self.outputs],
+             "nodes": [n.to_json() for n in self.nodes]}
+        if self.metadata:
+            d["metadata"] = self.metadata
+        return d
 
     @staticmethod
     def from_json(d: dict, initializers: dict[str, np.ndarray]) -> "Graph":
         return Graph([Value.from_json(v) for v in d["inputs"]],
                      [Value.from_json(v) for v in d["outputs"]],
-                     [Node.from_json(n) for n in d["nodes"]], dict(initializers))
+                     [Node.from_json(n) for n in d["nodes"]], dict(initializers),
+                     dict(d.get("metadata", {})))

@@ -40,26 +40,33 @@ class _Compiled:
     plans. Replaced as a whole when a weight changes, so a running call keeps a consistent
     set."""
 
-    def __init__(self, graph: Graph):
-        self.optimized = optimize(graph)
+    def __init__(self, graph: Graph, optimized: bool = True):
+        self.optimized = optimize(graph) if optimized else graph
         self.schedule = Schedule(self.optimized)
         self.packed: dict = {}  # pre-packed weights, shared by every plan
         self.plans: OrderedDict = OrderedDict()
 
 
 class Model:
-    def __init__(self, graph: Graph, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE):
+    def __init__(self, graph: Graph, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE, optimize: bool = True):
         graph.validate()
-        graph = Graph(graph.inputs, graph.outputs, graph.nodes, _frozen(graph.initializers))
+        self._optimize = optimize
+        graph = graph.replace(initializers=_frozen(graph.initializers))
         self.graph = graph
         self.plan_cache_size = plan_cache_size
         self._lock = threading.Lock()
         self._contexts = _C.ContextPool()
-        self._compiled = _Compiled(graph)
+        self._compiled = _Compiled(graph, optimize)
         sym = symbolic_shapes(graph)
-        self.inputs = [TensorInfo(v.name, tuple(v.shape), v.dtype) for v in graph.inputs]
-        self.outputs = [TensorInfo(v.name, sym.get(v.name, tuple(v.shape)), v.dtype)
-                        for v in graph.outputs]
+        self.inputs = [TensorInfo(v.name, None if v.shape is None else tuple(v.shape), v.dtype)
+                       for v in graph.inputs]
+        self.outputs = [TensorInfo(v.name, _output_shape(v, sym.get(v.name)), v.dtype) for v in graph.outputs]
+
+    @property
+    def metadata(self) -> dict:
+        """Where the model came from: for ONNX, producer, opset imports, doc string and
+        metadata_props."""
+        return dict(self.graph.metadata)
 
     @property
     def plan_cache_size(self) -> int:
@@ -210,8 +217,8 @@ class Model:
                 raise ShapeError(f"set_weights: weight {name!r} must have shape {current[name].shape}, "
                                  f"got {arr.shape}")
             new[name] = arr
-        graph = Graph(self.graph.inputs, self.graph.outputs, self.graph.nodes, _frozen(new))
-        compiled = _Compiled(graph)
+        graph = self.graph.replace(initializers=_frozen(new))
+        compiled = _Compiled(graph, self._optimize)
         with self._lock:
             self.graph, self._compiled = graph, compiled
 
@@ -245,6 +252,15 @@ class Model:
         ins = ", ".join(f"{i.name}{_fmt(i.shape)}" for i in self.inputs)
         outs = ", ".join(f"{o.name}{_fmt(o.shape)}" for o in self.outputs)
         return f"<engine.Model {len(self.graph.nodes)} nodes: {ins} -> {outs}>"
+
+
+def _output_shape(v, inferred):
+    """The declared shape (symbolic names kept), else what inference found (None = varies)."""
+    if v.shape is not None and any(isinstance(d, str) for d in v.shape):
+        return tuple(v.shape)
+    if inferred is not None:
+        return inferred
+    return None if v.shape is None else tuple(v.shape)
 
 
 def _frozen(weights: dict) -> dict:
@@ -281,6 +297,8 @@ def _check_input(info: TensorInfo, x) -> np.ndarray:
     want = dtypes.to_numpy(info.dtype)
     if x.dtype != want or not x.dtype.isnative:
         x = _convert(info, x, want)
+    if info.shape is None:  # the file declares no shape: any
+        return np.ascontiguousarray(x)
     if x.ndim != len(info.shape):
         raise ShapeError(f"input '{info.name}': expected rank {len(info.shape)} with shape "
                          f"{_fmt(info.shape)}, got rank {x.ndim} with shape {_fmt(x.shape)}")

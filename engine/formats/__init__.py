@@ -10,9 +10,11 @@ from pathlib import Path
 from ..errors import EngineError, ModelFormatError
 from . import native
 
-# Readers for these arrive with the import issues; named here so the error says so.
-_PLANNED = {".onnx": "ONNX", ".h5": "Keras HDF5", ".hdf5": "Keras HDF5", ".keras": "Keras",
+# Suffixes of the formats engine.load reads besides .engine (save() refuses to write them).
+_FOREIGN = {".onnx": "ONNX", ".h5": "Keras HDF5", ".hdf5": "Keras HDF5", ".keras": "Keras",
             ".pth": "PyTorch", ".pt": "PyTorch", ".gguf": "GGUF"}
+# Readers for these arrive with later issues; named here so the error says so.
+_PLANNED = {k: v for k, v in _FOREIGN.items() if k != ".onnx"}
 
 # What the first bytes of a file say it is (checked when the suffix does not tell).
 _MAGIC = [(b"\x89HDF\r\n\x1a\n", "Keras HDF5"), (b"PK\x03\x04", "a zip archive (Keras or PyTorch)"),
@@ -43,6 +45,9 @@ def read_graph(source):
     suffix = p.suffix.lower()
     if p.is_dir() or suffix == ".engine":
         return native.load(p)
+    if suffix == ".onnx":
+        from . import onnx
+        return onnx.read(p)
     if suffix in _PLANNED:
         raise ModelFormatError(f"{p}: {_PLANNED[suffix]} import is not implemented yet; "
                                "this version reads .engine models")
@@ -53,8 +58,11 @@ def _read_bytes(data: bytes, name: str):
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise ModelFormatError(f"{name}: {what} import is not implemented yet; this version "
-                                   "reads .engine models")
-    return native.loads(data, name)
+                                   "reads .engine and ONNX models")
+    if data[8:9] == b"{" or len(data) < 9:  # a safetensors header: the native format
+        return native.loads(data, name)
+    from . import onnx  # anything else may be an ONNX protobuf; the reader says if it is not
+    return onnx.read(data, name)
 
 
 def check_save_path(path) -> str:
@@ -69,9 +77,9 @@ def check_save_path(path) -> str:
     if not s.strip():
         raise EngineError("save: empty path")
     suffix = Path(s).suffix.lower()
-    if suffix in _PLANNED:
-        raise ModelFormatError(f"save: '{s}' names a {_PLANNED[suffix]} file, but save() writes the "
-                               f"native .engine format (exporting {_PLANNED[suffix]} is not "
+    if suffix in _FOREIGN:
+        raise ModelFormatError(f"save: '{s}' names a {_FOREIGN[suffix]} file, but save() writes the "
+                               f"native .engine format (exporting {_FOREIGN[suffix]} is not "
                                "implemented); use a '.engine' path")
     return s
 

@@ -41,4 +41,4 @@ def fuse_conv_maxpool(graph: Graph) -> Graph:
     if not fused:
         return graph
     nodes = [fused.get(n.name, n) for n in graph.nodes if id(n) not in dropped]
-    return Graph(graph.inputs, graph.outputs, nodes, graph.initializers)
+    return graph.replace(nodes=nodes)
