@@ -1,7 +1,25 @@
-"""Op registry. Each family file registers its ops: shape rule + forward kernel binding
-(+ backward rule, with the training issue) side by side."""
+"""Op registry. Each family file registers its ops: type rule + lowering to native kernels
+(+ attribute check, numpy evaluation for plan-time values, backward rule) side by side.
+See docs/ops.md for how to add one."""
 
-from . import activations, elementwise, linear, shape_ops, softmax, spatial  # noqa: F401  (register)
+from . import (  # noqa: F401  (each module registers its ops)
+    activations,
+    arith,
+    attention,
+    elementwise,
+    gather,
+    linear,
+    loss,
+    movement,
+    nchw,
+    norm,
+    reduce,
+    resize,
+    rnn,
+    shape_ops,
+    softmax,
+    spatial,
+)
 from .registry import OPS, OpDef, get_op, register
 
 __all__ = ["OPS", "OpDef", "get_op", "register"]

@@ -20,6 +20,7 @@ from .. import _C, dtypes
 from ..errors import GraphError, UnsupportedOpError
 from ..graph import Graph
 from ..ops import get_op
+from ..ops.registry import TensorType
 from ..passes.shapes import infer
 from .arena import ArenaAllocator
 
@@ -42,9 +43,14 @@ class EmitContext:
     """What an op's lowering sees: types, known values, slots, the kernel call builder and the
     model-wide cache of pre-packed weights. The CPU backend's side of the op layer."""
 
-    def __init__(self, program, types, values, slots, cache):
+    def __init__(self, program, types, values, slots, cache, scratch_base: int):
         self.program, self.types, self.values, self.slots, self._cache = (
             program, types, values, slots, cache)
+        # Scratch lives past the intermediates: every node's scratch starts at the same
+        # offset (a node's scratch is dead once it ran), so the region is the largest ask.
+        self._scratch_base = scratch_base
+        self._scratch_used = 0
+        self.scratch_bytes = 0
 
     # -- what the graph says about a value --
     def shape(self, name: str) -> tuple:
@@ -64,6 +70,14 @@ class EmitContext:
                              "not a value computed from the inputs' data")
         return v
 
+    def constant(self, value: np.ndarray) -> str:
+        """A plan constant holding `value` (parameters kernels read from memory, fill values)."""
+        name = f"\0const{len(self.slots)}"
+        value = np.ascontiguousarray(value)
+        self.values[name] = value
+        self.types[name] = TensorType(tuple(value.shape), dtypes.from_numpy(value.dtype))
+        return name
+
     def slot(self, name: str) -> int:
         slot = self.slots.get(name)
         if slot is None:  # a known value read directly by a kernel: bound on first use
@@ -82,6 +96,22 @@ class EmitContext:
             [self.slot(i) if i else -1 for i in inputs], [self.slot(o) for o in outputs],
             [dtypes.code(self.dtype(i)) if i else 0 for i in inputs], [dtypes.code(self.dtype(o)) for o in outputs],
             [int(v) for v in ints], [float(v) for v in floats], state)
+
+    def scratch(self, shape, dtype: str) -> str:
+        """A temporary buffer for the node being lowered (valid until its last kernel has run);
+        returns a value name to pass to kernel()."""
+        nbytes = math.prod(shape) * dtypes.itemsize(dtype)
+        offset = self._scratch_base + self._scratch_used
+        self._scratch_used += -(-max(nbytes, 1) // 64) * 64
+        self.scratch_bytes = max(self.scratch_bytes, self._scratch_used)
+        name = f"\0scratch{len(self.slots)}"
+        self.types[name] = TensorType(tuple(shape), dtype)
+        self.slots[name] = self.program.new_slot()
+        self.program.bind_arena(self.slots[name], offset)
+        return name
+
+    def end_node(self) -> None:
+        self._scratch_used = 0
 
     def cached(self, key, factory):
         if key not in self._cache:
@@ -172,9 +202,8 @@ class Plan:
             slots[name] = output_slots[i] = prog.new_slot()
 
         offsets, arena_size = _assign_offsets(work, root_of, last_use, nbytes, set(slots) | set(values))
-        prog.arena_bytes = arena_size
 
-        ctx = EmitContext(prog, types, values, slots, cache)
+        ctx = EmitContext(prog, types, values, slots, cache, scratch_base=arena_size)
         for node, op in work:
             if op.alias:
                 slots[node.outputs[0]] = ctx.slot(root_of(node.inputs[0]))
@@ -184,6 +213,8 @@ class Plan:
                     slots[out] = prog.new_slot()
                     prog.bind_arena(slots[out], offsets[out])
             op.lower(ctx, node)
+            ctx.end_node()
+        prog.arena_bytes = arena_size + ctx.scratch_bytes
         for i, name in copied:
             output_slots[i] = prog.new_slot()
             prog.add_step("copy", 0, [ctx.slot(root_of(name))], [output_slots[i]], [0], [0], [nbytes[name]], [])

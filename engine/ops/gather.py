@@ -1,0 +1,3 @@
+"""Gather / Scatter families (ONNX semantics)."""
+
+from __future__ import annotations

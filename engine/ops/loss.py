@@ -1,0 +1,3 @@
+"""SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss (ONNX semantics)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Data movement ops (ONNX semantics, every type): Transpose, Concat, Split, Slice, Pad, ..."""
+
+from __future__ import annotations

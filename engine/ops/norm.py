@@ -1,0 +1,3 @@
+"""Normalisations: Batch/Layer/Instance/Group/RMS, LRN, MVN, LpNormalization."""
+
+from __future__ import annotations

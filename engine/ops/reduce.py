@@ -1,0 +1,3 @@
+"""Reductions, ArgMax/ArgMin, CumSum, TopK (ONNX semantics)."""
+
+from __future__ import annotations

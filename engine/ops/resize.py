@@ -1,0 +1,3 @@
+"""Resize (and Upsample, mapped onto it at import)."""
+
+from __future__ import annotations

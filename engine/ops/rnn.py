@@ -1,0 +1,3 @@
+"""Recurrent ops: LSTM, GRU, RNN (ONNX semantics)."""
+
+from __future__ import annotations

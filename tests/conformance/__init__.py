@@ -1,0 +1,1 @@
+"""Conformance suites: ONNX node and model test cases, run through the engine and onnxruntime."""
