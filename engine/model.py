@@ -225,9 +225,10 @@ class Model:
     # -- persistence, display -------------------------------------------------------------
 
     def save(self, path) -> None:
-        """Write the model as a native .engine file or directory (atomically)."""
+        """Write the model as a native .engine file or directory (atomically): the optimised
+        graph (fusions, layout, folded constants), so loading it again does no work twice."""
         from .formats import native
-        native.save(self.graph, path)
+        native.save(self._compiled.optimized.replace(metadata=self.graph.metadata), path)
 
     def summary(self, print_fn=print) -> None:
         """Print the inputs, outputs, nodes (op, output shape, parameters) and totals."""

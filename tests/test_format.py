@@ -46,7 +46,7 @@ def test_file_is_plain_safetensors_with_versioned_header(model, tmp_path):
     from safetensors import safe_open
     with safe_open(str(tmp_path / "m.engine"), framework="numpy") as f:
         meta = f.metadata()
-        assert meta["format"] == "engine" and meta["format_version"] == "1"
+        assert meta["format"] == "engine" and meta["format_version"] == "2"
         assert json.loads(meta["graph"])["nodes"][0]["op"] == "Conv2D"
         assert set(f.keys()) == set(model.to_graph().initializers)
 
@@ -136,9 +136,12 @@ def test_dangling_reference_and_malformed_graph(tmp_path):
 
 
 def test_weight_dtype_checked(tmp_path):
-    _write(tmp_path / "f64.engine", GOOD, {"w": np.eye(2)})
-    with pytest.raises(engine.ModelFormatError, match="float64"):
-        engine.load(tmp_path / "f64.engine")
+    _write(tmp_path / "f64.engine", GOOD, {"w": np.eye(2)})  # Dense takes float32 weights only
+    with pytest.raises(engine.DTypeError, match="float64"):
+        engine.load(tmp_path / "f64.engine").predict(np.ones((1, 2), np.float32))
+    _write(tmp_path / "c64.engine", GOOD, {"w": np.eye(2, dtype=np.complex64)})
+    with pytest.raises(engine.ModelFormatError, match="unsupported dtype complex64"):
+        engine.load(tmp_path / "c64.engine")
 
 
 def test_wrong_weight_shape_caught_at_plan(tmp_path):

@@ -20,11 +20,14 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from .. import dtypes
 from ..errors import EngineError, ModelFormatError, SaveError
-from ..graph import Graph
+from ..graph import Graph, Node, Value
 
 FORMAT_NAME = "engine"
-FORMAT_VERSION = 1  # bump on incompatible changes; readers refuse newer versions
+# Bump on incompatible changes; readers refuse newer versions. 2: weights of every element
+# type, tensor and subgraph attributes (stored as weights), graph metadata.
+FORMAT_VERSION = 2
 GRAPH_FILE, WEIGHTS_FILE = "graph.json", "weights.safetensors"
 _HEADER_LIMIT = 100 << 20  # safetensors' own limit on the JSON header
 
@@ -39,9 +42,9 @@ def save(graph: Graph, path, directory: bool | None = None) -> None:
     if directory is None:  # a trailing separator or an existing directory asks for one
         directory = path_s.endswith(("/", os.sep)) or Path(path_s).is_dir()
     path = Path(path_s)
-    weights = {k: np.ascontiguousarray(v) for k, v in graph.initializers.items()}
+    weights: dict = {}
+    graph_json = json.dumps(_encode_graph(graph, weights, ""), separators=(",", ":"))
     header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)}
-    graph_json = json.dumps(graph.to_json(), separators=(",", ":"))
     try:
         _check_replaceable(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,14 +250,69 @@ def _check_header(path, meta: dict) -> None:
 
 def _graph_from_doc(path, doc, weights) -> Graph:
     try:
-        graph = Graph.from_json(doc, weights)
+        graph = _decode_graph(doc, weights, "")
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ModelFormatError(f"{path}: malformed graph ({type(e).__name__}: {e})") from None
     for name, w in graph.initializers.items():
-        if w.dtype != np.float32:
-            raise ModelFormatError(f"{path}: weight '{name}' has dtype {w.dtype}, expected float32")
+        try:
+            dtypes.from_numpy(w.dtype)
+        except EngineError:
+            raise ModelFormatError(f"{path}: weight '{name}' has unsupported dtype {w.dtype}") from None
     try:
         graph.validate()
     except EngineError as e:
         raise type(e)(f"{path}: {e}") from None
     return graph
+
+
+# -- graph <-> JSON with tensors and subgraphs kept as weights ----------------------------------
+# A graph's own weights are stored under their names (a subgraph's under a prefix naming the
+# node and attribute that hold it); an attribute holding an array becomes {"__tensor__": key},
+# one holding a graph {"__graph__": {..., "prefix": ...}}.
+
+def _encode_graph(graph: Graph, tensors: dict, prefix: str) -> dict:
+    for k, v in graph.initializers.items():
+        tensors[prefix + k] = np.ascontiguousarray(v)
+    doc = graph.to_json()
+    doc["nodes"] = [dict(nd, attrs={a: _encode_attr(v, tensors, f"{prefix}{n.name}::{a}")
+                                    for a, v in n.attrs.items()})
+                    for nd, n in zip(doc["nodes"], graph.nodes)]
+    doc["initializers"] = sorted(graph.initializers)
+    if prefix:
+        doc["prefix"] = prefix
+    return doc
+
+
+def _encode_attr(v, tensors: dict, key: str):
+    if isinstance(v, np.ndarray):
+        tensors[key] = np.ascontiguousarray(v)
+        return {"__tensor__": key}
+    if isinstance(v, Graph):
+        return {"__graph__": _encode_graph(v, tensors, key + "::")}
+    if isinstance(v, (list, tuple)) and any(isinstance(x, (np.ndarray, Graph)) for x in v):
+        return [_encode_attr(x, tensors, f"{key}::{i}") for i, x in enumerate(v)]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _decode_graph(doc: dict, tensors: dict, prefix: str) -> Graph:
+    if "initializers" in doc:
+        weights = {k: tensors[prefix + k] for k in doc["initializers"]}
+    else:  # format version 1: every tensor is a weight of the one graph
+        weights = dict(tensors)
+    nodes = [Node(d["op"], list(d["inputs"]), list(d["outputs"]),
+                  {a: _decode_attr(v, tensors) for a, v in dict(d.get("attrs", {})).items()}, d.get("name", ""))
+             for d in doc["nodes"]]
+    return Graph([Value.from_json(v) for v in doc["inputs"]], [Value.from_json(v) for v in doc["outputs"]],
+                 nodes, weights, dict(doc.get("metadata", {})))
+
+
+def _decode_attr(v, tensors: dict):
+    if isinstance(v, dict) and "__tensor__" in v:
+        return tensors[v["__tensor__"]]
+    if isinstance(v, dict) and "__graph__" in v:
+        return _decode_graph(v["__graph__"], tensors, v["__graph__"]["prefix"])
+    if isinstance(v, list):
+        return [_decode_attr(x, tensors) for x in v]
+    return v

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 
-from ..errors import ShapeError
+from ..errors import DTypeError, ShapeError
 from .activations import check_activation, resolve
 from .elementwise import broadcast_shape
 from .registry import TensorType, register
 
 
 def dense_type(node, ins):
+    for k, what in ((0, "input"), (1, "kernel"), (2, "bias")):
+        if k < len(ins) and ins[k] is not None and ins[k].dtype != "float32":
+            raise DTypeError(f"node '{node.name}' (Dense): {what} must be float32, got {ins[k].dtype}")
     x, w = ins[0].shape, ins[1].shape
     if len(w) != 2:
         raise ShapeError(f"node '{node.name}' (Dense): kernel must be 2-D (in, out), got {w}")

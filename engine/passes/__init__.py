@@ -1,14 +1,29 @@
 """Graph passes: each a function Graph -> Graph (or an analysis), tested on its own."""
 
+from .dead_code import eliminate_dead_code
+from .dense import to_dense
+from .fold_batchnorm import fold_batchnorm
+from .fold_constants import fold_constants
 from .fuse_activation import fuse_activations
 from .fuse_conv_pool import fuse_conv_maxpool
-from .shapes import infer_shapes, symbolic_shapes
+from .layout import to_nhwc
+from .shapes import infer_shapes, probe_types, symbolic_shapes
+from .simplify import simplify
+
+# In order. Constants and no-ops go first so the pattern passes see clean graphs; BatchNorm is
+# folded into its Conv before the layout pass moves the conv trunk to NHWC; linear layers
+# become Dense after it (it may have permuted their weights); the fusions come last.
+PIPELINE = (fold_constants, simplify, eliminate_dead_code, fold_batchnorm, to_nhwc, to_dense, simplify,
+            fold_constants, fuse_activations, fuse_conv_maxpool, eliminate_dead_code)
 
 
 def optimize(graph):
-    """The passes run on every graph before planning."""
-    # Activations first: a fused Conv2D+activation is what the pooling fusion then takes.
-    return fuse_conv_maxpool(fuse_activations(graph))
+    """The passes run on every graph before planning (engine.load(..., optimize=False) skips them)."""
+    for p in PIPELINE:
+        graph = p(graph)
+    return graph
 
 
-__all__ = ["fuse_activations", "fuse_conv_maxpool", "infer_shapes", "symbolic_shapes", "optimize"]
+__all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_constants", "fuse_activations", "fuse_conv_maxpool",
+           "infer_shapes", "optimize", "probe_types", "simplify", "symbolic_shapes", "to_dense", "to_nhwc",
+           "PIPELINE"]

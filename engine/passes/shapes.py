@@ -97,3 +97,27 @@ def symbolic_shapes(graph: Graph) -> dict[str, tuple]:
     except EngineError:
         return {}
     return {k: tuple(None if p != q else p for p, q in zip(a[k], b[k])) for k in a if len(a[k]) == len(b[k])}
+
+
+def probe_types(graph: Graph):
+    """Types that hold for every input size: dims that change with the inputs' unknown dims
+    are None. Found by inferring with two different sizes for the unknown dims (2 and 3, so
+    size-1 broadcasting special cases do not hide a dependency). None if the graph cannot be
+    inferred without concrete data (passes that need shapes then leave the graph alone)."""
+    def concrete(n):
+        return {v.name: tuple(n if not isinstance(d, int) else d for d in v.shape)
+                for v in graph.inputs if v.shape is not None}
+    if any(v.shape is None for v in graph.inputs):
+        return None
+    try:
+        a, b = infer(graph, concrete(2)).types, infer(graph, concrete(3)).types
+    except EngineError:
+        return None
+    out = {}
+    for k, ta in a.items():
+        tb = b.get(k)
+        if tb is None or len(ta.shape) != len(tb.shape):
+            out[k] = TensorType(None, ta.dtype)
+        else:
+            out[k] = TensorType(tuple(p if p == q else None for p, q in zip(ta.shape, tb.shape)), ta.dtype)
+    return out
