@@ -13,6 +13,7 @@ void init_conv(py::module_& m);
 void init_pool(py::module_& m);
 void init_elementwise(py::module_& m);
 void init_program(py::module_& m);
+void init_dynamic(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "engine native CPU kernels and plan executor";
@@ -31,4 +32,5 @@ PYBIND11_MODULE(_C, m) {
   init_pool(m);
   init_elementwise(m);
   init_program(m);
+  init_dynamic(m);
 }

@@ -82,3 +82,9 @@ def is_float(name: str) -> bool:
 
 def is_integer(name: str) -> bool:
     return name in INTEGERS
+
+
+def contiguous(a, dtype=None) -> np.ndarray:
+    """a as a C-contiguous array (copied only if needed). Unlike np.ascontiguousarray, a 0-d
+    array stays 0-d."""
+    return np.asarray(a, dtype=dtype, order="C")

@@ -105,6 +105,9 @@ class Graph:
                 raise GraphError(f"node '{node.name}' ({node.op}): attrs must be a mapping")
             if op.check is not None:
                 op.check(node)
+            for v in node.attrs.values():  # bodies of If/Loop/Scan: the same checks, at load
+                if isinstance(v, Graph):
+                    v.validate()
             for i in node.inputs:
                 if i and i not in defined:
                     raise GraphError(f"node '{node.name}' ({node.op}) reads '{i}', which is not "
@@ -116,8 +119,6 @@ class Graph:
         for v in self.outputs:
             if v.name not in defined:
                 raise GraphError(f"graph output '{v.name}' is never produced")
-        if not self.inputs:
-            raise GraphError("graph has no inputs")
         if not self.outputs:
             raise GraphError("graph has no outputs")
 

@@ -24,6 +24,7 @@ from . import _C, dtypes
 from .errors import DTypeError, EngineError, ShapeError
 from .graph import Graph
 from .passes import optimize, symbolic_shapes
+from .runtime.dynamic import SegmentedPlan, is_dynamic
 from .runtime.plan import Plan, Schedule
 
 DEFAULT_PLAN_CACHE_SIZE = 64
@@ -43,6 +44,8 @@ class _Compiled:
     def __init__(self, graph: Graph, optimized: bool = True):
         self.optimized = optimize(graph) if optimized else graph
         self.schedule = Schedule(self.optimized)
+        # Graphs with data-dependent shapes or subgraphs run segment by segment instead.
+        self.segmented = SegmentedPlan(self.optimized) if is_dynamic(self.optimized) else None
         self.packed: dict = {}  # pre-packed weights, shared by every plan
         self.plans: OrderedDict = OrderedDict()
 
@@ -134,7 +137,7 @@ class Model:
             # was made), so a contiguous float32 array needs no further checks.
             plans = self._compiled.plans
             plan = plans.get((x.shape,))
-            if plan is not None:
+            if plan is not None and plan.program is not None:
                 y = plan.program.run_one(x, self._contexts)  # None unless float32, contiguous
                 if y is not None:
                     try:  # keep the LRU order (atomic under the GIL; may race an eviction)
@@ -177,6 +180,8 @@ class Model:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _plan(self, signature: tuple) -> Plan:
+        if self._compiled.segmented is not None:
+            return self._compiled.segmented
         with self._lock:
             compiled = self._compiled
             plan = compiled.plans.get(signature)
@@ -299,7 +304,7 @@ def _check_input(info: TensorInfo, x) -> np.ndarray:
     if x.dtype != want or not x.dtype.isnative:
         x = _convert(info, x, want)
     if info.shape is None:  # the file declares no shape: any
-        return np.ascontiguousarray(x)
+        return dtypes.contiguous(x)
     if x.ndim != len(info.shape):
         raise ShapeError(f"input '{info.name}': expected rank {len(info.shape)} with shape "
                          f"{_fmt(info.shape)}, got rank {x.ndim} with shape {_fmt(x.shape)}")
@@ -307,7 +312,7 @@ def _check_input(info: TensorInfo, x) -> np.ndarray:
         if isinstance(want_dim, int) and want_dim != got:
             raise ShapeError(f"input '{info.name}': expected shape {_fmt(info.shape)}, got "
                              f"{_fmt(x.shape)} (dim {axis} must be {want_dim})")
-    return np.ascontiguousarray(x)
+    return dtypes.contiguous(x)
 
 
 def _convert(info: TensorInfo, x: np.ndarray, want: np.dtype) -> np.ndarray:

@@ -272,7 +272,7 @@ def _graph_from_doc(path, doc, weights) -> Graph:
 
 def _encode_graph(graph: Graph, tensors: dict, prefix: str) -> dict:
     for k, v in graph.initializers.items():
-        tensors[prefix + k] = np.ascontiguousarray(v)
+        tensors[prefix + k] = dtypes.contiguous(v)
     doc = graph.to_json()
     doc["nodes"] = [dict(nd, attrs={a: _encode_attr(v, tensors, f"{prefix}{n.name}::{a}")
                                     for a, v in n.attrs.items()})
@@ -285,7 +285,7 @@ def _encode_graph(graph: Graph, tensors: dict, prefix: str) -> dict:
 
 def _encode_attr(v, tensors: dict, key: str):
     if isinstance(v, np.ndarray):
-        tensors[key] = np.ascontiguousarray(v)
+        tensors[key] = dtypes.contiguous(v)
         return {"__tensor__": key}
     if isinstance(v, Graph):
         return {"__graph__": _encode_graph(v, tensors, key + "::")}

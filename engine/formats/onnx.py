@@ -104,6 +104,20 @@ class _GraphReader:
         _check_defined(self.name, graph, outer_names)
         return graph
 
+    def subgraph(self, g) -> Graph:
+        """A body graph (If/Loop/Scan): values it reads from enclosing graphs become extra
+        inputs after its own (typed when it first runs)."""
+        graph = self.graph(g, _EVERYTHING)
+        defined = {v.name for v in graph.inputs} | set(graph.initializers)
+        free = []
+        for node in graph.nodes:
+            for i in node.inputs:
+                if i and i not in defined and i not in free:
+                    free.append(i)
+            defined.update(o for o in node.outputs if o)
+        free += [v.name for v in graph.outputs if v.name not in defined and v.name not in free]
+        return graph.replace(inputs=list(graph.inputs) + [Value(n, None, "float32") for n in free])
+
     def value(self, v) -> Value:
         t = v.type
         if not t.HasField("tensor_type"):
@@ -149,7 +163,7 @@ class _GraphReader:
         except Exception as e:
             raise ModelFormatError(f"{self.name}: {what} is corrupt ({e})") from None
         want = dtypes.to_numpy(dtypes.from_code(t.data_type))
-        return np.ascontiguousarray(arr, dtype=want)
+        return dtypes.contiguous(arr, dtype=want)
 
     def _with_external_data(self, t, what: str):
         """A copy of `t` with its bytes read from the external file, which must lie inside the
@@ -219,6 +233,16 @@ class _GraphReader:
         raise UnsupportedOpError(f"{self.name}: {what} has an unsupported attribute type {kind}")
 
 
+class _Everything(frozenset):
+    """The outer scope of a body graph while it is converted: every name may come from it."""
+
+    def __contains__(self, item) -> bool:
+        return True
+
+
+_EVERYTHING = _Everything()
+
+
 def _text(b: bytes):
     try:
         return b.decode("utf-8")
@@ -228,14 +252,14 @@ def _text(b: bytes):
 
 def _check_defined(name: str, graph: Graph, outer: frozenset) -> None:
     """Every node input is a graph input, weight, outer-scope value or an earlier output."""
-    defined = set(outer) | {v.name for v in graph.inputs} | set(graph.initializers)
+    defined = {v.name for v in graph.inputs} | set(graph.initializers)
     for node in graph.nodes:
         for i in node.inputs:
-            if i and i not in defined:
+            if i and i not in defined and i not in outer:
                 raise GraphError(f"{name}: node '{node.name}' ({node.op}) reads '{i}', which is neither a "
                                  "graph input, a weight nor the output of an earlier node (missing "
                                  "initializer, or the graph has a cycle or is out of order)")
         defined.update(o for o in node.outputs if o)
     for v in graph.outputs:
-        if v.name not in defined:
+        if v.name not in defined and v.name not in outer:
             raise GraphError(f"{name}: graph output '{v.name}' is never produced")

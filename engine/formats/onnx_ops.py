@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import dtypes
 from ..errors import UnsupportedOpError
 from ..graph import Node
 from ..ops import OPS
@@ -35,7 +36,7 @@ class ConvertContext:
         while name in self.weights:
             self._n += 1
             name = f"{hint}/const_{self._n}"
-        self.weights[name] = np.ascontiguousarray(value)
+        self.weights[name] = dtypes.contiguous(value)
         return name
 
 
@@ -126,7 +127,7 @@ def _constant(ctx, name, inputs, outputs, attrs, opset):
     else:
         kind = next(iter(attrs), "nothing")
         raise UnsupportedOpError(f"{ctx.reader.name}: node '{name}': Constant holding {kind} is not supported")
-    ctx.weights[outputs[0]] = np.ascontiguousarray(v)
+    ctx.weights[outputs[0]] = dtypes.contiguous(v)
     return []
 
 
@@ -248,3 +249,39 @@ def _softmax_conv(op: str):
 
 for _op in ("Softmax", "LogSoftmax", "Hardmax"):
     _CONVERTERS[_op] = _softmax_conv(_op)
+
+
+# -- control flow: bodies become engine graphs, the values they read from outside extra inputs --
+
+def _with_outer(ctx, proto):
+    """(body graph, names it reads from enclosing graphs): those follow its own inputs."""
+    body = ctx.reader.subgraph(proto)
+    return body, [v.name for v in body.inputs[len(proto.input):]]
+
+
+@converter("If")
+def _if(ctx, name, inputs, outputs, attrs, opset):
+    from ..graph import Value
+
+    then_b, then_outer = _with_outer(ctx, attrs["then_branch"])
+    else_b, else_outer = _with_outer(ctx, attrs["else_branch"])
+    outer = list(dict.fromkeys(then_outer + else_outer))  # both branches take all, in one order
+    then_b = then_b.replace(inputs=[Value(n, None, "float32") for n in outer])
+    else_b = else_b.replace(inputs=[Value(n, None, "float32") for n in outer])
+    return _node("If", name, [inputs[0]] + outer, outputs, {"then_branch": then_b, "else_branch": else_b})
+
+
+@converter("Loop")
+def _loop(ctx, name, inputs, outputs, attrs, opset):
+    body, outer = _with_outer(ctx, attrs["body"])
+    inputs = _pad_inputs(inputs, 2)
+    return _node("Loop", name, inputs + outer, outputs, {"body": body, "num_carried": len(inputs) - 2})
+
+
+@converter("Scan")
+def _scan(ctx, name, inputs, outputs, attrs, opset):
+    if opset < 9:
+        raise UnsupportedOpError(f"{ctx.reader.name}: node '{name}': Scan before opset 9 (with a "
+                                 "sequence_lens input) is not supported")
+    body, outer = _with_outer(ctx, attrs.pop("body"))
+    return _node("Scan", name, inputs + outer, outputs, {**attrs, "body": body, "num_own_inputs": len(inputs)})

@@ -47,6 +47,10 @@ class OpDef:
     inplace: bool = False  # output may reuse input 0's buffer when input 0 dies here
     fold: bool = True      # may be evaluated ahead of time when every input is known
     value_inputs: Optional[tuple] = None  # inputs `evaluate` needs values of (None: all); Shape: ()
+    # Ops whose output shapes depend on input values (NonZero) or that run subgraphs (If,
+    # Loop, Scan): (node, [array | None]) -> [array], called per call between native segments
+    # (runtime/dynamic.py). The graph around them still runs as native programs.
+    execute: Optional[Callable] = None
 
 
 OPS: dict[str, OpDef] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes
 from ..graph import Graph, Node
 from .rewrite import Names, consumers, producers
 
@@ -45,7 +46,7 @@ def _gemm(n: Node, weights: dict, names: Names):
     if alpha != 1.0:
         w = w * np.float32(alpha)
     w_name = names.fresh(f"{n.name}/kernel")
-    weights[w_name] = np.ascontiguousarray(w, np.float32)
+    weights[w_name] = dtypes.contiguous(w, np.float32)
     inputs = [n.inputs[0], w_name]
     if len(n.inputs) > 2 and n.inputs[2]:
         c = _float_const(weights, n.inputs[2])
@@ -85,7 +86,7 @@ def _fold_bias(graph: Graph) -> Graph:
             bias = add.inputs[1 - k]
             if b.ndim != 1:  # (1, N) and the like: a (N,) copy under a new name
                 bias = names.fresh(f"{d.name}/bias")
-                weights[bias] = np.ascontiguousarray(b.reshape(-1))
+                weights[bias] = dtypes.contiguous(b.reshape(-1))
             replaced[id(d)] = Node("Dense", [d.inputs[0], d.inputs[1], bias], list(add.outputs), {}, d.name)
             dropped.add(id(add))
             break

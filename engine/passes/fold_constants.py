@@ -46,7 +46,7 @@ def fold_constants(graph: Graph) -> Graph:
             continue
         for name, v, t in zip(node.outputs, outs, types):
             if name:
-                values[name] = np.ascontiguousarray(np.asarray(v).astype(dtypes.to_numpy(t[1]), copy=False)
+                values[name] = dtypes.contiguous(np.asarray(v).astype(dtypes.to_numpy(t[1]), copy=False)
                                                     .reshape(tuple(t[0])))
         changed = True
     if not changed:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes
 from ..graph import Graph, Node
 from .rewrite import Names, consumers
 from .shapes import probe_types
@@ -128,7 +129,7 @@ class _Layout:
         if b is not None and b not in self.weights:
             return False
         hwio = self.names.fresh(f"{w_name}/hwio")
-        self.weights[hwio] = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+        self.weights[hwio] = dtypes.contiguous(w.transpose(2, 3, 1, 0))
         inputs = [self.nhwc_of(x), hwio] + ([b] if b else [])
         self.produce(node, "Conv2D", inputs, {"strides": strides, "dilations": dil, "padding": padding,
                                               "groups": int(a.get("group", 1))})
@@ -197,7 +198,7 @@ class _Layout:
                 c = self.weights[i]
                 c4 = c.reshape((1,) * (4 - c.ndim) + c.shape).transpose(TO_NHWC)
                 name = self.names.fresh(f"{i}/nhwc")
-                self.weights[name] = np.ascontiguousarray(c4)
+                self.weights[name] = dtypes.contiguous(c4)
                 inputs.append(name)
             else:
                 return False
@@ -236,7 +237,7 @@ class _Layout:
         w = self.weights[w_name]
         trans = node.op == "Gemm" and node.attrs.get("transB", 0)
         new = self.names.fresh(f"{w_name}/nhwc_rows")
-        self.weights[new] = np.ascontiguousarray(w[:, perm] if trans else w[perm])
+        self.weights[new] = dtypes.contiguous(w[:, perm] if trans else w[perm])
         return Node(node.op, [node.inputs[0], new] + list(node.inputs[2:]), list(node.outputs), node.attrs,
                     node.name)
 

@@ -21,22 +21,31 @@ from ..ops.registry import Tensor, TensorType
 FOLD_LIMIT = 1 << 16
 
 
+class DynamicShapes(ShapeError):
+    """Raised by inference on a graph with ops whose output shapes depend on input values."""
+
+
 class Inferred(NamedTuple):
     types: dict      # name -> TensorType
     values: dict     # name -> np.ndarray, the values known at plan time
     folded: set      # ids of nodes whose outputs are all in `values` (no kernel needed)
 
 
-def infer(graph: Graph, input_shapes: dict[str, tuple], fold: bool = True) -> Inferred:
-    """Types of every value for concrete input shapes, and the values fixed by them."""
+def infer(graph: Graph, input_shapes: dict[str, tuple], fold: bool = True,
+          input_dtypes: dict | None = None) -> Inferred:
+    """Types of every value for concrete input shapes (and the inputs' declared element types,
+    or `input_dtypes`), and the values fixed by them."""
     values: dict[str, np.ndarray] = dict(graph.initializers)
     types = {k: TensorType(tuple(int(d) for d in v.shape), _dtype_of(v)) for k, v in values.items()}
     declared = {v.name: v.dtype for v in graph.inputs}
+    declared.update(input_dtypes or {})
     for k, shape in input_shapes.items():
         types[k] = TensorType(tuple(int(d) for d in shape), declared.get(k, "float32"))
     folded: set[int] = set()
     for node in graph.nodes:
         op = get_op(node.op, node.name)
+        if op.execute is not None:  # output shapes depend on data: nothing is fixed after here
+            raise DynamicShapes(f"node '{node.name}' ({node.op}) has data-dependent output shapes")
         ins = [Tensor(types[i].shape, types[i].dtype, values.get(i)) if i else None for i in node.inputs]
         outs = [TensorType(tuple(int(d) for d in t[0]), t[1]) for t in op.infer(node, ins)]
         if len(outs) != len(node.outputs):
@@ -68,7 +77,7 @@ def _foldable(op, ins, outs) -> bool:
 def _as_type(v, t: TensorType, node) -> np.ndarray:
     from .. import dtypes
 
-    v = np.ascontiguousarray(v)
+    v = dtypes.contiguous(v)
     if v.shape != t.shape:
         raise ShapeError(f"node '{node.name}' ({node.op}): evaluated shape {v.shape} differs from "
                          f"the type rule's {t.shape}")
@@ -92,6 +101,8 @@ def symbolic_shapes(graph: Graph) -> dict[str, tuple]:
     graph's rules need concrete sizes."""
     def concrete(n):
         return {v.name: tuple(n if not isinstance(d, int) else d for d in v.shape) for v in graph.inputs}
+    if any(v.shape is None for v in graph.inputs):
+        return {}
     try:
         a, b = infer_shapes(graph, concrete(1)), infer_shapes(graph, concrete(2))
     except EngineError:

@@ -35,7 +35,7 @@ class Schedule:
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
         for node, op in zip(self.nodes, self.ops):
-            if op.lower is None and not op.alias and op.evaluate is None:
+            if op.lower is None and not op.alias and op.evaluate is None and op.execute is None:
                 raise UnsupportedOpError(f"node '{node.name}': op {node.op} has no kernel")
 
 
@@ -73,7 +73,7 @@ class EmitContext:
     def constant(self, value: np.ndarray) -> str:
         """A plan constant holding `value` (parameters kernels read from memory, fill values)."""
         name = f"\0const{len(self.slots)}"
-        value = np.ascontiguousarray(value)
+        value = dtypes.contiguous(value)
         self.values[name] = value
         self.types[name] = TensorType(tuple(value.shape), dtypes.from_numpy(value.dtype))
         return name
@@ -122,7 +122,7 @@ class EmitContext:
     @staticmethod
     def pack_gemm_b(w: np.ndarray, transposed: bool = False):
         """B (K×N, or N×K when transposed) packed for gemm_packed."""
-        return _C.PackedMatrixB(np.ascontiguousarray(w, np.float32), transposed)
+        return _C.PackedMatrixB(dtypes.contiguous(w, np.float32), transposed)
 
     @staticmethod
     def pack_conv2d(window, w: np.ndarray, b):
@@ -131,15 +131,16 @@ class EmitContext:
         for field in ("N", "H", "W", "C", "OC", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
                       "pad_top", "pad_left", "pad_bottom", "pad_right", "groups"):
             setattr(s, field, getattr(window, field))
-        return _C.PackedConv2D(s, np.ascontiguousarray(w, np.float32),
-                               None if b is None else np.ascontiguousarray(b, np.float32))
+        return _C.PackedConv2D(s, dtypes.contiguous(w, np.float32),
+                               None if b is None else dtypes.contiguous(b, np.float32))
 
 
 class Plan:
-    def __init__(self, schedule: Schedule, input_shapes: dict[str, tuple], cache: dict):
+    def __init__(self, schedule: Schedule, input_shapes: dict[str, tuple], cache: dict,
+                 input_dtypes: dict | None = None):
         self.input_names = schedule.input_names
         self.output_names = schedule.output_names
-        inferred = infer(schedule.graph, input_shapes)
+        inferred = infer(schedule.graph, input_shapes, input_dtypes=input_dtypes)
         self.types = inferred.types
         self.output_types = [self.types[n] for n in self.output_names]
         self.output_shapes = [t.shape for t in self.output_types]
