@@ -10,7 +10,10 @@ Sections (see benchmarks/README.md for what each column means):
    (and everything against a numpy reference) before anything is timed.
 3. First call at a new batch size: what planning a new input signature costs (engine) against
    onnxruntime with a symbolic batch dimension (``benchmarks.first_call``).
-4. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
+4. ONNX models (ResNet-50, MobileNetV2, BERT-base, the seed LSTM, SqueezeNet) from the same .onnx
+   file through the engine, onnxruntime and OpenVINO, PyTorch on the source module; load time
+   (``benchmarks.onnx_models``).
+5. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
    process CPU / wall time while paced, and in the second after the last request.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, slow OpenBLAS down; this script re-executes
@@ -373,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads for every framework (default: all cores, %(default)s)")
     ap.add_argument("--quick", action="store_true", help="fast smoke run: fewer sizes, repeats and seconds")
     ap.add_argument("--json", metavar="PATH", help="also save all rows and metadata as JSON")
-    ap.add_argument("--only", default="gemm,models,first,cpu", help="comma-separated sections (default: %(default)s)")
+    ap.add_argument("--only", default="gemm,models,first,onnx,cpu",
+                    help="comma-separated sections (default: %(default)s)")
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
                     help="comma-separated subset of %(default)s")
@@ -432,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = first_call.run(threads, frameworks, log)
         result["first_call"] = rows
         print(first_call.table(rows, format_table))
+        print(flush=True)
+    if "onnx" in sections:
+        from . import onnx_models
+        log("[benchmarks] ONNX models ...")
+        rows, loads = onnx_models.run(threads, frameworks, log, quick=a.quick)
+        result["onnx"], result["onnx_load"] = rows, loads
+        print(onnx_models.table(rows, loads, format_table, frameworks))
         print(flush=True)
     if "cpu" in sections:
         log("[benchmarks] CPU cost (one subprocess per framework) ...")
