@@ -82,6 +82,17 @@ def _info(args) -> int:
         print(f"  output {o.name}: {o.shape} {o.dtype}")
     print(f"  {len(m.graph.nodes)} nodes, "
           f"{sum(w.size for w in m.graph.initializers.values()):,} parameters")
+    meta = m.metadata
+    if meta.get("format") == "onnx":
+        opsets = ", ".join(f"{d} {v}" for d, v in meta.get("opset_imports", {}).items())
+        producer = f"{meta.get('producer_name', '')} {meta.get('producer_version', '')}".strip()
+        print(f"  ONNX: producer {producer or '?'}, opsets {opsets}, IR version {meta.get('ir_version')}")
+        for k, v in meta.get("metadata_props", {}).items():
+            print(f"    {k}: {v}")
+    ops: dict = {}
+    for n in m.optimized_graph.nodes:
+        ops[n.op] = ops.get(n.op, 0) + 1
+    print("  optimised: " + ", ".join(f"{op} x{k}" for op, k in sorted(ops.items(), key=lambda t: -t[1])))
     return 0
 
 

@@ -66,6 +66,11 @@ class Model:
         self.outputs = [TensorInfo(v.name, _output_shape(v, sym.get(v.name)), v.dtype) for v in graph.outputs]
 
     @property
+    def optimized_graph(self) -> Graph:
+        """The graph that runs: after the passes (fusions, layout, folded constants)."""
+        return self._compiled.optimized
+
+    @property
     def metadata(self) -> dict:
         """Where the model came from: for ONNX, producer, opset imports, doc string and
         metadata_props."""
