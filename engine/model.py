@@ -25,6 +25,7 @@ from .errors import DTypeError, EngineError, ShapeError
 from .graph import Graph
 from .passes import optimize, symbolic_shapes
 from .runtime.dynamic import SegmentedPlan, is_dynamic
+from .ops.registry import ValueNeeded
 from .runtime.plan import Plan, Schedule
 
 DEFAULT_PLAN_CACHE_SIZE = 64
@@ -48,6 +49,7 @@ class _Compiled:
         self.segmented = SegmentedPlan(self.optimized) if is_dynamic(self.optimized) else None
         self.packed: dict = {}  # pre-packed weights, shared by every plan
         self.plans: OrderedDict = OrderedDict()
+        self.value_inputs: tuple = ()  # indices of inputs whose values are part of a plan's key
 
 
 class Model:
@@ -129,7 +131,7 @@ class Model:
             if info.name not in feeds:
                 raise ShapeError(f"run: missing input '{info.name}' (shape {_fmt(info.shape)})")
             arrays.append(_check_input(info, feeds[info.name]))
-        plan = self._plan(tuple(a.shape for a in arrays))
+        plan = self._plan(tuple(a.shape for a in arrays), arrays)
         return dict(zip(plan.output_names, plan.run(arrays, self._contexts)))
 
     def predict(self, x, batch_size: Optional[int] = None):
@@ -184,21 +186,51 @@ class Model:
                  for i in range(0, n, batch_size)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _plan(self, signature: tuple) -> Plan:
-        if self._compiled.segmented is not None:
-            return self._compiled.segmented
+    def _plan(self, shapes: tuple, arrays: Optional[list] = None) -> Plan:
+        """The plan for these input shapes (and, for the few inputs whose values decide output
+        shapes, those values: a Resize whose scales are a graph input, say)."""
+        compiled = self._compiled
+        if compiled.segmented is not None:
+            return compiled.segmented
+        by_value = compiled.value_inputs
+        signature = shapes if not by_value or arrays is None else \
+            shapes + tuple(arrays[i].tobytes() for i in by_value)
         with self._lock:
-            compiled = self._compiled
             plan = compiled.plans.get(signature)
-            if plan is None:
-                shapes = {i.name: s for i, s in zip(self.inputs, signature)}
-                plan = Plan(compiled.schedule, shapes, compiled.packed)
-                compiled.plans[signature] = plan
-                while len(compiled.plans) > self._plan_cache_size:
-                    compiled.plans.popitem(last=False)
-            else:
+            if plan is not None:
                 compiled.plans.move_to_end(signature)
-            return plan
+                return plan
+        try:
+            plan = self._make_plan(compiled, shapes, arrays)
+        except ValueNeeded as e:
+            if arrays is None or not self._plan_by_value(compiled, e):
+                raise
+            return self._plan(shapes, arrays)
+        with self._lock:
+            compiled.plans[signature] = plan
+            while len(compiled.plans) > self._plan_cache_size:
+                compiled.plans.popitem(last=False)
+        return plan
+
+    def _make_plan(self, compiled, shapes, arrays) -> Plan:
+        values = {self.inputs[i].name: arrays[i] for i in compiled.value_inputs} if arrays is not None else None
+        return Plan(compiled.schedule, {i.name: s for i, s in zip(self.inputs, shapes)}, compiled.packed,
+                    input_values=values)
+
+    def _plan_by_value(self, compiled, e: ValueNeeded) -> bool:
+        """Plan per value of the graph inputs that the missing value is computed from (by ops
+        that can be evaluated while planning). False if it does not come from inputs only."""
+        roots = _input_ancestors(compiled.optimized, e.node.inputs[e.index])
+        if not roots:
+            return False
+        names = [i.name for i in self.inputs]
+        new = sorted(set(compiled.value_inputs) | {names.index(r) for r in roots})
+        if tuple(new) == compiled.value_inputs:
+            return False
+        with self._lock:
+            compiled.value_inputs = tuple(new)
+            compiled.plans.clear()
+        return True
 
     # -- weights ------------------------------------------------------------------------
 
@@ -263,6 +295,29 @@ class Model:
         ins = ", ".join(f"{i.name}{_fmt(i.shape)}" for i in self.inputs)
         outs = ", ".join(f"{o.name}{_fmt(o.shape)}" for o in self.outputs)
         return f"<engine.Model {len(self.graph.nodes)} nodes: {ins} -> {outs}>"
+
+
+def _input_ancestors(graph: Graph, name: str):
+    """The graph inputs `name` is computed from through ops that can be evaluated while
+    planning; None if it also depends on something else (a kernel's result)."""
+    from .ops import get_op
+
+    inputs = {v.name for v in graph.inputs}
+    producers = {o: n for n in graph.nodes for o in n.outputs if o}
+    roots, stack, seen = set(), [name], set()
+    while stack:
+        v = stack.pop()
+        if v in seen or not v or v in graph.initializers:
+            continue
+        seen.add(v)
+        if v in inputs:
+            roots.add(v)
+            continue
+        node = producers.get(v)
+        if node is None or get_op(node.op).evaluate is None:
+            return None
+        stack.extend(node.inputs)
+    return roots or None
 
 
 def _output_shape(v, inferred):

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
+from ..errors import ShapeError, UnsupportedOpError
 
 
 class Tensor(NamedTuple):
@@ -76,3 +76,23 @@ def get_op(name: str, node: str = "") -> OpDef:
 def same_as_input(node, ins):
     """Type rule of shape-preserving ops: the output is typed like input 0."""
     return [TensorType(ins[0].shape, ins[0].dtype)]
+
+
+class ValueNeeded(ShapeError):
+    """A type rule needs the value of an input that is not known when planning. If that value
+    comes from graph inputs, the model plans per distinct value of those inputs instead (see
+    Model._plan); otherwise this is the error the user sees."""
+
+    def __init__(self, node, index: int, what: str):
+        super().__init__(f"node '{node.name}' ({node.op}): {what} (input {index}, '{node.inputs[index]}') must be "
+                         "known when the model is planned: a constant, a value computed from input shapes, or "
+                         "a graph input")
+        self.node, self.index = node, index
+
+
+def known(ins: list, index: int, node, what: str) -> np.ndarray:
+    """The plan-time value of input `index` (ValueNeeded if there is none)."""
+    t = ins[index] if index < len(ins) else None
+    if t is None or t.value is None:
+        raise ValueNeeded(node, index, what)
+    return t.value

@@ -32,10 +32,12 @@ class Inferred(NamedTuple):
 
 
 def infer(graph: Graph, input_shapes: dict[str, tuple], fold: bool = True,
-          input_dtypes: dict | None = None) -> Inferred:
+          input_dtypes: dict | None = None, input_values: dict | None = None) -> Inferred:
     """Types of every value for concrete input shapes (and the inputs' declared element types,
-    or `input_dtypes`), and the values fixed by them."""
+    or `input_dtypes`), and the values fixed by them (`input_values`: graph inputs whose values
+    the plan is made for, see Model._plan)."""
     values: dict[str, np.ndarray] = dict(graph.initializers)
+    values.update(input_values or {})
     types = {k: TensorType(tuple(int(d) for d in v.shape), _dtype_of(v)) for k, v in values.items()}
     declared = {v.name: v.dtype for v in graph.inputs}
     declared.update(input_dtypes or {})

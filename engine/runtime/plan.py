@@ -51,6 +51,7 @@ class EmitContext:
         self._scratch_base = scratch_base
         self._scratch_used = 0
         self.scratch_bytes = 0
+        self._n_made = 0  # plan constants and scratch buffers made so far (their names)
 
     # -- what the graph says about a value --
     def shape(self, name: str) -> tuple:
@@ -72,7 +73,8 @@ class EmitContext:
 
     def constant(self, value: np.ndarray) -> str:
         """A plan constant holding `value` (parameters kernels read from memory, fill values)."""
-        name = f"\0const{len(self.slots)}"
+        self._n_made += 1
+        name = f"\0const{self._n_made}"
         value = dtypes.contiguous(value)
         self.values[name] = value
         self.types[name] = TensorType(tuple(value.shape), dtypes.from_numpy(value.dtype))
@@ -104,7 +106,8 @@ class EmitContext:
         offset = self._scratch_base + self._scratch_used
         self._scratch_used += -(-max(nbytes, 1) // 64) * 64
         self.scratch_bytes = max(self.scratch_bytes, self._scratch_used)
-        name = f"\0scratch{len(self.slots)}"
+        self._n_made += 1
+        name = f"\0scratch{self._n_made}"
         self.types[name] = TensorType(tuple(shape), dtype)
         self.slots[name] = self.program.new_slot()
         self.program.bind_arena(self.slots[name], offset)
@@ -137,10 +140,10 @@ class EmitContext:
 
 class Plan:
     def __init__(self, schedule: Schedule, input_shapes: dict[str, tuple], cache: dict,
-                 input_dtypes: dict | None = None):
+                 input_dtypes: dict | None = None, input_values: dict | None = None):
         self.input_names = schedule.input_names
         self.output_names = schedule.output_names
-        inferred = infer(schedule.graph, input_shapes, input_dtypes=input_dtypes)
+        inferred = infer(schedule.graph, input_shapes, input_dtypes=input_dtypes, input_values=input_values)
         self.types = inferred.types
         self.output_types = [self.types[n] for n in self.output_names]
         self.output_shapes = [t.shape for t in self.output_types]
