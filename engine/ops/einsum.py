@@ -85,8 +85,8 @@ def _spec(node, shapes) -> Spec:
         letters = [c for t in terms for c in t.replace("...", "")]
         output = ell_labels + sorted(c for c in set(letters) if letters.count(c) == 1)
     else:
-        if "..." not in rhs and any(sizes[lab] != 1 for lab in ell_labels):
-            raise ShapeError(f"{where}: the output needs '...' for the broadcast dims")
+        if "..." not in rhs and ell_labels:
+            raise ShapeError(f"{where}: the inputs have '...' dims, so the output term needs '...' too")
         output = expand(rhs, ell) if "..." in rhs else list(rhs)
         if len(set(output)) != len(output):
             raise ShapeError(f"{where}: output term {rhs!r} repeats a label")
@@ -165,6 +165,9 @@ def _is_packed(v: View, order: list) -> bool:
 
 
 def _pack(ctx, v: View, order: list, dt: str) -> str:
+    # A broadcast label (stride 0) left out is a batch label the other operand supplies: drop
+    # it rather than sum over it.
+    v = View(v.name, {lab: d for lab, d in v.dims.items() if lab in order or d[1] != 0})
     if _is_packed(v, order):
         return v.name
     buf = ctx.scratch((math.prod(v.dims[lab][0] for lab in order),), dt)

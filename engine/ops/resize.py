@@ -249,7 +249,7 @@ def _is_identity(t: Taps, in_len: int) -> bool:
     if out_len != in_len or t.outside is not None:
         return False
     own = t.idx == np.arange(out_len)[:, None]
-    return bool(np.all(np.where(own, t.w == 1, t.w == 0)) and own.any(axis=1).all())
+    return bool(np.all(np.where(own, t.w, 0.0).sum(axis=1) == 1) and np.all(np.where(own, 0.0, t.w) == 0))
 
 
 def _plan_axes(node, ins):
