@@ -14,6 +14,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import engine
+from engine.ops import resize as resize_op
 
 ALL_TYPES = ["float32", "float64", "float16", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
              "uint64"]
@@ -80,6 +81,13 @@ def _close(got, want, dtype):
         np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol)
 
 
+@pytest.fixture(params=["fused", "separable"])
+def path(request, monkeypatch):
+    """Runs the test with the last two axes resized in one pass, and one pass per axis."""
+    monkeypatch.setattr(resize_op, "_fused_pays", lambda *a: request.param == "fused")
+    return request.param
+
+
 # -- Resize against onnxruntime (float32) -----------------------------------------------------------
 
 COORDS = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"]
@@ -124,7 +132,7 @@ def test_cubic_coeff_and_exclude_outside_vs_ort():
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
-def test_tf_crop_and_resize_extrapolation_vs_ort(mode):
+def test_tf_crop_and_resize_extrapolation_vs_ort(mode, path):
     x = _data((1, 2, 6, 8), seed=5)
     roi = np.array([0, 0, -0.2, 0.3, 1, 1, 0.9, 1.4], np.float32)
     m = _resize(x, sizes=[1, 2, 5, 7], roi=roi, mode=mode, coordinate_transformation_mode="tf_crop_and_resize",
@@ -143,7 +151,7 @@ def test_axes_and_aspect_ratio_vs_ort(policy, axes):
     np.testing.assert_allclose(_engine(m, {"x": x}), _ort(same, {"x": x}), rtol=1e-5, atol=1e-5)
 
 
-def test_large_threaded(threads):
+def test_large_threaded(threads, path):
     x = _data((2, 3, 67, 45), seed=7)
     for mode, scales in (("linear", [1, 1, 2.0, 2.0]), ("nearest", [1, 1, 1.6, 2.3]), ("cubic", [1, 1, 0.7, 1.3])):
         m = _resize(x, scales, mode=mode)
@@ -151,7 +159,7 @@ def test_large_threaded(threads):
         _close(_engine(m, {"x": x}), _reference(m, {"x": x}), "float32")
 
 
-def test_every_isa_vs_ort(isa):
+def test_every_isa_vs_ort(isa, path):
     x = _data((1, 3, 13, 29), seed=8)  # rows longer than one vector, with tails
     for mode in ("linear", "cubic"):
         for scales in ([1, 1, 1.5, 0.7], [1, 1, 0.5, 2.2]):
@@ -176,7 +184,7 @@ def test_nearest_every_type(dtype):
 
 @pytest.mark.parametrize("dtype", ALL_TYPES)
 @pytest.mark.parametrize("mode", ["linear", "cubic"])
-def test_blend_every_type(dtype, mode):
+def test_blend_every_type(dtype, mode, path):
     x = _data((3, 4, 5), dtype, seed=10)
     m = _resize(x, [1.0, 1.75, 0.6], mode=mode, coordinate_transformation_mode="align_corners")
     _close(_engine(m, {"x": x}), _reference(m, {"x": x}), dtype)

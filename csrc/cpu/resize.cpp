@@ -67,6 +67,7 @@ void resize_nearest(void* y, const void* x, const void* fill, const std::int64_t
       pos[d] = r % out_shape[d];
       r /= out_shape[d];
     }
+    std::int64_t prev_base = -1;
     for (index_t r = r0; r < r1; ++r) {
       std::int64_t base = 0;
       bool outside = false;
@@ -76,11 +77,14 @@ void resize_nearest(void* y, const void* x, const void* fill, const std::int64_t
         base += off;
       }
       char* dst = static_cast<char*>(y) + r * line_bytes;
-      if (outside)
+      if (!outside && base == prev_base)  // upsampling repeats lines: copy the one just written
+        std::memcpy(dst, dst - line_bytes, static_cast<size_t>(line_bytes));
+      else if (outside)
         fill_line(dst, len * block, elem, static_cast<const char*>(fill));
       else
         nearest_line(dst, static_cast<const char*>(x) + base * static_cast<index_t>(elem), tables[nd - 1], len,
                      block, elem, static_cast<const char*>(fill));
+      prev_base = outside ? -1 : base;
       for (int d = nd - 2; d >= 0; --d) {  // next row
         if (++pos[d] < out_shape[d]) break;
         pos[d] = 0;
@@ -119,6 +123,37 @@ void resize_axis(void* y, DType ty, const void* x, DType tx, DType elem, const R
   }
   parallel_for(rows, std::max<index_t>(1, kGrain / std::max<index_t>(per_row, 1)),
                [&](index_t r0, index_t r1) { fn(y, ty, x, tx, elem, a, r0, r1); });
+}
+
+index_t resize_2d_max_taps() { return kResizeMaxTaps2D; }
+
+void resize_2d(void* y, const void* x, DType elem, const ResizeAxis& h, const ResizeAxis& w) {
+  const index_t outer = h.outer, OH = h.out_len, OW = w.out_len;
+  if (outer == 0 || OH == 0 || OW == 0) return;
+  auto fn = rs_portable::plane_2d;
+  if (elem == DType::F32 || elem == DType::F16) {
+    const Isa isa = cpu_isa();
+    if (isa == Isa::Avx512) fn = rs_avx512::plane_2d;
+    else if (isa == Isa::Avx2) fn = rs_avx2::plane_2d;
+  }
+  // Tasks: planes x column strips x row blocks; row blocks only when there are too few
+  // planes and strips to share (each block re-resamples up to h.taps source rows).
+  const index_t sw = std::min(OW, std::max<index_t>(16, kResizeRing / h.taps));
+  const index_t strips = (OW + sw - 1) / sw;
+  const index_t work = outer * OH * OW * (h.taps + w.taps);
+  const index_t want = work <= kGrain ? 1 : std::min<index_t>(4 * num_threads(), work / kGrain);
+  const index_t blocks = std::max<index_t>(1, std::min(OH, (want + outer * strips - 1) / (outer * strips)));
+  const index_t rb = (OH + blocks - 1) / blocks;
+  auto run = [&](index_t t0, index_t t1) {
+    for (index_t t = t0; t < t1; ++t) {
+      const index_t o = t / (strips * blocks), s = t / blocks % strips, b = t % blocks;
+      const index_t q0 = s * sw, j0 = b * rb;
+      fn(y, x, elem, h, w, o, q0, std::min(OW, q0 + sw), j0, std::min(OH, j0 + rb));
+    }
+  };
+  const index_t tasks = outer * strips * blocks;
+  if (work <= kGrain || tasks == 1) return run(0, tasks);
+  parallel_for(tasks, 1, run);
 }
 
 void convert_f16_to_f32(float* y, const std::uint16_t* x, index_t n) {

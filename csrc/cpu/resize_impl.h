@@ -116,7 +116,7 @@ void rows_last(Ty* y, const Tx* x, const ResizeAxis& a, index_t r0, index_t r1) 
       A* __restrict acc = buf;
       if constexpr (std::is_same<Ty, A>::value) acc = dst + j0;
       for (index_t t = 0; t < a.taps; ++t) {
-        const std::int64_t* __restrict it = a.idx + t * a.out_len + j0;
+        const std::int32_t* __restrict it = a.idx + t * a.out_len + j0;
         const A* __restrict wt = w + t * a.out_len + j0;
         if (t == 0) {
           for (index_t q = 0; q < n; ++q) acc[q] = wt[q] * to_acc<A>(src[it[q]]);
@@ -141,35 +141,110 @@ void pass(void* y, const void* x, const ResizeAxis& a, index_t r0, index_t r1) {
     rows_inner<Tx, Ty, A>(static_cast<Ty*>(y), static_cast<const Tx*>(x), a, r0, r1);
 }
 
-// Element type T with accumulator A: x and y are each T or A.
+// Both of the last two axes in one pass: x [outer, H, W] -> y [outer, OH, OW], for output
+// rows [j0, j1) and columns [q0, q1) of plane o. Each source row is resampled along W once
+// into a ring of h.taps rows (slot = row mod taps: the rows one output row needs are
+// consecutive), then output rows blend ring rows; nothing intermediate leaves the cache.
 template <class T, class A>
-bool typed(void* y, DType ty, const void* x, DType tx, DType elem, const ResizeAxis& a, index_t r0, index_t r1) {
-  const bool xe = tx == elem, ye = ty == elem;
-  if (xe && ye) pass<T, T, A>(y, x, a, r0, r1);
-  else if (xe) pass<T, A, A>(y, x, a, r0, r1);
-  else if (ye) pass<A, T, A>(y, x, a, r0, r1);
-  else pass<A, A, A>(y, x, a, r0, r1);
-  return true;
+void plane_2d_rows(T* y, const T* x, const ResizeAxis& h, const ResizeAxis& w, index_t o, index_t q0, index_t q1,
+                   index_t j0, index_t j1) {
+  const index_t H = h.in_len, W = w.in_len, OH = h.out_len, OW = w.out_len, th = h.taps, sw = q1 - q0;
+  const A* wh = static_cast<const A*>(h.w);
+  const A* ww = static_cast<const A*>(w.w);
+  A ring[kResizeRing];
+  index_t tag[kResizeMaxTaps2D];
+  for (index_t k = 0; k < th; ++k) tag[k] = -1;
+  const T* plane = x + o * H * W;
+  const A fill = static_cast<A>(h.fill);
+  A acc[kChunk];
+  for (index_t j = j0; j < j1; ++j) {
+    T* dst = y + (o * OH + j) * OW + q0;
+    if (h.flags && h.flags[j]) {
+      const T v = from_acc<T>(fill);
+      for (index_t q = 0; q < sw; ++q) dst[q] = v;
+      continue;
+    }
+    for (index_t t = 0; t < th; ++t) {  // the source rows this output row needs
+      const index_t s = h.idx[t * OH + j], slot = s % th;
+      if (tag[slot] == s) continue;
+      tag[slot] = s;
+      A* __restrict r = ring + slot * sw;
+      const T* __restrict src = plane + s * W;
+      for (index_t k = 0; k < w.taps; ++k) {
+        const std::int32_t* __restrict it = w.idx + k * OW + q0;
+        const A* __restrict wt = ww + k * OW + q0;
+        if (k == 0) {
+          for (index_t q = 0; q < sw; ++q) r[q] = wt[q] * to_acc<A>(src[it[q]]);
+        } else {
+          for (index_t q = 0; q < sw; ++q) r[q] += wt[q] * to_acc<A>(src[it[q]]);
+        }
+      }
+    }
+    for (index_t c0 = 0; c0 < sw; c0 += kChunk) {
+      const index_t n = std::min(kChunk, sw - c0);
+      A* a = acc;
+      if constexpr (std::is_same<T, A>::value) a = dst + c0;
+      for (index_t t = 0; t < th; ++t) {
+        const index_t s = h.idx[t * OH + j];
+        axpy<A>(a, ring + (s % th) * sw + c0, wh[t * OH + j], n, t == 0);
+      }
+      if (w.flags)
+        for (index_t q = 0; q < n; ++q)
+          if (w.flags[q0 + c0 + q]) a[q] = fill;
+      if constexpr (!std::is_same<T, A>::value) store(dst + c0, a, n);
+    }
+  }
 }
 
-bool axis_rows(void* y, DType ty, const void* x, DType tx, DType elem, const ResizeAxis& a, index_t r0,
-               index_t r1) {
+// -- type dispatch -------------------------------------------------------------------------
+
+template <class T>
+struct Tag {
+  using type = T;
+};
+
+// f(Tag<element type>, Tag<accumulator>); false if this build does not take the type.
+template <class F>
+bool with_elem(DType elem, F&& f) {
   switch (elem) {
-    case DType::F32: return typed<float, float>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::F16: return typed<Half, float>(y, ty, x, tx, elem, a, r0, r1);
+    case DType::F32: f(Tag<float>{}, Tag<float>{}); return true;
+    case DType::F16: f(Tag<Half>{}, Tag<float>{}); return true;
 #ifdef RS_ALL_TYPES
-    case DType::F64: return typed<double, double>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::I8: return typed<std::int8_t, float>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::U8: return typed<std::uint8_t, float>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::I16: return typed<std::int16_t, float>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::U16: return typed<std::uint16_t, float>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::I32: return typed<std::int32_t, double>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::U32: return typed<std::uint32_t, double>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::I64: return typed<std::int64_t, double>(y, ty, x, tx, elem, a, r0, r1);
-    case DType::U64: return typed<std::uint64_t, double>(y, ty, x, tx, elem, a, r0, r1);
+    case DType::F64: f(Tag<double>{}, Tag<double>{}); return true;
+    case DType::I8: f(Tag<std::int8_t>{}, Tag<float>{}); return true;
+    case DType::U8: f(Tag<std::uint8_t>{}, Tag<float>{}); return true;
+    case DType::I16: f(Tag<std::int16_t>{}, Tag<float>{}); return true;
+    case DType::U16: f(Tag<std::uint16_t>{}, Tag<float>{}); return true;
+    case DType::I32: f(Tag<std::int32_t>{}, Tag<double>{}); return true;
+    case DType::U32: f(Tag<std::uint32_t>{}, Tag<double>{}); return true;
+    case DType::I64: f(Tag<std::int64_t>{}, Tag<double>{}); return true;
+    case DType::U64: f(Tag<std::uint64_t>{}, Tag<double>{}); return true;
 #endif
     default: return false;
   }
+}
+
+// x and y are each the element type or the accumulator.
+bool axis_rows(void* y, DType ty, const void* x, DType tx, DType elem, const ResizeAxis& a, index_t r0,
+               index_t r1) {
+  return with_elem(elem, [&](auto te, auto ta) {
+    using T = typename decltype(te)::type;
+    using A = typename decltype(ta)::type;
+    const bool xe = tx == elem, ye = ty == elem;
+    if (xe && ye) pass<T, T, A>(y, x, a, r0, r1);
+    else if (xe) pass<T, A, A>(y, x, a, r0, r1);
+    else if (ye) pass<A, T, A>(y, x, a, r0, r1);
+    else pass<A, A, A>(y, x, a, r0, r1);
+  });
+}
+
+bool plane_2d(void* y, const void* x, DType elem, const ResizeAxis& h, const ResizeAxis& w, index_t o, index_t q0,
+              index_t q1, index_t j0, index_t j1) {
+  return with_elem(elem, [&](auto te, auto ta) {
+    using T = typename decltype(te)::type;
+    using A = typename decltype(ta)::type;
+    plane_2d_rows<T, A>(static_cast<T*>(y), static_cast<const T*>(x), h, w, o, q0, q1, j0, j1);
+  });
 }
 
 // -- float16 <-> float32 rows ------------------------------------------------------------

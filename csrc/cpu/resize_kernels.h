@@ -54,12 +54,19 @@ inline std::uint16_t float_to_half_bits(float v) {
   return static_cast<std::uint16_t>(o | (sign >> 16));
 }
 
-// One ISA's build of resize_impl.h. `rows` are [r0, r1) of the pass's row space: outer
-// when inner == 1 (each row a whole output line), outer·out_len otherwise.
+// The 2-D pass keeps h.taps resampled rows of at most kResizeRing / h.taps columns each.
+constexpr index_t kResizeRing = 8192;
+constexpr index_t kResizeMaxTaps2D = kResizeRing / 16;
+
+// One ISA's build of resize_impl.h. axis_rows: rows [r0, r1) of the pass's row space (outer
+// when inner == 1, each row a whole output line; outer·out_len otherwise). plane_2d: output
+// rows [j0, j1) and columns [q0, q1) of plane o (h.taps <= kResizeMaxTaps2D, q1 - q0 <= kResizeRing / h.taps).
 #define RESIZE_DECLARE(ns)                                                                      \
   namespace ns {                                                                                \
   bool axis_rows(void* y, DType ty, const void* x, DType tx, DType elem, const ResizeAxis& a,   \
                  index_t r0, index_t r1);                                                       \
+  bool plane_2d(void* y, const void* x, DType elem, const ResizeAxis& h, const ResizeAxis& w,   \
+                index_t o, index_t q0, index_t q1, index_t j0, index_t j1);                     \
   void f16_to_f32(float* y, const std::uint16_t* x, index_t n);                                 \
   void f32_to_f16(std::uint16_t* y, const float* x, index_t n);                                 \
   }

@@ -9,6 +9,7 @@ gather-and-blend pass per axis with the intermediates kept unrounded.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple, Optional
 
@@ -353,12 +354,57 @@ def acc_dtype(dt: str) -> str:
     return "float64" if dt in ("float64", "int32", "uint32", "int64", "uint64") else "float32"
 
 
+MAX_TAPS_2D = 512  # native resize_2d_max_taps()
+
+
+def _axis_constants(ctx, t: Taps, acc: str) -> list:
+    """[idx, w, flags or ""] of one axis, laid out tap-major for the kernels."""
+    return [_constant(ctx, np.ascontiguousarray(t.idx.T, np.int32)),
+            _constant(ctx, np.ascontiguousarray(t.w.T, dtypes.to_numpy(acc))),
+            _constant(ctx, t.outside.astype(np.uint8)) if t.outside is not None else ""]
+
+
+def _fused_pays(shape, th: Taps, tw: Taps) -> bool:
+    """The fused pass resamples every source row it uses along W (gathers), then blends rows;
+    when rows shrink, blending first (the separable H-then-W order) gathers less."""
+    (H, W), (OH, nh), (OW, nw) = shape[-2:], th.idx.shape, tw.idx.shape
+    if nh > MAX_TAPS_2D:
+        return False
+    rows_used = len(np.unique(th.idx))
+    return rows_used * OW * nw * 3 + OH * OW * nh <= OH * W * nh + OH * OW * nw * 3
+
+
+def _lower_2d(ctx, node, shape, th: Taps, tw: Taps):
+    """The last two axes (the NCHW image case) in one pass that keeps resampled rows in cache."""
+    dt = ctx.dtype(node.inputs[0])
+    acc = acc_dtype(dt)
+    H, W = shape[-2:]
+    ctx.kernel("resize_2d", [node.inputs[0], *_axis_constants(ctx, th, acc), *_axis_constants(ctx, tw, acc)],
+               node.outputs, dtype=dt, floats=[_settings(node).extrapolation],
+               ints=[math.prod(shape[:-2]), H, th.idx.shape[0], W, tw.idx.shape[0], th.idx.shape[1], tw.idx.shape[1]])
+
+
+def _cost(order, shape, taps) -> float:
+    """Rough cost of passes in this order: taps per output element, a gather along the
+    contiguous axis counting thrice an axpy over rows."""
+    cur, total = list(shape), 0.0
+    for d in order:
+        cur[d] = taps[d].idx.shape[0]
+        total += math.prod(cur) * taps[d].idx.shape[1] * (3 if math.prod(cur[d + 1:]) == 1 else 1)
+    return total
+
+
 def _lower_blend(ctx, node, shape, taps):
     """One gather-and-blend pass per changed axis, shrinking axes first; intermediates in the
     accumulator type, rounded once by the last pass."""
     dt = ctx.dtype(node.inputs[0])
     acc = acc_dtype(dt)
-    order = sorted(taps, key=lambda d: (taps[d].idx.shape[0] / shape[d], -d))
+    rank = len(shape)
+    if any(shape[d] >= 2 ** 31 for d in taps):
+        raise ShapeError(f"node '{node.name}' (Resize): an axis of 2**31 or more elements cannot be interpolated")
+    if rank >= 2 and set(taps) == {rank - 2, rank - 1} and _fused_pays(shape, taps[rank - 2], taps[rank - 1]):
+        return _lower_2d(ctx, node, shape, taps[rank - 2], taps[rank - 1])
+    order = min(itertools.permutations(sorted(taps)), key=lambda o: _cost(o, shape, taps))
     shapes, cur = [], list(shape)
     for d in order:
         cur[d] = taps[d].idx.shape[0]
@@ -371,9 +417,7 @@ def _lower_blend(ctx, node, shape, taps):
     for k, d in enumerate(order):
         t = taps[d]
         dst = node.outputs[0] if k == len(order) - 1 else scratch[k % 2]
-        flags = _constant(ctx, t.outside.astype(np.uint8)) if t.outside is not None else ""
-        ctx.kernel("resize_axis", [src, _constant(ctx, np.ascontiguousarray(t.idx.T, np.int64)),
-                                   _constant(ctx, np.ascontiguousarray(t.w.T, dtypes.to_numpy(acc))), flags],
+        ctx.kernel("resize_axis", [src, *_axis_constants(ctx, t, acc)],
                    [dst], dtype=dt, floats=[fill],
                    ints=[math.prod(cur[:d]), cur[d], t.idx.shape[0], math.prod(cur[d + 1:]), t.idx.shape[1]])
         cur[d] = t.idx.shape[0]

@@ -24,7 +24,7 @@ void resize_nearest(void* y, const void* x, const void* fill, const std::int64_t
 // resize keeps its intermediates in Acc and rounds once (integers: half to even, saturated).
 struct ResizeAxis {
   index_t outer = 0, in_len = 0, out_len = 0, inner = 0, taps = 0;
-  const std::int64_t* idx = nullptr;
+  const std::int32_t* idx = nullptr;  // int32: the compilers vectorise gathers on it
   const void* w = nullptr;
   const std::uint8_t* flags = nullptr;
   double fill = 0.0;
@@ -39,6 +39,12 @@ inline DType resize_acc_type(DType t) {
       return DType::F32;
   }
 }
+
+// The last two axes at once (the NCHW image case): x [h.outer, h.in_len, w.in_len] ->
+// y [h.outer, h.out_len, w.out_len], element type in and out; h.flags / w.flags mark
+// extrapolated rows / columns. Needs h.taps <= resize_2d_max_taps().
+void resize_2d(void* y, const void* x, DType elem, const ResizeAxis& h, const ResizeAxis& w);
+index_t resize_2d_max_taps();
 
 // Whether resize_axis takes this element type (numeric, not bfloat16).
 bool resize_axis_supports(DType t);
