@@ -345,6 +345,17 @@ def test_einsum_every_type(dtype):
             np.testing.assert_array_equal(got, np.einsum(eq, *xs.values()))
 
 
+def test_einsum_every_isa(isa):
+    for eq, shapes, dtype in (("bij,bjk->bik", [(3, 9, 37), (3, 37, 21)], "float64"), ("ij->i", [(7, 300)], "float32"),
+                              ("ij->j", [(300, 7)], "int32"), ("ijk->", [(5, 6, 7)], "int8")):
+        xs = {f"x{i}": _data(s, dtype, seed=i) for i, s in enumerate(shapes)}
+        got = _engine(_model("Einsum", xs, [], {"equation": eq}, opset=12), xs)
+        if np.dtype(dtype).kind == "f":
+            np.testing.assert_allclose(got, np.einsum(eq, *[x.astype(np.float64) for x in xs.values()]), rtol=1e-5)
+        else:
+            np.testing.assert_array_equal(got, np.einsum(eq, *xs.values()))
+
+
 def test_einsum_large_threaded(threads):
     xs = {"a": _data((4, 70, 90), "float64", 1), "b": _data((4, 90, 60), "float64", 2), "c": _data((300, 200), seed=3)}
     m = _model("Einsum", {"a": xs["a"], "b": xs["b"]}, [], {"equation": "bij,bjk->bki"}, opset=12)

@@ -164,10 +164,14 @@ def _is_packed(v: View, order: list) -> bool:
     return all(v.dims[lab][1] == st or v.dims[lab][0] == 1 for lab, st in zip(order, strides_of(shape)))
 
 
+def _visible(v: View, order: list) -> View:
+    """v without the broadcast labels (stride 0) that `order` leaves out: batch labels the
+    other operand supplies, not to be summed over."""
+    return View(v.name, {lab: d for lab, d in v.dims.items() if lab in order or d[1] != 0})
+
+
 def _pack(ctx, v: View, order: list, dt: str) -> str:
-    # A broadcast label (stride 0) left out is a batch label the other operand supplies: drop
-    # it rather than sum over it.
-    v = View(v.name, {lab: d for lab, d in v.dims.items() if lab in order or d[1] != 0})
+    v = _visible(v, order)
     if _is_packed(v, order):
         return v.name
     buf = ctx.scratch((math.prod(v.dims[lab][0] for lab in order),), dt)
@@ -196,12 +200,18 @@ def _contract(ctx, a: View, b: View, keep: set, sizes: dict, dt: str, dst: str |
     # An operand constant over the batch is packed once and broadcast (batch stride 0).
     a_batch = batch if any(a.dims[lab][1] for lab in batch) else []
     b_batch = batch if any(b.dims[lab][1] for lab in batch) else []
-    pa = _pack(ctx, a, a_batch + m + red, dt)
-    pb = _pack(ctx, b, b_batch + red + n, dt)
     sa, sb = (M * K if a_batch else 0), (K * N if b_batch else 0)
-    if dt == "float32":
-        ctx.kernel("matmul", [pa, pb], [out], ints=[B, M, N, K, 0, 0, sa, sb])
+    if dt == "float32":  # the GEMM also reads either operand transposed: fewer copies
+        ta = not _is_packed(_visible(a, a_batch + m + red), a_batch + m + red) and \
+            _is_packed(_visible(a, a_batch + red + m), a_batch + red + m)
+        tb = not _is_packed(_visible(b, b_batch + red + n), b_batch + red + n) and \
+            _is_packed(_visible(b, b_batch + n + red), b_batch + n + red)
+        pa = _pack(ctx, a, a_batch + (red + m if ta else m + red), dt)
+        pb = _pack(ctx, b, b_batch + (n + red if tb else red + n), dt)
+        ctx.kernel("matmul", [pa, pb], [out], ints=[B, M, N, K, int(ta), int(tb), sa, sb])
     else:
+        pa = _pack(ctx, a, a_batch + m + red, dt)
+        pb = _pack(ctx, b, b_batch + red + n, dt)
         ctx.kernel("einsum_bmm", [pa, pb], [out], dtype=dt, ints=[B, M, N, K, sa, sb])
     return view
 
