@@ -21,7 +21,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import DTypeError, GraphError, ShapeError
 from .registry import TensorType, register
-from .views import copy_view, strides_of
+from .views import copy_view, fill, strides_of
 
 _TERM = re.compile(r"^[A-Za-z]*(\.\.\.)?[A-Za-z]*$")
 
@@ -119,9 +119,6 @@ class View(NamedTuple):
     name: str
     dims: dict
 
-    def labels(self):
-        return list(self.dims)
-
 
 def _view(name, labels, shape, sizes) -> View:
     dims: dict = {}
@@ -149,7 +146,6 @@ def _materialize(ctx, v: View, kept: list, dst: str, dt: str) -> None:
         return
     rshape = [v.dims[lab][0] for lab in rest]
     if math.prod(rshape) == 0:
-        from .views import fill
         fill(ctx, dst, 0)
         return
     ctx.kernel("einsum_sum", [v.name], [dst], dtype=dt,
@@ -194,7 +190,6 @@ def _contract(ctx, a: View, b: View, keep: set, sizes: dict, dt: str, dst: str |
     if B * M * N == 0:
         return view
     if K == 0:
-        from .views import fill
         fill(ctx, out, 0, B * M * N)
         return view
     # An operand constant over the batch is packed once and broadcast (batch stride 0).

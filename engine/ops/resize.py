@@ -4,7 +4,11 @@ Everything a resize reads depends only on shapes and attributes, so the lowering
 per output index along each resized axis, the source indices and weights once (numpy,
 float64, following ONNX's reference implementation) and hands them to the kernels as plan
 constants: nearest is one gather over all axes (any element type), linear and cubic are one
-gather-and-blend pass per axis with the intermediates kept unrounded.
+gather-and-blend pass per axis with the intermediates kept unrounded, or a single pass over
+the last two axes (images) that keeps resampled rows in cache.
+
+roi, scales and sizes must be known when planning. exclude_outside affects linear and cubic
+weights only (as in onnxruntime); antialias is refused for nearest.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ def _geometry(node, ins) -> Geometry:
     axes = [d % rank for d in axes]
     if len(set(axes)) != len(axes):
         raise ShapeError(f"node '{node.name}' (Resize): repeated axis in {node.attrs.get('axes')}")
-    roi = _known(node, ins, 1, "roi")
+    roi = _known(node, ins, 1, "roi") if s.coords == "tf_crop_and_resize" else None
     scales = _known(node, ins, 2, "scales")
     sizes = _known(node, ins, 3, "sizes")
     if (scales is None) == (sizes is None):
@@ -395,8 +399,8 @@ def _cost(order, shape, taps) -> float:
 
 
 def _lower_blend(ctx, node, shape, taps):
-    """One gather-and-blend pass per changed axis, shrinking axes first; intermediates in the
-    accumulator type, rounded once by the last pass."""
+    """One gather-and-blend pass per changed axis, in the cheapest order; intermediates in
+    the accumulator type, rounded once by the last pass."""
     dt = ctx.dtype(node.inputs[0])
     acc = acc_dtype(dt)
     rank = len(shape)
@@ -404,7 +408,9 @@ def _lower_blend(ctx, node, shape, taps):
         raise ShapeError(f"node '{node.name}' (Resize): an axis of 2**31 or more elements cannot be interpolated")
     if rank >= 2 and set(taps) == {rank - 2, rank - 1} and _fused_pays(shape, taps[rank - 2], taps[rank - 1]):
         return _lower_2d(ctx, node, shape, taps[rank - 2], taps[rank - 1])
-    order = min(itertools.permutations(sorted(taps)), key=lambda o: _cost(o, shape, taps))
+    orders = itertools.permutations(sorted(taps)) if len(taps) <= 5 else \
+        [sorted(taps, key=lambda d: taps[d].idx.shape[0] / shape[d])]  # shrinking first
+    order = min(orders, key=lambda o: _cost(o, shape, taps))
     shapes, cur = [], list(shape)
     for d in order:
         cur[d] = taps[d].idx.shape[0]
