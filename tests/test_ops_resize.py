@@ -377,3 +377,26 @@ def test_bad_einsum_input():
     b = _data((4, 5))
     with pytest.raises(engine.ShapeError, match="sizes 3 and 4"):
         _engine(_model("Einsum", {"x": x, "b": b}, [], {"equation": "ij,jk->ik"}, opset=12), {"x": x, "b": b})
+
+
+# -- ONNX's own Resize cases, parameters as constants --------------------------------------------
+
+def test_onnx_resize_cases_with_constant_parameters():
+    """ONNX's node cases feed roi/scales/sizes as graph inputs, which this engine needs known
+    when planning (tests/test_onnx_node_suite.py runs them as they are); here they are
+    weights, so every case checks the kernels against the ONNX reference outputs."""
+    from conformance import onnx_cases as oc
+
+    cases = [c for c in oc.node_cases() if c.op in ("Resize", "Upsample") and c.in_scope]
+    assert len(cases) >= 38
+    for case in cases:
+        model = onnx.load(str(case.path / "model.onnx"))
+        for feeds, want in oc.data_sets(case):
+            params = list(model.graph.input[1:])
+            for v in params:
+                model.graph.initializer.append(numpy_helper.from_array(feeds[v.name], v.name))
+                model.graph.input.remove(v)
+            x = model.graph.input[0].name
+            got = engine.load(model.SerializeToString()).run(None, {x: feeds[x]})
+            assert oc.compare(got, want, case.rtol, case.atol) == "", case.name
+            break
