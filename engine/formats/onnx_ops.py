@@ -214,9 +214,14 @@ def _dropout(ctx, name, inputs, outputs, attrs, opset):
 
 @converter("Upsample")
 def _upsample(ctx, name, inputs, outputs, attrs, opset):
+    """Upsample (retired in opset 10): Resize with asymmetric coordinates, nearest rounding
+    down. Scales are input 1 from opset 9, an attribute in 7-8, height/width_scale before."""
     mode = attrs.pop("mode", "nearest")
-    if "scales" in attrs:  # opset 7-8: an attribute
+    if "scales" in attrs:
         scales = ctx.const(name, np.asarray(attrs.pop("scales"), np.float32))
+    elif "height_scale" in attrs or "width_scale" in attrs:  # opset 1: NCHW
+        hw = [attrs.pop("height_scale", 1.0), attrs.pop("width_scale", 1.0)]
+        scales = ctx.const(name, np.asarray([1.0, 1.0] + hw, np.float32))
     else:
         scales = inputs[1]
     resize_attrs = {"mode": "linear" if mode in ("linear", "bilinear") else mode,
@@ -226,11 +231,26 @@ def _upsample(ctx, name, inputs, outputs, attrs, opset):
 
 @converter("Resize")
 def _resize(ctx, name, inputs, outputs, attrs, opset):
-    if opset < 11:  # (X, scales), asymmetric coordinates, floor rounding
-        attrs.setdefault("coordinate_transformation_mode", "asymmetric")
-        attrs.setdefault("nearest_mode", "floor")
-        inputs = [inputs[0], "", inputs[1]]
-    return _node("Resize", name, inputs, outputs, attrs)
+    if opset >= 11:
+        return _node("Resize", name, inputs, outputs, attrs)
+    # Opset 10: (X, scales), asymmetric coordinates; nearest rounds down along axes that grow
+    # and up along axes that shrink (onnxruntime; the opset-10 cases of onnx 1.5). With known
+    # scales that mix both, one Resize per rounding, each over its own axes.
+    attrs["coordinate_transformation_mode"] = "asymmetric"
+    scales = ctx.weights.get(inputs[1])
+    if attrs.get("mode", "nearest") != "nearest" or scales is None or not np.any(np.asarray(scales) < 1):
+        attrs["nearest_mode"] = "floor"
+        return _node("Resize", name, [inputs[0], "", inputs[1]], outputs, attrs)
+    scales = np.asarray(scales, np.float32).reshape(-1)
+    down = [d for d, f in enumerate(scales) if f < 1]
+    up = [d for d, f in enumerate(scales) if f >= 1]
+    if not up:
+        return _node("Resize", name, [inputs[0], "", inputs[1]], outputs, dict(attrs, nearest_mode="ceil"))
+    grown = f"{name}/grown"
+    return (_node("Resize", f"{name}/up", [inputs[0], "", ctx.const(name, scales[up])], [grown],
+                  dict(attrs, nearest_mode="floor", axes=up))
+            + _node("Resize", f"{name}/down", [grown, "", ctx.const(name, scales[down])], outputs,
+                    dict(attrs, nearest_mode="ceil", axes=down)))
 
 
 @converter("Scatter")

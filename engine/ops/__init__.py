@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     arith,
     attention,
     control,
+    einsum,
     elementwise,
     gather,
     linear,
