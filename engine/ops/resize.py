@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import DTypeError, GraphError, ShapeError
-from .registry import Tensor, TensorType, register
+from .registry import known, Tensor, TensorType, register
 from .views import strides_of
 
 _MODES = ("nearest", "linear", "cubic")
@@ -90,10 +90,7 @@ def _known(node, ins, i, what) -> Optional[np.ndarray]:
     t = ins[i] if i < len(ins) else None
     if t is None or math.prod(t.shape) == 0:
         return None
-    if t.value is None:
-        raise ShapeError(f"node '{node.name}' (Resize): '{what}' must be known when the model is planned "
-                         "(a constant or computed from input shapes), not computed from input data")
-    return np.asarray(t.value).reshape(-1)
+    return np.asarray(known(ins, i, node, f"'{what}'")).reshape(-1)
 
 
 def _geometry(node, ins) -> Geometry:
