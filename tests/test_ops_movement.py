@@ -313,6 +313,13 @@ def test_range(start, limit, delta, dtype):
         np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-6)
 
 
+def test_range_float16_kernel_every_isa(isa):
+    ins = [np.array(v, np.float16) for v in (-3.0, 77.0, 0.0009765625)]
+    got = engine_run("Range", ins, known=(0, 1, 2))[0]  # 81920 elements: the kernel, not numpy
+    want = (np.float32(-3) + np.arange(81920, dtype=np.float32) * np.float32(ins[2])).astype(np.float16)
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-3)
+
+
 @pytest.mark.parametrize("upper", [0, 1])
 @pytest.mark.parametrize("shape,k", [((4, 5), 0), ((2, 3, 4), -1), ((3, 6), 2), ((5, 2), -7), ((1, 4), 9),
                                      ((3, 300, 200), 1)])
@@ -344,6 +351,8 @@ def test_gather_big(threads):
     table = data((5000, 64), "float32")
     idx = np.random.default_rng(0).integers(-5000, 5000, (40, 50))
     check("Gather", [table, idx], known=(0,))
+    columns = np.random.default_rng(1).integers(-500, 500, 300).astype(np.int32)  # single elements
+    check("Gather", [data((600, 500), "float16"), columns], {"axis": 1})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int16", "bool", "float64"])

@@ -58,12 +58,30 @@ void for_rows(index_t rows, index_t row_bytes, Fn&& fn) {
   parallel_for(rows, std::max<index_t>(1, kParallelBytes / std::max<index_t>(row_bytes, 1)), fn);
 }
 
+// Single elements (inner == 1): a typed loop instead of a memcpy call per element.
+template <class T, class I>
+void gather_elems(T* y, const T* x, const I* idx, index_t axis_len, index_t n_idx, index_t r0, index_t r1) {
+  for (index_t r = r0; r < r1; ++r) y[r] = x[(r / n_idx) * axis_len + wrap(idx[r % n_idx], axis_len)];
+}
+
 template <class I>
 void gather_t(char* y, const char* x, const I* idx, index_t outer, index_t axis_len, index_t inner, index_t n_idx,
               size_t elem) {
   check_range("Gather", idx, n_idx, axis_len);
   const index_t row = inner * static_cast<index_t>(elem);
   for_rows(outer * n_idx, row, [&](index_t r0, index_t r1) {
+    if (inner == 1 && (elem == 4 || elem == 8 || elem == 2 || elem == 1)) {
+      switch (elem) {
+        case 1: return gather_elems(reinterpret_cast<std::uint8_t*>(y), reinterpret_cast<const std::uint8_t*>(x),
+                                    idx, axis_len, n_idx, r0, r1);
+        case 2: return gather_elems(reinterpret_cast<std::uint16_t*>(y), reinterpret_cast<const std::uint16_t*>(x),
+                                    idx, axis_len, n_idx, r0, r1);
+        case 4: return gather_elems(reinterpret_cast<std::uint32_t*>(y), reinterpret_cast<const std::uint32_t*>(x),
+                                    idx, axis_len, n_idx, r0, r1);
+        default: return gather_elems(reinterpret_cast<std::uint64_t*>(y), reinterpret_cast<const std::uint64_t*>(x),
+                                     idx, axis_len, n_idx, r0, r1);
+      }
+    }
     for (index_t r = r0; r < r1; ++r) {
       const index_t o = r / n_idx, j = r % n_idx;
       std::memcpy(y + r * row, x + (o * axis_len + wrap(idx[j], axis_len)) * row, static_cast<size_t>(row));
@@ -235,7 +253,8 @@ void gather_nd(void* y, const void* x, const void* idx, DType idx_type, index_t 
   auto* xp = static_cast<const char*>(x);
   ENGINE_BY_INDEX_TYPE(idx_type, "GatherND",
       gather_nd_t(yp, xp, static_cast<const std::int32_t*>(idx), batch, tuples, depth, dims, batch_stride, slice, elem),
-      gather_nd_t(yp, xp, static_cast<const std::int64_t*>(idx), batch, tuples, depth, dims, batch_stride, slice, elem));
+      gather_nd_t(yp, xp, static_cast<const std::int64_t*>(idx), batch, tuples, depth, dims, batch_stride, slice,
+                  elem));
 }
 
 void scatter_elements(void* y, const void* upd, const void* idx, DType idx_type, DType type, Reduction op, int ndim,

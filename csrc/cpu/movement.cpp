@@ -56,8 +56,10 @@ void reverse_elems(char* d, const char* s, index_t n, size_t elem) {
     case 2: return reverse_t<std::uint16_t>(d, s, n);
     case 4: return reverse_t<std::uint32_t>(d, s, n);
     case 8: return reverse_t<std::uint64_t>(d, s, n);
-    default:
-      for (index_t i = 0; i < n; ++i) std::memcpy(d + i * static_cast<index_t>(elem), s - i * static_cast<index_t>(elem), elem);
+    default: {
+      const index_t e = static_cast<index_t>(elem);
+      for (index_t i = 0; i < n; ++i) std::memcpy(d + i * e, s - i * e, elem);
+    }
   }
 }
 

@@ -29,9 +29,12 @@ def transpose_type(node, ins):
     return [TensorType(tuple(x[p] for p in _perm(node, len(x))), ins[0].dtype)]
 
 
-register("Transpose", transpose_type,
-         lambda ctx, node: transpose(ctx, node.inputs[0], node.outputs[0], _perm(node, len(ctx.shape(node.inputs[0])))),
-         check=lambda node: attr_ints(node, "perm"),
+def transpose_lower(ctx, node):
+    x = node.inputs[0]
+    transpose(ctx, x, node.outputs[0], _perm(node, len(ctx.shape(x))))
+
+
+register("Transpose", transpose_type, transpose_lower, check=lambda node: attr_ints(node, "perm"),
          evaluate=lambda node, ins: [np.transpose(ins[0].value, _perm(node, ins[0].value.ndim))])
 
 # -- Concat / Split --------------------------------------------------------------------------

@@ -54,8 +54,8 @@ StepFn gather_elements_step(const StepSpec& s) {
   const int x = s.in[0], idx = s.in[1], y = s.out[0];
   const size_t e = static_cast<size_t>(elem);
   return [=](void* const* sl) {
-    gather_elements(sl[y], sl[x], sl[idx], it, static_cast<int>(nd), shape.data(), strides.data(), static_cast<int>(axis),
-                    axis_len, e);
+    gather_elements(sl[y], sl[x], sl[idx], it, static_cast<int>(nd), shape.data(), strides.data(),
+                    static_cast<int>(axis), axis_len, e);
   };
 }
 

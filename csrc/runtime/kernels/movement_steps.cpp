@@ -36,7 +36,8 @@ StepFn pad_step(const StepSpec& s) {
     ENGINE_CHECK(out_shape[d] >= 0, "pad: negative output dimension");
     table += static_cast<size_t>(out_shape[d]);
   }
-  ENGINE_CHECK(s.ints.size() == static_cast<size_t>(2 + 2 * nd) + table, "pad: expected one source index per output index");
+  ENGINE_CHECK(s.ints.size() == static_cast<size_t>(2 + 2 * nd) + table,
+               "pad: expected one source index per output index");
   ENGINE_CHECK(s.in_types[1] == DType::Any || dtype_size(s.in_types[1]) == static_cast<size_t>(elem),
                "pad: the pad value must have the data's element type");
   auto layout = std::make_shared<const PadLayout>(pad_layout(static_cast<int>(nd), out_shape, x_shape, out_shape + nd));
