@@ -7,6 +7,15 @@ from ..errors import GraphError, ShapeError
 from .registry import Tensor
 
 
+class ValueNotKnown(ShapeError):
+    """A type rule needs the value of `name` (a shape, axes, pads, ...), which is computed from
+    the inputs' data: the planner may retry with that data's values fixed."""
+
+    def __init__(self, msg: str, name: str):
+        super().__init__(msg)
+        self.name = name
+
+
 def shape_error(node, msg: str) -> ShapeError:
     return ShapeError(f"node '{node.name}' ({node.op}): {msg}")
 
@@ -48,8 +57,9 @@ def known(node, ins, i: int, what: str):
     if not present(ins, i):
         return None
     if ins[i].value is None:
-        raise shape_error(node, f"{what} (input {i}) must be known when the model is planned (a constant, "
-                                "or computed from input shapes), not computed from the inputs' data")
+        raise ValueNotKnown(f"node '{node.name}' ({node.op}): {what} (input {i}) must be known when the model is "
+                            "planned (a constant, or computed from input shapes), not computed from the inputs' "
+                            "data", node.inputs[i])
     return ins[i].value
 
 

@@ -21,13 +21,12 @@ def _index_type(node, t, what="indices") -> None:
         raise shape_error(node, f"{what} must be int32 or int64, got {t.dtype}")
 
 
-def _wrapped(node, idx: np.ndarray, size) -> np.ndarray:
-    """Indices with negatives wrapped; ShapeError if one is out of range."""
+def _wrapped(node, idx: np.ndarray, size: int) -> np.ndarray:
+    """Indices into a dim of `size` with negatives wrapped; ShapeError if one is out of range."""
     idx = idx.astype(np.int64)
-    bad = (idx < -np.asarray(size)) | (idx >= np.asarray(size))
+    bad = (idx < -size) | (idx >= size)
     if bad.any():
-        raise shape_error(node, f"index {int(idx[bad].reshape(-1)[0])} is out of range (size "
-                                f"{np.broadcast_to(size, idx.shape)[bad].reshape(-1)[0]})")
+        raise shape_error(node, f"index {int(idx[bad][0])} is out of range for a dimension of size {size}")
     return np.where(idx < 0, idx + size, idx)
 
 
