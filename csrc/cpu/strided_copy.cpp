@@ -1,8 +1,10 @@
 // Strided copies (see engine/copy.h). After merging dims, the innermost dim is copied with
 // memcpy when both sides are contiguous there, else with a typed loop for 1/2/4/8-byte
-// elements; the outer dims are walked with an odometer. Large copies split the outer rows
-// over the thread pool.
+// elements; the outer dims are walked with an odometer. A transpose (the destination
+// contiguous along one dim, the source along another) is copied in square tiles instead, so
+// both sides stay in cache. Large copies split their rows (or tiles) over the thread pool.
 #include <algorithm>
+#include <utility>
 #include <cstdint>
 #include <cstring>
 
@@ -42,6 +44,61 @@ void row(char* d, index_t ds, const char* s, index_t ss, index_t n, size_t elem)
   }
 }
 
+// Transposes: d[i + k*dk] = s[i*si + k] over an n0 x nk plane, in tiles of kTile x kTile.
+constexpr index_t kTile = 32;
+
+template <class T>
+void transpose_tile(char* d, index_t dk, const char* s, index_t si, index_t i0, index_t i1, index_t k0, index_t k1) {
+  T* dp = reinterpret_cast<T*>(d);
+  const T* sp = reinterpret_cast<const T*>(s);
+  if (i1 - i0 >= k1 - k0) {  // the longer side innermost
+    for (index_t k = k0; k < k1; ++k)
+      for (index_t i = i0; i < i1; ++i) dp[i + k * dk] = sp[i * si + k];
+  } else {
+    for (index_t i = i0; i < i1; ++i)
+      for (index_t k = k0; k < k1; ++k) dp[i + k * dk] = sp[i * si + k];
+  }
+}
+
+void tile(char* d, index_t dk, const char* s, index_t si, index_t i0, index_t i1, index_t k0, index_t k1,
+          size_t elem) {
+  switch (elem) {
+    case 1: return transpose_tile<std::uint8_t>(d, dk, s, si, i0, i1, k0, k1);
+    case 2: return transpose_tile<std::uint16_t>(d, dk, s, si, i0, i1, k0, k1);
+    case 4: return transpose_tile<std::uint32_t>(d, dk, s, si, i0, i1, k0, k1);
+    default: return transpose_tile<std::uint64_t>(d, dk, s, si, i0, i1, k0, k1);
+  }
+}
+
+// The merged copy (dims innermost first) as planes of dims 0 and k: dim 0 contiguous in the
+// destination, dim k in the source. Every other dim indexes a plane.
+void copy_transposed(char* d0, const char* s0, const index_t* sh, const index_t* ds, const index_t* ss, int nd, int k,
+                     size_t elem, index_t total) {
+  const index_t e = static_cast<index_t>(elem), n0 = sh[0], nk = sh[k];
+  index_t osh[kMaxDims], ods[kMaxDims], oss[kMaxDims];
+  int no = 0;
+  for (int d = 1; d < nd; ++d)
+    if (d != k) osh[no] = sh[d], ods[no] = ds[d], oss[no] = ss[d], ++no;
+  const index_t ktiles = (nk + kTile - 1) / kTile, tasks = total / (n0 * nk) * ktiles;
+  auto run = [&](index_t t0, index_t t1) {
+    for (index_t t = t0; t < t1; ++t) {
+      index_t plane = t / ktiles, doff = 0, soff = 0;
+      for (int d = 0; d < no; ++d) {
+        const index_t i = plane % osh[d];
+        plane /= osh[d];
+        doff += i * ods[d];
+        soff += i * oss[d];
+      }
+      const index_t kb = (t % ktiles) * kTile, ke = std::min(nk, kb + kTile);
+      for (index_t ib = 0; ib < n0; ib += kTile)
+        tile(d0 + doff * e, ds[k], s0 + soff * e, ss[0], ib, std::min(n0, ib + kTile), kb, ke, elem);
+    }
+  };
+  const index_t task_bytes = std::max<index_t>(1, n0 * std::min(nk, kTile) * e);
+  if (total * e < kParallelBytes || tasks == 1) return run(0, tasks);
+  parallel_for(tasks, std::max<index_t>(1, kParallelBytes / task_bytes), run);
+}
+
 }  // namespace
 
 void strided_copy(void* dst, const index_t* dst_strides, const void* src, const index_t* src_strides,
@@ -70,6 +127,16 @@ void strided_copy(void* dst, const index_t* dst_strides, const void* src, const 
   if (nd == 0) {
     std::memcpy(d0, s0, elem);
     return;
+  }
+  if (ds[0] == 1 && ss[0] != 1 && (elem == 1 || elem == 2 || elem == 4 || elem == 8)) {
+    for (int k = 1; k < nd; ++k) {
+      if (ss[k] != 1 || sh[k] < 4) continue;
+      if (sh[0] >= 4) return copy_transposed(d0, s0, sh, ds, ss, nd, k, elem, total);
+      // A short contiguous destination run (DepthToSpace's block): rows along the source's
+      // contiguous dim instead, written with a small stride.
+      std::swap(sh[0], sh[k]), std::swap(ds[0], ds[k]), std::swap(ss[0], ss[k]);
+      break;
+    }
   }
   const index_t len = sh[0], rows = total / len;
   const index_t e = static_cast<index_t>(elem);

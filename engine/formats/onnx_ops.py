@@ -196,6 +196,13 @@ def _split(ctx, name, inputs, outputs, attrs, opset):
     return _node("Split", name, inputs, outputs, attrs)
 
 
+@converter("Concat")
+def _concat(ctx, name, inputs, outputs, attrs, opset):
+    if opset < 4:  # axis was optional, default 1
+        attrs.setdefault("axis", 1)
+    return _node("Concat", name, inputs, outputs, attrs)
+
+
 @converter("TopK")
 def _topk(ctx, name, inputs, outputs, attrs, opset):
     if opset < 10:
