@@ -113,6 +113,8 @@ class Graph:
                     raise GraphError(f"node '{node.name}' ({node.op}) reads '{i}', which is not "
                                      "defined before it (missing weight, or nodes out of order)")
             for o in node.outputs:
+                if not o:  # an optional output nobody wants
+                    continue
                 if o in defined:
                     raise GraphError(f"node '{node.name}' ({node.op}) redefines '{o}'")
                 defined.add(o)

@@ -282,10 +282,12 @@ def test_resize_opset11_empty_scales_with_sizes_vs_ort():
 
 def test_bad_resize_input():
     x = _data((1, 1, 4, 4))
-    with pytest.raises(engine.ShapeError, match="'scales' must be known when the model is planned"):
-        m = _model("Resize", {"x": x, "s": np.ones(4, np.float32)}, [], {})
-        m.graph.node[0].input[:] = ["x", "", "s"]
-        _engine(m, {"x": x, "s": np.ones(4, np.float32)})
+    # scales fed as a graph input: the model is planned per value of it (not refused)
+    m = _model("Resize", {"x": x, "s": np.ones(4, np.float32)}, [], {})
+    m.graph.node[0].input[:] = ["x", "", "s"]
+    for scale in (1.0, 2.0):
+        s_in = np.array([1, 1, scale, scale], np.float32)
+        np.testing.assert_array_equal(_engine(m, {"x": x, "s": s_in}), np.kron(x, np.ones((1, 1, int(scale), int(scale)))))
     cases = [
         (dict(scales=[1, 1, 2], mode="linear"), engine.ShapeError, "3 values for 4 axes"),
         (dict(scales=[1, 1, -2, 2]), engine.ShapeError, "positive"),

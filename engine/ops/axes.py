@@ -4,16 +4,12 @@ known when a plan is made (Reshape's target, Slice's starts, Pad's pads, ...).""
 from __future__ import annotations
 
 from ..errors import GraphError, ShapeError
-from .registry import Tensor
+from .registry import Tensor, ValueNeeded, known as _known_value
 
 
-class ValueNotKnown(ShapeError):
-    """A type rule needs the value of `name` (a shape, axes, pads, ...), which is computed from
-    the inputs' data: the planner may retry with that data's values fixed."""
-
-    def __init__(self, msg: str, name: str):
-        super().__init__(msg)
-        self.name = name
+# A value a type rule needs but that is computed from data: the planner then plans per value of
+# the graph inputs it comes from (Model._plan), or reports this error.
+ValueNotKnown = ValueNeeded
 
 
 def shape_error(node, msg: str) -> ShapeError:
@@ -53,14 +49,10 @@ def present(ins, i: int) -> bool:
 
 
 def known(node, ins, i: int, what: str):
-    """The value of input i (None if absent); ShapeError if it is computed from data."""
+    """The value of input i (None if absent); ValueNeeded if it is computed from data."""
     if not present(ins, i):
         return None
-    if ins[i].value is None:
-        raise ValueNotKnown(f"node '{node.name}' ({node.op}): {what} (input {i}) must be known when the model is "
-                            "planned (a constant, or computed from input shapes), not computed from the inputs' "
-                            "data", node.inputs[i])
-    return ins[i].value
+    return _known_value(ins, i, node, what)
 
 
 def known_ints(node, ins, i: int, what: str) -> list | None:

@@ -87,7 +87,7 @@ class ValueNeeded(ShapeError):
         super().__init__(f"node '{node.name}' ({node.op}): {what} (input {index}, '{node.inputs[index]}') must be "
                          "known when the model is planned: a constant, a value computed from input shapes, or "
                          "a graph input")
-        self.node, self.index = node, index
+        self.node, self.index, self.name = node, index, node.inputs[index]
 
 
 def known(ins: list, index: int, node, what: str) -> np.ndarray:

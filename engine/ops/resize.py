@@ -368,7 +368,7 @@ def _axis_constants(ctx, t: Taps, acc: str) -> list:
 def _fused_pays(shape, th: Taps, tw: Taps) -> bool:
     """The fused pass resamples every source row it uses along W (gathers), then blends rows;
     when rows shrink, blending first (the separable H-then-W order) gathers less."""
-    (H, W), (OH, nh), (OW, nw) = shape[-2:], th.idx.shape, tw.idx.shape
+    W, (OH, nh), (OW, nw) = shape[-1], th.idx.shape, tw.idx.shape
     if nh > MAX_TAPS_2D:
         return False
     rows_used = len(np.unique(th.idx))

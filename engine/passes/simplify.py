@@ -95,9 +95,12 @@ def _transposes_to_reshapes(graph: Graph) -> Graph:
             out.append(n)
             continue
         target = [t.shape[d] for d in p]
+        if 0 in target and None in target:
+            out.append(n)  # a Reshape cannot say both "infer this dim" and "this dim is 0"
+            continue
         target = [-1 if d is None else d for d in target]  # at most one unknown dim
         shape = names.fresh(f"{n.name}/shape")
         weights[shape] = np.asarray(target, np.int64)
-        out.append(Node("Reshape", [n.inputs[0], shape], list(n.outputs), {}, n.name))
+        out.append(Node("Reshape", [n.inputs[0], shape], list(n.outputs), {"allowzero": 1}, n.name))
         changed = True
     return graph.replace(nodes=out, initializers=weights) if changed else graph
