@@ -10,8 +10,6 @@ Sequences of length 0 give zero outputs and final states, as in onnxruntime.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import GraphError, ShapeError
@@ -47,7 +45,7 @@ def _direction(node) -> str:
 def _activations(node) -> list:
     """[(code, alpha, beta)] per activation slot of every direction. activation_alpha / _beta
     are consumed in order by the activations that take them; missing ones take the defaults."""
-    code, _, per_dir, _ = CELLS[node.op]
+    per_dir = CELLS[node.op][2]
     ndir = DIRECTIONS[_direction(node)]
     names = node.attrs.get("activations", DEFAULT_ACTIVATIONS[node.op])
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
@@ -107,7 +105,7 @@ class _Dims:
             raise ShapeError(f"{w}: X, W and R are required")
         if len(ins) > (8 if node.op == "LSTM" else 6):
             raise ShapeError(f"{w}: too many inputs ({len(ins)})")
-        x, wt, r = ins[:3]
+        x, r = ins[0], ins[2]
         self.dtype = x.dtype
         if self.dtype not in FLOAT_TYPES:
             raise ShapeError(f"{w}: X must be float32, float16 or float64, got {self.dtype}")
@@ -190,10 +188,10 @@ def rnn_lower(ctx, node):
         state, rt = None, ""
         if r is not None:
             rd = np.asarray(r[di], np.float32)
-            key = ("rnn.R", r_name, di, gru_split)
-            state = ctx.cached(key, lambda: ctx.pack_gemm_b(rd[:2 * H] if gru_split else rd, transposed=True))
+            part = rd[:2 * H] if gru_split else rd  # GRU: z, r columns packed; the h gate reads Rᵀ in place
+            state = ctx.cached(("rnn.R", r_name, di, gru_split), lambda m=part: ctx.pack_gemm_b(m, transposed=True))
             if gru_split:
-                rt = ctx.constant(ctx.cached(("rnn.Rt", r_name, di), lambda: np.ascontiguousarray(rd.T)))
+                rt = ctx.constant(ctx.cached(("rnn.Rt", r_name, di), lambda m=rd: np.ascontiguousarray(m.T)))
         reverse = direction == "reverse" or (direction == "bidirectional" and di == 1)
         fa = acts[di * per_dir:(di + 1) * per_dir] + [(0, 0.0, 0.0)] * (3 - per_dir)
         ctx.kernel("rnn", [xw, b, p, h0, c0, len_name, r32, rt, ws], kouts,
