@@ -313,9 +313,13 @@ def test_attention_vs_torch_sdpa(threads):
 
 def test_attention_every_isa(isa):
     rng = np.random.default_rng(12)
-    ins, attrs = attention_case(rng, Sq=9, L=33, D=24, Dv=20, mask=("float", (9, 33)), softcap=3.0, is_causal=1)
-    got = run_engine(model("Attention", ins, ["Y"], attrs), feeds_of(ins))
-    assert_close(got, reference_attention(*[a for _, a in ins], **attrs)[:1])
+    for sq, L in ((9, 33), (40, 75)):  # plain-loop products; sgemm
+        for dtype in (np.float32, np.float64):
+            ins, attrs = attention_case(rng, Sq=sq, L=L, D=24, Dv=20, mask=("float", (sq, L)), softcap=3.0,
+                                        is_causal=1, dtype=dtype)
+            got = run_engine(model("Attention", ins, ["Y"], attrs), feeds_of(ins))
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            assert_close(got, reference_attention(*[a for _, a in ins], **attrs)[:1], rtol=tol, atol=tol)
 
 
 def test_attention_vs_onnxruntime():
