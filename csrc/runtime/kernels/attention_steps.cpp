@@ -88,6 +88,9 @@ StepFn attention_step(const StepSpec& s) {
             in_y32 = s.in[11], in_qk32 = s.in[12];
   const index_t mask_elems = s.i(21);
   ENGINE_CHECK(mask_elems >= 0, "attention: bad mask size");
+  if (mask_kind && B && Hq && Sq && mask0.len)  // the last element the broadcast view reads lies inside the mask
+    ENGINE_CHECK((B - 1) * mask0.sb + (Hq - 1) * mask0.sh + (Sq - 1) * mask0.sq + mask0.len <= mask_elems,
+                 "attention: mask layout exceeds the mask");
   const int out_y = s.out[0], out_pk = has_present ? s.out[1] : -1, out_pv = has_present ? s.out[2] : -1,
             out_qk = has_qk ? s.out.back() : -1;
 
