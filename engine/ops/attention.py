@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError, ShapeError
-from .registry import TensorType, register
+from .registry import Tensor, TensorType, register
 from .seq_util import FLOAT_TYPES, float_attr, int_attr
 from .views import strides_of
 
@@ -128,8 +128,6 @@ def attention_type(node, ins):
 
 
 def attention_lower(ctx, node):
-    from .registry import Tensor
-
     ins = list(node.inputs) + [""] * (7 - len(node.inputs))
     d = _AttnDims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in node.inputs])
     q, k, v, mask, pk, pv, nonpad = ins
@@ -232,8 +230,6 @@ def rotary_type(node, ins):
 
 
 def rotary_lower(ctx, node):
-    from .registry import Tensor
-
     B, S, H, D, rot, in3d, rows = _rotary_dims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None
                                                       for i in node.inputs])
     ins = list(node.inputs) + [""] * (4 - len(node.inputs))

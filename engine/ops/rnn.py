@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import GraphError, ShapeError
 from .registry import Tensor, TensorType, register
 from .seq_util import FLOAT_TYPES, as_float32, finish_outputs, float32_output, float_attr, int_attr
+from .views import fill
 
 # op -> (kernel cell code, gates, activations per direction, outputs)
 CELLS = {"RNN": (0, 1, 1, 2), "GRU": (1, 3, 2, 2), "LSTM": (2, 4, 3, 3)}
@@ -113,7 +114,7 @@ class _Dims:
         self.D = DIRECTIONS[_direction(node)]
         if len(x.shape) != 3:
             raise ShapeError(f"{w}: X must be 3-D, got shape {x.shape}")
-        self.T, self.B, self.I = (x.shape[1], x.shape[0], x.shape[2]) if self.layout else x.shape
+        self.T, self.B, self.In = (x.shape[1], x.shape[0], x.shape[2]) if self.layout else x.shape
         if len(r.shape) != 3:
             raise ShapeError(f"{w}: R must be 3-D (num_directions, {G}·hidden, hidden), got {r.shape}")
         self.H = r.shape[2]
@@ -122,7 +123,7 @@ class _Dims:
             raise ShapeError(f"{w}: hidden_size {hs} differs from R's shape {r.shape}")
         self.G, D, H = G, self.D, self.H
         state = (self.B, D, H) if self.layout else (D, self.B, H)
-        want = [("W", (D, G * H, self.I)), ("R", (D, G * H, H)), ("B", (D, 2 * G * H)), ("sequence_lens", (self.B,)),
+        want = [("W", (D, G * H, self.In)), ("R", (D, G * H, H)), ("B", (D, 2 * G * H)), ("sequence_lens", (self.B,)),
                 ("initial_h", state), ("initial_c", state), ("P", (D, 3 * H))]
         for (name, shape), t in zip(want, ins[1:]):
             if t is None:
@@ -146,7 +147,7 @@ def rnn_lower(ctx, node):
     ins = list(node.inputs) + [""] * (8 - len(node.inputs))
     d = _Dims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in ins[:len(node.inputs)]])
     cell, G, per_dir, _ = CELLS[node.op]
-    T, B, I, H, D = d.T, d.B, d.I, d.H, d.D
+    T, B, In, H, D = d.T, d.B, d.In, d.H, d.D
     GH = G * H
     acts = _activations(node)
     x_name, w_name, r_name, b_name, len_name, h0_name, c0_name, p_name = ins
@@ -162,19 +163,20 @@ def rnn_lower(ctx, node):
     if rows:
         x = as_float32(ctx, x_name)
         w = ctx.value(w_name)
-        if I == 0:
-            from .views import fill
+        if In == 0:
             fill(ctx, xw, 0.0)
         elif w is not None:
-            packed = ctx.cached(("rnn.W", w_name), lambda: ctx.pack_gemm_b(w.reshape(D * GH, I), transposed=True))
+            packed = ctx.cached(("rnn.W", w_name), lambda: ctx.pack_gemm_b(w.reshape(D * GH, In), transposed=True))
             ctx.kernel("gemm_packed", [x, ""], [xw], ints=[rows, 0], floats=[0.0, 0.0], state=packed, dtype="float32")
         else:
-            ctx.kernel("matmul", [x, as_float32(ctx, w_name)], [xw], ints=[1, rows, D * GH, I, 0, 1, 0, 0],
+            ctx.kernel("matmul", [x, as_float32(ctx, w_name)], [xw], ints=[1, rows, D * GH, In, 0, 1, 0, 0],
                        dtype="float32")
 
     gru_split = node.op == "GRU" and not node.attrs.get("linear_before_reset", 0)
     r = ctx.value(r_name)
     transpose_r = r is None
+    # The kernel's workspace (engine/rnn.h rnn_workspace_floats; the factory checks it), plus Rᵀ
+    # when R is not a weight and the kernel transposes it on each call.
     ws_floats = B * GH + (2 if node.op == "LSTM" else 1) * B * H + (B * H if node.op == "GRU" else 0) + GH + H
     ws_floats += H * GH if transpose_r else 0
     ws = ctx.scratch((max(ws_floats, 1),), "float32")
