@@ -22,7 +22,8 @@ CELLS = {"RNN": (0, 1, 1, 2), "GRU": (1, 3, 2, 2), "LSTM": (2, 4, 3, 3)}
 DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
 
 # lower-case name -> (kernel code (engine/rnn.h RnnAct), default alpha or None, default beta or None);
-# alpha/beta defaults are those of the ONNX operators of the same name.
+# alpha/beta defaults are those of the ONNX operators of the same name, as the spec says
+# (onnxruntime uses 0 for Affine, ScaledTanh and ThresholdedRelu when none is given).
 ACTIVATIONS = {
     "sigmoid": (0, None, None), "tanh": (1, None, None), "relu": (2, None, None),
     "hardsigmoid": (3, 0.2, 0.5), "affine": (4, 1.0, 0.0), "leakyrelu": (5, 0.01, None),
