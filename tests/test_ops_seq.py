@@ -120,6 +120,24 @@ def test_rnn_activations_vs_onnxruntime(act, alpha, beta):
     assert_close(run_engine(blob, feeds_of(ins)), run_ort(blob, feeds_of(ins)))
 
 
+@pytest.mark.parametrize("act,fn", [
+    ("ThresholdedRelu", lambda x: np.where(x >= 1.0, x, 0.0)), ("Affine", lambda x: x),
+    ("ScaledTanh", np.tanh), ("LeakyRelu", lambda x: np.where(x >= 0, x, 0.01 * x))])
+def test_rnn_activation_defaults_follow_the_spec(act, fn):
+    """Without activation_alpha/beta, the ONNX operators' defaults (onnxruntime uses 0 for the
+    first three)."""
+    rng = np.random.default_rng(8)
+    ins = rnn_inputs("RNN", rng, 4, 2, 3, 5, init=True)
+    X, W, R, B, h = (a for _, a in ins if a is not None)
+    ys = []
+    for x in X:
+        h = fn(x @ W[0].T + h[0] @ R[0].T + B[0, :5] + B[0, 5:])[None]
+        ys.append(h)
+    got = run_engine(model("RNN", ins, ["Y", "Y_h"], {"hidden_size": 5, "activations": [act]}, opset=22),
+                     feeds_of(ins))
+    np.testing.assert_allclose(got[0], np.stack(ys), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("op,attrs", [
     ("LSTM", {"clip": 0.5}), ("LSTM", {"input_forget": 1}), ("GRU", {"clip": 0.3}),
     ("GRU", {"linear_before_reset": 1, "clip": 0.6}), ("RNN", {"clip": 0.4}),
