@@ -312,3 +312,25 @@ def _scan(ctx, name, inputs, outputs, attrs, opset):
                                  "sequence_lens input) is not supported")
     body, outer = _with_outer(ctx, attrs.pop("body"))
     return _node("Scan", name, inputs + outer, outputs, {**attrs, "body": body, "num_own_inputs": len(inputs)})
+
+
+# -- recurrent layers and attention: several optional outputs --------------------------------
+
+def _name_absent_outputs(op: str):
+    """Graph validation takes "" (an absent output) as a name, so a node may skip only one
+    output; LSTM/GRU/RNN/Attention may skip several (Attention's Y, "", "", qk_matmul_output).
+    Trailing absent outputs are dropped, any further inner ones get placeholder names (computed,
+    never read)."""
+    def conv(ctx, name, inputs, outputs, attrs, opset):
+        outputs = list(outputs)
+        while outputs and not outputs[-1]:
+            outputs.pop()
+        blanks = [i for i, o in enumerate(outputs) if not o]
+        for i in blanks[1:]:
+            outputs[i] = f"{name}/unused_output_{i}"
+        return _node(op, name, inputs, outputs, attrs)
+    return conv
+
+
+for _op in ("LSTM", "GRU", "RNN", "Attention"):
+    _CONVERTERS[_op] = _name_absent_outputs(_op)

@@ -1,3 +1,210 @@
-"""Recurrent ops: LSTM, GRU, RNN (ONNX semantics)."""
+"""Recurrent ops: LSTM, GRU, RNN (ONNX semantics, newest opset: layout, directions,
+sequence_lens, initial states, peepholes, activations with alpha/beta, clip, input_forget,
+linear_before_reset; every output optional).
+
+Lowering: one GEMM computes X·Wᵀ for every time step and direction (W packed once when it is
+a weight), then one `rnn` kernel per direction runs the time loop (R packed once when it is a
+weight). float16 / float64 layers compute in float32 (converted on the way in and out).
+Sequences of length 0 give zero outputs and final states, as in onnxruntime.
+"""
 
 from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GraphError, ShapeError
+from .registry import Tensor, TensorType, register
+from .seq_util import FLOAT_TYPES, as_float32, finish_outputs, float32_output, float_attr, int_attr
+from .views import fill
+
+# op -> (kernel cell code, gates, activations per direction, outputs)
+CELLS = {"RNN": (0, 1, 1, 2), "GRU": (1, 3, 2, 2), "LSTM": (2, 4, 3, 3)}
+DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+
+# lower-case name -> (kernel code (engine/rnn.h RnnAct), default alpha or None, default beta or None);
+# alpha/beta defaults are those of the ONNX operators of the same name, as the spec says
+# (onnxruntime uses 0 for Affine, ScaledTanh and ThresholdedRelu when none is given).
+ACTIVATIONS = {
+    "sigmoid": (0, None, None), "tanh": (1, None, None), "relu": (2, None, None),
+    "hardsigmoid": (3, 0.2, 0.5), "affine": (4, 1.0, 0.0), "leakyrelu": (5, 0.01, None),
+    "thresholdedrelu": (6, 1.0, None), "scaledtanh": (7, 1.0, 1.0), "elu": (8, 1.0, None),
+    "softsign": (9, None, None), "softplus": (10, None, None),
+}
+DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+
+
+def _where(node) -> str:
+    return f"node '{node.name}' ({node.op})"
+
+
+def _direction(node) -> str:
+    d = node.attrs.get("direction", "forward")
+    if d not in DIRECTIONS:
+        raise GraphError(f"{_where(node)}: direction must be forward, reverse or bidirectional, got {d!r}")
+    return d
+
+
+def _activations(node) -> list:
+    """[(code, alpha, beta)] per activation slot of every direction. activation_alpha / _beta
+    are consumed in order by the activations that take them; missing ones take the defaults."""
+    per_dir = CELLS[node.op][2]
+    ndir = DIRECTIONS[_direction(node)]
+    names = node.attrs.get("activations", DEFAULT_ACTIVATIONS[node.op])
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise GraphError(f"{_where(node)}: activations must be a list of names, got {names!r}")
+    names = list(names)
+    if len(names) == per_dir and ndir == 2:
+        names = names * 2
+    elif len(names) == 2 * per_dir and ndir == 1 and names[:per_dir] == names[per_dir:]:
+        names = names[:per_dir]  # RNN's schema default ['Tanh', 'Tanh'] for one direction
+    if len(names) != per_dir * ndir:
+        raise GraphError(f"{_where(node)}: expected {per_dir * ndir} activations for {ndir} direction(s), "
+                         f"got {len(names)}: {names}")
+    alphas, betas = (list(node.attrs.get(k, [])) for k in ("activation_alpha", "activation_beta"))
+    for k, vals in (("activation_alpha", alphas), ("activation_beta", betas)):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            raise GraphError(f"{_where(node)}: attribute '{k}' must be a list of numbers, got {vals!r}")
+    out = []
+    for name in names:
+        key = name.lower()
+        if key not in ACTIVATIONS:
+            raise GraphError(f"{_where(node)}: unknown activation '{name}' "
+                             f"(known: {', '.join(sorted(ACTIVATIONS))})")
+        act, da, db = ACTIVATIONS[key]
+        a = float(alphas.pop(0)) if da is not None and alphas else (da or 0.0)
+        b = float(betas.pop(0)) if db is not None and betas else (db or 0.0)
+        out.append((act, a, b))
+    return out
+
+
+def rnn_check(node) -> None:
+    _direction(node)
+    _activations(node)
+    int_attr(node, "layout", 0, {0, 1})
+    hs = node.attrs.get("hidden_size")
+    if hs is not None and (isinstance(hs, bool) or not isinstance(hs, int) or hs < 0):
+        raise GraphError(f"{_where(node)}: hidden_size must be a non-negative int, got {hs!r}")
+    clip = float_attr(node, "clip", None)
+    if clip is not None and not clip > 0:
+        raise GraphError(f"{_where(node)}: clip must be positive, got {clip}")
+    if node.op == "LSTM":
+        int_attr(node, "input_forget", 0, {0, 1})
+    if node.op == "GRU":
+        int_attr(node, "linear_before_reset", 0, {0, 1})
+    n_out = CELLS[node.op][3]
+    if len(node.outputs) > n_out:
+        raise GraphError(f"{_where(node)}: at most {n_out} outputs, got {len(node.outputs)}")
+
+
+class _Dims:
+    """The sizes of one recurrent node, checked against every input."""
+
+    def __init__(self, node, ins):
+        rnn_check(node)
+        w = _where(node)
+        _, G, _, _ = CELLS[node.op]
+        if len(ins) < 3 or any(t is None for t in ins[:3]):
+            raise ShapeError(f"{w}: X, W and R are required")
+        if len(ins) > (8 if node.op == "LSTM" else 6):
+            raise ShapeError(f"{w}: too many inputs ({len(ins)})")
+        x, r = ins[0], ins[2]
+        self.dtype = x.dtype
+        if self.dtype not in FLOAT_TYPES:
+            raise ShapeError(f"{w}: X must be float32, float16 or float64, got {self.dtype}")
+        self.layout = int_attr(node, "layout", 0, {0, 1})
+        self.D = DIRECTIONS[_direction(node)]
+        if len(x.shape) != 3:
+            raise ShapeError(f"{w}: X must be 3-D, got shape {x.shape}")
+        self.T, self.B, self.In = (x.shape[1], x.shape[0], x.shape[2]) if self.layout else x.shape
+        if len(r.shape) != 3:
+            raise ShapeError(f"{w}: R must be 3-D (num_directions, {G}·hidden, hidden), got {r.shape}")
+        self.H = r.shape[2]
+        hs = node.attrs.get("hidden_size")
+        if hs is not None and hs != self.H:
+            raise ShapeError(f"{w}: hidden_size {hs} differs from R's shape {r.shape}")
+        self.G, D, H = G, self.D, self.H
+        state = (self.B, D, H) if self.layout else (D, self.B, H)
+        want = [("W", (D, G * H, self.In)), ("R", (D, G * H, H)), ("B", (D, 2 * G * H)), ("sequence_lens", (self.B,)),
+                ("initial_h", state), ("initial_c", state), ("P", (D, 3 * H))]
+        for (name, shape), t in zip(want, ins[1:]):
+            if t is None:
+                continue
+            if tuple(t.shape) != shape:
+                raise ShapeError(f"{w}: {name} must have shape {shape}, got {tuple(t.shape)}")
+            expect = "int32" if name == "sequence_lens" else self.dtype
+            if t.dtype != expect:
+                raise ShapeError(f"{w}: {name} must be {expect}, got {t.dtype}")
+        self.state_shape = state
+        self.y_shape = (self.B, self.T, D, H) if self.layout else (self.T, D, self.B, H)
+
+
+def rnn_type(node, ins):
+    d = _Dims(node, ins)
+    types = [TensorType(d.y_shape, d.dtype), TensorType(d.state_shape, d.dtype), TensorType(d.state_shape, d.dtype)]
+    return types[:len(node.outputs)]
+
+
+def rnn_lower(ctx, node):
+    ins = list(node.inputs) + [""] * (8 - len(node.inputs))
+    d = _Dims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in ins[:len(node.inputs)]])
+    cell, G, per_dir, _ = CELLS[node.op]
+    T, B, In, H, D = d.T, d.B, d.In, d.H, d.D
+    GH = G * H
+    acts = _activations(node)
+    x_name, w_name, r_name, b_name, len_name, h0_name, c0_name, p_name = ins
+    pending: list = []
+    outs = list(node.outputs) + [""] * (3 - len(node.outputs))
+    y, yh, yc = (float32_output(ctx, o, pending) for o in outs[:3])
+    if not (y or yh or yc) or B == 0 or H == 0:
+        return  # nothing asked for, or every output is empty
+    rows = T * B
+
+    # Input projection for every step and direction: xw = X·Wᵀ (rows × D·GH).
+    xw = ctx.scratch((rows, D * GH), "float32")
+    if rows:
+        x = as_float32(ctx, x_name)
+        w = ctx.value(w_name)
+        if In == 0:
+            fill(ctx, xw, 0.0)
+        elif w is not None:
+            packed = ctx.cached(("rnn.W", w_name), lambda: ctx.pack_gemm_b(w.reshape(D * GH, In), transposed=True))
+            ctx.kernel("gemm_packed", [x, ""], [xw], ints=[rows, 0], floats=[0.0, 0.0], state=packed, dtype="float32")
+        else:
+            ctx.kernel("matmul", [x, as_float32(ctx, w_name)], [xw], ints=[1, rows, D * GH, In, 0, 1, 0, 0],
+                       dtype="float32")
+
+    gru_split = node.op == "GRU" and not node.attrs.get("linear_before_reset", 0)
+    r = ctx.value(r_name)
+    transpose_r = r is None
+    # The kernel's workspace (engine/rnn.h rnn_workspace_floats; the factory checks it), plus Rᵀ
+    # when R is not a weight and the kernel transposes it on each call.
+    ws_floats = B * GH + (2 if node.op == "LSTM" else 1) * B * H + (B * H if node.op == "GRU" else 0) + GH + H
+    ws_floats += H * GH if transpose_r else 0
+    ws = ctx.scratch((max(ws_floats, 1),), "float32")
+    b, p, h0, c0 = (as_float32(ctx, n) for n in (b_name, p_name, h0_name, c0_name))
+    r32 = as_float32(ctx, r_name) if transpose_r else ""
+    direction = _direction(node)
+    clip = float_attr(node, "clip", None) or 0.0
+    flags = [int(bool(y)), int(bool(yh)), int(bool(yc))]
+    kouts = [o for o in (y, yh, yc) if o]
+    for di in range(D):
+        state, rt = None, ""
+        if r is not None:
+            rd = np.asarray(r[di], np.float32)
+            part = rd[:2 * H] if gru_split else rd  # GRU: z, r columns packed; the h gate reads Rᵀ in place
+            state = ctx.cached(("rnn.R", r_name, di, gru_split), lambda m=part: ctx.pack_gemm_b(m, transposed=True))
+            if gru_split:
+                rt = ctx.constant(ctx.cached(("rnn.Rt", r_name, di), lambda m=rd: np.ascontiguousarray(m.T)))
+        reverse = direction == "reverse" or (direction == "bidirectional" and di == 1)
+        fa = acts[di * per_dir:(di + 1) * per_dir] + [(0, 0.0, 0.0)] * (3 - per_dir)
+        ctx.kernel("rnn", [xw, b, p, h0, c0, len_name, r32, rt, ws], kouts,
+                   ints=[cell, T, B, H, D, di, d.layout, int(reverse), int(node.attrs.get("input_forget", 0)),
+                         int(node.attrs.get("linear_before_reset", 0)), fa[0][0], fa[1][0], fa[2][0], *flags,
+                         max(ws_floats, 1)],
+                   floats=[clip, fa[0][1], fa[0][2], fa[1][1], fa[1][2], fa[2][1], fa[2][2]],
+                   state=state, dtype="float32")
+    finish_outputs(ctx, pending)
+
+
+for _op in CELLS:
+    register(_op, rnn_type, rnn_lower, check=rnn_check)

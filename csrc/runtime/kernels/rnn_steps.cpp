@@ -1,10 +1,128 @@
 // LSTM, GRU, RNN (ONNX semantics): step factories (see registry.h). Each kernel's inputs, outputs and
 // parameters are documented above its factory.
+#include <string>
+
+#include "cpu/attention_convert.h"
+#include "engine/rnn.h"
 #include "runtime/kernels/families.h"
 #include "runtime/registry.h"
 
 namespace engine {
+namespace {
 
-void register_rnn_steps(KernelRegistry& r) { (void)r; }
+const char* cell_name(RnnCell c) { return c == RnnCell::Lstm ? "LSTM" : c == RnnCell::Gru ? "GRU" : "RNN"; }
+
+RnnActivation act_param(const StepSpec& s, size_t code, size_t alpha) {
+  const std::int64_t a = s.i(code);
+  ENGINE_CHECK(a >= 0 && a < kRnnActCount, s.name + ": bad activation code");
+  return {static_cast<RnnAct>(a), static_cast<float>(s.f(alpha)), static_cast<float>(s.f(alpha + 1))};
+}
+
+// rnn (float32): one direction of a recurrent layer, time loop only (the input projection is
+// a GEMM before it).
+//   in  [xw, B, P, initial_h, initial_c, sequence_lens (int32), R, Rt, workspace]
+//       xw: X·Wᵀ, (T·batch or batch·T by layout) × (D·G·H), every direction side by side;
+//       B (D × 2GH), P (D × 3H), states (layout 0: D × batch × H; 1: batch × D × H), R (D × GH × H)
+//       as in ONNX, all optional but xw and workspace; Rt: this direction's Rᵀ (H × GH), absent
+//       when the step transposes R itself (into the workspace's tail).
+//   out the present ones of [Y, Y_h, Y_c] (flags below), ONNX layouts.
+//   ints [cell, T, batch, H, D, d, layout, reverse, input_forget, linear_before_reset,
+//         act_f, act_g, act_h, has_y, has_y_h, has_y_c, workspace_floats]
+//   floats [clip (<= 0: none), f_alpha, f_beta, g_alpha, g_beta, h_alpha, h_beta]
+//   state: optional PackedMatrixB of Rᵀ (GRU without linear_before_reset: z, r columns only).
+StepFn rnn_step(const StepSpec& s) {
+  s.expect(9, s.out.size(), 17, 7);
+  const std::int64_t cell_code = s.i(0);
+  ENGINE_CHECK(cell_code >= 0 && cell_code <= 2, "rnn: bad cell code");
+  RnnConfig cfg;
+  cfg.cell = static_cast<RnnCell>(cell_code);
+  const char* op = cell_name(cfg.cell);
+  const index_t T = s.i(1), B = s.i(2), H = s.i(3), D = s.i(4), d = s.i(5);
+  const bool layout1 = s.i(6) != 0;
+  ENGINE_CHECK(T >= 0 && B >= 0 && H >= 0 && (D == 1 || D == 2) && d >= 0 && d < D, std::string(op) + ": bad sizes");
+  cfg.seq_len = T, cfg.batch = B, cfg.hidden = H;
+  cfg.reverse = s.i(7) != 0;
+  cfg.input_forget = s.i(8) != 0;
+  cfg.linear_before_reset = s.i(9) != 0;
+  cfg.f = act_param(s, 10, 1), cfg.g = act_param(s, 11, 3), cfg.h = act_param(s, 12, 5);
+  cfg.clip = static_cast<float>(s.f(0));
+  const bool has_y = s.i(13) != 0, has_yh = s.i(14) != 0, has_yc = s.i(15) != 0;
+  ENGINE_CHECK(s.out.size() == static_cast<size_t>(has_y + has_yh + has_yc), "rnn: output count differs from flags");
+  ENGINE_CHECK(!has_yc || cfg.cell == RnnCell::Lstm, "rnn: Y_c is LSTM only");
+  const index_t G = rnn_gates(cfg.cell), GH = G * H;
+  const bool gru_split = cfg.cell == RnnCell::Gru && !cfg.linear_before_reset;
+  const index_t ws_floats = s.i(16), need = rnn_workspace_floats(cfg);
+  std::shared_ptr<const PackedMatrixB> packed;
+  if (s.state) {
+    packed = s.state_as<PackedMatrixB>();
+    ENGINE_CHECK(packed->K() == H && packed->N() == (gru_split ? 2 * H : GH), "rnn: packed R has the wrong shape");
+  }
+  const bool has_rt = s.in[7] >= 0, transpose_r = !has_rt && (!packed || gru_split);
+  ENGINE_CHECK(s.in[0] >= 0 && s.in[8] >= 0, "rnn: xw and workspace are required");
+  ENGINE_CHECK(!transpose_r || s.in[6] >= 0, "rnn: R is required when neither Rt nor a packed R is given");
+  ENGINE_CHECK(ws_floats >= need + (transpose_r ? H * GH : 0), "rnn: workspace too small");
+  ENGINE_CHECK(s.in[5] < 0 || s.in_types[5] == DType::I32, "rnn: sequence_lens must be int32");
+  for (int i : {0, 1, 2, 3, 4, 6, 7, 8})
+    ENGINE_CHECK(s.in[i] < 0 || s.in_types[i] == DType::F32, "rnn: float32 inputs only (convert first)");
+
+  // Strides (floats) of this direction's views.
+  const index_t xw_t = layout1 ? D * GH : B * D * GH, xw_b = layout1 ? T * D * GH : D * GH;
+  const index_t st_off = layout1 ? d * H : d * B * H, state_b = layout1 ? D * H : H;
+  const index_t y_off = layout1 ? d * H : d * B * H, y_t = layout1 ? D * H : D * B * H, y_b = layout1 ? T * D * H : H;
+  const int in_xw = s.in[0], in_b = s.in[1], in_p = s.in[2], in_h0 = s.in[3], in_c0 = s.in[4], in_len = s.in[5],
+            in_r = s.in[6], in_rt = s.in[7], in_ws = s.in[8];
+  int k = 0;
+  const int out_y = has_y ? s.out[k++] : -1, out_yh = has_yh ? s.out[k++] : -1, out_yc = has_yc ? s.out[k++] : -1;
+
+  return [=](void* const* sl) {
+    const std::int32_t* lens = in_len >= 0 ? slot<const std::int32_t>(sl, in_len) : nullptr;
+    if (lens)
+      for (index_t b = 0; b < B; ++b)
+        if (lens[b] < 0 || lens[b] > T)
+          throw Error(std::string(op) + ": sequence_lens[" + std::to_string(b) + "] = " + std::to_string(lens[b]) +
+                      " is outside [0, " + std::to_string(T) + "]");
+    float* ws = slot<float>(sl, in_ws);
+    RnnIO io;
+    io.xw = slot<const float>(sl, in_xw) + d * GH, io.xw_t = xw_t, io.xw_b = xw_b;
+    if (in_b >= 0) io.wb = slot<const float>(sl, in_b) + d * 2 * GH, io.rb = io.wb + GH;
+    if (in_p >= 0) io.p = slot<const float>(sl, in_p) + d * 3 * H;
+    if (in_h0 >= 0) io.h0 = slot<const float>(sl, in_h0) + st_off;
+    if (in_c0 >= 0) io.c0 = slot<const float>(sl, in_c0) + st_off;
+    io.state_b = state_b;
+    if (out_yh >= 0) io.y_h = slot<float>(sl, out_yh) + st_off;
+    if (out_yc >= 0) io.y_c = slot<float>(sl, out_yc) + st_off;
+    if (out_y >= 0) io.y = slot<float>(sl, out_y) + y_off, io.y_t = y_t, io.y_b = y_b;
+    io.seq_lens = lens;
+    RnnRecurrence rr;
+    rr.packed = packed.get();
+    if (has_rt) {
+      rr.rt = slot<const float>(sl, in_rt);
+    } else if (transpose_r) {
+      float* rt = ws + need;
+      rnn_transpose(rt, slot<const float>(sl, in_r) + d * GH * H, GH, H);
+      rr.rt = rt;
+    }
+    rnn_run(cfg, io, rr, ws);
+  };
+}
+
+// seq_float_convert (any): in [x], out [y]; ints [n]. float16 / float32 / float64 element-wise
+// conversion (the types are the input's and the output's), for ops that compute float16 in float32.
+StepFn float_convert_step(const StepSpec& s) {
+  s.expect(1, 1, 1);
+  const index_t n = s.i(0);
+  const DType st = s.in_types[0], dt = s.out_types[0];
+  ENGINE_CHECK(n >= 0, "seq_float_convert: n < 0");
+  ENGINE_CHECK(seq::is_float_type(st) && seq::is_float_type(dt), "seq_float_convert: float types only");
+  const int in = s.in[0], out = s.out[0];
+  return [=](void* const* sl) { seq::convert_parallel(sl[out], dt, sl[in], st, n); };
+}
+
+}  // namespace
+
+void register_rnn_steps(KernelRegistry& r) {
+  r.add("rnn", DType::F32, rnn_step);
+  r.add("seq_float_convert", DType::Any, float_convert_step);
+}
 
 }  // namespace engine
