@@ -237,6 +237,24 @@ def _scatter(ctx, name, inputs, outputs, attrs, opset):
     return _node("ScatterElements", name, inputs, outputs, attrs)
 
 
+def _legacy_broadcast(op: str):
+    """Before opset 7 these ops broadcast only with `broadcast=1`, the right operand aligned
+    with the left from `axis` (suffix-aligned without it): numpy broadcasting covers the rest,
+    and the ops take the axis as `broadcast_axis`."""
+    def conv(ctx, name, inputs, outputs, attrs, opset):
+        attrs.pop("consumed_inputs", None)
+        if opset < 7:
+            axis = attrs.pop("axis", None)
+            if attrs.pop("broadcast", 0) and axis is not None:
+                attrs["broadcast_axis"] = int(axis)
+        return _node(op, name, inputs, outputs, attrs)
+    return conv
+
+
+for _op in ("Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less"):
+    _CONVERTERS[_op] = _legacy_broadcast(_op)
+
+
 def _softmax_conv(op: str):
     def conv(ctx, name, inputs, outputs, attrs, opset):
         if opset < 13:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import DTypeError
-from .elementwise import NUMERIC, broadcast_all, broadcast_shape, broadcast_strides, check_types, emit_binary
+from .elementwise import NUMERIC, broadcast_all, broadcast_strides, check_types, lower_binary, operand_values, operands_shape
 from .registry import TensorType, register
 
 _COMPARE = {"Equal": np.equal, "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
@@ -19,19 +19,19 @@ _LOGIC = {"And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}
 def _bool_type(allowed):
     def infer(node, ins):
         check_types(node, ins[:2], allowed)
-        return [TensorType(broadcast_shape(ins[0].shape, ins[1].shape, node), "bool")]
+        return [TensorType(operands_shape(node, ins), "bool")]
     return infer
 
 
 def _lower(op):
     def lower(ctx, node):
-        emit_binary(ctx, op, node.inputs[0], node.inputs[1], node.outputs[0])
+        lower_binary(ctx, node, op)
     return lower
 
 
 def _eval(fn):
     def evaluate(node, ins):
-        return [np.asarray(fn(ins[0].value, ins[1].value))]
+        return [np.asarray(fn(*operand_values(node, ins)))]
     return evaluate
 
 

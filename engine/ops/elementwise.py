@@ -32,6 +32,26 @@ def broadcast_shape(a: tuple, b: tuple, node) -> tuple:
     return tuple(out)
 
 
+def aligned(node, a: tuple, b: tuple) -> tuple:
+    """b's shape as broadcasting sees it. Models before opset 7 could align b with a from an
+    `axis` (the importer keeps it as `broadcast_axis`): b gets trailing 1s to match."""
+    axis = node.attrs.get("broadcast_axis")
+    if axis is None:
+        return tuple(b)
+    axis = int(axis) + (len(a) if int(axis) < 0 else 0)
+    pad = len(a) - axis - len(b)
+    if axis < 0 or pad < 0:
+        raise ShapeError(f"node '{node.name}' ({node.op}): shape {tuple(b)} cannot align with {tuple(a)} "
+                         f"at axis {node.attrs['broadcast_axis']}")
+    return tuple(b) + (1,) * pad
+
+
+def operands_shape(node, ins) -> tuple:
+    """The broadcast output shape of a binary node's two inputs."""
+    a = ins[0].shape
+    return broadcast_shape(a, aligned(node, a, ins[1].shape), node)
+
+
 def broadcast_all(shapes, node) -> tuple:
     out: tuple = ()
     for s in shapes:
@@ -72,11 +92,13 @@ MATH_BINARY_CODES = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3, "Pow": 4, "Max": 5,
                      "GreaterOrEqual": 14, "And": 15, "Or": 16, "Xor": 17}
 
 
-def emit_binary(ctx, op: str, a: str, b: str, out: str) -> None:
+def emit_binary(ctx, op: str, a: str, b: str, out: str, b_shape=None) -> None:
     """out = a `op` b, both broadcast to out's shape (which may be larger than their own
-    broadcast: the variadic ops accumulate into the final shape)."""
+    broadcast: the variadic ops accumulate into the final shape). `b_shape`: b's shape as
+    broadcasting sees it, if not its own (see aligned())."""
     shape = ctx.shape(out)
-    strides = [*broadcast_strides(ctx.shape(a), shape), *broadcast_strides(ctx.shape(b), shape)]
+    b_shape = ctx.shape(b) if b_shape is None else b_shape
+    strides = [*broadcast_strides(ctx.shape(a), shape), *broadcast_strides(b_shape, shape)]
     if ctx.dtype(a) == "float32" and op in BINARY_CODES:
         ctx.kernel("binary", [a, b], [out], ints=[BINARY_CODES[op], len(shape), *shape, *strides])
     else:
@@ -107,9 +129,15 @@ def _np_mod(a, b, fmod):
 _NP = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum, "Min": np.minimum}
 
 
+def operand_values(node, ins) -> tuple:
+    """The two input values, b reshaped as broadcasting sees it (see aligned())."""
+    a, b = ins[0].value, ins[1].value
+    return a, b.reshape(aligned(node, a.shape, b.shape))
+
+
 def _binary_eval(op):
     def evaluate(node, ins):
-        a, b = ins[0].value, ins[1].value
+        a, b = operand_values(node, ins)
         with np.errstate(all="ignore"):
             if op == "Div":
                 _int_divisor(node, b)
@@ -125,12 +153,18 @@ def _binary_eval(op):
 
 def binary_type(node, ins):
     t = check_types(node, ins[:2], NUMERIC)
-    return [TensorType(broadcast_shape(ins[0].shape, ins[1].shape, node), t)]
+    return [TensorType(operands_shape(node, ins), t)]
+
+
+def lower_binary(ctx, node, op: str, b=None) -> None:
+    """The node's out = a `op` b (b: a replacement for input 1, e.g. a cast copy)."""
+    a, b = node.inputs[0], b or node.inputs[1]
+    emit_binary(ctx, op, a, b, node.outputs[0], aligned(node, ctx.shape(a), ctx.shape(b)))
 
 
 def _binary_lower(op):
     def lower(ctx, node):
-        emit_binary(ctx, op, node.inputs[0], node.inputs[1], node.outputs[0])
+        lower_binary(ctx, node, op)
     return lower
 
 
@@ -140,8 +174,7 @@ def _mod_check(node):
 
 
 def _mod_lower(ctx, node):
-    op = "FMod" if node.attrs.get("fmod", 0) else "Mod"
-    emit_binary(ctx, op, node.inputs[0], node.inputs[1], node.outputs[0])
+    lower_binary(ctx, node, "FMod" if node.attrs.get("fmod", 0) else "Mod")
 
 
 for _name in ("Add", "Sub", "Mul", "Div"):
@@ -165,7 +198,7 @@ register("PRelu", _prelu_type, _binary_lower("PRelu"), inplace=True)
 def _pow_type(node, ins):
     check_types(node, ins[:1], NUMERIC, "base")
     check_types(node, ins[1:2], NUMERIC, "exponent")
-    return [TensorType(broadcast_shape(ins[0].shape, ins[1].shape, node), ins[0].dtype)]
+    return [TensorType(operands_shape(node, ins), ins[0].dtype)]
 
 
 def _cast_to(ctx, v: str, dtype: str) -> str:
@@ -183,10 +216,11 @@ def _pow_lower(ctx, node):
     if tb in FLOAT or te not in FLOAT:
         # float base: the exponent in the base's type; integer base and exponent: exact
         # integer power in the base's type.
-        return emit_binary(ctx, "Pow", base, _cast_to(ctx, exp, tb), out)
+        return lower_binary(ctx, node, "Pow", _cast_to(ctx, exp, tb))
     # Integer base, float exponent: computed in float64, truncated to the base's type.
     wide = ctx.scratch(ctx.shape(out), "float64")
-    emit_binary(ctx, "Pow", _cast_to(ctx, base, "float64"), _cast_to(ctx, exp, "float64"), wide)
+    emit_binary(ctx, "Pow", _cast_to(ctx, base, "float64"), _cast_to(ctx, exp, "float64"), wide,
+                aligned(node, ctx.shape(base), ctx.shape(exp)))
     ctx.kernel("math_cast", [wide], [out], dtype="any", ints=[math.prod(ctx.shape(out))])
 
 
