@@ -252,6 +252,25 @@ def test_integer_arithmetic_wraps_and_truncates():
     np.testing.assert_array_equal(run("Mul", [u, u]), (u.astype(np.uint64) ** 2).astype(np.uint16))
 
 
+def _int32_ref(op, fmod, a, b):
+    a, b = a.astype(np.int64), b.astype(np.int64)
+    if op == "Div":  # truncation; INT_MIN / -1 = 2^31 wraps to INT_MIN
+        return (np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))).astype(np.int32)
+    return (np.fmod if fmod else np.mod)(a, b).astype(np.int32)
+
+
+@pytest.mark.parametrize("op,fmod", [("Div", 0), ("Mod", 0), ("Mod", 1)])
+def test_int32_division_on_every_isa(op, fmod, isa):  # AVX2 divides int32 in float64
+    r = np.random.default_rng(5)
+    a = r.integers(-2**31, 2**31, (3, 37), dtype=np.int64).astype(np.int32)
+    b = r.integers(-2**31, 2**31, (37,), dtype=np.int64).astype(np.int32)
+    a[0, :4], b[:9] = [-2**31, -2**31, 7, -7], [-1, 1, -1, 3, 2, -2, 3, -3, 1]
+    b[b == 0] = 5
+    attrs = {"fmod": fmod} if op == "Mod" else {}
+    for divisor in (b, b[5:6]):  # a row, a broadcast scalar
+        np.testing.assert_array_equal(run(op, [a, divisor], attrs), _int32_ref(op, fmod, a, divisor))
+
+
 @pytest.mark.parametrize("dtype", NUMERIC)
 @pytest.mark.parametrize("fmod", [0, 1])
 def test_mod(dtype, fmod):

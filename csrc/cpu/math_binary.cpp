@@ -10,9 +10,15 @@
 #include <type_traits>
 #include <utility>
 
+#include "engine/cpu_features.h"
 #include "engine/math.h"
 
 namespace engine {
+
+namespace idiv_avx2 {
+void quotients(std::int32_t* q, const std::int32_t* a, index_t sa, const std::int32_t* b, index_t sb, index_t n);
+}
+
 namespace {
 
 using B = MathBinaryOp;
@@ -21,6 +27,20 @@ constexpr index_t kBlock = 256;
 
 template <class T>
 using Wide = std::conditional_t<(sizeof(T) < 4), std::uint32_t, std::make_unsigned_t<T>>;
+
+// Integer division truncating toward zero (C); INT_MIN / -1 wraps to INT_MIN instead of
+// trapping.
+template <class T>
+inline T int_div(T a, T b) {
+  if constexpr (std::is_signed_v<T>) return b == -1 ? T(Wide<T>(0) - Wide<T>(a)) : T(a / b);
+  else return T(a / b);
+}
+
+// C's remainder (the dividend's sign), from the quotient.
+template <class T>
+inline T int_rem(T a, T b) {
+  return T(Wide<T>(a) - Wide<T>(int_div(a, b)) * Wide<T>(b));
+}
 
 template <class T>
 inline T int_pow(T base, T exp) {
@@ -72,13 +92,11 @@ inline auto apply(T a, T b) {
   } else if constexpr (OP == B::Mod) {
     if constexpr (is_float) return float_mod(a, b);
     else if constexpr (std::is_signed_v<T>) {
-      T r = b == -1 ? T(0) : T(a % b);
-      return (r != 0 && ((r < 0) != (b < 0))) ? T(r + b) : r;
-    } else return T(a % b);
+      const T r = int_rem(a, b);
+      return (r != 0 && ((r < 0) != (b < 0))) ? T(Wide<T>(r) + Wide<T>(b)) : r;
+    } else return int_rem(a, b);
   } else if constexpr (OP == B::FMod) {
-    if constexpr (is_float) return std::fmod(a, b);
-    else if constexpr (std::is_signed_v<T>) return b == -1 ? T(0) : T(a % b);
-    else return T(a % b);
+    if constexpr (is_float) return std::fmod(a, b); else return int_rem(a, b);
   } else if constexpr (OP == B::PRelu) {
     if constexpr (is_float) return a < 0 ? a * b : a;
     else return a < 0 ? T(Wide<T>(a) * Wide<T>(b)) : a;
@@ -140,6 +158,31 @@ void half_row(void* out, const void* a, index_t sa, const void* b, index_t sb, i
   }
 }
 
+// int32 Div / Mod / FMod on AVX2: quotients in float64 vectors (math_idiv_avx2.cpp), the
+// remainders from them. Other CPUs and strides take the generic row.
+template <B OP>
+void int32_div_row(void* out, const void* a, index_t sa, const void* b, index_t sb, index_t n) {
+  if (cpu_isa() < Isa::Avx2 || ((sa | sb) & ~index_t(1))) return row<std::int32_t, OP>(out, a, sa, b, sb, n);
+  auto* o = static_cast<std::int32_t*>(out);
+  const auto* x = static_cast<const std::int32_t*>(a);
+  const auto* y = static_cast<const std::int32_t*>(b);
+  std::int32_t q[kBlock];
+  for (index_t i = 0; i < n; i += kBlock) {
+    const index_t m = n - i < kBlock ? n - i : kBlock;
+    const std::int32_t *xi = x + i * sa, *yi = y + i * sb;
+    idiv_avx2::quotients(OP == B::Div ? o + i : q, xi, sa, yi, sb, m);
+    if constexpr (OP != B::Div) {
+      for (index_t k = 0; k < m; ++k) {
+        const std::int32_t d = yi[k * sb];
+        const auto r = static_cast<std::int32_t>(static_cast<std::uint32_t>(xi[k * sa]) -
+                                                 static_cast<std::uint32_t>(q[k]) * static_cast<std::uint32_t>(d));
+        if constexpr (OP == B::Mod) o[i + k] = (r != 0 && ((r < 0) != (d < 0))) ? r + d : r;
+        else o[i + k] = r;
+      }
+    }
+  }
+}
+
 template <class T, int... I>
 constexpr std::array<BinaryRowFn, kOps> table(std::integer_sequence<int, I...>) {
   return {{&row<T, static_cast<B>(I)>...}};
@@ -160,6 +203,11 @@ bool defined(B op, DType t) {
 
 template <class T>
 BinaryRowFn typed(B op) {
+  if constexpr (std::is_same_v<T, std::int32_t>) {
+    if (op == B::Div) return int32_div_row<B::Div>;
+    if (op == B::Mod) return int32_div_row<B::Mod>;
+    if (op == B::FMod) return int32_div_row<B::FMod>;
+  }
   static constexpr auto t = table<T>(kOpSeq);
   return t[static_cast<int>(op)];
 }

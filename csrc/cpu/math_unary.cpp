@@ -1,6 +1,7 @@
 // Unary math for every element type (see engine/math.h) and Clip.
 //   float32: the activation kernels where the Act enum has the op, the per-ISA vector kernels
-//            of math_f32_impl.h for the other cheap ones, libm (scalar) for trigonometry;
+//            of math_f32_impl.h for sin, cos and the other cheap ones, libm (scalar) for the
+//            remaining trigonometric and hyperbolic functions;
 //   float16: converted to float32 in blocks of kBlock, computed as float32, rounded back;
 //   float64: libm in double; integers and bool: typed loops (wrapping like numpy).
 #include <array>
@@ -203,6 +204,8 @@ UnaryFn f32_kernel(U op) {
     case U::HardSigmoid: return via_activation<Act::HardSigmoid>;
     case U::Swish: return swish_f32;
     case U::Sign: return vec_f32<U::Sign>;
+    case U::Sin: return vec_f32<U::Sin>;
+    case U::Cos: return vec_f32<U::Cos>;
     case U::Round: return vec_f32<U::Round>;
     case U::Floor: return vec_f32<U::Floor>;
     case U::Ceil: return vec_f32<U::Ceil>;

@@ -1,6 +1,7 @@
 // Where: out = cond ? x : y with three-way broadcasting, for any element size (the bytes are
-// moved, never interpreted). Rows whose strides are all 0 or 1 use a loop specialised on
-// them, which the compiler vectorises into blends.
+// moved, never interpreted, as unsigned integers). The select is a bit mask, not a branch:
+// random conditions would mispredict, and a masked blend vectorises. Rows whose strides are
+// all 0 or 1 use a loop specialised on them.
 #include <cstdint>
 #include <cstring>
 
@@ -9,15 +10,21 @@
 namespace engine {
 namespace {
 
+template <class T>
+inline T select(std::uint8_t c, T x, T y) {
+  const T m = static_cast<T>(T(0) - T(c != 0));  // all ones where c
+  return static_cast<T>((x & m) | (y & static_cast<T>(~m)));
+}
+
 template <class T, bool SC, bool SX, bool SY>
 void where_unit(T* o, const std::uint8_t* c, const T* x, const T* y, index_t n) {
-  for (index_t i = 0; i < n; ++i) o[i] = c[SC ? i : 0] ? x[SX ? i : 0] : y[SY ? i : 0];
+  for (index_t i = 0; i < n; ++i) o[i] = select(c[SC ? i : 0], x[SX ? i : 0], y[SY ? i : 0]);
 }
 
 template <class T>
 void where_row(T* o, const std::uint8_t* c, index_t sc, const T* x, index_t sx, const T* y, index_t sy, index_t n) {
   if ((sc | sx | sy) & ~index_t(1)) {  // a stride other than 0 or 1
-    for (index_t i = 0; i < n; ++i) o[i] = c[i * sc] ? x[i * sx] : y[i * sy];
+    for (index_t i = 0; i < n; ++i) o[i] = select(c[i * sc], x[i * sx], y[i * sy]);
     return;
   }
   switch ((sc << 2) | (sx << 1) | sy) {
