@@ -438,7 +438,7 @@ def test_cast_bfloat16_inside_a_graph():
 # -- every kernel path, threads, in place --------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["Sign", "Round", "Floor", "Ceil", "Softsign", "Mish", "HardSwish", "Selu",
-                                "Celu", "ThresholdedRelu", "Shrink", "Swish", "Sin"])
+                                "Celu", "ThresholdedRelu", "Shrink", "Swish", "Sin", "Cos"])
 def test_float_kernels_on_every_isa(op, isa):
     attrs = {"alpha": 0.7} if op == "Swish" else {}
     x = float_input("float32", n=1000, low=-30, high=30)
@@ -449,6 +449,13 @@ def test_float_kernels_on_every_isa(op, isa):
     with np.errstate(all="ignore"):
         close(run(op, [x], attrs), fn(x.astype(np.float64)).astype(np.float32), "float32", atol=1e-6)
         close(run(op, [x16], attrs), fn(x16.astype(np.float64)).astype(np.float16), "float16", atol=2e-3)
+
+
+@pytest.mark.parametrize("op,ref", [("Sin", np.sin), ("Cos", np.cos)])
+def test_sin_cos_over_the_whole_range(op, ref, isa):  # vector form to 8192, libm beyond
+    x = np.concatenate([np.linspace(-9000, 9000, 4001), [8191.99, 8192.01, -8192.5, 1e30, np.pi * 1e3]])
+    x = x.astype(np.float32)
+    np.testing.assert_allclose(run(op, [x]), ref(x.astype(np.float64)), atol=2e-6, rtol=0)
 
 
 def test_large_broadcasts_split_over_threads(threads):
@@ -579,3 +586,25 @@ def test_opset6_broadcast_axis_from_onnx(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)]), str(path))
     got = engine.load(path).run(None, {"a": a, "b": b})[0]
     np.testing.assert_allclose(got, (a + b[:, :, None]) * np.arange(1, 6, dtype=np.float32), rtol=1e-6)
+
+
+def test_opset6_clip_keeps_the_input_type(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = rand((3, 4), "float64", low=-3, high=3)
+    graph = helper.make_graph([helper.make_node("Clip", ["x"], ["y"], min=-1.0, max=0.5)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)]), str(path))
+    np.testing.assert_array_equal(engine.load(path).run(None, {"x": x})[0], np.clip(x, -1.0, 0.5))
+
+
+def test_pow_with_a_constant_exponent_of_another_type():
+    x = rand((2, 5), "float16", low=0.5, high=2)
+    got = run("Pow", [x], consts={"e": np.array([2, 3, 0, -1, 1], np.int64)})
+    close(got, np.power(x.astype(np.float32), [2, 3, 0, -1, 1]).astype(np.float16), "float16")
+    i = np.arange(1, 11, dtype=np.int32).reshape(2, 5)
+    np.testing.assert_array_equal(run("Pow", [i], consts={"e": np.float32(0.5)}),
+                                  np.sqrt(i).astype(np.int32))

@@ -135,6 +135,7 @@ void int_op(void* y, const void* x, index_t n, float alpha, float beta) {
       yp[i] = d < -lambd ? static_cast<T>(d + bias) : (d > lambd ? static_cast<T>(d - bias) : T(0));
     } else if constexpr (OP == U::Not) yp[i] = v == 0;
   }
+  (void)bias, (void)lambd;
 }
 
 constexpr bool int_defined(U op, bool is_signed, bool is_bool) {
@@ -165,8 +166,6 @@ void via_activation(void* y, const void* x, index_t n, float alpha, float beta) 
   activation(static_cast<float*>(y), static_cast<const float*>(x), n, A, alpha, beta);
 }
 
-void swish_f32(void* y, const void* x, index_t n, float alpha, float beta);
-
 template <U OP>
 void vec_f32(void* y, const void* x, index_t n, float alpha, float beta) {
   float* yp = static_cast<float*>(y);
@@ -179,7 +178,7 @@ void vec_f32(void* y, const void* x, index_t n, float alpha, float beta) {
 }
 
 void swish_f32(void* y, const void* x, index_t n, float alpha, float beta) {
-  if (alpha == 1.f) return via_activation<Act::Silu>(y, x, n, alpha, beta);
+  if (alpha == 1.f)  // SiLU: the activation kernel return via_activation<Act::Silu>(y, x, n, alpha, beta);
   vec_f32<U::Swish>(y, x, n, alpha, beta);
 }
 

@@ -2,7 +2,7 @@
 
 The engine's ops named like ONNX's follow the newest opset's semantics. A node from an older
 opset is brought to that form here: attributes that later opsets turned into inputs become
-constant inputs (Clip, Pad, Slice, Squeeze, Unsqueeze, Split, Reduce*, TopK, Resize,
+constant inputs (Pad, Slice, Squeeze, Unsqueeze, Split, Reduce*, TopK, Resize,
 Dropout), renamed or retired ops map onto their successors (Upsample -> Resize, Scatter ->
 ScatterElements), and Softmax-family ops before opset 13 get `coerce_2d`. An op with a
 function body in the ONNX spec that the engine has no kernel for is expanded into that body
@@ -143,11 +143,8 @@ def _move(ctx, name, inputs, attrs, attr, position, dtype):
 
 @converter("Clip")
 def _clip(ctx, name, inputs, outputs, attrs, opset):
-    if opset < 11:
-        inputs = _pad_inputs(inputs, 1)
-        lo, hi = attrs.pop("min", None), attrs.pop("max", None)
-        inputs = inputs[:1] + [ctx.const(name, np.float32(lo)) if lo is not None else "",
-                               ctx.const(name, np.float32(hi)) if hi is not None else ""]
+    if opset < 11:  # bounds stay attributes: the engine's Clip takes them in the input's type
+        inputs = inputs[:1]
     return _node("Clip", name, inputs, outputs, attrs)
 
 

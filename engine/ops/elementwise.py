@@ -202,8 +202,14 @@ def _pow_type(node, ins):
 
 
 def _cast_to(ctx, v: str, dtype: str) -> str:
+    """v in `dtype`: itself, a converted plan constant when v is known, else a scratch cast."""
     if ctx.dtype(v) == dtype:
         return v
+    known = ctx.value(v)
+    if known is not None:
+        name = ctx.constant(known.astype(dtypes.to_numpy(dtype)))
+        ctx.slot(name)  # bind now: constant() names by slot count, so two in a row would collide
+        return name
     tmp = ctx.scratch(ctx.shape(v), dtype)
     ctx.kernel("math_cast", [v], [tmp], dtype="any", ints=[math.prod(ctx.shape(v))])
     return tmp
