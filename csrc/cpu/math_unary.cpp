@@ -178,7 +178,7 @@ void vec_f32(void* y, const void* x, index_t n, float alpha, float beta) {
 }
 
 void swish_f32(void* y, const void* x, index_t n, float alpha, float beta) {
-  if (alpha == 1.f)  // SiLU: the activation kernel return via_activation<Act::Silu>(y, x, n, alpha, beta);
+  if (alpha == 1.f) return via_activation<Act::Silu>(y, x, n, alpha, beta);  // SiLU
   vec_f32<U::Swish>(y, x, n, alpha, beta);
 }
 
