@@ -2,7 +2,7 @@
 
 The engine's ops named like ONNX's follow the newest opset's semantics. A node from an older
 opset is brought to that form here: attributes that later opsets turned into inputs become
-constant inputs (Clip, Pad, Slice, Squeeze, Unsqueeze, Split, Reduce*, TopK, Resize,
+constant inputs (Pad, Slice, Squeeze, Unsqueeze, Split, Reduce*, TopK, Resize,
 Dropout), renamed or retired ops map onto their successors (Upsample -> Resize, Scatter ->
 ScatterElements), and Softmax-family ops before opset 13 get `coerce_2d`. An op with a
 function body in the ONNX spec that the engine has no kernel for is expanded into that body
@@ -144,11 +144,8 @@ def _move(ctx, name, inputs, attrs, attr, position, dtype):
 
 @converter("Clip")
 def _clip(ctx, name, inputs, outputs, attrs, opset):
-    if opset < 11:
-        inputs = _pad_inputs(inputs, 1)
-        lo, hi = attrs.pop("min", None), attrs.pop("max", None)
-        inputs = inputs[:1] + [ctx.const(name, np.float32(lo)) if lo is not None else "",
-                               ctx.const(name, np.float32(hi)) if hi is not None else ""]
+    if opset < 11:  # bounds stay attributes: the engine's Clip takes them in the input's type
+        inputs = inputs[:1]
     return _node("Clip", name, inputs, outputs, attrs)
 
 
@@ -263,6 +260,24 @@ def _resize(ctx, name, inputs, outputs, attrs, opset):
 @converter("Scatter")
 def _scatter(ctx, name, inputs, outputs, attrs, opset):
     return _node("ScatterElements", name, inputs, outputs, attrs)
+
+
+def _legacy_broadcast(op: str):
+    """Before opset 7 these ops broadcast only with `broadcast=1`, the right operand aligned
+    with the left from `axis` (suffix-aligned without it): numpy broadcasting covers the rest,
+    and the ops take the axis as `broadcast_axis`."""
+    def conv(ctx, name, inputs, outputs, attrs, opset):
+        attrs.pop("consumed_inputs", None)
+        if opset < 7:
+            axis = attrs.pop("axis", None)
+            if attrs.pop("broadcast", 0) and axis is not None:
+                attrs["broadcast_axis"] = int(axis)
+        return _node(op, name, inputs, outputs, attrs)
+    return conv
+
+
+for _op in ("Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less"):
+    _CONVERTERS[_op] = _legacy_broadcast(_op)
 
 
 def _softmax_conv(op: str):

@@ -6,6 +6,8 @@ from . import (  # noqa: F401  (each module registers its ops)
     activations,
     arith,
     attention,
+    cast,
+    compare,
     control,
     einsum,
     elementwise,

@@ -4,24 +4,23 @@ in the GEMM epilogue while the tile is in cache."""
 from __future__ import annotations
 
 from ..graph import Graph, Node
-from ..ops.activations import UNARY_OPS
+from ..ops.activations import fusable_activation
 
 _FUSABLE_PRODUCERS = {"Dense", "Conv2D"}
 
 
-def _activation_of(node: Node):
-    """(name, alpha, beta overrides) if node is a fusable unary activation, else None."""
+def _activation_of(node: Node, constants: dict):
+    """(name, alpha/beta attributes) if node is a fusable unary activation, else None. An
+    ONNX-named op carries its parameters explicitly (its ONNX defaults included), since the
+    epilogue's activation names take Keras defaults."""
     if node.op == "Activation":
         return node.attrs.get("activation"), {k: v for k, v in node.attrs.items()
                                                if k.startswith("activation_")}
-    if node.op in UNARY_OPS:
-        extra = {}
-        for src, dst in (("alpha", "activation_alpha"), ("beta", "activation_beta"),
-                         ("min", "activation_alpha"), ("max", "activation_beta")):
-            if src in node.attrs:
-                extra[dst] = node.attrs[src]
-        return UNARY_OPS[node.op], extra
-    return None
+    fused = fusable_activation(node, constants)
+    if fused is None:
+        return None
+    name, alpha, beta = fused
+    return name, {"activation_alpha": alpha, "activation_beta": beta}
 
 
 def fuse_activations(graph: Graph) -> Graph:
@@ -31,7 +30,7 @@ def fuse_activations(graph: Graph) -> Graph:
     fused: dict[str, Node] = {}   # producer name -> rewritten producer
     dropped: set[int] = set()
     for node in graph.nodes:
-        act = _activation_of(node)
+        act = _activation_of(node, graph.initializers)
         if act is None:
             continue
         src = node.inputs[0]

@@ -1,0 +1,18 @@
+// float32 math kernels compiled for avx2 (vector width 8 floats); see math_f32_impl.h.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "engine/math.h"
+
+namespace engine {
+namespace mf_avx2 {
+#define EW_W 8
+#include "cpu/math_f32_impl.h"
+#undef EW_W
+}  // namespace mf_avx2
+}  // namespace engine
