@@ -1,0 +1,17 @@
+// Reduction primitives for float32 / float64 compiled for avx512; see reduce_impl.h.
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "cpu/reduce_kernels.h"
+
+namespace engine {
+namespace rd {
+namespace avx512 {
+#include "cpu/reduce_impl.h"
+
+Prims<float> prims_f32() { return prims_of<float>(); }
+Prims<double> prims_f64() { return prims_of<double>(); }
+}  // namespace avx512
+}  // namespace rd
+}  // namespace engine

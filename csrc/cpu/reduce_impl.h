@@ -1,0 +1,127 @@
+// Reduction primitives (see reduce_kernels.h), written once as plain loops the compiler
+// vectorises and compiled per ISA: reduce.cpp includes this inside engine::rd::portable
+// (every element type), reduce_{avx2,avx512}.cpp inside their own namespace (float32 and
+// float64). Include after <cmath>, <limits> and "cpu/reduce_kernels.h"; no includes here
+// because this file lands inside a namespace.
+//
+// A row is reduced into L independent lanes (lane k takes elements k, k + L, ...), merged
+// pairwise at the end: the compiler keeps the lanes in vector registers without having to
+// reorder float additions itself, and the result does not depend on the ISA's width.
+
+// Bytes of lanes per row reduction: two AVX-512 registers (independent dependency chains).
+constexpr int kLaneBytes = 128;
+
+template <class A>
+static inline A abs_of(A v) {
+  if constexpr (std::is_unsigned<A>::value) {
+    return v;
+  } else if constexpr (std::is_floating_point<A>::value) {
+    return std::fabs(v);
+  } else {
+    return v < A(0) ? -v : v;
+  }
+}
+
+struct SumF {
+  template <class A> static A step(A a, A v) { return a + v; }
+  template <class A> static A merge(A a, A b) { return a + b; }
+};
+struct SumSqF {
+  template <class A> static A step(A a, A v) { return a + v * v; }
+  template <class A> static A merge(A a, A b) { return a + b; }
+};
+struct AbsF {
+  template <class A> static A step(A a, A v) { return a + abs_of(v); }
+  template <class A> static A merge(A a, A b) { return a + b; }
+};
+struct ProdF {
+  template <class A> static A step(A a, A v) { return a * v; }
+  template <class A> static A merge(A a, A b) { return a * b; }
+};
+// A NaN taken once stays: NaN compares false both ways, and a new NaN replaces it.
+struct MaxF {
+  template <class A> static A step(A a, A v) { return (v > a || is_nan(v)) ? v : a; }
+  template <class A> static A merge(A a, A b) { return step(a, b); }
+};
+struct MinF {
+  template <class A> static A step(A a, A v) { return (v < a || is_nan(v)) ? v : a; }
+  template <class A> static A merge(A a, A b) { return step(a, b); }
+};
+
+template <class F, class T, class A>
+static A lanes(const T* __restrict x, index_t n, A init) {
+  constexpr int L = kLaneBytes / sizeof(A) < 8 ? 8 : kLaneBytes / sizeof(A);
+  A a[L];
+  for (int k = 0; k < L; ++k) a[k] = init;
+  index_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int k = 0; k < L; ++k) a[k] = F::step(a[k], static_cast<A>(x[i + k]));
+  for (int k = 0; i < n; ++i, ++k) a[k] = F::step(a[k], static_cast<A>(x[i]));
+  for (int h = L / 2; h >= 1; h /= 2)
+    for (int k = 0; k < h; ++k) a[k] = F::merge(a[k], a[k + h]);
+  return a[0];
+}
+
+template <class F, class T, class A>
+static void columns(A* __restrict acc, const T* __restrict x, index_t n, index_t inner, index_t cnt, A init) {
+  for (index_t j = 0; j < cnt; ++j) acc[j] = init;
+  for (index_t r = 0; r < n; ++r) {
+    const T* __restrict xr = x + r * inner;
+    for (index_t j = 0; j < cnt; ++j) acc[j] = F::step(acc[j], static_cast<A>(xr[j]));
+  }
+}
+
+template <class T>
+static T lowest_of() {
+  return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                              : std::numeric_limits<T>::lowest();
+}
+template <class T>
+static T highest_of() {
+  return std::numeric_limits<T>::has_infinity ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max();
+}
+
+template <class T>
+static Wide<T> row_acc(const T* x, index_t n, AccOp op) {
+  using A = Wide<T>;
+  switch (op) {
+    case AccOp::Sum: return lanes<SumF>(x, n, A(0));
+    case AccOp::SumSq: return lanes<SumSqF>(x, n, A(0));
+    case AccOp::Abs: return lanes<AbsF>(x, n, A(0));
+    case AccOp::Prod: return lanes<ProdF>(x, n, A(1));
+  }
+  return A(0);
+}
+
+template <class T>
+static T row_ext(const T* x, index_t n, bool is_min) {
+  return is_min ? lanes<MinF>(x, n, highest_of<T>()) : lanes<MaxF>(x, n, lowest_of<T>());
+}
+
+template <class T>
+static void col_acc(Wide<T>* acc, const T* x, index_t n, index_t inner, index_t cnt, AccOp op) {
+  using A = Wide<T>;
+  switch (op) {
+    case AccOp::Sum: return columns<SumF>(acc, x, n, inner, cnt, A(0));
+    case AccOp::SumSq: return columns<SumSqF>(acc, x, n, inner, cnt, A(0));
+    case AccOp::Abs: return columns<AbsF>(acc, x, n, inner, cnt, A(0));
+    case AccOp::Prod: return columns<ProdF>(acc, x, n, inner, cnt, A(1));
+  }
+}
+
+template <class T>
+static void col_ext(T* acc, const T* x, index_t n, index_t inner, index_t cnt, bool is_min) {
+  if (is_min)
+    columns<MinF>(acc, x, n, inner, cnt, highest_of<T>());
+  else
+    columns<MaxF>(acc, x, n, inner, cnt, lowest_of<T>());
+}
+
+template <class T>
+static Prims<T> prims_of() {
+  if constexpr (std::is_same<T, bool>::value) {
+    return Prims<T>{nullptr, row_ext<T>, nullptr, col_ext<T>};  // bool: ReduceMax / ReduceMin only
+  } else {
+    return Prims<T>{row_acc<T>, row_ext<T>, col_acc<T>, col_ext<T>};
+  }
+}
