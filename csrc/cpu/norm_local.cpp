@@ -1,6 +1,6 @@
 // LRN and Lp normalisation (engine/norm.h): both normalise by a statistic along the middle
 // dim of (outer, n, inner), computed for a block of up to kChunk inner columns at a time so
-// the loops vectorise across columns.
+// the loops vectorise across columns (Lp over contiguous rows when inner == 1).
 #include <algorithm>
 #include <cmath>
 
@@ -46,9 +46,46 @@ void lrn(T* y, const T* x, index_t N, index_t C, index_t S, index_t size, double
   });
 }
 
+// ||x||_p of a contiguous row, summed in independent lanes (vectorised without reordering).
+template <class T>
+T row_norm(const T* __restrict x, index_t n, int p) {
+  constexpr int L = 16;
+  T a[L] = {};
+  index_t i = 0;
+  if (p == 1) {
+    for (; i + L <= n; i += L)
+      for (int k = 0; k < L; ++k) a[k] += std::fabs(x[i + k]);
+    for (int k = 0; i < n; ++i, ++k) a[k] += std::fabs(x[i]);
+  } else {
+    for (; i + L <= n; i += L)
+      for (int k = 0; k < L; ++k) a[k] += x[i + k] * x[i + k];
+    for (int k = 0; i < n; ++i, ++k) a[k] += x[i] * x[i];
+  }
+  for (int h = L / 2; h >= 1; h /= 2)
+    for (int k = 0; k < h; ++k) a[k] += a[k + h];
+  return p == 1 ? a[0] : std::sqrt(a[0]);
+}
+
 template <class T>
 void lp_normalize(T* y, const T* x, index_t outer, index_t n, index_t inner, int p) {
   ENGINE_CHECK(outer >= 0 && n >= 0 && inner >= 0 && (p == 1 || p == 2), "lp_normalize: bad parameters");
+  if (inner == 1) {
+    auto rows = [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const T* __restrict xr = x + r * n;
+        T* __restrict yr = y + r * n;
+        const T norm = row_norm(xr, n, p);
+        if (norm == T(0)) {
+          for (index_t i = 0; i < n; ++i) yr[i] = T(0);
+        } else {
+          for (index_t i = 0; i < n; ++i) yr[i] = xr[i] / norm;
+        }
+      }
+    };
+    const index_t len = std::max<index_t>(n, 1);
+    if (outer * len <= kGrainElems) return rows(0, outer);
+    return parallel_for(outer, std::max<index_t>(1, kGrainElems / len), rows);
+  }
   for_column_blocks(outer, n, inner, [&](index_t o, index_t j0, index_t cnt) {
     const T* xo = x + o * n * inner + j0;
     T* yo = y + o * n * inner + j0;

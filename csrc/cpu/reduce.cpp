@@ -12,7 +12,9 @@ namespace engine {
 namespace rd {
 
 namespace portable {
+#define RD_COL_BYTES 128  // 8 SSE registers
 #include "cpu/reduce_impl.h"
+#undef RD_COL_BYTES
 }  // namespace portable
 
 template <class T>

@@ -10,6 +10,10 @@
 
 // Bytes of lanes per row reduction: two AVX-512 registers (independent dependency chains).
 constexpr int kLaneBytes = 128;
+#ifndef RD_COL_BYTES
+#error "define RD_COL_BYTES (column accumulators in registers, bytes) before including reduce_impl.h"
+#endif
+constexpr int kColBytes = RD_COL_BYTES;
 
 template <class A>
 static inline A abs_of(A v) {
@@ -62,12 +66,26 @@ static A lanes(const T* __restrict x, index_t n, A init) {
   return a[0];
 }
 
+// Columns in blocks of B accumulators that stay in registers for the whole run of n rows
+// (kColBytes: set per ISA by the including file), then the remainder through memory.
 template <class F, class T, class A>
 static void columns(A* __restrict acc, const T* __restrict x, index_t n, index_t inner, index_t cnt, A init) {
-  for (index_t j = 0; j < cnt; ++j) acc[j] = init;
+  constexpr int B = kColBytes / sizeof(A);
+  index_t j = 0;
+  for (; j + B <= cnt; j += B) {
+    A a[B];
+    for (int k = 0; k < B; ++k) a[k] = init;
+    for (index_t r = 0; r < n; ++r) {
+      const T* __restrict xr = x + r * inner + j;
+      for (int k = 0; k < B; ++k) a[k] = F::step(a[k], static_cast<A>(xr[k]));
+    }
+    for (int k = 0; k < B; ++k) acc[j + k] = a[k];
+  }
+  if (j == cnt) return;
+  for (index_t i = j; i < cnt; ++i) acc[i] = init;
   for (index_t r = 0; r < n; ++r) {
     const T* __restrict xr = x + r * inner;
-    for (index_t j = 0; j < cnt; ++j) acc[j] = F::step(acc[j], static_cast<A>(xr[j]));
+    for (index_t i = j; i < cnt; ++i) acc[i] = F::step(acc[i], static_cast<A>(xr[i]));
   }
 }
 

@@ -105,9 +105,10 @@ void hardmax(T* y, const T* x, index_t outer, index_t n, index_t inner) {
   rd::for_blocks(
       outer, n, inner,
       [&](index_t o) {
+        const std::int64_t at = rd::row_arg(x + o * n, n, false, false, P);  // before y (may be x) is cleared
         T* yr = y + o * n;
         for (index_t i = 0; i < n; ++i) yr[i] = T(0);
-        yr[rd::row_arg(x + o * n, n, false, false, P)] = T(1);
+        yr[at] = T(1);
       },
       [&](index_t o, index_t j0, index_t cnt) {
         std::int64_t idx[rd::kChunk];
@@ -119,9 +120,19 @@ void hardmax(T* y, const T* x, index_t outer, index_t n, index_t inner) {
       });
 }
 
+// a + b, wrapping for integers (computed unsigned: no signed overflow).
+template <class T>
+inline T add(T a, T b) {
+  if constexpr (std::is_integral<T>::value) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
+  } else {
+    return a + b;
+  }
+}
+
 template <class T>
 void cumsum(T* y, const T* x, index_t outer, index_t n, index_t inner, bool exclusive, bool reverse) {
-  using A = rd::Wide<T>;
   ENGINE_CHECK(outer >= 0 && n >= 0 && inner >= 0, "cumsum: negative size");
   if (n == 0) return;
   const index_t first = reverse ? n - 1 : 0, step = reverse ? -1 : 1;
@@ -130,35 +141,29 @@ void cumsum(T* y, const T* x, index_t outer, index_t n, index_t inner, bool excl
       [&](index_t o) {
         const T* xr = x + o * n;
         T* yr = y + o * n;
-        A acc = 0;
+        T acc = 0;
         for (index_t k = 0, i = first; k < n; ++k, i += step) {
-          const A v = static_cast<A>(xr[i]);
+          const T v = xr[i];
           if (exclusive) {
-            yr[i] = static_cast<T>(acc);
-            acc += v;
+            yr[i] = acc;
+            acc = add(acc, v);
           } else {
-            acc += v;
-            yr[i] = static_cast<T>(acc);
+            acc = add(acc, v);
+            yr[i] = acc;
           }
         }
       },
       [&](index_t o, index_t j0, index_t cnt) {
-        A acc[rd::kChunk] = {};
+        // Each row from the previous output row (just written, in cache) and one input row.
         const index_t base = o * n * inner + j0;
-        for (index_t k = 0, r = first; k < n; ++k, r += step) {
-          const T* xr = x + base + r * inner;
-          T* yr = y + base + r * inner;
-          if (exclusive) {
-            for (index_t j = 0; j < cnt; ++j) {
-              yr[j] = static_cast<T>(acc[j]);
-              acc[j] += static_cast<A>(xr[j]);
-            }
-          } else {
-            for (index_t j = 0; j < cnt; ++j) {
-              acc[j] += static_cast<A>(xr[j]);
-              yr[j] = static_cast<T>(acc[j]);
-            }
-          }
+        T* y0 = y + base + first * inner;
+        const T* x0 = x + base + first * inner;
+        for (index_t j = 0; j < cnt; ++j) y0[j] = exclusive ? T(0) : x0[j];
+        for (index_t k = 1, r = first + step; k < n; ++k, r += step) {
+          T* __restrict yr = y + base + r * inner;
+          const T* __restrict yp = yr - step * inner;
+          const T* __restrict xp = x + base + (exclusive ? r - step : r) * inner;
+          for (index_t j = 0; j < cnt; ++j) yr[j] = add(yp[j], xp[j]);
         }
       });
 }

@@ -1,10 +1,15 @@
-// TopK over contiguous rows (see engine/reduce.h). Each row keeps its k best in a binary
-// heap built in the output row itself (worst at the root, so a candidate is compared with
-// one element), then heap-sorts it in place: O(n log k), no memory besides the outputs.
+// TopK over contiguous rows (see engine/reduce.h). Small k: each row keeps its k best in a
+// binary heap built in the output row itself (worst at the root, so most candidates cost one
+// comparison), then heap-sorts it in place: O(n log k), no memory besides the outputs.
+// Large k: a selection (nth_element) over the row's indices in a thread-local buffer that
+// grows to the longest row once, then a sort of the k selected: O(n + k log k).
 // Order: the larger (smaller) value first, equal values by lower index; NaN ranks above
-// every number (numpy's sort order, which the ONNX reference uses).
+// every number (numpy's sort order, which the ONNX reference uses). The order is total, so
+// the standard algorithms get a valid comparator.
+#include <algorithm>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "cpu/reduce_kernels.h"
 
@@ -77,6 +82,23 @@ void topk_row(T* vals, std::int64_t* idx, const T* x, index_t n, index_t k, Rank
   }
 }
 
+// Above this k the selection beats the heap.
+constexpr index_t kHeapMaxK = 64;
+
+template <class T>
+void topk_select(T* vals, std::int64_t* idx, const T* x, index_t n, index_t k, Rank<T> rank) {
+  thread_local std::vector<std::int64_t> order;
+  if (static_cast<index_t>(order.size()) < n) order.resize(static_cast<size_t>(n));
+  for (index_t i = 0; i < n; ++i) order[i] = i;
+  auto before = [&](std::int64_t a, std::int64_t b) { return rank.before(x[a], a, x[b], b); };
+  if (k < n) std::nth_element(order.begin(), order.begin() + k, order.begin() + n, before);
+  std::sort(order.begin(), order.begin() + k, before);
+  for (index_t i = 0; i < k; ++i) {
+    idx[i] = order[i];
+    vals[i] = x[order[i]];
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -85,7 +107,12 @@ void topk(T* values, std::int64_t* indices, const T* x, index_t rows, index_t n,
   if (rows == 0 || k == 0) return;
   const Rank<T> rank{largest};
   auto run = [&](index_t r0, index_t r1) {
-    for (index_t r = r0; r < r1; ++r) topk_row(values + r * k, indices + r * k, x + r * n, n, k, rank);
+    for (index_t r = r0; r < r1; ++r) {
+      if (k <= kHeapMaxK)
+        topk_row(values + r * k, indices + r * k, x + r * n, n, k, rank);
+      else
+        topk_select(values + r * k, indices + r * k, x + r * n, n, k, rank);
+    }
   };
   // A row costs about n + k log k comparisons; keep a task above ~kGrain / 4 of them.
   const index_t cost = n + k * 8;

@@ -100,8 +100,10 @@ def expand_to(ctx, name: str, shape) -> str:
         return name
     value = ctx.value(name)
     if value is not None:
-        return ctx.constant(np.ascontiguousarray(np.broadcast_to(value.reshape((1,) * (len(shape) - value.ndim) +
-                                                                                value.shape), shape)))
+        full = np.broadcast_to(value.reshape((1,) * (len(shape) - value.ndim) + value.shape), shape)
+        const = ctx.constant(np.ascontiguousarray(full))
+        ctx.slot(const)  # bound now: a second constant() before any use would reuse the name
+        return const
     padded = (1,) * (len(shape) - len(have)) + have
     strides = views.strides_of(padded)
     out = ctx.scratch(shape, ctx.dtype(name))

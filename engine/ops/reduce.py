@@ -160,19 +160,54 @@ def reduce_type(node, ins):
     return [TensorType(_reduced_shape(x.shape, axes, flag_attr(node, "keepdims", 1)), x.dtype)]
 
 
-def reduce_view(shape, axes) -> tuple:
-    """How to reduce `axes` of a contiguous `shape`: (perm or None, outer, n, inner). Size-1
-    dims do not matter; when the other reduced dims are not one block, perm moves them last."""
-    big = [d for d in range(len(shape)) if shape[d] != 1]
-    red = [d for d in big if d in axes]
-    kept = [d for d in range(len(shape)) if d not in axes]
-    n = math.prod(shape[d] for d in axes)
-    if not red:
-        return None, math.prod(shape[d] for d in kept), n, 1
-    first, last = big.index(red[0]), big.index(red[-1])
-    if all(d in axes for d in big[first:last + 1]):
-        return None, math.prod(shape[:red[0]]), n, math.prod(shape[red[-1] + 1:])
-    return kept + list(axes), math.prod(shape[d] for d in kept), n, 1
+def reduce_runs(shape, axes) -> list:
+    """`shape` as alternating runs of kept and reduced dims, outer first: [(size, reduced)].
+    Size-1 dims are dropped: they change no layout."""
+    runs: list = []
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        red = d in axes
+        if runs and runs[-1][1] == red:
+            runs[-1] = (runs[-1][0] * size, red)
+        else:
+            runs.append((size, red))
+    return runs
+
+
+# A reduction over several separate runs of axes runs as one reduction per run, innermost
+# first: (first stage, middle stages, last stage). Integer intermediates wrap, so integers
+# stage only the ops that are exact modulo the type; the rest is transposed instead.
+STAGES = {
+    "ReduceSum": ("ReduceSum",) * 3, "ReduceMax": ("ReduceMax",) * 3, "ReduceMin": ("ReduceMin",) * 3,
+    "ReduceProd": ("ReduceProd",) * 3, "ReduceL1": ("ReduceL1", "ReduceSum", "ReduceSum"),
+    "ReduceSumSquare": ("ReduceSumSquare", "ReduceSum", "ReduceSum"),
+    "ReduceMean": ("ReduceMean",) * 3,             # equal counts: the mean of means
+    "ReduceL2": ("ReduceL2",) * 3,                 # sqrt(sum of squared norms)
+    "ReduceLogSum": ("ReduceSum", "ReduceSum", "ReduceLogSum"),
+    "ReduceLogSumExp": ("ReduceLogSumExp",) * 3,
+}
+_EXACT_IN_INTEGERS = {"ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceSumSquare"}
+
+
+def _stages(op: str, dtype: str, runs: list):
+    """[(op, outer, n, inner)] reducing the runs one at a time, or None (transpose instead)."""
+    if sum(red for _, red in runs) > 1 and dtype not in FLOATS and op not in _EXACT_IN_INTEGERS:
+        return None
+    out = []
+    first, middle, last = STAGES[op]
+    runs = list(runs)
+    while True:
+        reduced = [i for i, (_, red) in enumerate(runs) if red]
+        i = reduced[-1] if reduced else len(runs)
+        n = runs[i][0] if reduced else 1
+        outer = math.prod(size for size, _ in runs[:i])
+        inner = math.prod(size for size, _ in runs[i + 1:])
+        done = len(reduced) <= 1
+        out.append((op if done and not out else last if done else middle if out else first, outer, n, inner))
+        if done:
+            return out
+        runs = runs[:i] + runs[i + 1:]
 
 
 def reduce_lower(ctx, node):
@@ -182,12 +217,18 @@ def reduce_lower(ctx, node):
     if axes is None:
         ctx.kernel("copy", [x], [y], dtype="any", ints=[math.prod(shape) * dtypes.itemsize(ctx.dtype(x))])
         return
-    perm, outer, n, inner = reduce_view(shape, axes)
-    if perm is not None:
-        x = move_axes_last(ctx, x, perm)
+    runs = reduce_runs(shape, axes)
+    stages = _stages(node.op, ctx.dtype(x), runs)
+    if stages is None:
+        kept = [d for d in range(len(shape)) if d not in axes]
+        x = move_axes_last(ctx, x, kept + list(axes))
+        stages = [(node.op, math.prod(shape[d] for d in kept), math.prod(shape[d] for d in axes), 1)]
     half = Half(ctx)
-    xs, ys = half.input(x), half.output(y)
-    ctx.kernel("reduce", [xs], [ys], ints=[REDUCE_CODES[node.op], outer, n, inner])
+    cur, ys = half.input(x), half.output(y)
+    for k, (op, outer, n, inner) in enumerate(stages):
+        out = ys if k == len(stages) - 1 else ctx.scratch((outer * inner,), ctx.dtype(cur))
+        ctx.kernel("reduce", [cur], [out], ints=[REDUCE_CODES[op], outer, n, inner])
+        cur = out
     half.finish()
 
 
@@ -204,7 +245,7 @@ def _numpy_reduce(fn):
 def _extreme(is_min):
     def fn(x, axes, keepdims):
         if x.dtype == np.bool_:
-            ident = not is_min
+            ident = is_min  # max of nothing: False; min: True
         elif x.dtype.kind == "f":
             ident = np.inf if is_min else -np.inf
         else:

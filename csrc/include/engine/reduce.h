@@ -5,8 +5,9 @@
 // the axes are not adjacent). Outputs first, then inputs, then sizes.
 //
 // Element types: T is float, double, int8..int64, uint8..uint64 (and bool for ReduceMax /
-// ReduceMin); explicit instantiations live in reduce.cpp. Accumulation: float in float,
-// double in double, integers in 64 bits (sums wrap exactly as in the element type).
+// ReduceMin); explicit instantiations live in the reduce*.cpp files. Reductions accumulate
+// float in float, double in double, integers in 64 bits (a sum wraps exactly as in the
+// element type, a mean does not); CumSum adds in the element type.
 #pragma once
 
 #include <cstdint>
