@@ -1,6 +1,6 @@
-// Batch normalisation (engine/norm.h). Inference: one scale and shift per channel applied to
-// contiguous (n, c) rows. Training: per channel, the batch mean and population variance over
-// (N, S) (accumulated in double), then the same transform and the running statistics.
+// Training batch normalisation (engine/norm.h; inference is in norm.cpp): per channel, the
+// batch mean and population variance over (N, S) (accumulated in double), then the
+// transform and the running statistics.
 #include <algorithm>
 #include <cmath>
 
@@ -18,23 +18,6 @@ void shift_scale(T* __restrict y, const T* __restrict x, index_t n, T mean, T a,
 }
 
 }  // namespace
-
-template <class T>
-void batchnorm(T* y, const T* x, const T* scale, const T* bias, const T* mean, const T* var, index_t N, index_t C,
-               index_t S, double eps) {
-  ENGINE_CHECK(N >= 0 && C >= 0 && S >= 0, "batchnorm: negative size");
-  const T e = static_cast<T>(eps);
-  auto run = [&](index_t r0, index_t r1) {
-    for (index_t r = r0; r < r1; ++r) {
-      const index_t c = r % C;
-      const T a = scale[c] / std::sqrt(var[c] + e);
-      shift_scale(y + r * S, x + r * S, S, mean[c], a, bias[c]);
-    }
-  };
-  const index_t rows = N * C;
-  if (rows * S <= kGrainElems) return run(0, rows);
-  parallel_for(rows, std::max<index_t>(1, kGrainElems / std::max<index_t>(S, 1)), run);
-}
 
 template <class T>
 void batchnorm_train(T* y, T* running_mean, T* running_var, const T* x, const T* scale, const T* bias,
@@ -65,8 +48,7 @@ void batchnorm_train(T* y, T* running_mean, T* running_var, const T* x, const T*
   parallel_for(C, std::max<index_t>(1, kGrainElems / std::max<index_t>(N * S, 1)), run);
 }
 
-#define NM_BATCH(T)                                                                                                  \
-  template void batchnorm<T>(T*, const T*, const T*, const T*, const T*, const T*, index_t, index_t, index_t, double); \
+#define NM_BATCH(T)                                                                                                \
   template void batchnorm_train<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, index_t, index_t,   \
                                    index_t, double, double);
 NM_BATCH(float)

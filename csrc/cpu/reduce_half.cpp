@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/reduce_half.h"
 #include "engine/cpu_features.h"
 #include "engine/reduce.h"
 #include "engine/threadpool.h"
@@ -76,16 +77,21 @@ void f32_to_f16(std::uint16_t* y, const float* x, index_t n) {
   for (index_t i = 0; i < n; ++i) y[i] = float_to_half(x[i]);
 }
 }  // namespace portable
+
+void f16_to_f32_serial(float* y, const std::uint16_t* x, index_t n) {
+  (cpu_isa() >= Isa::Avx2 ? avx2::f16_to_f32 : portable::f16_to_f32)(y, x, n);
+}
+void f32_to_f16_serial(std::uint16_t* y, const float* x, index_t n) {
+  (cpu_isa() >= Isa::Avx2 ? avx2::f32_to_f16 : portable::f32_to_f16)(y, x, n);
+}
 }  // namespace rd
 
 void f16_to_f32(float* y, const std::uint16_t* x, index_t n) {
-  auto fn = cpu_isa() >= Isa::Avx2 ? rd::avx2::f16_to_f32 : rd::portable::f16_to_f32;
-  rd::split(n, [&](index_t b, index_t e) { fn(y + b, x + b, e - b); });
+  rd::split(n, [&](index_t b, index_t e) { rd::f16_to_f32_serial(y + b, x + b, e - b); });
 }
 
 void f32_to_f16(std::uint16_t* y, const float* x, index_t n) {
-  auto fn = cpu_isa() >= Isa::Avx2 ? rd::avx2::f32_to_f16 : rd::portable::f32_to_f16;
-  rd::split(n, [&](index_t b, index_t e) { fn(y + b, x + b, e - b); });
+  rd::split(n, [&](index_t b, index_t e) { rd::f32_to_f16_serial(y + b, x + b, e - b); });
 }
 
 }  // namespace engine

@@ -111,9 +111,42 @@ static Wide<T> row_acc(const T* x, index_t n, AccOp op) {
   return A(0);
 }
 
+// Max / min of a float row: plain max / min lanes (one compare and blend per vector), and a
+// separate lane mask of NaNs seen, so the dependency chain stays short; any NaN -> NaN.
+template <bool is_min, class T>
+static T lanes_ext_float(const T* __restrict x, index_t n) {
+  using M = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+  constexpr int L = kLaneBytes / sizeof(T);
+  T a[L];
+  M nan[L] = {};
+  for (int k = 0; k < L; ++k) a[k] = is_min ? highest_of<T>() : lowest_of<T>();
+  index_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int k = 0; k < L; ++k) {
+      const T v = x[i + k];
+      a[k] = (is_min ? v < a[k] : v > a[k]) ? v : a[k];
+      nan[k] |= static_cast<M>(v != v);
+    }
+  for (int k = 0; i < n; ++i, ++k) {
+    const T v = x[i];
+    a[k] = (is_min ? v < a[k] : v > a[k]) ? v : a[k];
+    nan[k] |= static_cast<M>(v != v);
+  }
+  M any = 0;
+  for (int k = 0; k < L; ++k) any |= nan[k];
+  if (any) return std::numeric_limits<T>::quiet_NaN();
+  for (int h = L / 2; h >= 1; h /= 2)
+    for (int k = 0; k < h; ++k) a[k] = (is_min ? a[k + h] < a[k] : a[k + h] > a[k]) ? a[k + h] : a[k];
+  return a[0];
+}
+
 template <class T>
 static T row_ext(const T* x, index_t n, bool is_min) {
-  return is_min ? lanes<MinF>(x, n, highest_of<T>()) : lanes<MaxF>(x, n, lowest_of<T>());
+  if constexpr (std::is_floating_point<T>::value) {
+    return is_min ? lanes_ext_float<true>(x, n) : lanes_ext_float<false>(x, n);
+  } else {
+    return is_min ? lanes<MinF>(x, n, highest_of<T>()) : lanes<MaxF>(x, n, lowest_of<T>());
+  }
 }
 
 template <class T>

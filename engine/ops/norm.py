@@ -38,6 +38,8 @@ def _ins(ctx, node, half):
 
 
 def _norm_kernel(ctx, node, x, scale, bias, outs, rows, groups, cps, seg, eps, mode):
+    """The row kernel; a float16 x / y stays float16 (the kernel converts a row at a time),
+    scale / bias are float32 then."""
     ctx.kernel("normalize", [x, scale, bias], outs, dtype=ctx.dtype(x), ints=[rows, groups, cps, seg, mode],
                floats=[eps])
 
@@ -126,15 +128,13 @@ def layer_lower(ctx, node):
     axis = axis_of(node, int_attr(node, "axis", -1), len(shape))
     rows, length = math.prod(shape[:axis]), math.prod(shape[axis:])
     half = Half(ctx)
-    ins = _ins(ctx, node, half) + ["", ""]
-    scale, bias = (expand_to(ctx, p, shape[axis:]) for p in ins[1:3])
+    params = [half.input(p) for p in list(node.inputs[1:3]) + [""] * (3 - len(node.inputs))]
+    scale, bias = (expand_to(ctx, p, shape[axis:]) for p in params)
     if node.op == "RMSNormalization":
         bias = ""
-    outs = _stat_outputs(ctx, node, rows)
-    outs = [half.output(outs[0])] + outs[1:]
     mode = RMS if node.op == "RMSNormalization" else LAYER
-    _norm_kernel(ctx, node, ins[0], scale, bias, outs, rows, 1, length, 1, float_attr(node, "epsilon", 1e-5), mode)
-    half.finish()
+    _norm_kernel(ctx, node, x, scale, bias, _stat_outputs(ctx, node, rows), rows, 1, length, 1,
+                 float_attr(node, "epsilon", 1e-5), mode)
 
 
 register("LayerNormalization", layer_type, layer_lower, check=_layer_check)
@@ -192,14 +192,13 @@ def group_lower(ctx, node):
     N, C, S = _channels(node, ctx.types[x])
     G = _groups(node, C)
     half = Half(ctx)
-    xs, scale, bias = _ins(ctx, node, half)[:3]
-    y = half.output(node.outputs[0])
+    scale, bias = (half.input(p) for p in node.inputs[1:3])
+    y = node.outputs[0]
     eps = float_attr(node, "epsilon", 1e-5)
     if flag_attr(node, "scale_per_group", 0):  # opset 18: one scale per group
-        _norm_kernel(ctx, node, xs, scale, bias, [y], N * G, G, 1, (C // G) * S, eps, LAYER)
+        _norm_kernel(ctx, node, x, scale, bias, [y], N * G, G, 1, (C // G) * S, eps, LAYER)
     else:
-        _norm_kernel(ctx, node, xs, scale, bias, [y], N * G, G, C // G, S, eps, LAYER)
-    half.finish()
+        _norm_kernel(ctx, node, x, scale, bias, [y], N * G, G, C // G, S, eps, LAYER)
 
 
 register("GroupNormalization", group_type, group_lower, check=_group_check)
@@ -235,18 +234,13 @@ def mvn_lower(ctx, node):
     perm = [d for d in range(len(shape)) if d not in axes] + axes
     rows, length = math.prod(shape[d] for d in perm[:len(shape) - len(axes)]), math.prod(shape[d] for d in axes)
     moved = [d for d in perm if shape[d] != 1] != sorted(d for d in perm if shape[d] != 1)
-    half = Half(ctx)
-    xt = move_axes_last(ctx, x, perm) if moved else x
-    xs = half.input(xt)
-    if moved:
-        yt = ctx.scratch(ctx.shape(xs), ctx.dtype(xs))
-        _norm_kernel(ctx, node, xs, "", "", [yt], rows, 1, length, 1, 1e-9, MVN)
-        yo = half.output(y)
-        views.transpose(ctx, yt, yo, [perm.index(d) for d in range(len(shape))])
-    else:
-        yo = half.output(y)
-        _norm_kernel(ctx, node, xs, "", "", [yo], rows, 1, length, 1, 1e-9, MVN)
-    half.finish()
+    if not moved:
+        _norm_kernel(ctx, node, x, "", "", [y], rows, 1, length, 1, 1e-9, MVN)
+        return
+    xt = move_axes_last(ctx, x, perm)
+    yt = ctx.scratch(ctx.shape(xt), ctx.dtype(xt))
+    _norm_kernel(ctx, node, xt, "", "", [yt], rows, 1, length, 1, 1e-9, MVN)
+    views.transpose(ctx, yt, y, [perm.index(d) for d in range(len(shape))])
 
 
 register("MeanVarianceNormalization", mvn_type, mvn_lower, check=lambda node: _mvn_axes(node, None))

@@ -89,6 +89,11 @@ class Half:
         ctx = self.ctx
         if not name or ctx.dtype(name) != "float16":
             return name
+        value = ctx.value(name)
+        if value is not None:  # a weight: widened once, when planning
+            wide = ctx.constant(value.astype(np.float32))
+            ctx.slot(wide)  # bound now: a second constant() before any use would reuse the name
+            return wide
         wide = ctx.scratch(ctx.shape(name), "float32")
         ctx.kernel("f16_to_f32", [name], [wide], ints=[math.prod(ctx.shape(name))])
         return wide

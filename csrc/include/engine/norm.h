@@ -26,6 +26,12 @@ template <class T>
 void normalize_rows(T* y, float* mean, float* inv_std, const T* x, const T* scale, const T* bias, index_t rows,
                     index_t groups, index_t cps, index_t seg, double eps, NormMode mode);
 
+// The same for float16 x / y (uint16_t bits), computed in float32 one row at a time;
+// scale / bias are float32.
+void normalize_rows_f16(std::uint16_t* y, float* mean, float* inv_std, const std::uint16_t* x, const float* scale,
+                        const float* bias, index_t rows, index_t groups, index_t cps, index_t seg, double eps,
+                        NormMode mode);
+
 // Inference batch norm over (N, C, S): y = (x - mean[c]) · scale[c] / sqrt(var[c] + eps) + bias[c].
 template <class T>
 void batchnorm(T* y, const T* x, const T* scale, const T* bias, const T* mean, const T* var, index_t N, index_t C,

@@ -13,7 +13,8 @@
 //   f16_to_f32 (f32), f32_to_f16 (f16): in [x], out [y]; ints [count]
 //   normalize:       in [x, scale?, bias?], out [y] or [y, mean f32, inv_std f32];
 //                    ints [rows, groups, cps, seg, mode (NormMode)]; floats [eps]
-//                    (see normalize_rows in engine/norm.h; f32 f64)
+//                    (see normalize_rows in engine/norm.h; f32 f64, and f16 x / y with f32
+//                    scale / bias)
 //   batchnorm:       in [x, scale, bias, mean, var], out [y]; ints [N, C, S]; floats [eps]
 //   batchnorm_train: same inputs, out [y, running_mean, running_var]; floats [eps, momentum]
 //   lrn:             in [x], out [y]; ints [N, C, S, size]; floats [alpha, beta, bias]
@@ -202,13 +203,24 @@ StepFn normalize_step(const StepSpec& s) {
   ENGINE_CHECK(groups >= 1, "normalize: groups must be >= 1");
   ENGINE_CHECK(mode >= 0 && mode <= static_cast<std::int64_t>(NormMode::Mvn), "normalize: bad mode");
   ENGINE_CHECK(s.in[0] >= 0, "normalize: missing input");
-  check_types(s, {0, 1, 2}, {0});
+  const bool half = s.dtype == DType::F16;
+  check_types(s, {0}, {0});
+  for (int i : {1, 2})
+    ENGINE_CHECK(s.in[i] < 0 || s.in_types[i] == (half ? DType::F32 : s.dtype),
+                 std::string("normalize: scale / bias must be ") + (half ? "float32" : dtype_name(s.dtype)));
   const bool stats = s.out.size() == 3;
   if (stats)
     ENGINE_CHECK(s.out_types[1] == DType::F32 && s.out_types[2] == DType::F32, "normalize: mean / inv_std are float32");
   const double eps = s.f(0);
   const NormMode nm = static_cast<NormMode>(mode);
   const int x = s.in[0], sc = s.in[1], b = s.in[2], y = s.out[0], m = stats ? s.out[1] : -1, v = stats ? s.out[2] : -1;
+  if (half)
+    return [=](void* const* sl) {
+      normalize_rows_f16(slot<std::uint16_t>(sl, y), m < 0 ? nullptr : slot<float>(sl, m),
+                         v < 0 ? nullptr : slot<float>(sl, v), slot<const std::uint16_t>(sl, x),
+                         sc < 0 ? nullptr : slot<const float>(sl, sc), b < 0 ? nullptr : slot<const float>(sl, b), rows,
+                         groups, cps, seg, eps, nm);
+    };
   return with_float(s.dtype, "normalize", [&](auto tag) -> StepFn {
     using T = decltype(tag);
     return [=](void* const* sl) {
@@ -327,7 +339,7 @@ void register_reduce_steps(KernelRegistry& r) {
   r.add("softmax", DType::F64, softmax_f64_step);
   r.add("f16_to_f32", DType::F32, f16_to_f32_step);
   r.add("f32_to_f16", DType::F16, f32_to_f16_step);
-  r.add_each("normalize", normalize_step, DType::F32, DType::F64);
+  r.add_each("normalize", normalize_step, DType::F32, DType::F64, DType::F16);
   r.add_each("batchnorm", batchnorm_step, DType::F32, DType::F64);
   r.add_each("batchnorm_train", batchnorm_train_step, DType::F32, DType::F64);
   r.add_each("lrn", lrn_step, DType::F32, DType::F64);
