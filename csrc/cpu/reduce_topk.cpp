@@ -69,10 +69,16 @@ void topk_row(T* vals, std::int64_t* idx, const T* x, index_t n, index_t k, Rank
   RowHeap<T> h(vals, idx, rank);
   for (index_t i = 0; i < k; ++i) h.set(i, x[i], i);
   for (index_t p = k / 2; p-- > 0;) h.sift_down(p, k);
+  // Most candidates lose to the root; a plain compare rules them out (a later index loses a
+  // tie; NaN compares false and takes the full test).
+  T root = vals[0];
   for (index_t i = k; i < n; ++i) {
-    if (h.beats_root(x[i], i)) {
-      h.set(0, x[i], i);
+    const T v = x[i];
+    if (rank.largest ? v <= root : v >= root) continue;
+    if (h.beats_root(v, i)) {
+      h.set(0, v, i);
       h.sift_down(0, k);
+      root = vals[0];
     }
   }
   // Heap sort: the root (worst) goes to the end each round, leaving the best first.
