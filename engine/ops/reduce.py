@@ -2,8 +2,9 @@
 family shares (attribute readers, axis checks, float16 through float32).
 
 Every kernel here sees its input as (outer, n, inner): the reduced or scanned run in the
-middle, contiguous. Reduced axes that are not adjacent are transposed next to each other
-first (into scratch); TopK moves its axis last.
+middle, contiguous. Reduced axes in separate runs are reduced one run at a time (or, for
+integer ops that would not survive wrapping intermediates, transposed next to each other
+first); TopK moves its axis last. float16 runs on float32 copies (`Half`).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ NUMERIC = FLOATS + dtypes.INTEGERS
 
 
 class Half:
-    """float16 runs on float32 copies: inputs are widened into scratch, outputs computed into
-    float32 scratch and rounded into place by finish(). Other types pass through."""
+    """float16 runs on float32 copies: inputs are widened into scratch (a weight once, into a
+    plan constant), outputs computed into float32 scratch and rounded into place by finish().
+    Other types pass through."""
 
     def __init__(self, ctx):
         self.ctx, self.pending = ctx, []
