@@ -605,9 +605,9 @@ def test_errors_are_engine_errors():
 # the planner can key plans on such values, check the same cases with them as constants.
 
 def test_onnx_cases_with_value_inputs_as_constants():
+    import onnx
     from conformance import onnx_cases as oc
     from onnx import numpy_helper
-    import onnx
 
     mine = ("Reduce", "CumSum", "TopK")
     cases = oc.node_cases()

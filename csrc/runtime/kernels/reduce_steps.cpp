@@ -63,7 +63,9 @@ void check_sizes(const std::string& what, std::initializer_list<std::int64_t> si
   for (std::int64_t v : sizes) ENGINE_CHECK(v >= 0, what + ": negative size");
 }
 
-void check_flag(const std::string& what, std::int64_t v) { ENGINE_CHECK(v == 0 || v == 1, what + ": flag must be 0 or 1"); }
+void check_flag(const std::string& what, std::int64_t v) {
+  ENGINE_CHECK(v == 0 || v == 1, what + ": flag must be 0 or 1");
+}
 
 // Inputs and outputs listed must have the kernel's element type.
 void check_types(const StepSpec& s, std::initializer_list<int> ins, std::initializer_list<int> outs) {
@@ -71,7 +73,8 @@ void check_types(const StepSpec& s, std::initializer_list<int> ins, std::initial
     ENGINE_CHECK(s.in[i] < 0 || s.in_types[i] == s.dtype,
                  s.name + ": input " + std::to_string(i) + " must be " + dtype_name(s.dtype));
   for (int o : outs)
-    ENGINE_CHECK(s.out_types[o] == s.dtype, s.name + ": output " + std::to_string(o) + " must be " + dtype_name(s.dtype));
+    ENGINE_CHECK(s.out_types[o] == s.dtype,
+                 s.name + ": output " + std::to_string(o) + " must be " + dtype_name(s.dtype));
 }
 
 // -- reductions and scans ------------------------------------------------------------------
@@ -126,7 +129,9 @@ StepFn cumsum_step(const StepSpec& s) {
   const int in = s.in[0], out = s.out[0];
   return with_numeric(s.dtype, "cumsum", [&](auto tag) -> StepFn {
     using T = decltype(tag);
-    return [=](void* const* sl) { cumsum(slot<T>(sl, out), slot<const T>(sl, in), outer, n, inner, exclusive, reverse); };
+    return [=](void* const* sl) {
+      cumsum(slot<T>(sl, out), slot<const T>(sl, in), outer, n, inner, exclusive, reverse);
+    };
   });
 }
 
