@@ -349,3 +349,28 @@ def _name_absent_outputs(op: str):
 
 for _op in ("LSTM", "GRU", "RNN", "Attention"):
     _CONVERTERS[_op] = _name_absent_outputs(_op)
+
+
+# -- normalisations (reduce family) -------------------------------------------------------------
+
+@converter("BatchNormalization")
+def _batch_norm(ctx, name, inputs, outputs, attrs, opset):
+    for legacy in ("is_test", "spatial", "consumed_inputs"):
+        attrs.pop(legacy, None)
+    if opset < 14 and len([o for o in outputs if o]) > 1:  # before opset 14, extra outputs meant training
+        attrs["training_mode"] = 1
+        outputs = outputs[:3]
+    return _node("BatchNormalization", name, inputs, outputs, attrs)
+
+
+@converter("InstanceNormalization")
+def _instance_norm(ctx, name, inputs, outputs, attrs, opset):
+    attrs.pop("consumed_inputs", None)
+    return _node("InstanceNormalization", name, inputs, outputs, attrs)
+
+
+@converter("GroupNormalization")
+def _group_norm(ctx, name, inputs, outputs, attrs, opset):
+    if opset < 21:  # opset 18: scale and bias per group, not per channel
+        attrs["scale_per_group"] = 1
+    return _node("GroupNormalization", name, inputs, outputs, attrs)
