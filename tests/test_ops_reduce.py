@@ -576,12 +576,15 @@ def test_bad_attributes_fail_at_load(op, attrs):
         engine.Model(_graph(op, np.ones((2, 3), np.float32), attrs))
 
 
-def test_values_computed_from_data_are_refused():
-    x = np.ones((2, 3), np.float32)
-    for op, extra in (("ReduceSum", np.array([1], np.int64)), ("TopK", np.array([2], np.int64)),
-                      ("CumSum", np.array(0, np.int64))):
-        with pytest.raises(ShapeError, match="must be known"):
-            engine.Model(_graph(op, x, inputs=[extra])).run({"x": x, "i0": extra})
+def test_axes_and_k_fed_as_graph_inputs_are_planned_per_value():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for op, values, want in (("ReduceSum", ([1], [0]), (x.sum(1, keepdims=True), x.sum(0, keepdims=True))),
+                             ("CumSum", (0, 1), (np.cumsum(x, 0), np.cumsum(x, 1)))):
+        m = engine.Model(_graph(op, x, inputs=[np.array(values[0], np.int64)]))
+        for v, w in zip(values, want):
+            got = m.run({"x": x, "i0": np.array(v, np.int64)})
+            np.testing.assert_allclose(next(iter(got.values())), w)
+        assert len(m.cached_signatures) == 2  # one plan per value
 
 
 def test_target_out_of_range_is_a_kernel_error():

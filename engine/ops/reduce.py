@@ -16,7 +16,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import DTypeError, GraphError, ShapeError
 from . import views
-from .registry import Tensor, TensorType, register
+from .registry import Tensor, TensorType, known, register
 
 # -- shared helpers ----------------------------------------------------------------------------
 
@@ -57,12 +57,9 @@ def require_dtype(node, dtype: str, allowed, what: str = "input") -> None:
         raise DTypeError(f"{where(node)}: {what} of type {dtype} is not supported (supported: {', '.join(allowed)})")
 
 
-def known_ints(node, t, what: str) -> list[int]:
-    """The values of an input that must be known when planning (a constant or computed from shapes)."""
-    if t.value is None:
-        raise ShapeError(f"{where(node)}: {what} must be known when planning (a constant or computed from "
-                         "input shapes), not computed from input data")
-    return [int(v) for v in np.asarray(t.value).reshape(-1)]
+def known_ints(node, ins, i: int, what: str) -> list[int]:
+    """The values of input i, which must be known when planning (ValueNeeded otherwise)."""
+    return [int(v) for v in np.asarray(known(ins, i, node, what)).reshape(-1)]
 
 
 def seen(ctx, node) -> list:
@@ -141,7 +138,7 @@ def _reduce_check(node):
 def reduce_axes(node, ins) -> tuple | None:
     """The reduced axes (sorted, non-negative), or None when the node is the identity."""
     rank = len(ins[0].shape)
-    axes = known_ints(node, ins[1], "axes") if len(ins) > 1 and ins[1] is not None else []
+    axes = known_ints(node, ins, 1, "axes") if len(ins) > 1 and ins[1] is not None else []
     if not axes:
         return None if flag_attr(node, "noop_with_empty_axes", 0) else tuple(range(rank))
     norm = [axis_of(node, a, rank) for a in axes]
@@ -332,7 +329,7 @@ def _cumsum_check(node):
 def _cumsum_axis(node, ins) -> int:
     if len(ins) < 2 or ins[1] is None:
         raise ShapeError(f"{where(node)}: the axis input is required")
-    vals = known_ints(node, ins[1], "axis")
+    vals = known_ints(node, ins, 1, "axis")
     if len(vals) != 1:
         raise ShapeError(f"{where(node)}: axis must be a single value, got {vals}")
     return axis_of(node, vals[0], len(ins[0].shape))
@@ -370,7 +367,7 @@ def _topk_check(node):
 def _topk_k(node, ins, n: int) -> int:
     if len(ins) < 2 or ins[1] is None:
         raise ShapeError(f"{where(node)}: the K input is required")
-    vals = known_ints(node, ins[1], "K")
+    vals = known_ints(node, ins, 1, "K")
     if len(vals) != 1:
         raise ShapeError(f"{where(node)}: K must be a single value, got {vals}")
     k = vals[0]
