@@ -40,7 +40,7 @@ def test_nonzero_between_native_segments():
         m.run({"x": x})
     seg = m._compiled.segmented
     assert seg is not None and len(seg.steps) == 3          # Relu | NonZero | Neg
-    assert len(seg.steps[0].plans) == 3                     # one plan per input shape seen
+    assert len(seg.steps[0].model.cached_signatures) == 3    # one plan per input shape seen
     np.testing.assert_array_equal(m.run({"x": np.zeros((2, 2), np.float32)})["idx"], np.zeros((2, 0)))
 
 

@@ -120,6 +120,8 @@ class _GraphReader:
 
     def value(self, v) -> Value:
         t = v.type
+        if t.WhichOneof("value") is None:  # untyped (bodies of inlined functions): typed when run
+            return Value(v.name, None, "float32")
         if not t.HasField("tensor_type"):
             kind = t.WhichOneof("value")
             raise UnsupportedOpError(f"{self.name}: value '{v.name}' is a {kind}; only tensors are "

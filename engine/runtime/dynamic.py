@@ -11,14 +11,11 @@ without such ops never comes here: it keeps the single-program fast path.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
 from .. import dtypes
 from ..graph import Graph, Value
 from ..ops import get_op
-from .plan import Plan, Schedule
 
 MAX_SEGMENT_PLANS = 64  # per segment, least recently used dropped first
 
@@ -28,6 +25,10 @@ def is_dynamic(graph: Graph) -> bool:
 
 
 class _StaticSegment:
+    """A run of ordinary nodes between cuts: a nested model (built on first use, its inputs
+    typed like the arrays it gets), so it plans and caches like any model — per signature, and
+    per value for inputs that decide shapes."""
+
     def __init__(self, graph: Graph, nodes: list, needed_later: set):
         produced = {o for n in nodes for o in n.outputs if o}
         reads = [i for n in nodes for i in n.inputs if i]
@@ -35,23 +36,16 @@ class _StaticSegment:
         self.outputs = [o for o in dict.fromkeys(o for n in nodes for o in n.outputs if o) if o in needed_later]
         self.graph = Graph([Value(i, None) for i in self.inputs], [Value(o, None) for o in self.outputs], nodes,
                            {k: v for k, v in graph.initializers.items() if k in set(reads)})
-        self.schedule = Schedule(self.graph)
-        self.plans: OrderedDict = OrderedDict()
-        self.cache: dict = {}  # packed weights of this segment, shared by its plans
+        self.model = None
 
     def run(self, env: dict, pool) -> None:
         arrays = [env[i] for i in self.inputs]
-        key = tuple((a.shape, a.dtype.str) for a in arrays)
-        plan = self.plans.get(key)
-        if plan is None:
-            plan = Plan(self.schedule, {i: a.shape for i, a in zip(self.inputs, arrays)}, self.cache,
-                        {i: dtypes.from_numpy(a.dtype) for i, a in zip(self.inputs, arrays)})
-            self.plans[key] = plan
-            while len(self.plans) > MAX_SEGMENT_PLANS:
-                self.plans.popitem(last=False)
-        else:
-            self.plans.move_to_end(key)
-        env.update(zip(self.outputs, plan.run([dtypes.contiguous(a) for a in arrays], pool)))
+        if self.model is None:
+            from ..model import Model
+            typed = [Value(i, None, dtypes.from_numpy(a.dtype)) for i, a in zip(self.inputs, arrays)]
+            self.model = Model(self.graph.replace(inputs=typed), plan_cache_size=MAX_SEGMENT_PLANS, optimize=False)
+        out = self.model.run(dict(zip(self.inputs, arrays)))
+        env.update((o, out[o]) for o in self.outputs)
 
 
 class SegmentedPlan:

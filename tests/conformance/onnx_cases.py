@@ -99,6 +99,9 @@ def materialize(force: bool = False) -> Path:
             for kind, arrays, values in (("input", inputs, case.model.graph.input),
                                          ("output", outputs, case.model.graph.output)):
                 for j, a in enumerate(arrays):
+                    if isinstance(a, onnx.TensorProto):  # types numpy lacks (float8, ...): stored as is
+                        (ds / f"{kind}_{j}.pb").write_bytes(a.SerializeToString())
+                        continue
                     if not isinstance(a, np.ndarray) and not np.isscalar(a):
                         ok = False  # sequences, maps, optionals: out of scope
                         continue
