@@ -15,7 +15,7 @@ from ..errors import ShapeError
 from . import views
 from .activations import check_activation, number, resolve
 from .elementwise import broadcast_shape
-from .nchw_window import check_dtype, int_attr, same_dtypes, via_float32
+from .nchw_window import check_dtype, int_attr, plan_constant, same_dtypes, via_float32
 from .registry import TensorType, register
 
 TYPES = ("float32", "float64", "float16", "int32", "int64", "uint32", "uint64")
@@ -171,7 +171,7 @@ def _gemm(ctx, node, a, b, c, y):
         if f32 and row and beta == 1.0:
             bias = c  # the epilogue adds it while the tile is in cache
         elif f32 and row and _known(ctx, c):
-            bias = ctx.constant((beta * np.asarray(ctx.value(c), np.float32)).reshape(N))
+            bias = plan_constant(ctx, (beta * np.asarray(ctx.value(c), np.float32)).reshape(N))
         else:  # Y = C broadcast first, then Y = alpha·AB + beta·Y
             cm, cn = (1,) * (2 - len(cs)) + cs
             views.copy_view(ctx, c, y, (M, N), (0 if cm == 1 else cn, 0 if cn == 1 else 1))

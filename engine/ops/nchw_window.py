@@ -145,6 +145,14 @@ def same_dtypes(node, ins) -> str:
     return types.pop()
 
 
+def plan_constant(ctx, value) -> str:
+    """ctx.constant(value), bound to its slot at once: ctx.constant names a constant after the
+    slot count, so two made before either is used would otherwise share one name."""
+    name = ctx.constant(value)
+    ctx.slot(name)
+    return name
+
+
 def convert(ctx, src: str, dst: str) -> None:
     """dst = src converted float16 <-> float32 (same shape)."""
     n = int(np.prod(ctx.shape(src), dtype=np.int64))
@@ -159,7 +167,7 @@ def via_float32(ctx, ins, outs, lower) -> None:
         if name and ctx.dtype(name) == "float16":
             value = ctx.value(name)
             if value is not None:
-                ins32.append(ctx.constant(value.astype(np.float32)))
+                ins32.append(plan_constant(ctx, value.astype(np.float32)))
             else:
                 tmp = ctx.scratch(ctx.shape(name), "float32")
                 convert(ctx, name, tmp)
