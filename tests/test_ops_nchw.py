@@ -511,3 +511,14 @@ def test_kernel_factories_refuse_bad_parameters():
         p.add_step("linear_matmul", 1, [s, s], [s], [1, 1], [1], [2, 2, 2, 1, 3], [])
     with pytest.raises(engine.KernelError, match="packed"):
         p.add_step("linear_gemm", 11, [s, -1, -1], [s], [11, 0, 0], [11], [2, 2, 2, 0, 0, 0], [1.0, 0.0])
+
+
+def test_older_opsets_are_normalised(rng):
+    """Gemm before opset 7 carries `broadcast`; LpPool 1 has a float p."""
+    a, b, c = rnd(rng, (3, 4)), rnd(rng, (4, 5)), rnd(rng, (5,))
+    model = engine.load(make_model("Gemm", {"a": a, "b": b, "c": c}, attrs=dict(broadcast=1, alpha=2.0), opset=6))
+    close(model.run(None, {"a": a, "b": b, "c": c})[0], ref_gemm(a, b, c, 0, 0, 2.0, 1.0), np.float32)
+    x = rnd(rng, (1, 2, 5, 5))
+    model = engine.load(make_model("LpPool", {"x": x}, attrs=dict(p=3.0, kernel_shape=[2, 2]), opset=1))
+    want, _ = ref_pool(x, "LpPool", (2, 2), (1, 1), (0,) * 4, (1, 1), (4, 4), p=3)
+    close(model.run(None, {"x": x})[0], want, np.float32)

@@ -248,3 +248,19 @@ def _softmax_conv(op: str):
 
 for _op in ("Softmax", "LogSoftmax", "Hardmax"):
     _CONVERTERS[_op] = _softmax_conv(_op)
+
+
+# -- convolution, pooling, GEMM (the nchw + linear family) ------------------------------------
+
+@converter("Gemm")
+def _gemm(ctx, name, inputs, outputs, attrs, opset):
+    attrs.pop("broadcast", None)  # opset < 7: C's broadcasting was opt-in; now it always applies
+    return _node("Gemm", name, inputs, outputs, attrs)
+
+
+@converter("LpPool")
+def _lppool(ctx, name, inputs, outputs, attrs, opset):
+    p = attrs.get("p")
+    if isinstance(p, float) and p.is_integer():  # opset 1: p was a float
+        attrs["p"] = int(p)
+    return _node("LpPool", name, inputs, outputs, attrs)
