@@ -522,3 +522,19 @@ def test_older_opsets_are_normalised(rng):
     model = engine.load(make_model("LpPool", {"x": x}, attrs=dict(p=3.0, kernel_shape=[2, 2]), opset=1))
     want, _ = ref_pool(x, "LpPool", (2, 2), (1, 1), (0,) * 4, (1, 1), (4, 4), p=3)
     close(model.run(None, {"x": x})[0], want, np.float32)
+
+
+def test_typed_gemm_every_isa(rng, isa):
+    """The float64 / integer GEMM kernel per ISA: ragged tiles, transposed operands."""
+    for dtype in (np.float64, np.int64, np.int32, np.uint32):
+        a, b = rnd(rng, (13, 37), dtype), rnd(rng, (41, 37), dtype)
+        got = run("Gemm", {"a": a, "b": b}, attrs=dict(transB=1))[0]
+        if np.dtype(dtype).kind in "iu":
+            np.testing.assert_array_equal(got, a @ b.T)
+        else:
+            close(got, a @ b.T, dtype)
+        got = run("Gemm", {"a": a.T.copy(), "b": b.T.copy()}, attrs=dict(transA=1))[0]
+        if np.dtype(dtype).kind in "iu":
+            np.testing.assert_array_equal(got, a @ b.T)
+        else:
+            close(got, a @ b.T, dtype)
