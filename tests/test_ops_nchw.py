@@ -184,7 +184,8 @@ def test_conv_batch0_and_no_bias(rng):
 
 
 def test_conv_isa_paths(rng, isa):
-    x, w, b = rnd(rng, (2, 3, 9, 8)), rnd(rng, (8, 3, 3, 3)), rnd(rng, (8,))
+    """Every ISA, with channel and pixel counts past the 16×16 transpose tiles, ragged edges."""
+    x, w, b = rnd(rng, (2, 19, 9, 8)), rnd(rng, (18, 19, 3, 3)), rnd(rng, (18,))
     attrs = dict(pads=[1, 1, 1, 1])
     close(run("Conv", {"x": x}, {"w": w, "b": b}, attrs)[0], ref_conv(x, w, b, (1, 1), (1,) * 4, (1, 1), 1),
           np.float32)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from . import views
 from .nchw_window import (Window, auto_pad_attr, check_dtype, check_window_attrs, forward_window, int_attr, ints_attr,
                           same_dtypes, spatial_rank, via_float32)
 from .registry import TensorType, register
@@ -123,11 +122,11 @@ def _conv2d_nhwc(ctx, node, x, w, b, y, win, group):
     xt = x
     if C > 1 and H * W > 1:
         xt = ctx.scratch((N, H, W, C), "float32")
-        views.transpose(ctx, x, xt, (0, 2, 3, 1) if win.nd == 2 else (0, 2, 1))
+        ctx.kernel("nchw_transpose", [x], [xt], dtype="any", ints=[N, C, H * W])
     if OC > 1 and OH * OW > 1:
         yt = ctx.scratch((N, OH, OW, OC), "float32")
         ctx.kernel("conv2d", [xt], [yt], ints=[N, 0, 0, 0], floats=[0.0, 0.0], state=packed)
-        views.copy_view(ctx, yt, y, (N, OC, OH * OW), (OH * OW * OC, 1, OC))
+        ctx.kernel("nchw_transpose", [yt], [y], dtype="any", ints=[N, OH * OW, OC])
     else:
         ctx.kernel("conv2d", [xt], [y], ints=[N, 0, 0, 0], floats=[0.0, 0.0], state=packed)
 

@@ -11,6 +11,8 @@
 //                       planes (N·C), window..., pads_end[3], count_include_pad, p, col_major]
 //   nchw_global_pool    (float32, float64): in [x], out [y]; ints [is_max, planes, size]
 //   nchw_convert        (any): in [x (float16|float32)], out [y (float32|float16)]; ints [n]
+//   nchw_transpose      (any 4-byte type): in [x], out [y]; ints [batch, rows, cols]:
+//                       y[b][c][r] = x[b][r][c] (NCHW <-> NHWC around the NHWC conv)
 #include <cstdint>
 #include <type_traits>
 
@@ -122,6 +124,16 @@ StepFn convert_step(const StepSpec& s) {
   return [=](void* const* sl) { float_to_half(slot<std::uint16_t>(sl, y), slot<const float>(sl, x), n); };
 }
 
+StepFn transpose_step(const StepSpec& s) {
+  s.expect(1, 1, 3);
+  const index_t batch = s.i(0), rows = s.i(1), cols = s.i(2);
+  ENGINE_CHECK(batch >= 0 && rows >= 0 && cols >= 0, "nchw_transpose: negative size");
+  ENGINE_CHECK(dtype_size(s.in_types[0]) == 4 && dtype_size(s.out_types[0]) == 4,
+               "nchw_transpose: 4-byte elements only");
+  const int x = s.in[0], y = s.out[0];
+  return [=](void* const* sl) { transpose32(sl[y], sl[x], batch, rows, cols); };
+}
+
 }  // namespace
 
 void register_nchw_steps(KernelRegistry& r) {
@@ -130,6 +142,7 @@ void register_nchw_steps(KernelRegistry& r) {
   r.add_each("nchw_pool", pool_step, DType::F32, DType::F64, DType::I8, DType::U8);
   r.add_each("nchw_global_pool", global_pool_step, DType::F32, DType::F64);
   r.add("nchw_convert", DType::Any, convert_step);
+  r.add("nchw_transpose", DType::Any, transpose_step);
 }
 
 }  // namespace engine
