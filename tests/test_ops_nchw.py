@@ -211,14 +211,23 @@ def test_conv_transpose_matches_torch(rng, case, dtype):
           ref_conv_transpose(x, w, b, s, p, d, g, op), dtype)
 
 
-@pytest.mark.parametrize("attrs", [dict(output_shape=[10, 9], strides=[3, 2]),
+@pytest.mark.parametrize("attrs", [dict(output_shape=[10, 9], strides=[3, 2]), dict(output_shape=[11, 10], strides=[3, 2]),
+                                   dict(output_shape=[7, 7], strides=[3, 2], pads=[0, 0, 5, 5]),
                                    dict(auto_pad="SAME_UPPER", strides=[2, 2]),
                                    dict(auto_pad="SAME_LOWER", strides=[2, 3], dilations=[1, 2]),
                                    dict(auto_pad="VALID", strides=[1, 2])], ids=lambda a: "-".join(map(str, a)))
 def test_conv_transpose_output_shape_and_auto_pad_match_onnxruntime(rng, attrs):
+    """(output_shape: the pads given are replaced by the ones it implies.)"""
     x, w = rnd(rng, (2, 2, 3, 4)), rnd(rng, (2, 3, 3, 3))
     close(run("ConvTranspose", {"x": x}, {"w": w}, attrs)[0], run_ort("ConvTranspose", {"x": x}, {"w": w}, attrs)[0],
           np.float32)
+
+
+def test_conv_transpose_output_shape_odd_padding_follows_the_spec(rng):
+    """An odd total padding goes at the start (the spec; onnxruntime puts it at the end)."""
+    x, w = rnd(rng, (1, 2, 3, 4)), rnd(rng, (2, 3, 3, 3))
+    got = run("ConvTranspose", {"x": x}, {"w": w}, dict(output_shape=[8, 8], strides=[3, 2]))[0]
+    close(got, ref_conv_transpose(x, w, None, (3, 2), (1, 1, 0, 0), (1, 1), 1, (0, 0)), np.float32)
 
 
 # -- pools --------------------------------------------------------------------------------------
@@ -539,3 +548,23 @@ def test_typed_gemm_every_isa(rng, isa):
             np.testing.assert_array_equal(got, a @ b.T)
         else:
             close(got, a @ b.T, dtype)
+
+
+def test_big_enough_to_split_over_threads(rng):
+    """Shapes past the kernels' thresholds for splitting work over the pool."""
+    x, w, b = rnd(rng, (2, 8, 6, 10, 12)), rnd(rng, (16, 4, 3, 3, 3)), rnd(rng, (16,))
+    attrs = dict(pads=[1, 1, 1, 1, 1, 1], group=2)
+    close(run("Conv", {"x": x, "w": w, "b": b}, attrs=attrs)[0],
+          ref_conv(x, w, b, (1, 1, 1), (1,) * 6, (1, 1, 1), 2), np.float32)
+    x, w = rnd(rng, (4, 16, 12, 12)), rnd(rng, (16, 8, 3, 3))
+    attrs = dict(strides=[2, 2], group=2, pads=[1, 1, 0, 0])
+    close(run("ConvTranspose", {"x": x, "w": w}, attrs=attrs)[0],
+          ref_conv_transpose(x, w, None, (2, 2), (1, 1, 0, 0), (1, 1), 2, (0, 0)), np.float32)
+    x = rnd(rng, (2, 16, 64, 64))
+    for op in ("MaxPool", "AveragePool"):
+        attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        close(run(op, {"x": x}, attrs=attrs)[0], run_ort(op, {"x": x}, attrs=attrs)[0], np.float32)
+    x8 = rnd(rng, (2, 16, 64, 64), np.int8)
+    y, idx = run("MaxPool", {"x": x8}, attrs=dict(kernel_shape=[2, 2], strides=[2, 2]), n_out=2)
+    np.testing.assert_array_equal(y, x8.reshape(2, 16, 32, 2, 32, 2).max((3, 5)))
+    np.testing.assert_array_equal(np.take(x8.ravel(), idx), y)

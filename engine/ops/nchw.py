@@ -152,10 +152,12 @@ def conv_transpose_window(node, x, w) -> Window:
     auto_pad = auto_pad_attr(node)
     full = [s * (i - 1) + op + (k - 1) * d + 1 for s, i, op, k, d in zip(strides, inp, out_pad, kernel, dil)]
     if out_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        # Total padding from the wanted size, split as the ONNX reference does.
+        # Pads from the wanted size, split as the spec says (SAME_UPPER: the odd one at the
+        # end, else at the start); a size past the full output grows at the end (zeros + bias),
+        # as onnxruntime and the reference do.
         out = tuple(out_shape) if out_shape is not None else tuple(i * s for i, s in zip(inp, strides))
         total = [f - o for f, o in zip(full, out)]
-        begin = tuple(t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total)
+        begin = tuple(0 if t < 0 else t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total)
         end = tuple(t - bg for t, bg in zip(total, begin))
     else:
         pads = (0,) * (2 * nd) if auto_pad == "VALID" else ints_attr(node, "pads", 2 * nd, (0,) * (2 * nd), 0)
