@@ -9,11 +9,13 @@
 // Threads: tiles (or images × groups) go to the pool when there are enough of them, each
 // running its GEMM inline; otherwise the GEMM itself is threaded.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 
-#include "convnd_window.h"
 #include "engine/gemm.h"
+#include "engine/nchw.h"
 #include "engine/threadpool.h"
 
 namespace engine {
@@ -27,6 +29,36 @@ void WindowND::validate(const char* what) const {
 }
 
 namespace {
+
+// [lo, hi): the o in [0, n) with 0 <= o·s + off < in (s >= 1).
+inline void valid_range(index_t n, index_t s, index_t off, index_t in, index_t& lo, index_t& hi) {
+  lo = off >= 0 ? 0 : (-off + s - 1) / s;
+  hi = off >= in ? 0 : std::min(n, (in - 1 - off) / s + 1);
+  lo = std::min(lo, n);
+  hi = std::max(hi, lo);
+}
+
+// A grow-only, 64-byte-aligned per-thread buffer of T (one per type and tag), bounded by the
+// largest tile a kernel asks for.
+template <class T, int Tag>
+T* thread_buffer(size_t n) {
+  struct Buf {
+    T* p = nullptr;
+    size_t cap = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf b;
+  if (n > b.cap) {
+    std::free(b.p);
+    b.p = nullptr;
+    b.cap = 0;
+    const size_t bytes = (std::max<size_t>(n, 16) * sizeof(T) + 63) / 64 * 64;
+    b.p = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!b.p) throw std::bad_alloc();
+    b.cap = bytes / sizeof(T);
+  }
+  return b.p;
+}
 
 constexpr double kParallelFlops = 2e5;
 constexpr index_t kColElems = 64 * 1024;  // target im2col tile (elements): a few hundred KiB
@@ -60,7 +92,7 @@ void im2col(T* col, const T* x, index_t cg, const WindowND& g, index_t p0, index
           const index_t offd = kd * g.dil[0] - g.pad[0], offh = kh * g.dil[1] - g.pad[1];
           const index_t offw = kw * g.dil[2] - g.pad[2], sw = g.stride[2];
           index_t lo, hi;
-          nd::valid_range(OW, sw, offw, W, lo, hi);
+          valid_range(OW, sw, offw, W, lo, hi);
           for (index_t p = p0; p < p1;) {
             const index_t ow0 = p % OW, r = p / OW, oh = r % OH, od = r / OH;
             const index_t run = std::min(OW - ow0, p1 - p);
@@ -99,7 +131,7 @@ void col2im(T* yg, const T* col, index_t o0, index_t o1, const WindowND& g, inde
           const index_t offd = kd * g.dil[0] - g.pad[0], offh = kh * g.dil[1] - g.pad[1];
           const index_t offw = kw * g.dil[2] - g.pad[2], sw = g.stride[2];
           index_t lo, hi;  // input columns iw whose output column is inside [0, OW)
-          nd::valid_range(IW, sw, offw, OW, lo, hi);
+          valid_range(IW, sw, offw, OW, lo, hi);
           for (index_t p = p0; p < p1;) {
             const index_t iw0 = p % IW, r = p / IW, ih = r % IH, id = r / IH;
             const index_t run = std::min(IW - iw0, p1 - p);
@@ -144,7 +176,7 @@ void conv_nd(T* y, const T* x, const T* w, const T* bias, index_t N, index_t C, 
     const T* B = xg + p0;
     index_t ldb = Pin;
     if (!direct) {
-      T* col = nd::thread_buffer<T, 0>(static_cast<size_t>(K * (p1 - p0)));
+      T* col = thread_buffer<T, 0>(static_cast<size_t>(K * (p1 - p0)));
       im2col(col, xg, cg, g, p0, p1);
       B = col;
       ldb = p1 - p0;
@@ -176,7 +208,7 @@ void conv_transpose_nd(T* y, const T* x, const T* w, const T* bias, index_t N, i
     T* yg = y + (n * OC + gi * og) * Pout;
     for (index_t p0 = 0; p0 < Pin; p0 += PB) {
       const index_t p1 = std::min(Pin, p0 + PB);
-      T* col = nd::thread_buffer<T, 1>(static_cast<size_t>(Kc * (p1 - p0)));
+      T* col = thread_buffer<T, 1>(static_cast<size_t>(Kc * (p1 - p0)));
       mm(true, Kc, p1 - p0, cg, w + gi * cg * Kc, Kc, x + (n * C + gi * cg) * Pin + p0, Pin, col, p1 - p0, nullptr);
       const double work = double(Kc) * double(p1 - p0);
       if (inner_threads && work > kParallelFlops)

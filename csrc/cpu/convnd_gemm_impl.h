@@ -88,6 +88,7 @@ T* panel_buffer(size_t n) {
   thread_local Buf b;
   if (n > b.cap) {
     std::free(b.p);
+    b.cap = 0;
     b.p = static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64));
     if (!b.p) throw std::bad_alloc();
     b.cap = n;
