@@ -1,7 +1,8 @@
 // The typed GEMM's kernel (see convnd_gemm.cpp), compiled once per ISA:
-// convnd_gemm_{avx512,avx2,portable}.cpp define GEMM_VB (vector bytes), the tile GEMM_MR × GEMM_NV and GEMM_NS and include
-// this file after the standard headers and "engine/nchw.h". Helpers sit in an anonymous
-// namespace so no ISA-specific inline code is shared between translation units.
+// convnd_gemm_{avx512,avx2,portable}.cpp define GEMM_VB (vector bytes), the register tile
+// GEMM_MR × GEMM_NV and GEMM_NS, then include this file after the standard headers and
+// "engine/nchw.h". Helpers sit in an anonymous namespace so no ISA-specific inline code is
+// shared between translation units.
 //
 // C is computed in tiles of MR rows × NV vectors held in registers (GCC vector extensions)
 // over the whole K: each step broadcasts MR elements of A and multiplies them into NV vectors
