@@ -3,9 +3,10 @@
 // headers and "engine/nchw.h". Helpers sit in an anonymous namespace so no ISA-specific
 // inline code is shared between translation units.
 //
-// One output row (OW outputs at fixed plane, od, oh) is accumulated in place: for each valid
-// (kd, kh) input row and each kw, the outputs whose tap falls inside the row are swept at a
-// compile-time stride (1, 2 or any), which the compiler vectorises at the ISA's width.
+// One output row (OW outputs at fixed plane, od, oh) at a time, two ways: without indices at
+// stride 1 or 2, each output's taps are reduced in registers over the window's valid input
+// rows, a vector of outputs at once (accumulate_regs); otherwise tap-major, each (kd, kh, kw)
+// swept over the row in place (indices, other strides, windows of more than 64 rows).
 
 namespace engine {
 namespace POOLND_NS {
@@ -192,7 +193,7 @@ void pool_row(T* y, std::int64_t* idx, const T* x, index_t plane, index_t od, in
         if (ih >= 0 && ih < H) rows[nrows++] = x + (id * H + ih) * W;
       }
     }
-    const T div = pp.kind == PoolKind::Avg ? static_cast<T>(cdh * g.k[2]) : T(0);
+    const T div = pp.kind == PoolKind::Avg ? static_cast<T>(cdh * g.k[2]) : T(0);  // 0: none
     auto acc = [&](auto op) {
       done = sw == 1 ? accumulate_regs<1>(y, rows, nrows, OW, W, g.k[2], g.dil[2], g.pad[2], init, op, div)
                      : accumulate_regs<2>(y, rows, nrows, OW, W, g.k[2], g.dil[2], g.pad[2], init, op, div);
@@ -203,6 +204,7 @@ void pool_row(T* y, std::int64_t* idx, const T* x, index_t plane, index_t od, in
       else if (pp.p == 1) acc(AbsSumOp());
       else acc(SquareSumOp());
     }
+    if (div == T(0)) done = {0, 0};  // a window with no valid row: 0/0 below, as the reference
   }
   if (!regs) {  // tap-major: each (kd, kh, kw) swept over the row in place
     for (index_t o = 0; o < OW; ++o) y[o] = init;
