@@ -211,7 +211,8 @@ def test_conv_transpose_matches_torch(rng, case, dtype):
           ref_conv_transpose(x, w, b, s, p, d, g, op), dtype)
 
 
-@pytest.mark.parametrize("attrs", [dict(output_shape=[10, 9], strides=[3, 2]), dict(output_shape=[11, 10], strides=[3, 2]),
+@pytest.mark.parametrize("attrs", [dict(output_shape=[10, 9], strides=[3, 2]),
+                                   dict(output_shape=[11, 10], strides=[3, 2]),
                                    dict(output_shape=[7, 7], strides=[3, 2], pads=[0, 0, 5, 5]),
                                    dict(auto_pad="SAME_UPPER", strides=[2, 2]),
                                    dict(auto_pad="SAME_LOWER", strides=[2, 3], dilations=[1, 2]),

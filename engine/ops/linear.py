@@ -15,7 +15,8 @@ from ..errors import ShapeError
 from . import views
 from .activations import check_activation, number, resolve
 from .elementwise import broadcast_shape
-from .nchw_window import check_dtype, int_attr, plan_constant, same_dtypes, via_float32
+from .nchw_types import check_dtype, plan_constant, same_dtypes, stable_weight, via_float32
+from .nchw_window import int_attr
 from .registry import TensorType, register
 
 TYPES = ("float32", "float64", "float16", "int32", "int64", "uint32", "uint64")
@@ -44,11 +45,6 @@ def dense_lower(ctx, node):
 
 # Dense(x, kernel (in, out), [bias (out,)]); attrs: activation. Applies to the last axis.
 register("Dense", dense_type, dense_lower, check=check_activation)
-
-
-def _known(ctx, name) -> bool:
-    """A weight known when planning, under a name stable across plans (cache keys)."""
-    return bool(name) and ctx.value(name) is not None and not name.startswith("\0")
 
 
 def _packed_b(ctx, b, transposed, shape):
@@ -94,7 +90,7 @@ def _matmul(ctx, node, a, b, y):
     ab, bb = (1,) * (nb - len(a2) + 2) + a2[:-2], (1,) * (nb - len(b2) + 2) + b2[:-2]
     if math.prod(bb) == 1:  # one right matrix: a's batch folds into its rows, one GEMM
         rows = math.prod(ab) * M
-        if ctx.dtype(a) == "float32" and _known(ctx, b):
+        if ctx.dtype(a) == "float32" and stable_weight(ctx, b):
             ctx.kernel("linear_gemm", [a, "", ""], [y], ints=[rows, N, K, 0, 0, 0], floats=[1.0, 0.0],
                        state=_packed_b(ctx, b, False, (K, N)))
         else:
@@ -170,13 +166,13 @@ def _gemm(ctx, node, a, b, c, y):
         row = cs in ((N,), (1, N))
         if f32 and row and beta == 1.0:
             bias = c  # the epilogue adds it while the tile is in cache
-        elif f32 and row and _known(ctx, c):
+        elif f32 and row and stable_weight(ctx, c):
             bias = plan_constant(ctx, (beta * np.asarray(ctx.value(c), np.float32)).reshape(N))
         else:  # Y = C broadcast first, then Y = alpha·AB + beta·Y
             cm, cn = (1,) * (2 - len(cs)) + cs
             views.copy_view(ctx, c, y, (M, N), (0 if cm == 1 else cn, 0 if cn == 1 else 1))
             acc = 1
-    if f32 and _known(ctx, b):
+    if f32 and stable_weight(ctx, b):
         ctx.kernel("linear_gemm", [a, "", bias], [y], ints=[M, N, K, ta, tb, acc], floats=[alpha, beta],
                    state=_packed_b(ctx, b, tb, ctx.shape(b)))
     else:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from .nchw_window import (Window, auto_pad_attr, check_dtype, check_window_attrs, forward_window, int_attr, ints_attr,
-                          same_dtypes, spatial_rank, via_float32)
+from .nchw_types import check_dtype, same_dtypes, stable_weight, via_float32
+from .nchw_window import (Window, auto_pad_attr, check_window_attrs, forward_window, int_attr, ints_attr,
+                          spatial_rank)
 from .registry import TensorType, register
 from .spatial import Window2D
 
@@ -84,19 +85,14 @@ def conv_lower(ctx, node):
     _conv(ctx, node, x, w, b, node.outputs[0])
 
 
-def _known(ctx, name) -> bool:
-    """A weight known when planning, under a name stable across plans (cache keys)."""
-    return bool(name) and ctx.value(name) is not None and not name.startswith("\0")
-
-
 def _conv(ctx, node, x, w, b, y):
     xs, ws = ctx.shape(x), ctx.shape(w)
     N, C, OC, group = xs[0], xs[1], ws[0], int_attr(node, "group", 1, minimum=1)
     win = conv_window(node, xs, ws)
     if N == 0 or OC == 0 or 0 in win.out:
         return
-    if (ctx.dtype(x) == "float32" and win.nd <= 2 and C > 0 and min(win.inp) > 0 and _known(ctx, w)
-            and (not b or _known(ctx, b))):
+    if (ctx.dtype(x) == "float32" and win.nd <= 2 and C > 0 and min(win.inp) > 0 and stable_weight(ctx, w)
+            and (not b or stable_weight(ctx, b))):
         return _conv2d_nhwc(ctx, node, x, w, b, y, win, group)
     ctx.kernel("nchw_conv", [x, w, b], [y], ints=[N, C, OC, group, *win.ints()])
 
@@ -106,7 +102,8 @@ def _conv2d_nhwc(ctx, node, x, w, b, y, win, group):
     xs, ws = ctx.shape(x), ctx.shape(w)
     N, C, OC = xs[0], xs[1], ws[0]
     two = lambda t, fill: tuple(t) if win.nd == 2 else (fill,) + tuple(t)  # noqa: E731
-    (H, W), (KH, KW), (sh, sw), (dh, dw) = two(win.inp, 1), two(win.kernel, 1), two(win.strides, 1), two(win.dilations, 1)
+    (H, W), (KH, KW) = two(win.inp, 1), two(win.kernel, 1)
+    (sh, sw), (dh, dw) = two(win.strides, 1), two(win.dilations, 1)
     (pt, pl), (pb, pr) = two(win.pads_begin, 0), two(win.pads_end, 0)
     OH, OW = two(win.out, 1)
     geo = Window2D(1, H, W, C, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, OC=OC, groups=group)
