@@ -569,3 +569,21 @@ def test_big_enough_to_split_over_threads(rng):
     y, idx = run("MaxPool", {"x": x8}, attrs=dict(kernel_shape=[2, 2], strides=[2, 2]), n_out=2)
     np.testing.assert_array_equal(y, x8.reshape(2, 16, 32, 2, 32, 2).max((3, 5)))
     np.testing.assert_array_equal(np.take(x8.ravel(), idx), y)
+
+
+def test_pools_every_isa(rng, isa):
+    """The pooling row kernels per ISA: strides 1, 2 (vector paths) and 3, rows longer than a
+    vector with ragged ends, int8 at 64 lanes."""
+    x = rnd(rng, (2, 3, 7, 150))
+    for s in (1, 2, 3):
+        for op, extra in (("MaxPool", {}), ("AveragePool", {"count_include_pad": 1}), ("LpPool", {"p": 2})):
+            attrs = dict(kernel_shape=[3, 4], strides=[1, s], pads=[1, 2, 0, 1], **extra)
+            out = _pool_out(x.shape, (3, 4), (1, s), (1, 2, 0, 1), (1, 1), 0)
+            want, _ = ref_pool(x, op, (3, 4), (1, s), (1, 2, 0, 1), (1, 1), out, extra.get("count_include_pad", 0))
+            close(run(op, {"x": x}, attrs=attrs)[0], want, np.float32)
+    x8 = rnd(rng, (1, 2, 3, 200), np.int8)
+    y = run("MaxPool", {"x": x8}, attrs=dict(kernel_shape=[1, 3], strides=[1, 2]))[0]
+    np.testing.assert_array_equal(y, np.maximum.reduce([x8[..., k:k + 2 * 99:2] for k in range(3)]))
+    xg = rnd(rng, (2, 3, 5, 41), np.float64)
+    close(run("GlobalAveragePool", {"x": xg})[0], xg.mean((2, 3), keepdims=True), np.float64)
+    close(run("GlobalMaxPool", {"x": xg})[0], xg.max((2, 3), keepdims=True), np.float64)
