@@ -374,3 +374,19 @@ def _group_norm(ctx, name, inputs, outputs, attrs, opset):
     if opset < 21:  # opset 18: scale and bias per group, not per channel
         attrs["scale_per_group"] = 1
     return _node("GroupNormalization", name, inputs, outputs, attrs)
+
+
+# -- convolution, pooling, GEMM (the nchw + linear family) ------------------------------------
+
+@converter("Gemm")
+def _gemm(ctx, name, inputs, outputs, attrs, opset):
+    attrs.pop("broadcast", None)  # opset < 7: C's broadcasting was opt-in; now it always applies
+    return _node("Gemm", name, inputs, outputs, attrs)
+
+
+@converter("LpPool")
+def _lppool(ctx, name, inputs, outputs, attrs, opset):
+    p = attrs.get("p")
+    if isinstance(p, float) and p.is_integer():  # opset 1: p was a float
+        attrs["p"] = int(p)
+    return _node("LpPool", name, inputs, outputs, attrs)
