@@ -322,10 +322,9 @@ def _loop(ctx, name, inputs, outputs, attrs, opset):
 
 @converter("Scan")
 def _scan(ctx, name, inputs, outputs, attrs, opset):
-    if opset < 9:
-        raise UnsupportedOpError(f"{ctx.reader.name}: node '{name}': Scan before opset 9 (with a "
-                                 "sequence_lens input) is not supported")
     body, outer = _with_outer(ctx, attrs.pop("body"))
+    if opset < 9:  # batch-major with an optional sequence_lens input first
+        attrs["batch_major"] = 1
     return _node("Scan", name, inputs + outer, outputs, {**attrs, "body": body, "num_own_inputs": len(inputs)})
 
 

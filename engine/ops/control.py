@@ -119,6 +119,8 @@ register("Loop", _dynamic_type, None, execute=_loop, fold=False, check=lambda no
 # -- Scan -----------------------------------------------------------------------------------------
 
 def _scan(node, args):
+    if node.attrs.get("batch_major"):
+        return _scan_batched(node, args)
     body = node.attrs["body"]
     n_scan_in = int(node.attrs["num_scan_inputs"])
     n_own = int(node.attrs.get("num_own_inputs", len(args)))
@@ -148,6 +150,41 @@ def _scan(node, args):
             y = y[::-1]
         stacked.append(dtypes.contiguous(np.moveaxis(y, 0, out_axes[k] % y.ndim)))
     return [np.array(s) for s in state] + stacked
+
+
+def _scan_batched(node, args):
+    """Scan as in opset 8: input 0 is the optional sequence lengths; every other input and
+    output has a batch dim first and (scan values) time second; each batch row is scanned on
+    its own for its length, outputs past it are zero."""
+    n_own = int(node.attrs["num_own_inputs"])
+    lens, own, outer = args[0], args[1:n_own], args[n_own:]
+    n_scan_in = int(node.attrs["num_scan_inputs"])
+    n_state = len(own) - n_scan_in
+    body = node.attrs["body"]
+    dirs = list(node.attrs.get("directions", [0] * n_scan_in))
+    batch, steps = np.shape(own[n_state])[:2]
+    finals, outs = [], []
+    for b in range(batch):
+        n = steps if lens is None else int(np.asarray(lens).reshape(-1)[b])
+        state = [np.asarray(s)[b] for s in own[:n_state]]
+        xs = [np.asarray(x)[b, :n][::-1] if d else np.asarray(x)[b, :n] for x, d in zip(own[n_state:], dirs)]
+        ys = []
+        for t in range(n):
+            res = _run(body, state + [x[t] for x in xs] + outer)
+            state, ys = res[:n_state], ys + [res[n_state:]]
+        finals.append(state)
+        outs.append(ys)
+    n_out = len(body.outputs) - n_state
+    result = [np.stack([f[k] for f in finals]) for k in range(n_state)]
+    for k in range(n_out):
+        shape = next((np.shape(ys[0][k]) for ys in outs if ys), ())
+        dt = next((np.asarray(ys[0][k]).dtype for ys in outs if ys), np.float32)
+        y = np.zeros((batch, steps) + tuple(shape), dt)
+        for b, ys in enumerate(outs):
+            for t, step in enumerate(ys):
+                y[b, t] = step[k]
+        result.append(y)
+    return result
 
 
 register("Scan", _dynamic_type, None, execute=_scan, fold=False, check=lambda node: _check_subgraph(node, "body"))

@@ -102,8 +102,8 @@ def materialize(force: bool = False) -> Path:
                     if isinstance(a, onnx.TensorProto):  # types numpy lacks (float8, ...): stored as is
                         (ds / f"{kind}_{j}.pb").write_bytes(a.SerializeToString())
                         continue
-                    if not isinstance(a, np.ndarray) and not np.isscalar(a):
-                        ok = False  # sequences, maps, optionals: out of scope
+                    if not isinstance(a, np.ndarray) and not np.isscalar(a) or np.asarray(a).dtype.kind in "OUS":
+                        ok = False  # sequences, maps, optionals and strings: out of scope
                         continue
                     t = numpy_helper.from_array(np.asarray(a), values[j].name if j < len(values) else f"{kind}_{j}")
                     (ds / f"{kind}_{j}.pb").write_bytes(t.SerializeToString())
@@ -217,12 +217,16 @@ def compare(got: list, want: list, rtol: float, atol: float) -> str:
     return ""
 
 
+def model_path(case: Case) -> Path:
+    return case.path if case.path.suffix == ".onnx" else case.path / "model.onnx"
+
+
 def run_engine(case: Case, optimize: bool = True) -> tuple[str, str]:
     """('pass' | 'fail' | 'unsupported' | 'error', detail)."""
     import engine
 
     try:
-        model = engine.load(case.path / "model.onnx", optimize=optimize)
+        model = engine.load(model_path(case), optimize=optimize)
     except engine.UnsupportedOpError as e:
         return "unsupported", str(e)
     except Exception as e:  # an EngineError is a clean refusal; anything else is a bug
@@ -245,7 +249,7 @@ def run_ort(case: Case) -> tuple[str, str]:
     try:
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        sess = ort.InferenceSession(str(case.path / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(model_path(case)), so, providers=["CPUExecutionProvider"])
     except Exception as e:
         return "error", f"load: {str(e)[:200]}"
     for feeds, want in data_sets(case):
