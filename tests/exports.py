@@ -32,23 +32,23 @@ def _hf(name: str, size: str):
         cfg = tf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1],
                               layer_type="bottleneck") if small else tf.ResNetConfig()  # default: ResNet-50
         model, img = tf.ResNetForImageClassification(cfg), 64 if small else 224
-        return model, {"pixel_values": torch.rand(1, 3, img, img)}, {"pixel_values": {0: "batch"}}
+        return model, {"pixel_values": torch.rand(2, 3, img, img)}, {"pixel_values": {0: "batch"}}
     if name == "mobilenet":
         cfg = tf.MobileNetV2Config(depth_multiplier=0.35, image_size=64) if small else tf.MobileNetV2Config()
         model, img = tf.MobileNetV2ForImageClassification(cfg), 64 if small else 224
-        return model, {"pixel_values": torch.rand(1, 3, img, img)}, {"pixel_values": {0: "batch"}}
+        return model, {"pixel_values": torch.rand(2, 3, img, img)}, {"pixel_values": {0: "batch"}}
     if name == "vit":
         cfg = tf.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                            image_size=32, patch_size=8) if small else tf.ViTConfig()
         img = cfg.image_size
-        return tf.ViTForImageClassification(cfg), {"pixel_values": torch.rand(1, 3, img, img)}, \
+        return tf.ViTForImageClassification(cfg), {"pixel_values": torch.rand(2, 3, img, img)}, \
             {"pixel_values": {0: "batch"}}
     if name == "bert":
         cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                             vocab_size=1000) if small else tf.BertConfig()
         seq = 16 if small else 128
-        ids = torch.randint(0, cfg.vocab_size, (1, seq))
-        mask = torch.ones(1, seq, dtype=torch.int64)
+        ids = torch.randint(0, cfg.vocab_size, (2, seq))
+        mask = torch.ones(2, seq, dtype=torch.int64)
         return tf.BertModel(cfg), {"input_ids": ids, "attention_mask": mask}, \
             {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     if name == "gpt2":
@@ -57,7 +57,7 @@ def _hf(name: str, size: str):
         seq = 16 if small else 256
         model = tf.GPT2LMHeadModel(cfg)
         model.config.use_cache = False
-        return model, {"input_ids": torch.randint(0, cfg.vocab_size, (1, seq))}, \
+        return model, {"input_ids": torch.randint(0, cfg.vocab_size, (2, seq))}, \
             {"input_ids": {0: "batch", 1: "sequence"}}
     raise ValueError(name)
 
@@ -148,7 +148,7 @@ def export(name: str, size: str = "small", dynamo: bool = False, opset: int = 17
     module.eval()
     # The TorchScript exporter cannot export transformers' GPT-2 mask code (aten::diff).
     dynamo = dynamo or name in NEEDS_DYNAMO
-    tag = hashlib.sha256(f"v2-{name}-{size}-{dynamo}-{opset}-{torch.__version__}".encode()).hexdigest()[:10]
+    tag = hashlib.sha256(f"v3-{name}-{size}-{dynamo}-{opset}-{torch.__version__}".encode()).hexdigest()[:10]
     path = CACHE / f"{name}-{size}{'-dynamo' if dynamo else ''}-{tag}.onnx"
     feeds = {k: v.numpy() for k, v in inputs.items()}
     if not path.exists():
