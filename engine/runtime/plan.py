@@ -134,6 +134,7 @@ class EmitContext:
         for field in ("N", "H", "W", "C", "OC", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
                       "pad_top", "pad_left", "pad_bottom", "pad_right", "groups"):
             setattr(s, field, getattr(window, field))
+        s.N = max(1, s.N)  # packing does not depend on the batch (which may be 0)
         return _C.PackedConv2D(s, dtypes.contiguous(w, np.float32),
                                None if b is None else dtypes.contiguous(b, np.float32))
 
