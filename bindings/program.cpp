@@ -138,6 +138,26 @@ void init_program(py::module_& m) {
              py::gil_scoped_release nogil;
              p.prog.run(pool, in.data(), out.data());
            }, py::arg("inputs"), py::arg("outputs"), py::arg("pool"))
+      .def("run_timed", [](const PyProgram& p, const std::vector<py::array>& inputs, std::vector<py::array>& outputs,
+                           engine::ContextPool& pool) {
+             const auto& ins = p.prog.inputs();
+             const auto& outs = p.prog.outputs();
+             if (inputs.size() != ins.size() || outputs.size() != outs.size())
+               throw engine::Error("run_timed: wrong number of inputs or outputs");
+             std::vector<const void*> in(inputs.size());
+             std::vector<void*> out(outputs.size());
+             for (size_t i = 0; i < inputs.size(); ++i) in[i] = checked_in(inputs[i], ins[i], "input");
+             for (size_t i = 0; i < outputs.size(); ++i) {
+               checked_in(outputs[i], outs[i], "output");
+               out[i] = outputs[i].mutable_data();
+             }
+             std::vector<double> times;
+             {
+               py::gil_scoped_release nogil;
+               p.prog.run_timed(pool, in.data(), out.data(), times);
+             }
+             return times;
+           }, py::arg("inputs"), py::arg("outputs"), py::arg("pool"), "As run; returns each step's seconds.")
       .def("set_output_shape", [](PyProgram& p, std::vector<py::ssize_t> shape) { p.out_shape = std::move(shape); },
            "Shape of the single output that run_one allocates.")
       .def("run_one", [](const PyProgram& p, const py::array& x, engine::ContextPool& pool) -> py::object {

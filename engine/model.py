@@ -232,6 +232,24 @@ class Model:
             compiled.plans.clear()
         return True
 
+    def profile(self, feeds: dict, repeats: int = 10) -> list:
+        """Where the time of a run goes: [(node, op, kernel, mean seconds)] per kernel step, in
+        plan order, averaged over `repeats` runs (after one warm-up run)."""
+        names = {i.name for i in self.inputs}
+        if set(feeds) != names:
+            raise ShapeError(f"profile: feeds must name every input {sorted(names)}")
+        arrays = [_check_input(i, feeds[i.name]) for i in self.inputs]
+        plan = self._plan(tuple(a.shape for a in arrays), arrays)
+        if plan.program is None:
+            raise EngineError("profile: this model runs in segments (data-dependent shapes or control flow)")
+        total = None
+        for k in range(repeats + 1):
+            outs = [np.empty(s, np.dtype(d)) for s, d in zip(plan.output_shapes, plan._out_np)]
+            t = plan.program.run_timed(arrays, outs, self._contexts)
+            if k:
+                total = t if total is None else [a + b for a, b in zip(total, t)]
+        return [(n, op, kern, s / repeats) for (n, op, kern), s in zip(plan.step_nodes, total)]
+
     # -- weights ------------------------------------------------------------------------
 
     @property

@@ -186,6 +186,13 @@ void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch
   // Row block: the im2col tile (MB × K floats) stays within ~256 KiB of L2.
   index_t MB = std::max<index_t>(16, (256 * 1024 / 4) / std::max<index_t>(K, 1));
   MB = std::min(MB, M);
+  // Each block's GEMM streams the whole packed filter again. When the filter is the bigger
+  // stream (deep layers: few output pixels, K·OC in megabytes) that re-reading dominates, so
+  // the whole im2col matrix is built once (if it is not huge) and one GEMM, threaded over the
+  // filter's columns, reads the filter once.
+  const double filter_bytes = 4.0 * K * s.OC, col_bytes = 4.0 * M * K;
+  if (filter_bytes > 256.0 * 1024 && col_bytes <= 8.0 * 1024 * 1024 && filter_bytes * ((M + MB - 1) / MB) > 2 * col_bytes)
+    MB = M;
   index_t nblk = (M + MB - 1) / MB;
   const int T = num_threads();
   const double flops = 2.0 * M * K * s.OC;

@@ -1,5 +1,6 @@
 #include "runtime/program.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -110,6 +111,31 @@ void Program::run(ExecContext& ctx, const void* const* inputs, void* const* outp
   for (size_t i = 0; i < outputs_.size(); ++i) s[outputs_[i].slot] = outputs[i];
   void* const* slots = s.data();
   for (const Step& step : steps_) step(slots);
+}
+
+void Program::run_timed(ContextPool& pool, const void* const* inputs, void* const* outputs,
+                        std::vector<double>& times) const {
+  std::unique_ptr<ExecContext> ctx = pool.acquire();
+  std::byte* base = ctx->arena(arena_bytes_);
+  std::vector<void*>& s = ctx->slots;
+  s.resize(bindings_.size());
+  for (size_t i = 0; i < bindings_.size(); ++i)
+    s[i] = bindings_[i].kind == SlotKind::Arena ? static_cast<void*>(base + bindings_[i].offset)
+                                                : const_cast<void*>(bindings_[i].ptr);
+  for (size_t i = 0; i < inputs_.size(); ++i) s[inputs_[i].slot] = const_cast<void*>(inputs[i]);
+  for (size_t i = 0; i < outputs_.size(); ++i) s[outputs_[i].slot] = outputs[i];
+  times.assign(steps_.size(), 0.0);
+  try {
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      steps_[i](s.data());
+      times[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  } catch (...) {
+    pool.release(std::move(ctx), arena_bytes_);
+    throw;
+  }
+  pool.release(std::move(ctx), arena_bytes_);
 }
 
 void Program::run(ContextPool& pool, const void* const* inputs, void* const* outputs) const {

@@ -87,6 +87,9 @@ class Program {
   void run(ExecContext& ctx, const void* const* inputs, void* const* outputs) const;
   // Borrows a context from `pool` for the call.
   void run(ContextPool& pool, const void* const* inputs, void* const* outputs) const;
+  // As run, also timing each step (seconds into `times`, one per step): for profiling only.
+  void run_timed(ContextPool& pool, const void* const* inputs, void* const* outputs,
+                 std::vector<double>& times) const;
 
  private:
   enum class SlotKind : unsigned char { Unbound, Const, Arena, Io };

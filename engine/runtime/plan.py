@@ -52,6 +52,8 @@ class EmitContext:
         self._scratch_used = 0
         self.scratch_bytes = 0
         self._n_made = 0  # plan constants and scratch buffers made so far (their names)
+        self.node = None  # the node being lowered; each step is attributed to it (profiling)
+        self.step_nodes: list = []
 
     # -- what the graph says about a value --
     def shape(self, name: str) -> tuple:
@@ -93,6 +95,7 @@ class EmitContext:
         Inputs given as "" are absent optional inputs (slot -1)."""
         if dtype is None:
             dtype = self.dtype(outputs[0]) if outputs else self.dtype(inputs[0])
+        self.step_nodes.append((self.node.name if self.node else "", self.node.op if self.node else "", name))
         self.program.add_step(
             name, 0 if dtype == "any" else dtypes.code(dtype),
             [self.slot(i) if i else -1 for i in inputs], [self.slot(o) for o in outputs],
@@ -217,12 +220,15 @@ class Plan:
                 if out and out not in slots:
                     slots[out] = prog.new_slot()
                     prog.bind_arena(slots[out], offsets[out])
+            ctx.node = node
             op.lower(ctx, node)
             ctx.end_node()
         prog.arena_bytes = arena_size + ctx.scratch_bytes
         for i, name in copied:
             output_slots[i] = prog.new_slot()
             prog.add_step("copy", 0, [ctx.slot(root_of(name))], [output_slots[i]], [0], [0], [nbytes[name]], [])
+            ctx.step_nodes.append((name, "output copy", "copy"))
+        self.step_nodes = ctx.step_nodes
 
         def io(name, slot):
             t = types[name]
