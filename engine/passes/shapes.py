@@ -6,6 +6,7 @@ constants of the plan instead of kernels run on every call."""
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -98,18 +99,15 @@ def infer_shapes(graph: Graph, input_shapes: dict[str, tuple]) -> dict[str, tupl
 
 
 def symbolic_shapes(graph: Graph) -> dict[str, tuple]:
-    """Shapes with None where they follow an unknown input dim (e.g. the batch), found by
-    inferring twice with different sizes for the unknown dims. Best effort: {} if the
-    graph's rules need concrete sizes."""
-    def concrete(n):
-        return {v.name: tuple(n if not isinstance(d, int) else d for d in v.shape) for v in graph.inputs}
-    if any(v.shape is None for v in graph.inputs):
-        return {}
-    try:
-        a, b = infer_shapes(graph, concrete(1)), infer_shapes(graph, concrete(2))
-    except EngineError:
-        return {}
-    return {k: tuple(None if p != q else p for p, q in zip(a[k], b[k])) for k in a if len(a[k]) == len(b[k])}
+    """Shapes with None where they follow an unknown input dim (e.g. the batch). Best effort:
+    {} if the graph's rules need concrete sizes."""
+    types = probe_types(graph)
+    return {} if types is None else {k: t.shape for k, t in types.items() if t.shape is not None}
+
+
+# [(weak reference to a graph, its probe types)]: the last few graphs probed (passes hand
+# unchanged graphs on). Weak, so a model's weights are not kept alive after the model is gone.
+_PROBED: list = []
 
 
 def probe_types(graph: Graph):
@@ -117,6 +115,16 @@ def probe_types(graph: Graph):
     are None. Found by inferring with two different sizes for the unknown dims (2 and 3, so
     size-1 broadcasting special cases do not hide a dependency). None if the graph cannot be
     inferred without concrete data (passes that need shapes then leave the graph alone)."""
+    for ref, types in _PROBED:
+        if ref() is graph:
+            return types
+    types = _probe(graph)
+    _PROBED.insert(0, (weakref.ref(graph), types))
+    del _PROBED[4:]
+    return types
+
+
+def _probe(graph: Graph):
     def concrete(n):
         return {v.name: tuple(n if not isinstance(d, int) else d for d in v.shape)
                 for v in graph.inputs if v.shape is not None}
