@@ -32,21 +32,30 @@ class Inferred(NamedTuple):
     folded: set      # ids of nodes whose outputs are all in `values` (no kernel needed)
 
 
+def weight_types(graph: Graph) -> dict:
+    """The types of a graph's weights (the same for every signature: a schedule keeps them)."""
+    return {k: TensorType(tuple(int(d) for d in v.shape), _dtype_of(v)) for k, v in graph.initializers.items()}
+
+
 def infer(graph: Graph, input_shapes: dict[str, tuple], fold: bool = True,
-          input_dtypes: dict | None = None, input_values: dict | None = None) -> Inferred:
+          input_dtypes: dict | None = None, input_values: dict | None = None,
+          known_types: dict | None = None, ops: list | None = None) -> Inferred:
     """Types of every value for concrete input shapes (and the inputs' declared element types,
     or `input_dtypes`), and the values fixed by them (`input_values`: graph inputs whose values
-    the plan is made for, see Model._plan)."""
+    the plan is made for, see Model._plan). `known_types` (the weights' types) and `ops` (each
+    node's op) save a planner repeating work."""
     values: dict[str, np.ndarray] = dict(graph.initializers)
     values.update(input_values or {})
-    types = {k: TensorType(tuple(int(d) for d in v.shape), _dtype_of(v)) for k, v in values.items()}
+    types = dict(known_types) if known_types is not None else weight_types(graph)
+    for k, v in (input_values or {}).items():
+        types[k] = TensorType(tuple(int(d) for d in v.shape), _dtype_of(v))
     declared = {v.name: v.dtype for v in graph.inputs}
     declared.update(input_dtypes or {})
     for k, shape in input_shapes.items():
         types[k] = TensorType(tuple(int(d) for d in shape), declared.get(k, "float32"))
     folded: set[int] = set()
-    for node in graph.nodes:
-        op = get_op(node.op, node.name)
+    for k, node in enumerate(graph.nodes):
+        op = ops[k] if ops is not None else get_op(node.op, node.name)
         if op.execute is not None:  # output shapes depend on data: nothing is fixed after here
             raise DynamicShapes(f"node '{node.name}' ({node.op}) has data-dependent output shapes")
         ins = [Tensor(types[i].shape, types[i].dtype, values.get(i)) if i else None for i in node.inputs]
