@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import code
 from ..errors import EngineError, ShapeError
 from . import initializers
 from .base import Layer
@@ -38,7 +39,7 @@ class ReLU(Layer):
         # Keras's general relu: the positive part, clipped, minus the scaled negative part
         if t:
             g.node("Greater", [x, g.const(f"{out}/t", _f32(t))], f"{out}/above")
-            g.node("Cast", [f"{out}/above"], f"{out}/abovef", {"to": "float32"})
+            g.node("Cast", [f"{out}/above"], f"{out}/abovef", {"to": code("float32")})
             pos = g.node("Mul", [x, f"{out}/abovef"], f"{out}/pos")
         else:
             pos = g.node("Relu", [x], f"{out}/pos")
@@ -95,7 +96,7 @@ class PReLU(Layer):
             shape[a - 1] = 1
         if None in shape:
             raise ShapeError(f"{self.name}: unshared input dims must be known, got {input_shape}")
-        self._create([("alpha", self.alpha_initializer(tuple(shape)))])
+        self._create([("alpha", tuple(shape), self.alpha_initializer)])
 
     def emit(self, g, x, out):
         return g.node("PRelu", [x] + self._weight_refs(g), out)

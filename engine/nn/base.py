@@ -11,7 +11,9 @@ layer with `supports_masking` hands a mask on through `compute_mask`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import re
 from collections import defaultdict
 from typing import Optional
@@ -23,6 +25,20 @@ from ..graph import Node
 from .tensor import KerasTensor
 
 _name_counts: dict[str, itertools.count] = defaultdict(itertools.count)
+
+# Weight values layers may still create (None: no limit); see weight_budget().
+_budget: list = [None]
+
+
+@contextlib.contextmanager
+def weight_budget(values: int):
+    """Within this block, layers may create at most `values` weight values in all (the Keras
+    reader: every weight must come from the file, so the file's size bounds them)."""
+    old, _budget[0] = _budget[0], values
+    try:
+        yield
+    finally:
+        _budget[0] = old
 
 # Incremented whenever any layer's weights change: a model compares it with the value it saw
 # when it built its runtime, and only then looks at its own layers' versions.
@@ -130,7 +146,7 @@ class Call:
 class Layer:
     """Base class: subclasses define build(), compute_output_shape() and emit().
 
-    Weights: `build` creates them with `self._create([(name, array), ...])`; layers made of
+    Weights: `build` creates them with `self._create([(name, shape, initializer), ...])`; layers made of
     other layers (Bidirectional, TimeDistributed) list them in `_sublayers`, whose weights
     follow the layer's own, in Keras's order.
     """
@@ -262,9 +278,17 @@ class Layer:
 
     # -- weights --------------------------------------------------------------------------
     def _create(self, named: list) -> None:
-        """Set the layer's own weights at build: [(name, array), ...] in Keras's order."""
-        self.weight_names = tuple(n for n, _ in named)
-        self._store([w for _, w in named])
+        """Create the layer's own weights at build: [(name, shape, initializer), ...] in
+        Keras's order. Inside weight_budget(n), creating more than n values in all is refused
+        before anything is allocated (a file's config cannot ask for more than the file holds)."""
+        total = sum(math.prod(shape) for _, shape, _ in named)
+        if _budget[0] is not None:
+            if total > _budget[0]:
+                raise ShapeError(f"{self.name}: its configuration asks for {total:,} weight values, more than "
+                                 "the file holds")
+            _budget[0] -= total
+        self.weight_names = tuple(n for n, _, _ in named)
+        self._store([init(tuple(shape)) for _, shape, init in named])
 
     def _store(self, arrays) -> None:
         frozen = []

@@ -82,9 +82,9 @@ class _Conv(Layer):
         if c % self.groups or self.filters % self.groups:
             raise ShapeError(f"{self.name}: channels ({c}) and filters ({self.filters}) must be divisible "
                              f"by groups ({self.groups})")
-        named = [("kernel", self.kernel_initializer(self.kernel_size + (c // self.groups, self.filters)))]
+        named = [("kernel", self.kernel_size + (c // self.groups, self.filters), self.kernel_initializer)]
         if self.use_bias:
-            named.append(("bias", self.bias_initializer((self.filters,))))
+            named.append(("bias", (self.filters,), self.bias_initializer))
         self._create(named)
 
     def _out_channels(self) -> int:
@@ -180,9 +180,9 @@ class _DepthwiseConv(_Conv):
 
     def build(self, input_shape):
         self.in_channels = c = self._channels(input_shape)
-        named = [("depthwise_kernel", self.kernel_initializer(self.kernel_size + (c, self.depth_multiplier)))]
+        named = [("depthwise_kernel", self.kernel_size + (c, self.depth_multiplier), self.kernel_initializer)]
         if self.use_bias:
-            named.append(("bias", self.bias_initializer((c * self.depth_multiplier,))))
+            named.append(("bias", (c * self.depth_multiplier,), self.bias_initializer))
         self._create(named)
 
     def _out_channels(self) -> int:
@@ -231,10 +231,10 @@ class _SeparableConv(_DepthwiseConv):
     def build(self, input_shape):
         self.in_channels = c = self._channels(input_shape)
         m = self.depth_multiplier
-        named = [("depthwise_kernel", self.kernel_initializer(self.kernel_size + (c, m))),
-                 ("pointwise_kernel", self.pointwise_initializer((1,) * self.rank + (c * m, self.filters)))]
+        named = [("depthwise_kernel", self.kernel_size + (c, m), self.kernel_initializer),
+                 ("pointwise_kernel", (1,) * self.rank + (c * m, self.filters), self.pointwise_initializer)]
         if self.use_bias:
-            named.append(("bias", self.bias_initializer((self.filters,))))
+            named.append(("bias", (self.filters,), self.bias_initializer))
         self._create(named)
 
     def _out_channels(self) -> int:
@@ -293,9 +293,9 @@ class _ConvTranspose(_Conv):
 
     def build(self, input_shape):
         c = self._channels(input_shape)
-        named = [("kernel", self.kernel_initializer(self.kernel_size + (self.filters, c)))]
+        named = [("kernel", self.kernel_size + (self.filters, c), self.kernel_initializer)]
         if self.use_bias:
-            named.append(("bias", self.bias_initializer((self.filters,))))
+            named.append(("bias", (self.filters,), self.bias_initializer))
         self._create(named)
 
     def _crops(self) -> list:

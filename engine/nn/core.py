@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import code
 from ..errors import EngineError, ShapeError
 from . import activations, initializers
 from .base import Layer
@@ -48,9 +49,9 @@ class Dense(Layer):
     def build(self, input_shape):
         if input_shape[-1] is None:
             raise ShapeError(f"{self.name}: the last input dim must be known, got {input_shape}")
-        named = [("kernel", self.kernel_initializer((input_shape[-1], self.units)))]
+        named = [("kernel", (input_shape[-1], self.units), self.kernel_initializer)]
         if self.use_bias:
-            named.append(("bias", self.bias_initializer((self.units,))))
+            named.append(("bias", (self.units,), self.bias_initializer))
         self._create(named)
 
     def compute_output_shape(self, input_shape):
@@ -162,7 +163,7 @@ class Embedding(Layer):
             self.input_shape_arg = (None,) + ((input_length,) if isinstance(input_length, int) else tuple(input_length))
 
     def build(self, input_shape):
-        self._create([("embeddings", self.embeddings_initializer((self.input_dim, self.output_dim)))])
+        self._create([("embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer)])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
@@ -172,7 +173,7 @@ class Embedding(Layer):
 
     def emit(self, g, x, out):
         if g.dtypes.get(x) not in ("int32", "int64"):  # Keras casts other ids to int32
-            x = g.node("Cast", [x], f"{out}/ids", {"to": "int64"})
+            x = g.node("Cast", [x], f"{out}/ids", {"to": code("int64")})
         return g.node("Gather", [self._weight_refs(g)[0], x], out, {"axis": 0})
 
 
@@ -194,7 +195,7 @@ class Masking(Layer):
         value = g.const(f"{out}/value", np.float32(self.mask_value))
         g.node("Equal", [x, value], f"{out}/equal")
         g.node("Not", [f"{out}/equal"], f"{out}/keep")
-        g.node("Cast", [f"{out}/keep"], f"{out}/keepf", {"to": "float32"})
+        g.node("Cast", [f"{out}/keep"], f"{out}/keepf", {"to": code("float32")})
         axes = g.const(f"{out}/axes", np.array([-1], np.int64))
         g.node("ReduceMax", [f"{out}/keepf", axes], f"{out}/any", {"keepdims": 1})
         return g.node("Mul", [x, f"{out}/any"], out)

@@ -12,6 +12,7 @@ import string
 
 import numpy as np
 
+from ..dtypes import code
 from ..errors import EngineError, ShapeError
 from . import ops
 from .base import Layer
@@ -210,9 +211,9 @@ class _ConcatMask(ops.OpLayer):
             else:
                 parts.append(g.node("Expand", [g.const(f"{out}/true", np.array(True)), shape], f"{out}/full{i}"))
         g.node("Concat", parts, f"{out}/cat", {"axis": self.axis % self.rank})
-        g.node("Cast", [f"{out}/cat"], f"{out}/catf", {"to": "float32"})
+        g.node("Cast", [f"{out}/cat"], f"{out}/catf", {"to": code("float32")})
         g.node("ReduceMax", [f"{out}/catf", g.const(f"{out}/last", _i64([-1]))], f"{out}/any", {"keepdims": 0})
-        return g.node("Cast", [f"{out}/any"], out, {"to": "bool"})
+        return g.node("Cast", [f"{out}/any"], out, {"to": code("bool")})
 
 
 class Dot(_Merge):

@@ -57,7 +57,7 @@ class BatchNormalization(Layer):
         names = (["gamma"] if self.scale else []) + (["beta"] if self.center else []) + ["moving_mean",
                                                                                            "moving_variance"]
         init = dict(zip(["gamma", "beta", "moving_mean", "moving_variance"], self.inits))
-        self._create([(n, init[n](shape)) for n in names])
+        self._create([(n, shape, init[n]) for n in names])
 
     def emit(self, g, x, out):
         w = dict(zip(self.weight_names, self.weights))
@@ -91,8 +91,8 @@ class LayerNormalization(Layer):
         shape = tuple(input_shape[a] for a in self.axes)
         if None in shape:
             raise ShapeError(f"{self.name}: the normalized axes must be known, got input {input_shape}")
-        named = ([("gamma", self.gamma_initializer(shape))] if self.scale else []) + \
-                ([("beta", self.beta_initializer(shape))] if self.center and not self.rms_scaling else [])
+        named = ([("gamma", shape, self.gamma_initializer)] if self.scale else []) + \
+                ([("beta", shape, self.beta_initializer)] if self.center and not self.rms_scaling else [])
         self._create(named)
 
     def emit(self, g, x, out):
@@ -137,8 +137,8 @@ class GroupNormalization(Layer):
         if c is None or groups < 1 or c % groups:
             raise ShapeError(f"{self.name}: {c} channels do not split into {self.groups} groups")
         self.num_groups = groups
-        named = ([("gamma", self.gamma_initializer((c,)))] if self.scale else []) + \
-                ([("beta", self.beta_initializer((c,)))] if self.center else [])
+        named = ([("gamma", (c,), self.gamma_initializer)] if self.scale else []) + \
+                ([("beta", (c,), self.beta_initializer)] if self.center else [])
         self._create(named)
 
     def emit(self, g, x, out):

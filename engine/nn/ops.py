@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..dtypes import code
 from ..errors import EngineError, ShapeError
 from .base import Call, Layer
 from .tensor import KerasTensor
@@ -141,7 +142,7 @@ class Divide(_Binary):
         return broadcast_shapes(shapes[0], shapes[1], self.name), "float32"
 
     def emit_op(self, g, args, out):
-        cast = [g.node("Cast", [a], f"{out}/float{i}", {"to": "float32"}) for i, a in enumerate(args)]
+        cast = [g.node("Cast", [a], f"{out}/float{i}", {"to": code("float32")}) for i, a in enumerate(args)]
         return g.node("Div", cast, out)
 
 
@@ -163,7 +164,7 @@ class Cast(OpLayer):
         return shapes[0], self.to
 
     def emit_op(self, g, args, out):
-        return g.node("Cast", args, out, {"to": self.to})
+        return g.node("Cast", args, out, {"to": code(self.to)})
 
 
 class ExpandDims(OpLayer):
@@ -203,10 +204,10 @@ class _Reduce(OpLayer):
         return tuple(shape), "bool"
 
     def emit_op(self, g, args, out):
-        g.node("Cast", [args[0]], f"{out}/u8", {"to": "float32"})
+        g.node("Cast", [args[0]], f"{out}/u8", {"to": code("float32")})
         g.node(self.pick, [f"{out}/u8", g.const(f"{out}/axes", np.array([self.resolved], np.int64))],
                f"{out}/reduced", {"keepdims": int(self.keepdims)})
-        return g.node("Cast", [f"{out}/reduced"], out, {"to": "bool"})
+        return g.node("Cast", [f"{out}/reduced"], out, {"to": code("bool")})
 
 
 class Any(_Reduce):

@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..dtypes import code
 from ..errors import EngineError, ShapeError
 from .base import Layer, check_data_format, int_tuple
 from .conv import _axes, conv_out, to_channels_first, to_channels_last
@@ -116,7 +117,7 @@ class GlobalAveragePooling1D(_GlobalPooling):
         m3 = g.node("Unsqueeze", [mask, g.const(f"{out}/last", np.array([2], np.int64))], f"{out}/mask3")
         g.node("Where", [m3, x, g.const(f"{out}/zero", np.array(0, np.float32))], f"{out}/kept")
         g.node("ReduceSum", [f"{out}/kept", steps], f"{out}/sum", {"keepdims": int(self.keepdims)})
-        g.node("Cast", [m3], f"{out}/maskf", {"to": "float32"})
+        g.node("Cast", [m3], f"{out}/maskf", {"to": code("float32")})
         g.node("ReduceSum", [f"{out}/maskf", steps], f"{out}/count", {"keepdims": int(self.keepdims)})
         return g.node("Div", [f"{out}/sum", f"{out}/count"], out)
 

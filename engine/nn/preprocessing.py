@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from . import initializers
 from .base import Layer
 
 
@@ -57,8 +58,8 @@ class Normalization(Layer):
         self.broadcast_shape = [input_shape[d] if d in self.keep else 1 for d in range(rank)]
         if self.input_mean is None:
             shape = tuple(input_shape[d] for d in self.keep)
-            self._create([("mean", np.zeros(shape, np.float32)), ("variance", np.ones(shape, np.float32)),
-                          ("count", np.zeros((), np.float32))])
+            self._create([("mean", shape, initializers.zeros), ("variance", shape, initializers.ones),
+                          ("count", (), initializers.zeros)])
 
     def _stats(self):
         if self.input_mean is None:

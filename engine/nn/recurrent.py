@@ -99,14 +99,14 @@ class _RNN(Layer):
             raise ShapeError(f"{self.name}: expected input (batch, steps, features) with known features, "
                              f"got {input_shape}")
         gh = self.gates * self.units
-        named = [("kernel", self.kernel_initializer((input_shape[-1], gh))),
-                 ("recurrent_kernel", self.recurrent_initializer((self.units, gh)))]
+        named = [("kernel", (input_shape[-1], gh), self.kernel_initializer),
+                 ("recurrent_kernel", (self.units, gh), self.recurrent_initializer)]
         if self.use_bias:
-            named.append(("bias", self._initial_bias()))
+            named.append(("bias", self._bias_shape(), self._initial_bias))
         self._create(named)
 
-    def _initial_bias(self):
-        return self.bias_initializer(self._bias_shape())
+    def _initial_bias(self, shape):
+        return self.bias_initializer(shape)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -253,8 +253,8 @@ class LSTM(_RNN):
         self._config["unit_forget_bias"] = unit_forget_bias
         self.unit_forget_bias = unit_forget_bias
 
-    def _initial_bias(self):
-        b = self.bias_initializer((4 * self.units,))
+    def _initial_bias(self, shape):
+        b = self.bias_initializer(shape)
         if self.unit_forget_bias:  # Keras: the forget gate's bias starts at 1
             b = b.copy()
             b[self.units:2 * self.units] = 1.0
