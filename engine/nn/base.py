@@ -105,12 +105,20 @@ class GraphBuilder:
     def __init__(self):
         self.nodes: list[Node] = []
         self.weights: dict[str, np.ndarray] = {}
+        self.dtypes: dict[str, str] = {}  # element types of values known while emitting (inputs)
+        self._names: set = set()
 
     def node(self, op: str, inputs: list, output, attrs: Optional[dict] = None,
              name: Optional[str] = None):
-        """Add a node; `output` is a value name (returned) or a list of them (returned)."""
+        """Add a node; `output` is a value name (returned) or a list of them (returned).
+        Node names stay unique (passes key rewrites by them)."""
         outs = [output] if isinstance(output, str) else list(output)
-        self.nodes.append(Node(op, list(inputs), outs, attrs or {}, name or outs[0]))
+        name = name or next(o for o in outs if o)
+        base, k = name, 1
+        while name in self._names:
+            name, k = f"{base}#{k}", k + 1
+        self._names.add(name)
+        self.nodes.append(Node(op, list(inputs), outs, attrs or {}, name))
         return output
 
     def const(self, name: str, value) -> str:

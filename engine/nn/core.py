@@ -18,7 +18,7 @@ def emit_with_activation(g, op: str, inputs: list, out: str, attrs: dict, act) -
     fused = activations.fused_attrs(act)
     if fused is not None:
         return g.node(op, inputs, out, {**attrs, **fused}, out)
-    pre = g.node(op, inputs, f"{out}/linear", attrs, out)
+    pre = g.node(op, inputs, f"{out}/linear", attrs)
     return activations.emit(g, pre, out, act)
 
 

@@ -89,8 +89,8 @@ class _Network:
                 raise EngineError(f"{self.name}: input '{t.name}' has the name of a layer")
             names[id(t)] = t.name
             graph_inputs.append(Value(t.name, t.shape, _input_type(t, calls)))
-        dtypes = {v.name: v.dtype for v in graph_inputs}
-        g.dtypes = dtypes
+        dtypes = g.dtypes
+        dtypes.update({v.name: v.dtype for v in graph_inputs})
 
         def name_of(t: KerasTensor) -> str:
             if id(t) not in names:

@@ -184,6 +184,59 @@ class ExpandDims(OpLayer):
         return g.node("Unsqueeze", [args[0], g.const(f"{out}/axes", np.array([self.resolved], np.int64))], out)
 
 
+class _Like(OpLayer):
+    """ZerosLike / OnesLike: a tensor of the input's shape filled with 0 / 1 of `dtype`."""
+    fill = 0
+
+    def __init__(self, dtype=None, name: Optional[str] = None, **kw):
+        super().__init__(name=name, **kw)
+        from .tensor import input_dtype
+        self.to = None if dtype is None else input_dtype(dtype, self.name)
+
+    def output_of(self, shapes, dtypes):
+        return shapes[0], self.to or dtypes[0]
+
+    def emit_op(self, g, args, out):
+        shape = g.node("Shape", [args[0]], f"{out}/shape")
+        value = g.const(f"{out}/value", np.array(self.fill, np.float32))
+        g.node("Cast", [value], f"{out}/typed", {"to": code(self.to or g.dtypes.get(args[0], "float32"))})
+        return g.node("Expand", [f"{out}/typed", shape], out)
+
+
+class ZerosLike(_Like):
+    fill = 0
+
+
+class OnesLike(_Like):
+    fill = 1
+
+
+class Concatenate(OpLayer):
+    """Keras op concatenate([a, b, ...], axis)."""
+
+    def __init__(self, axis: int = 0, name: Optional[str] = None, **kw):
+        super().__init__(name=name, **kw)
+        self.axis = axis
+
+    def __call__(self, tensors, **kwargs):
+        if not isinstance(tensors, (list, tuple)):
+            raise EngineError(f"{self.name}: concatenates a list of tensors")
+        return super().__call__(*tensors, **kwargs)
+
+    def output_of(self, shapes, dtypes):
+        rank = len(shapes[0])
+        axis = self.axis % rank
+        if axis == 0 or any(len(s) != rank for s in shapes):
+            raise ShapeError(f"{self.name}: cannot concatenate {shapes} on axis {self.axis}")
+        out = list(shapes[0])
+        out[axis] = None if any(s[axis] is None for s in shapes) else sum(s[axis] for s in shapes)
+        self.resolved = axis
+        return tuple(out), _promote(dtypes)
+
+    def emit_op(self, g, args, out):
+        return g.node("Concat", args, out, {"axis": self.resolved})
+
+
 class _Reduce(OpLayer):
     """Any / All over one axis of a bool tensor (Keras ops.any / ops.all)."""
     pick = "ReduceMax"
@@ -221,5 +274,5 @@ class All(_Reduce):
 # Keras 3 op class names a functional config may hold -> class (TrueDivide is Divide's twin).
 OPS = {c.__name__: c for c in (NotEqual, Equal, Greater, GreaterEqual, Less, LessEqual, LogicalAnd,
                                LogicalOr, LogicalNot, Add, Subtract, Multiply, Maximum, Minimum, Divide,
-                               Cast, ExpandDims, Any, All)}
+                               Cast, ExpandDims, Any, All, ZerosLike, OnesLike, Concatenate)}
 OPS["TrueDivide"] = Divide
