@@ -286,8 +286,10 @@ class ConfigReader:
             raise self.error(f"input '{name}' has no batch_shape")
         if cfg.get("ragged") or cfg.get("sparse"):
             raise self.error(f"input '{name}': ragged and sparse inputs are not supported", UnsupportedOpError)
+        # Keras never holds a model to the batch size it was built with (a Sequential built by
+        # fit() saves its first batch's size), so the batch dim stays free.
         try:
-            return Input(batch_shape=tuple(shape), dtype=cfg.get("dtype"), name=name)
+            return Input(batch_shape=(None,) + tuple(shape[1:]), dtype=cfg.get("dtype"), name=name)
         except EngineError as e:
             raise self.error(f"input '{name}': {e}") from None
 

@@ -115,7 +115,8 @@ class _Binary(OpLayer):
 
 
 def _binary(name: str, onnx: str, result=None, negate=False):
-    return type(name, (_Binary,), {"onnx": onnx, "result": result, "negate": negate,
+    # a comparison reads integer ids as well as anything else (an Embedding's mask)
+    return type(name, (_Binary,), {"onnx": onnx, "result": result, "negate": negate, "accepts_ids": result == "bool",
                                    "__doc__": f"Keras op {name}: elementwise {onnx} with broadcasting."})
 
 
