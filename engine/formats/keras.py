@@ -1,4 +1,5 @@
-"""Keras models as engine Graphs, read with h5py and zipfile (no TensorFlow or Keras needed).
+"""Keras models as engine Graphs, read with h5py (in a child process, h5_tree.py) and zipfile
+(no TensorFlow or Keras needed).
 
     >>> g = keras.read("model.h5")      # Keras 2 / Keras 3 legacy HDF5: model_config + model_weights
     >>> g = keras.read("model.keras")   # Keras 3 zip: config.json + model.weights.h5
@@ -9,7 +10,7 @@ asks for something engine.nn does not implement fails here, naming the layer.
 
 Safety: a truncated or corrupt file is a ModelFormatError naming it; a zip entry is read
 into memory (never extracted) and only after its declared size has been checked against a
-limit, against the archive's size and, when compressed, against deflate's largest ratio;
+limit, against the archive's size and, when compressed, against a largest expansion;
 the config may not create more weight values than the file could hold; every array's shape
 is checked before it is read; nothing named by the file is imported or executed.
 """
@@ -26,7 +27,9 @@ from ..graph import Graph
 
 MAX_CONFIG_BYTES = 64 << 20          # config.json / model_config
 MAX_WEIGHTS_BYTES = 32 << 30         # model.weights.h5
-_DEFLATE_MAX_RATIO = 1100            # deflate cannot expand data more than ~1032×
+# A compressed entry may expand at most this much past a floor (Keras's own zip-bomb rule;
+# Keras writes its entries uncompressed, so only a re-zipped file is compressed at all).
+_MAX_EXPANSION, _EXPANSION_FLOOR = 100, 256 << 20
 
 
 def read(source, name: str | None = None) -> Graph:
@@ -48,25 +51,10 @@ def read(source, name: str | None = None) -> Graph:
         opener = lambda: open(path, "rb")  # noqa: E731
     head = data[:8] if data is not None else head
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return _read_h5(opener, name, size)
+        return _read_h5(data if data is not None else path, name, size)
     if head.startswith(b"PK"):
         return _read_zip(opener, name, size)
     raise ModelFormatError(f"{name}: not a Keras file (neither HDF5 nor a .keras zip archive)")
-
-
-def _h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise EngineError("reading Keras files needs h5py: pip install h5py (or engine[keras])") from None
-    return h5py
-
-
-def _open_h5(h5py, fileobj, name: str, what: str):
-    try:
-        return h5py.File(fileobj, "r")
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"{name}: {what} is not a readable HDF5 file (truncated or corrupt: {e})") from None
 
 
 def _json(text, name: str, what: str):
@@ -108,31 +96,22 @@ def _build(name: str, config, keras_version: str, weight_bytes: int, set_weights
     return graph
 
 
-def _read_h5(opener, name: str, size: int) -> Graph:
-    from . import keras_weights
+def _read_h5(source, name: str, size: int) -> Graph:
+    from . import h5_tree, keras_weights
 
-    h5py = _h5py()
-    with opener() as fileobj, _open_h5(h5py, fileobj, name, "the file") as f:
-        try:
-            raw = f.attrs.get("model_config")
-            version = _version(f.attrs.get("keras_version"))
-            backend = _version(f.attrs.get("backend"))
-            has_weights = "model_weights" in f
-        except (OSError, ValueError) as e:
-            raise ModelFormatError(f"{name}: cannot read the HDF5 attributes (corrupt file: {e})") from None
-        if raw is None:
-            what = "weights only (model.save_weights)" if "layer_names" in f.attrs else "no Keras model"
-            raise ModelFormatError(f"{name}: this HDF5 file holds {what}: there is no model_config; save the "
-                                   "whole model with model.save(...)")
-        config = _json(raw, name, "model_config")
-        if not has_weights:
-            raise ModelFormatError(f"{name}: the file has no model_weights group")
-        group = f["model_weights"]
-        if not version:
-            version = _version(group.attrs.get("keras_version"))
-        return _build(name, config, version, size,
-                      lambda built: keras_weights.set_legacy(name, group, built),
-                      {"backend": backend, "container": "h5"})
+    f = h5_tree.read(source, name, ("model_weights/",))
+    raw = f.attrs.get("model_config")
+    if raw is None:
+        what = "weights only (model.save_weights)" if ("layer_names" in f.attrs or "layers" in f) else "no Keras model"
+        raise ModelFormatError(f"{name}: this HDF5 file holds {what}: there is no model_config; save the "
+                               "whole model with model.save(...)")
+    config = _json(raw, name, "model_config")
+    group = f.get("model_weights")
+    if not isinstance(group, h5_tree.Group):
+        raise ModelFormatError(f"{name}: the file has no model_weights group")
+    version = _version(f.attrs.get("keras_version") or group.attrs.get("keras_version"))
+    return _build(name, config, version, size, lambda built: keras_weights.set_legacy(name, group, built),
+                  {"backend": _version(f.attrs.get("backend")), "container": "h5"})
 
 
 def _entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: int, archive_size: int) -> bytes:
@@ -143,7 +122,8 @@ def _entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: int, ar
     if info.compress_size > archive_size:
         raise ModelFormatError(f"{name}: '{info.filename}' claims more compressed bytes than the archive holds")
     stored = info.compress_type == zipfile.ZIP_STORED
-    if (stored and size > archive_size) or (not stored and size > max(info.compress_size, 1) * _DEFLATE_MAX_RATIO):
+    bomb = size > _EXPANSION_FLOOR and size > _MAX_EXPANSION * info.compress_size
+    if (stored and size > archive_size) or (not stored and bomb):
         raise ModelFormatError(f"{name}: '{info.filename}' claims {size:,} bytes, more than its "
                                f"{info.compress_size:,} stored bytes can hold (a zip bomb or a corrupt archive)")
     try:
@@ -157,7 +137,7 @@ def _entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: int, ar
 
 
 def _read_zip(opener, name: str, size: int) -> Graph:
-    from . import keras_weights
+    from . import h5_tree, keras_weights
 
     with opener() as fileobj:
         try:
@@ -180,7 +160,6 @@ def _read_zip(opener, name: str, size: int) -> Graph:
                 raise ModelFormatError(f"{name}: the archive has no model.weights.h5" +
                                        (f" (found {other}: only the HDF5 weights format is supported)" if other else ""))
             weights = _entry(zf, infos["model.weights.h5"], name, MAX_WEIGHTS_BYTES, size)
-    h5py = _h5py()
-    with _open_h5(h5py, io.BytesIO(weights), name, "model.weights.h5") as h5:
-        return _build(name, config, version, len(weights),
-                      lambda built: keras_weights.set_v3(name, h5, built), {"container": "keras"})
+    h5 = h5_tree.read(weights, f"{name}: model.weights.h5", ("layers/",))
+    return _build(name, config, version, len(weights), lambda built: keras_weights.set_v3(name, h5, built),
+                  {"container": "keras"})

@@ -1,4 +1,4 @@
-"""Keras weights (HDF5 groups, read with h5py) into the layers of a rebuilt engine.nn model.
+"""Keras weights (HDF5 groups, read by h5_tree) into the layers of a rebuilt engine.nn model.
 
 Two layouts:
 - legacy (.h5 of Keras 2 and Keras 3's `model.save("x.h5")`): `model_weights/<layer name>`
@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import EngineError, ModelFormatError
 from ..nn.base import snake_case
 from ..nn.recurrent import _RNN, Bidirectional, TimeDistributed
+from .h5_tree import Dataset
 
 
 def _text(v) -> str:
@@ -27,17 +28,17 @@ def _text(v) -> str:
 
 
 def _read(source: str, layer, items: list) -> list:
-    """The arrays of h5py datasets `items` [(label, dataset)], checked against the layer's
-    weights (count, shapes, numeric types) before any is read."""
-    import h5py
-
+    """The arrays of datasets `items` [(label, h5_tree.Dataset)], checked against the layer's
+    weights (count, shapes, numeric types)."""
     want = [w.shape for w in layer.weights]
     if len(items) != len(want):
         raise ModelFormatError(f"{source}: layer '{layer.name}': the file holds {len(items)} weight arrays, the "
                                f"layer has {len(want)} {want}")
     for (label, ds), shape in zip(items, want):
-        if not isinstance(ds, h5py.Dataset):
+        if not isinstance(ds, Dataset):
             raise ModelFormatError(f"{source}: layer '{layer.name}': weight '{label}' is not an array")
+        if ds.problem:
+            raise ModelFormatError(f"{source}: layer '{layer.name}': weight '{label}' cannot be read: {ds.problem}")
         if tuple(ds.shape) != tuple(shape):
             raise ModelFormatError(f"{source}: layer '{layer.name}': weight '{label}' has shape {tuple(ds.shape)}, "
                                    f"the layer's configuration needs {tuple(shape)}")
@@ -69,7 +70,8 @@ def set_legacy(source: str, group, built) -> None:
         if g is None:
             raise ModelFormatError(f"{source}: layer '{layer.name}' has no weights in the file (model_weights/"
                                    f"{layer.name} is missing)")
-        names = [_text(n) for n in g.attrs.get("weight_names", [])]
+        names = g.attrs.get("weight_names", [])
+        names = [_text(n) for n in (names if isinstance(names, list) else [names])]
         items = []
         for n in names:
             try:
