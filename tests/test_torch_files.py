@@ -691,6 +691,21 @@ def test_from_torch_seed004_lstm_net():
     np.testing.assert_allclose(model.predict(other), ref, atol=1e-4, rtol=1e-4)
 
 
+def test_from_torch_falls_back_to_the_dynamo_exporter(monkeypatch):
+    export = torch.onnx.export
+
+    def no_torchscript(*args, dynamo=True, **kwargs):
+        if not dynamo:
+            raise RuntimeError("the TorchScript exporter cannot take this module")
+        return export(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_torchscript)
+    m = _perturb(tnn.Sequential(tnn.Linear(5, 4), tnn.ReLU(), tnn.Linear(4, 2)))
+    model = engine.from_torch(m, torch.randn(2, 5))
+    x = np.random.default_rng(16).standard_normal((7, 5), dtype=np.float32)
+    np.testing.assert_allclose(model.predict(x), _torch_out(m, x), atol=1e-5)
+
+
 def test_from_torch_checks_the_result():
     with pytest.raises(engine.EngineError, match="torch.nn.Module"):
         engine.from_torch(object(), torch.randn(1))

@@ -95,6 +95,7 @@ def _export(module, args, names, n_out, export_kwargs, torch) -> bytes:
             first = f"{type(e).__name__}: {str(e)[:300]}"
         dyn = {k: v for k, v in kw.items() if k not in ("dynamic_axes", "output_names")}
         dyn.setdefault("dynamic_shapes", tuple({0: torch.export.Dim.AUTO} for _ in args))
+        dyn.setdefault("verbose", False)
         try:
             program = torch.onnx.export(module, args, dynamo=True, external_data=False, **dyn)
             return program.model_proto.SerializeToString()
