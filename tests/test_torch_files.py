@@ -469,6 +469,24 @@ def test_views_shared_storages_and_every_dtype(legacy):
     assert got["t"].base is None  # a copy, not a view into the file's bytes
 
 
+def test_big_endian_archive():
+    w = torch.randn(3, 4, dtype=torch.float64)
+    buf = io.BytesIO()
+    torch.save({"w": w, "i": torch.arange(3, dtype=torch.int32)}, buf)
+    swapped = {"0": w.numpy().astype(">f8").tobytes(), "1": np.arange(3, dtype=">i4").tobytes()}
+
+    def to_big(name, data):
+        if name.endswith("byteorder"):
+            return b"big"
+        key = name.rsplit("/", 1)[-1]
+        return swapped[key] if "/data/" in name else data
+
+    got = torch_format.load(_rezip(buf.getvalue(), to_big))
+    np.testing.assert_array_equal(got["w"], w.numpy())
+    np.testing.assert_array_equal(got["i"], np.arange(3))
+    assert got["w"].dtype.isnative
+
+
 def test_containers_and_parameters():
     p = tnn.Parameter(torch.randn(3))
     p.note = "kept by torch, dropped here"

@@ -467,8 +467,7 @@ def _read_legacy(f, size: int):
     protocol, _ = _unpickle(f)
     if protocol != _LEGACY_PROTOCOL:
         raise _Bad(f"unsupported legacy protocol version {protocol!r} (expected {_LEGACY_PROTOCOL})")
-    info, _ = _unpickle(f)
-    big = isinstance(info, dict) and info.get("little_endian") is False
+    _unpickle(f)  # system info: the writer's byte order, but legacy storages are little-endian always
     pos = f.tell()
     hint = f.read(1 << 20)  # the object's pickle (storages follow it): only to word a refusal
     f.seek(pos)
@@ -484,7 +483,7 @@ def _read_legacy(f, size: int):
         head = f.read(8)
         if len(head) != 8:
             raise _Bad(f"truncated before storage '{key}'")
-        numel = int.from_bytes(head, "big" if big else "little", signed=True)
+        numel = int.from_bytes(head, "little", signed=True)
         nbytes = numel * _np_dtype(s.dtype, False).itemsize
         if numel < 0 or nbytes > size - f.tell():
             raise _Bad(f"storage '{key}' claims {numel} elements ({nbytes} bytes) but only "
@@ -493,7 +492,7 @@ def _read_legacy(f, size: int):
     missing = sorted(set(unpickler.storages) - set(raw))
     if missing:
         raise _Bad(f"storages {missing[:5]} are used but not in the file")
-    return _resolve(obj, lambda s: raw[s.key], big)
+    return _resolve(obj, lambda s: raw[s.key], False)
 
 
 # -- entry points -----------------------------------------------------------------------------

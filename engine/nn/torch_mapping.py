@@ -236,13 +236,11 @@ def _depthwise(layer, g, shapes, perm):
 def _norm_affine(layer, shapes, n_stats: int):
     """Which of gamma/beta the layer has (Keras's `scale`/`center`), checked against its count."""
     scale, center = bool(getattr(layer, "scale", True)), bool(getattr(layer, "center", True))
-    if scale + center + n_stats != len(shapes):
-        if len(shapes) == 2 + n_stats:
-            scale = center = True
-        elif len(shapes) == n_stats:
-            scale = center = False
-        else:
+    n = len(shapes) - n_stats
+    if scale + center != n:  # e.g. LayerNormalization(rms_scaling=True): gamma only
+        if n not in (0, 1, 2):
             raise EngineError(f"{layer.name}: cannot tell which of gamma/beta its {len(shapes)} weights are")
+        scale, center = (n == 2 or (n == 1 and scale)), (n == 2 or (n == 1 and not scale))
     return scale, center
 
 
