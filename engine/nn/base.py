@@ -323,7 +323,9 @@ class Layer:
         self._assign(list(arrays))
 
     def _assign(self, arrays: list) -> None:
-        n = len(self._weights)
+        # all but the sublayers' arrays are the layer's own (so `layer.weights = [...]` in a
+        # build() sets them, as before weights had sublayers)
+        n = len(arrays) - sum(len(s.weights) for s in self._sublayers)
         self._store(arrays[:n])
         for s in self._sublayers:
             k = len(s.weights)
