@@ -307,24 +307,14 @@ def test_truncated_and_corrupt_files(saved, fmt, monkeypatch):
 def _patch_sizes(data: bytes, name: bytes, size: int) -> bytes:
     """The zip with entry `name`'s uncompressed size rewritten in both headers."""
     out = bytearray(data)
-    pos = 0
-    while True:
-        i = out.find(b"PK\x03\x04", pos)
-        if i < 0:
-            break
-        n = struct.unpack_from("<H", out, i + 26)[0]
-        if bytes(out[i + 30:i + 30 + n]) == name:
-            struct.pack_into("<I", out, i + 22, size)
-        pos = i + 4
-    pos = 0
-    while True:
-        i = out.find(b"PK\x01\x02", pos)
-        if i < 0:
-            break
-        n = struct.unpack_from("<H", out, i + 28)[0]
-        if bytes(out[i + 46:i + 46 + n]) == name:
-            struct.pack_into("<I", out, i + 24, size)
-        pos = i + 4
+    # (signature, offset of the name length, of the name, of the uncompressed size)
+    for sig, len_at, name_at, size_at in ((b"PK\x03\x04", 26, 30, 22), (b"PK\x01\x02", 28, 46, 24)):
+        i = out.find(sig)
+        while i >= 0:
+            n = struct.unpack_from("<H", out, i + len_at)[0]
+            if bytes(out[i + name_at:i + name_at + n]) == name:
+                struct.pack_into("<I", out, i + size_at, size)
+            i = out.find(sig, i + 4)
     return bytes(out)
 
 

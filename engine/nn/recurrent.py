@@ -120,14 +120,9 @@ class _RNN(Layer):
         return [out] + [None] * self.n_states if self.return_state else out
 
     def _call_extra(self, kwargs: dict) -> dict:
-        states = kwargs.pop("initial_state", None)
-        if kwargs:
-            raise EngineError(f"{self.name}: unsupported call argument(s) {sorted(kwargs)}")
+        states = _initial_states(self, kwargs, self.n_states, f"{self.n_states} symbolic tensor(s)")
         if states is None:
             return {}
-        states = [states] if isinstance(states, KerasTensor) else list(states)
-        if len(states) != self.n_states or not all(isinstance(s, KerasTensor) for s in states):
-            raise EngineError(f"{self.name}: initial_state must be {self.n_states} symbolic tensor(s)")
         for s in states:
             if tuple(s.shape[1:]) != (self.units,):
                 raise ShapeError(f"{self.name}: an initial state must have shape (batch, {self.units}), got {s.shape}")
@@ -325,16 +320,9 @@ class Bidirectional(Layer):
             sub._build_for(input_shape)
 
     def _call_extra(self, kwargs):
-        states = kwargs.pop("initial_state", None)
-        if kwargs:
-            raise EngineError(f"{self.name}: unsupported call argument(s) {sorted(kwargs)}")
-        if states is None:
-            return {}
-        states = [states] if isinstance(states, KerasTensor) else list(states)
-        n = self.forward_layer.n_states
-        if len(states) != 2 * n or not all(isinstance(t, KerasTensor) for t in states):
-            raise EngineError(f"{self.name}: initial_state must be {2 * n} symbolic tensors (forward then backward)")
-        return {"initial_state": states}
+        n = 2 * self.forward_layer.n_states
+        states = _initial_states(self, kwargs, n, f"{n} symbolic tensors (forward then backward)")
+        return {} if states is None else {"initial_state": states}
 
     def compute_output_shape(self, input_shape):
         fo = self.forward_layer.compute_output_shape(input_shape)
@@ -427,3 +415,17 @@ class TimeDistributed(Layer):
         g.node("Concat", [f"{out}/batch_steps", g.const(f"{out}/rest", _i64(inner_out[1:]))], f"{out}/shape",
                {"axis": 0})
         return g.node("Reshape", [y, f"{out}/shape"], out)
+
+
+def _initial_states(layer, kwargs: dict, n: int, what: str):
+    """The call's `initial_state` as a list of `n` symbolic tensors (None when not given);
+    any other call argument is refused."""
+    states = kwargs.pop("initial_state", None)
+    if kwargs:
+        raise EngineError(f"{layer.name}: unsupported call argument(s) {sorted(kwargs)}")
+    if states is None:
+        return None
+    states = [states] if isinstance(states, KerasTensor) else list(states)
+    if len(states) != n or not all(isinstance(t, KerasTensor) for t in states):
+        raise EngineError(f"{layer.name}: initial_state must be {what}")
+    return states
