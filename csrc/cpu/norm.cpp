@@ -6,7 +6,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/reduce_half.h"
+#include "engine/half.h"
 #include "engine/cpu_features.h"
 #include "engine/scratch.h"
 #include "engine/norm.h"
@@ -103,10 +103,10 @@ void normalize_rows_f16(std::uint16_t* y, float* mean, float* inv_std, const std
     float* in = thread_scratch<float, kScratchNormIn>(static_cast<size_t>(len));
     float* out = thread_scratch<float, kScratchNormOut>(static_cast<size_t>(len));
     for (index_t r = r0; r < r1; ++r) {
-      rd::f16_to_f32_serial(in, x + r * len, len);
+      half_to_float(in, x + r * len, len);
       fn(out, mean ? mean + r : nullptr, inv_std ? inv_std + r : nullptr, in, scale, bias, r, r + 1,
          groups, cps, seg, eps, mode);
-      rd::f32_to_f16_serial(y + r * len, out, len);
+      float_to_half(y + r * len, out, len);
     }
   };
   nm::split_rows(rows, len, run);
