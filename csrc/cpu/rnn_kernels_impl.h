@@ -1,0 +1,288 @@
+// Recurrent kernels (see rnn_kernels.h), written once over the vector type of
+// elementwise_vmath.h and compiled per ISA: rnn_kernels_{avx512,avx2,portable}.cpp include this
+// inside their own namespace after defining EW_W (floats per vector), RNN_MR (tile rows) and
+// RNN_NV (vectors per tile pass), with <algorithm>, <cstdint>, <cstring>, <immintrin.h> and
+// "cpu/rnn_kernels.h" included. No includes here on purpose.
+//
+// tile: a register block of RNN_MR rows × RNN_NV vectors, accumulated over both products
+// (x·Wᵀ then h·Rᵀ) before one store; B (the packed weights) is read in place, its few KiB
+// per tile group stay in L1 across the row tiles. A single row (batch 1) splits k over two
+// accumulator sets so the FMA chains do not serialise on latency.
+// cells: the gate math per row, per block, one vector of units at a time, in the same
+// formulas (and NaN behaviour) as the elementwise activations.
+
+#include "cpu/elementwise_vmath.h"
+
+template <int MR, int NV>
+static inline void accumulate(vf (&acc)[MR][NV], const float* const* a, index_t K, const float* b, index_t ldb) {
+  const float* ap[MR];
+  for (int m = 0; m < MR; ++m) ap[m] = a[m];
+  index_t k = 0;
+  if (MR * NV < 8) {  // too few chains to cover the FMA latency: a second set on odd k
+    vf odd[MR][NV];
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) odd[m][v] = splat(0.f);
+    for (; k + 2 <= K; k += 2) {
+      const float* b0 = b + k * ldb;
+      const float* b1 = b0 + ldb;
+      for (int m = 0; m < MR; ++m) {
+        const float a0 = ap[m][k], a1 = ap[m][k + 1];
+        for (int v = 0; v < NV; ++v) {
+          acc[m][v] += a0 * load(b0 + v * W);
+          odd[m][v] += a1 * load(b1 + v * W);
+        }
+      }
+    }
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < NV; ++v) acc[m][v] += odd[m][v];
+  }
+  for (; k < K; ++k) {
+    const float* bk = b + k * ldb;
+    vf bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = load(bk + v * W);
+    for (int m = 0; m < MR; ++m) {
+      const float am = ap[m][k];  // scalar · vector: one broadcast (splat() of a variable is not)
+      for (int v = 0; v < NV; ++v) acc[m][v] += am * bv[v];
+    }
+  }
+}
+
+template <int MR, int NV>
+static void tile_mn(const float* const* init, const float* const* a1, index_t k1, const float* b1,
+                    const float* const* a2, index_t k2, const float* b2, index_t ldb, float* c, index_t ldc) {
+  vf acc[MR][NV];
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < NV; ++v) acc[m][v] = init ? load(init[m] + v * W) : splat(0.f);
+  accumulate<MR, NV>(acc, a1, k1, b1, ldb);
+  accumulate<MR, NV>(acc, a2, k2, b2, ldb);
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < NV; ++v) store(c + m * ldc + v * W, acc[m][v]);
+}
+
+using TileFn = void (*)(const float* const*, const float* const*, index_t, const float*, const float* const*,
+                        index_t, const float*, index_t, float*, index_t);
+
+template <int MR, int... NV>
+static constexpr auto tile_row_table(std::integer_sequence<int, NV...>) {
+  return std::array<TileFn, sizeof...(NV)>{&tile_mn<MR, NV + 1>...};
+}
+template <int... MR>
+static constexpr auto tile_table(std::integer_sequence<int, MR...>) {
+  return std::array<std::array<TileFn, RNN_NV>, sizeof...(MR)>{
+      tile_row_table<MR + 1>(std::make_integer_sequence<int, RNN_NV>{})...};
+}
+static constexpr auto kTiles = tile_table(std::make_integer_sequence<int, RNN_MR>{});
+
+static void tile(int rows, index_t ncols, const float* const* init, const float* const* a1, index_t k1,
+                 const float* b1, const float* const* a2, index_t k2, const float* b2, index_t ldb, float* c,
+                 index_t ldc) {
+  const index_t nvec = ncols / W;
+  const float* in[kMaxRows];
+  for (index_t v = 0; v < nvec; v += RNN_NV) {
+    const int nv = static_cast<int>(std::min<index_t>(RNN_NV, nvec - v));
+    if (init)
+      for (int m = 0; m < rows; ++m) in[m] = init[m] + v * W;
+    kTiles[rows - 1][nv - 1](init ? in : nullptr, a1, k1, b1 + v * W, a2, k2, b2 + v * W, ldb, c + v * W, ldc);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Gate math.
+
+// A run-time scalar in every lane (splat() of a variable compiles to per-lane inserts);
+// f - (+0) is exactly f, -0 included.
+static inline vf bcast(float f) { return f - splat(0.f); }
+
+// 1/d for d in [4.9e-3, 2.3] (tanh's denominator, sigmoid's 1 + e): the hardware estimate and one Newton step
+// (relative error ~2^-28 from rcp14, ~2^-22 from rcp) rather than a divide, which would be
+// the gate math's bottleneck (a vector divide issues every ~8 cycles or so).
+__attribute__((always_inline)) static inline vf recip(vf d) {
+#if EW_W == 16 && defined(__AVX512F__)
+  const vf r = (vf)_mm512_rcp14_ps((__m512)d);
+  return r * (splat(2.f) - d * r);
+#elif EW_W == 8 && defined(__AVX__)
+  const vf r = (vf)_mm256_rcp_ps((__m256)d);
+  return r * (splat(2.f) - d * r);
+#else
+  return splat(1.f) / d;
+#endif
+}
+
+// tanh as a rational function on [-7.9053, 7.9053] (clamped outside; Eigen's float tanh
+// coefficients): ~4e-7 relative error, no exp, ~17 vector ops. The gate math is half of the
+// time loop at large batch, so its two transcendentals per unit are what this is for.
+// NaN passes (the clamp keeps it).
+__attribute__((always_inline)) static inline vf tanh_(vf x) {
+  const vf c = vmin(splat(7.90531110763549805f), vmax(splat(-7.90531110763549805f), x));
+  const vf z = c * c;
+  vf p = splat(-2.76076847742355e-16f);
+  p = p * z + splat(2.00018790482477e-13f);
+  p = p * z + splat(-8.60467152213735e-11f);
+  p = p * z + splat(5.12229709037114e-08f);
+  p = p * z + splat(1.48572235717979e-05f);
+  p = p * z + splat(6.37261928875436e-04f);
+  p = p * z + splat(4.89352455891786e-03f);
+  vf q = splat(1.19825839466702e-06f);
+  q = q * z + splat(1.18534705686654e-04f);
+  q = q * z + splat(2.26843463243900e-03f);
+  q = q * z + splat(4.89352518554385e-03f);
+  return c * p * recip(q);
+}
+
+// v_sigmoid of elementwise_vmath.h (via e = exp(-|x|), accurate in both tails: sigmoid(-20)
+// stays ~2e-9, relative) with recip() for the division.
+__attribute__((always_inline)) static inline vf sigmoid(vf x) {
+  const vf e = v_exp(-vabs(x));
+  const vf s = recip(splat(1.f) + e);
+  return x >= splat(0.f) ? s : e * s;
+}
+
+static inline vf act(vf x, const RnnActivation& a) {
+  const vf zero = splat(0.f);
+  switch (a.act) {
+    case RnnAct::Sigmoid: return sigmoid(x);
+    case RnnAct::Tanh: return tanh_(x);
+    case RnnAct::Relu: return vmax(zero, x);  // NaN stays NaN
+    case RnnAct::HardSigmoid: return vmin(splat(1.f), vmax(zero, bcast(a.alpha) * x + bcast(a.beta)));
+    case RnnAct::Affine: return bcast(a.alpha) * x + bcast(a.beta);
+    case RnnAct::LeakyRelu: return x < zero ? x * bcast(a.alpha) : x;
+    case RnnAct::ThresholdedRelu: return x >= bcast(a.alpha) ? x : zero;
+    case RnnAct::ScaledTanh: return bcast(a.alpha) * tanh_(bcast(a.beta) * x);
+    case RnnAct::Elu: return x > zero ? x : bcast(a.alpha) * v_expm1(x);
+    case RnnAct::Softsign: return x / (splat(1.f) + vabs(x));
+    case RnnAct::Softplus: return vmax(zero, x) + v_log1p_pos(v_exp(-vabs(x)));
+  }
+  return x;
+}
+
+// One vector of units [u, u + n) of one row: gate g's pre-activation (tile + bias) and state I/O.
+struct Lane {
+  const float* t;  // tile: group g at t + g·kRnnBlock
+  const float* b;  // bias, same layout
+  index_t u, n;
+  vf gate(int g) const { return load(t + g * kRnnBlock) + load(b + g * kRnnBlock); }
+  vf ld(const float* p) const { return n == W ? load(p + u) : load_partial(p + u, n); }
+  void st(float* p, vf v) const {
+    if (n == W) store(p + u, v);
+    else store_partial(p + u, v, n);
+  }
+};
+
+// fn(row, lane) over every row and every vector of units of blocks [j0, j0 + nb).
+template <class F>
+static inline void for_lanes(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt,
+                             index_t j0, index_t nb, F fn) {
+  const index_t H = P.hidden, gw = P.groups * kRnnBlock;
+  for (int m = 0; m < rows; ++m)
+    for (index_t i = 0; i < nb; ++i) {
+      const index_t j = j0 + i;
+      for (index_t q = 0; q < kRnnBlock; q += W) {
+        const index_t u = j * kRnnBlock + q;
+        if (u >= H) break;
+        fn(row[m], Lane{tile + m * ldt + i * gw + q, P.bias + j * gw + q, u, std::min<index_t>(W, H - u)});
+      }
+    }
+}
+
+// Activation policies: the cells' default activations inlined, or any (a switch per vector).
+struct Sig {
+  vf operator()(vf x) const { return sigmoid(x); }
+};
+struct Tanh {
+  vf operator()(vf x) const { return tanh_(x); }
+};
+struct Any {
+  RnnActivation a;
+  vf operator()(vf x) const { return act(x, a); }
+};
+// Clipping: none, or to [lo, hi] (NaN passes: vmax/vmin return their second operand on NaN).
+struct NoClip {
+  vf operator()(vf x) const { return x; }
+};
+struct Clip {
+  vf lo, hi;
+  vf operator()(vf x) const { return vmin(hi, vmax(lo, x)); }
+};
+
+// ONNX gate order i, o, f, c; peepholes i, o, f.
+template <bool kGeneral, class F, class G, class Hf, class C>
+static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const CellRow* row, const float* tile,
+                 index_t ldt, index_t j0, index_t nb) {
+  const index_t H = P.hidden;
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
+    vf gi = L.gate(0), go = L.gate(1), gf = L.gate(2);
+    const vf cp = L.ld(r.c);
+    if (kGeneral && P.p) {
+      gi += L.ld(P.p) * cp;
+      if (!P.input_forget) gf += L.ld(P.p + 2 * H) * cp;
+    }
+    const vf i = fa(cl(gi));
+    const vf f = kGeneral && P.input_forget ? splat(1.f) - i : fa(cl(gf));
+    const vf c = f * cp + i * ga(cl(L.gate(3)));
+    if (kGeneral && P.p) go += L.ld(P.p + H) * c;
+    const vf h = fa(cl(go)) * ha(c);
+    L.st(r.c, c);
+    L.st(r.h_next, h);
+    if (r.y) L.st(r.y, h);
+  });
+}
+
+// Groups z, r, x·Wₕᵀ + Wbₕ, h·Rₕᵀ + Rbₕ (linear_before_reset).
+template <class F, class G, class C>
+static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
+                index_t j0, index_t nb) {
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
+    const vf z = fa(cl(L.gate(0))), rg = fa(cl(L.gate(1)));
+    const vf hh = ga(cl(L.gate(2) + rg * L.gate(3)));
+    const vf h = (splat(1.f) - z) * hh + z * L.ld(r.h_prev);
+    L.st(r.h_next, h);
+    if (r.y) L.st(r.y, h);
+  });
+}
+
+template <class F, class C>
+static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
+                index_t j0, index_t nb) {
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
+    const vf h = fa(cl(L.gate(0)));
+    L.st(r.h_next, h);
+    if (r.y) L.st(r.y, h);
+  });
+}
+
+static void cells(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
+                  index_t nb) {
+  const float inf = __builtin_huge_valf();
+  const Clip cl{bcast(P.clip > 0.f ? -P.clip : -inf), bcast(P.clip > 0.f ? P.clip : inf)};
+  const Any fa{P.f}, ga{P.g}, ha{P.h};
+  const bool plain = !(P.clip > 0.f) && P.f.act == RnnAct::Sigmoid && P.g.act == RnnAct::Tanh;
+  switch (P.phase) {
+    case Phase::Whole:
+      if (P.cell == RnnCell::Lstm) {
+        if (plain && P.h.act == RnnAct::Tanh && !P.p && !P.input_forget)
+          return lstm<false>(P, Sig{}, Tanh{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+        return lstm<true>(P, fa, ga, ha, cl, rows, row, tile, ldt, j0, nb);
+      }
+      if (P.cell == RnnCell::Gru) {
+        if (plain) return gru(P, Sig{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+        return gru(P, fa, ga, cl, rows, row, tile, ldt, j0, nb);
+      }
+      if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh) return rnn(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return rnn(P, fa, cl, rows, row, tile, ldt, j0, nb);
+    case Phase::GruZr:
+      return for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
+        const vf z = fa(cl(L.gate(0))), rg = fa(cl(L.gate(1)));
+        L.st(r.z, z);
+        L.st(r.rh, rg * L.ld(r.h_prev));
+      });
+    case Phase::GruH:
+      return for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
+        const vf z = L.ld(r.z), hh = ga(cl(L.gate(0)));
+        const vf h = (splat(1.f) - z) * hh + z * L.ld(r.h_prev);
+        L.st(r.h_next, h);
+        if (r.y) L.st(r.y, h);
+      });
+  }
+}
+
+static const Kernels kKernelSet = {RNN_MR, &tile, &cells};
