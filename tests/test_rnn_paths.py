@@ -1,8 +1,9 @@
 """The recurrent kernel's code paths against onnxruntime, on every ISA and on 1 and 2 threads:
-batch 1 (x·Wᵀ projected first; units split over threads), many rows (fused projection; rows
-split over threads), hidden sizes that leave a partial block of 16 units, sequence_lens with
-zeros, reverse and bidirectional layers, runtime and packed weights, and the general gate
-path (clip, other activations, peepholes)."""
+batch 1 (x·Wᵀ projected first; unit blocks split over threads when the hidden size is large),
+more rows (projection first up to batch 4, fused beyond; rows split over threads), hidden sizes
+that leave a partial block of 16 units, sequence_lens with zeros, reverse and bidirectional
+layers, runtime and packed weights, and the general gate path (clip, other activations,
+peepholes, input_forget)."""
 
 from __future__ import annotations
 
@@ -21,18 +22,23 @@ def inputs(op, rng, T, B, In, H, direction="forward", **kw):
 # (op, attrs, T, B, In, H, lens, direction)
 CASES = [
     ("LSTM", {}, 6, 1, 5, 67, None, "forward"),
-    ("LSTM", {}, 5, 13, 7, 17, [5, 1, 0, 3, 5, 2, 4, 5, 5, 1, 2, 3, 4], "reverse"),
+    ("LSTM", {}, 4, 1, 5, 130, None, "reverse"),
+    ("LSTM", {}, 40, 13, 7, 17, [40, 1, 0, 3, 35, 2, 4, 39, 40, 1, 2, 3, 4], "reverse"),
     ("LSTM", {}, 4, 3, 3, 33, [4, 0, 2], "bidirectional"),
-    ("GRU", {"linear_before_reset": 0}, 6, 1, 5, 67, None, "reverse"),
-    ("GRU", {"linear_before_reset": 0}, 5, 13, 7, 17, None, "bidirectional"),
+    ("GRU", {"linear_before_reset": 0}, 6, 1, 5, 160, None, "reverse"),
+    ("GRU", {"linear_before_reset": 0}, 40, 13, 7, 17, None, "bidirectional"),
     ("GRU", {"linear_before_reset": 1}, 6, 2, 5, 67, [6, 3], "forward"),
-    ("GRU", {"linear_before_reset": 1}, 5, 14, 4, 40, None, "reverse"),
-    ("RNN", {}, 5, 1, 4, 150, None, "bidirectional"),
-    ("RNN", {}, 4, 13, 6, 20, [4, 0, 1, 2, 3, 4, 4, 4, 3, 2, 1, 0, 4], "forward"),
+    ("GRU", {"linear_before_reset": 1}, 3, 1, 5, 130, None, "forward"),
+    ("GRU", {"linear_before_reset": 1}, 20, 14, 4, 40, None, "reverse"),
+    ("RNN", {}, 5, 1, 4, 400, None, "bidirectional"),
+    ("RNN", {}, 30, 13, 6, 64, [30, 0, 1, 2, 3, 4, 30, 29, 3, 2, 1, 0, 30], "forward"),
+    ("LSTM", {}, 40, 3, 6, 64, [40, 17, 39], "reverse"),
     ("LSTM", {"clip": 0.7, "activations": ["HardSigmoid", "Softsign", "Elu"], "activation_alpha": [0.3, 0.7],
-              "activation_beta": [0.45]}, 4, 13, 5, 33, None, "forward"),
-    ("LSTM", {"input_forget": 1}, 5, 1, 3, 67, None, "forward"),
+              "activation_beta": [0.45]}, 20, 13, 5, 33, None, "forward"),
+    ("LSTM", {"input_forget": 1}, 5, 1, 3, 130, None, "forward"),
     ("GRU", {"clip": 0.5, "activations": ["Sigmoid", "Relu"]}, 4, 2, 5, 67, None, "forward"),
+    ("GRU", {"clip": 0.5, "activations": ["Sigmoid", "Relu"], "linear_before_reset": 1}, 4, 1, 5, 130, None,
+     "forward"),
 ]
 
 
@@ -52,6 +58,6 @@ def test_rnn_paths_vs_onnxruntime(case, isa, threads):
 def test_rnn_long_sequence_batch_1(threads):
     """Many steps at batch 1: the per-step barrier of the units split over a long loop."""
     rng = np.random.default_rng(9)
-    ins = inputs("LSTM", rng, 200, 1, 8, 96, init=True)
-    blob = model("LSTM", ins, rnn_outputs("LSTM"), {"hidden_size": 96}, opset=22, weights=("W", "R", "B"))
+    ins = inputs("LSTM", rng, 200, 1, 8, 144, init=True)
+    blob = model("LSTM", ins, rnn_outputs("LSTM"), {"hidden_size": 144}, opset=22, weights=("W", "R", "B"))
     assert_close(run_engine(blob, feeds_of(ins, ("W", "R", "B"))), run_ort(blob, feeds_of(ins, ("W", "R", "B"))))

@@ -11,11 +11,11 @@
 //
 // Threads (one pool job for the whole loop, never one per step):
 //  * rows: each thread owns a range of batch rows for all steps; rows are independent, so
-//    nothing is shared until the end. Used when every thread gets a full row tile or more.
-//  * units: few rows (batch 1). Each thread owns a range of unit blocks (its share of the
-//    weights stays in its own L1/L2) and the threads meet at a spin barrier per step. Items
-//    are claimed, not assigned: a thread that joins late (asleep when the job started) or
-//    never (nested call) leaves its share to the others instead of stalling them.
+//    nothing is shared until the end. Used from batch 2 on.
+//  * units: batch 1 with a large hidden size. Each thread owns a range of unit blocks (its
+//    share of the weights stays in its own L1/L2) and the threads meet at a spin barrier per
+//    step. Items are claimed, not assigned: a thread that joins late (asleep when the job
+//    started) or never (nested call) leaves its share to the others instead of stalling them.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -201,13 +201,9 @@ struct Loop {
     for (index_t q = 0, n = substeps(); q < n; ++q) substep(q, r0, r1, 0, L.blocks);
   }
 
-  // Rows mode: one task per range of whole row tiles.
+  // Rows mode: task i owns rows [B·i/nt, B·(i+1)/nt) for the whole loop.
   void run_rows(int nt) const {
-    const index_t tiles = (B + K.mr - 1) / K.mr;
-    parallel_tasks(nt, [&](std::int64_t i) {
-      const index_t r0 = std::min(B, tiles * i / nt * K.mr), r1 = std::min(B, tiles * (i + 1) / nt * K.mr);
-      if (r0 < r1) rows_range(r0, r1);
-    });
+    parallel_tasks(nt, [&](std::int64_t i) { rows_range(B * i / nt, B * (i + 1) / nt); });
   }
 
   // Units mode: slice i owns blocks [j0(i), j0(i + 1)); thread i works on slice i first.
@@ -252,12 +248,16 @@ struct Loop {
 
   void run() const {
     const int nt = num_threads();
-    // Rows: every thread at least one full row tile. Units: enough work per step and slice
-    // to pay for a barrier (~0.2 µs): the products of a slice at least ~16 KFLOP.
-    const double flops = 2.0 * double(B) * double((xw ? 0 : In) + H) * double(L.cols);
-    if (nt > 1 && B >= 2 * K.mr) return run_rows(static_cast<int>(std::min<index_t>(nt, B / K.mr)));
+    const double step_flops = 2.0 * double(B) * double((xw ? 0 : In) + H) * double(L.cols);
+    // Rows: no synchronisation until the end, so whenever each thread gets a row and enough
+    // work to pay for its wake-up (tens of µs when asleep) many times over.
+    if (nt > 1 && B >= 2 && step_flops * double(steps) / nt >= 1e6)
+      return run_rows(static_cast<int>(std::min<index_t>(nt, B)));
+    // Units (one row): a barrier per step, and a thread preempted on a busy machine stalls
+    // the others, so only when a slice's product is big enough (R about 128 × 512 or more,
+    // beyond L1, so the split also halves each core's L2 traffic) that this is rare and small.
     const int ns = static_cast<int>(std::min<index_t>(nt, (L.blocks + slice_blocks - 1) / slice_blocks));
-    if (ns > 1 && flops / ns >= 16e3) return run_units(ns);
+    if (B == 1 && ns > 1 && step_flops / ns >= 64e3) return run_units(ns);
     rows_range(0, B);
   }
 };
