@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -17,7 +18,9 @@ namespace avx2 {
 #define EW_W 8
 #define RNN_MR 3
 #define RNN_NV 3
+#define RNN_LANES 2
 #include "cpu/rnn_kernels_impl.h"
+#undef RNN_LANES
 #undef RNN_NV
 #undef RNN_MR
 #undef EW_W

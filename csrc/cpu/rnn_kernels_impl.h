@@ -1,15 +1,17 @@
 // Recurrent kernels (see rnn_kernels.h), written once over the vector type of
 // elementwise_vmath.h and compiled per ISA: rnn_kernels_{avx512,avx2,portable}.cpp include this
-// inside their own namespace after defining EW_W (floats per vector), RNN_MR (tile rows) and
-// RNN_NV (vectors per tile pass), with <algorithm>, <cstdint>, <cstring>, <immintrin.h> and
+// inside their own namespace after defining EW_W (floats per vector), RNN_MR (tile rows),
+// RNN_NV (vectors per tile pass) and RNN_LANES (unit vectors the gate math interleaves), with
+// <algorithm>, <array>, <cstdint>, <cstring>, <type_traits>, <utility>, <immintrin.h> and
 // "cpu/rnn_kernels.h" included. No includes here on purpose.
 //
 // tile: a register block of RNN_MR rows × RNN_NV vectors, accumulated over both products
 // (x·Wᵀ then h·Rᵀ) before one store; B (the packed weights) is read in place, its few KiB
 // per tile group stay in L1 across the row tiles. A single row (batch 1) splits k over two
 // accumulator sets so the FMA chains do not serialise on latency.
-// cells: the gate math per row, per block, one vector of units at a time, in the same
-// formulas (and NaN behaviour) as the elementwise activations.
+// cells: the gate math per row, per block, RNN_LANES vectors of units at a time: rational
+// tanh, sigmoid from exp, no divides (see recip); other activations in the formulas (and NaN
+// behaviour) of the elementwise ones.
 
 #include "cpu/elementwise_vmath.h"
 
@@ -168,20 +170,33 @@ struct Lane {
   }
 };
 
-// fn(row, lane) over every row and every vector of units of blocks [j0, j0 + nb).
+// fn(n, rows, lanes) over every row and every vector of units of blocks [j0, j0 + nb),
+// RNN_LANES (row, lane) pairs a call (n = std::integral_constant<int, RNN_LANES>), the
+// remainder one by one: the gate math of one lane is a chain of ~100 dependent operations,
+// several lanes written side by side overlap (out-of-order execution alone does not reach
+// far enough ahead).
 template <class F>
 static inline void for_lanes(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt,
                              index_t j0, index_t nb, F fn) {
   const index_t H = P.hidden, gw = P.groups * kRnnBlock;
+  const CellRow* r[RNN_LANES];
+  Lane l[RNN_LANES];
+  int k = 0;
   for (int m = 0; m < rows; ++m)
     for (index_t i = 0; i < nb; ++i) {
       const index_t j = j0 + i;
       for (index_t q = 0; q < kRnnBlock; q += W) {
         const index_t u = j * kRnnBlock + q;
         if (u >= H) break;
-        fn(row[m], Lane{tile + m * ldt + i * gw + q, P.bias + j * gw + q, u, std::min<index_t>(W, H - u)});
+        r[k] = row + m;
+        l[k] = Lane{tile + m * ldt + i * gw + q, P.bias + j * gw + q, u, std::min<index_t>(W, H - u)};
+        if (++k == RNN_LANES) {
+          fn(std::integral_constant<int, RNN_LANES>{}, r, l);
+          k = 0;
+        }
       }
     }
+  for (int i = 0; i < k; ++i) fn(std::integral_constant<int, 1>{}, r + i, l + i);
 }
 
 // Activation policies: the cells' default activations inlined, or any (a switch per vector).
@@ -204,26 +219,35 @@ struct Clip {
   vf operator()(vf x) const { return vmin(hi, vmax(lo, x)); }
 };
 
+// The cells below work on N lanes at once: each operation written for every lane in turn.
+#define FOR_LANES for (int k = 0; k < N; ++k)
+
 // ONNX gate order i, o, f, c; peepholes i, o, f.
 template <bool kGeneral, class F, class G, class Hf, class C>
 static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const CellRow* row, const float* tile,
                  index_t ldt, index_t j0, index_t nb) {
   const index_t H = P.hidden;
-  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
-    vf gi = L.gate(0), go = L.gate(1), gf = L.gate(2);
-    const vf cp = L.ld(r.c);
-    if (kGeneral && P.p) {
-      gi += L.ld(P.p) * cp;
-      if (!P.input_forget) gf += L.ld(P.p + 2 * H) * cp;
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
+    constexpr int N = decltype(n)::value;
+    vf gi[N], go[N], gf[N], gc[N], cp[N], c[N], h[N];
+    FOR_LANES gi[k] = L[k].gate(0), go[k] = L[k].gate(1), gf[k] = L[k].gate(2), gc[k] = L[k].gate(3);
+    FOR_LANES cp[k] = L[k].ld(r[k]->c);
+    if (kGeneral && P.p) FOR_LANES {
+        gi[k] += L[k].ld(P.p) * cp[k];
+        if (!P.input_forget) gf[k] += L[k].ld(P.p + 2 * H) * cp[k];
+      }
+    FOR_LANES gi[k] = fa(cl(gi[k]));
+    FOR_LANES gf[k] = kGeneral && P.input_forget ? splat(1.f) - gi[k] : fa(cl(gf[k]));
+    FOR_LANES gc[k] = ga(cl(gc[k]));
+    FOR_LANES c[k] = gf[k] * cp[k] + gi[k] * gc[k];
+    if (kGeneral && P.p) FOR_LANES go[k] += L[k].ld(P.p + H) * c[k];
+    FOR_LANES go[k] = fa(cl(go[k]));
+    FOR_LANES h[k] = go[k] * ha(c[k]);
+    FOR_LANES {
+      L[k].st(r[k]->c, c[k]);
+      L[k].st(r[k]->h_next, h[k]);
+      if (r[k]->y) L[k].st(r[k]->y, h[k]);
     }
-    const vf i = fa(cl(gi));
-    const vf f = kGeneral && P.input_forget ? splat(1.f) - i : fa(cl(gf));
-    const vf c = f * cp + i * ga(cl(L.gate(3)));
-    if (kGeneral && P.p) go += L.ld(P.p + H) * c;
-    const vf h = fa(cl(go)) * ha(c);
-    L.st(r.c, c);
-    L.st(r.h_next, h);
-    if (r.y) L.st(r.y, h);
   });
 }
 
@@ -231,24 +255,67 @@ static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const C
 template <class F, class G, class C>
 static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                 index_t j0, index_t nb) {
-  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
-    const vf z = fa(cl(L.gate(0))), rg = fa(cl(L.gate(1)));
-    const vf hh = ga(cl(L.gate(2) + rg * L.gate(3)));
-    const vf h = (splat(1.f) - z) * hh + z * L.ld(r.h_prev);
-    L.st(r.h_next, h);
-    if (r.y) L.st(r.y, h);
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
+    constexpr int N = decltype(n)::value;
+    vf z[N], rg[N], hh[N], h[N];
+    FOR_LANES z[k] = fa(cl(L[k].gate(0)));
+    FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
+    FOR_LANES hh[k] = ga(cl(L[k].gate(2) + rg[k] * L[k].gate(3)));
+    FOR_LANES h[k] = (splat(1.f) - z[k]) * hh[k] + z[k] * L[k].ld(r[k]->h_prev);
+    FOR_LANES {
+      L[k].st(r[k]->h_next, h[k]);
+      if (r[k]->y) L[k].st(r[k]->y, h[k]);
+    }
   });
 }
 
 template <class F, class C>
 static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                 index_t j0, index_t nb) {
-  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
-    const vf h = fa(cl(L.gate(0)));
-    L.st(r.h_next, h);
-    if (r.y) L.st(r.y, h);
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
+    constexpr int N = decltype(n)::value;
+    vf h[N];
+    FOR_LANES h[k] = fa(cl(L[k].gate(0)));
+    FOR_LANES {
+      L[k].st(r[k]->h_next, h[k]);
+      if (r[k]->y) L[k].st(r[k]->y, h[k]);
+    }
   });
 }
+
+// GRU without linear_before_reset, part 0: z and r ⊙ h_prev for part 1's product.
+template <class F, class C>
+static void gru_zr(const CellParams& P, F fa, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
+                   index_t j0, index_t nb) {
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
+    constexpr int N = decltype(n)::value;
+    vf z[N], rg[N];
+    FOR_LANES z[k] = fa(cl(L[k].gate(0)));
+    FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
+    FOR_LANES {
+      L[k].st(r[k]->z, z[k]);
+      L[k].st(r[k]->rh, rg[k] * L[k].ld(r[k]->h_prev));
+    }
+  });
+}
+
+// Part 1: the h gate and the state update.
+template <class G, class C>
+static void gru_h(const CellParams& P, G ga, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
+                  index_t j0, index_t nb) {
+  for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
+    constexpr int N = decltype(n)::value;
+    vf z[N], hh[N], h[N];
+    FOR_LANES z[k] = L[k].ld(r[k]->z), hh[k] = ga(cl(L[k].gate(0)));
+    FOR_LANES h[k] = (splat(1.f) - z[k]) * hh[k] + z[k] * L[k].ld(r[k]->h_prev);
+    FOR_LANES {
+      L[k].st(r[k]->h_next, h[k]);
+      if (r[k]->y) L[k].st(r[k]->y, h[k]);
+    }
+  });
+}
+
+#undef FOR_LANES
 
 static void cells(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
                   index_t nb) {
@@ -270,18 +337,11 @@ static void cells(const CellParams& P, int rows, const CellRow* row, const float
       if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh) return rnn(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
       return rnn(P, fa, cl, rows, row, tile, ldt, j0, nb);
     case Phase::GruZr:
-      return for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
-        const vf z = fa(cl(L.gate(0))), rg = fa(cl(L.gate(1)));
-        L.st(r.z, z);
-        L.st(r.rh, rg * L.ld(r.h_prev));
-      });
+      if (plain) return gru_zr(P, Sig{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return gru_zr(P, fa, cl, rows, row, tile, ldt, j0, nb);
     case Phase::GruH:
-      return for_lanes(P, rows, row, tile, ldt, j0, nb, [&](const CellRow& r, const Lane& L) {
-        const vf z = L.ld(r.z), hh = ga(cl(L.gate(0)));
-        const vf h = (splat(1.f) - z) * hh + z * L.ld(r.h_prev);
-        L.st(r.h_next, h);
-        if (r.y) L.st(r.y, h);
-      });
+      if (plain) return gru_h(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return gru_h(P, ga, cl, rows, row, tile, ldt, j0, nb);
   }
 }
 
