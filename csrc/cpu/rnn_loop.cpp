@@ -201,9 +201,17 @@ struct Loop {
     for (index_t q = 0, n = substeps(); q < n; ++q) substep(q, r0, r1, 0, L.blocks);
   }
 
-  // Rows mode: task i owns rows [B·i/nt, B·(i+1)/nt) for the whole loop.
+  // Rows mode: chunks of up to one row tile, at least two per thread, claimed in turn; each
+  // chunk runs the whole loop. Claimed, not split in halves: on a busy machine one thread
+  // may get half a core, and the other then takes more chunks instead of waiting for it.
   void run_rows(int nt) const {
-    parallel_tasks(nt, [&](std::int64_t i) { rows_range(B * i / nt, B * (i + 1) / nt); });
+    const index_t rows = std::min<index_t>(K.mr, std::max<index_t>(1, (B + 2 * nt - 1) / (2 * nt)));
+    const index_t chunks = (B + rows - 1) / rows;
+    std::atomic<index_t> next{0};
+    parallel_tasks(nt, [&](std::int64_t) {
+      for (index_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
+        rows_range(i * rows, std::min(B, (i + 1) * rows));
+    });
   }
 
   // Units mode: slice i owns blocks [j0(i), j0(i + 1)); thread i works on slice i first.
