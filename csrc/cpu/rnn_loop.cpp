@@ -201,11 +201,12 @@ struct Loop {
     for (index_t q = 0, n = substeps(); q < n; ++q) substep(q, r0, r1, 0, L.blocks);
   }
 
-  // Rows mode: chunks of up to one row tile, at least two per thread, claimed in turn; each
+  // Rows mode: chunks of one row tile (fewer rows when B < nt·mr), claimed in turn; each
   // chunk runs the whole loop. Claimed, not split in halves: on a busy machine one thread
   // may get half a core, and the other then takes more chunks instead of waiting for it.
+  // Not smaller: a tile of few rows streams all the weights per step for little work.
   void run_rows(int nt) const {
-    const index_t rows = std::min<index_t>(K.mr, std::max<index_t>(1, (B + 2 * nt - 1) / (2 * nt)));
+    const index_t rows = std::min<index_t>(K.mr, (B + nt - 1) / nt);
     const index_t chunks = (B + rows - 1) / rows;
     std::atomic<index_t> next{0};
     parallel_tasks(nt, [&](std::int64_t) {
