@@ -40,6 +40,20 @@ void init_rnn(py::module_& m) {
         py::arg("w"), py::arg("cell"), py::arg("linear_before_reset"), py::arg("recurrent"),
         "W (recurrent=False) or R of one direction, (G·H, K) in ONNX gate order, packed for the rnn "
         "kernel: (K, cols) float32. cell: 0 RNN, 1 GRU, 2 LSTM.");
+  m.def("rnn_pack_bias",
+        [](py::array b, int cell, bool linear_before_reset) {
+          const RnnCell c = cell_of(cell);
+          const index_t G = engine::rnn_gates(c);
+          if (b.ndim() != 1 || b.shape(0) % (2 * G) != 0)
+            throw engine::Error("rnn_pack_bias: expected B of one direction (2·G·H,), got " + shape_str(b));
+          const index_t H = b.shape(0) / (2 * G);
+          const float* src = in_ptr(b, "b");
+          py::array_t<float> out(engine::rnn_layout(c, linear_before_reset, H).cols);
+          engine::rnn_pack_bias(out.mutable_data(), src, src + G * H, c, linear_before_reset, H);
+          return out;
+        },
+        py::arg("b"), py::arg("cell"), py::arg("linear_before_reset"),
+        "B of one direction (Wb then Rb, ONNX gate order) packed for the rnn kernel: (cols,) float32.");
   m.def("rnn_workspace_floats",
         [](int cell, bool linear_before_reset, index_t seq_len, index_t batch, index_t input, index_t hidden,
            bool masked, bool pack_weights) {

@@ -34,6 +34,22 @@ int source_gate(RnnCell cell, bool lbr, int p, int g, bool recurrent) {
 
 }  // namespace
 
+void rnn_pack_bias(float* dst, const float* wb, const float* rb, RnnCell cell, bool linear_before_reset,
+                   index_t hidden) {
+  const RnnLayout L = rnn_layout(cell, linear_before_reset, hidden);
+  const index_t H = hidden;
+  std::memset(dst, 0, sizeof(float) * L.cols);
+  for (int p = 0; p < L.parts; ++p)
+    for (int g = 0; g < L.groups[p]; ++g) {
+      const int sw = wb ? source_gate(cell, linear_before_reset, p, g, false) : -1;
+      const int sr = rb ? source_gate(cell, linear_before_reset, p, g, true) : -1;
+      for (index_t u = 0; u < H; ++u) {
+        float* d = dst + L.offset[p] + ((u / kRnnBlock) * L.groups[p] + g) * kRnnBlock + u % kRnnBlock;
+        *d = (sw >= 0 ? wb[sw * H + u] : 0.f) + (sr >= 0 ? rb[sr * H + u] : 0.f);
+      }
+    }
+}
+
 void rnn_pack_weights(float* dst, const float* src, index_t K, RnnCell cell, bool linear_before_reset,
                       index_t hidden, bool recurrent) {
   const RnnLayout L = rnn_layout(cell, linear_before_reset, hidden);

@@ -18,7 +18,7 @@ namespace avx512 {
 #define EW_W 16
 #define RNN_MR 6
 #define RNN_NV 4
-#define RNN_LANES 2
+#define RNN_LANES 4
 #include "cpu/rnn_kernels_impl.h"
 #undef RNN_LANES
 #undef RNN_NV

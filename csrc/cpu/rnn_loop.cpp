@@ -52,7 +52,7 @@ bool project_first(const RnnConfig& cfg, const RnnLayout& L) {
 
 // Workspace offsets in floats, each rounded up to a cache line.
 struct Workspace {
-  index_t bias, rbias, h, c, z, rh, first_on, w, r, xw, total;
+  index_t bias, h, c, z, rh, first_on, w, r, xw, total;
   explicit Workspace(const RnnConfig& cfg) {
     const index_t B = cfg.batch, H = cfg.hidden;
     const RnnLayout L = rnn_layout(cfg.cell, cfg.linear_before_reset, H);
@@ -64,7 +64,6 @@ struct Workspace {
       return o;
     };
     bias = take(L.cols);
-    rbias = take(L.cols);
     h = take(2 * B * H);
     c = take(lstm ? B * H : 0);
     z = take(split ? B * H : 0);
@@ -78,6 +77,7 @@ struct Workspace {
 };
 
 struct Loop {
+  static constexpr index_t kWideCols = 512;  // one-row-tile steps: the widest product kept whole
   const RnnConfig& cfg;
   const RnnIO& io;
   const rnnk::Kernels& K;
@@ -128,44 +128,70 @@ struct Loop {
       }
   }
 
-  // Step s, part `part`, rows [r0, r1), unit blocks [j0, j1).
-  void step(index_t s, int part, index_t r0, index_t r1, index_t j0, index_t j1) const {
-    const float* hp = hs[s & 1];
-    float* hn = hs[(s + 1) & 1];
-    const CellParams P = params(part);
-    const index_t nbt = L.tile_blocks[part], gw = L.groups[part] * kRnnBlock;
-    const float* a2base = P.phase == Phase::GruH ? rh : hp;  // GRU: the h gate multiplies r ⊙ h
-    const index_t k1 = xw ? 0 : In;
-    alignas(64) float tile[rnnk::kMaxRows * rnnk::kMaxTileCols];
+  // The operands of one row tile: up to K.mr rows from b on that run at step s (b advances
+  // past them).
+  struct RowTile {
+    int m = 0;
     const float* a1[rnnk::kMaxRows];
     const float* a2[rnnk::kMaxRows];
+    const float* xrow[rnnk::kMaxRows];  // projected x·Wᵀ rows, when projecting first
     const float* init[rnnk::kMaxRows];
-    CellRow rows[rnnk::kMaxRows];
-    // Tile groups alternate direction step by step: weights a little larger than L1 then
-    // start each step with the groups the last one left in L1 (a cyclic order would evict
-    // every group just before it is needed again).
-    const index_t i0 = j0 / nbt, i1 = (j1 + nbt - 1) / nbt;
-    for (index_t k = 0; k < i1 - i0; ++k) {
-      const index_t i = s & 1 ? i1 - 1 - k : i0 + k;
-      const index_t col = L.tile_col(part, i), n = L.tile_cols(part, i);
-      const float* r = rp + H * col;
-      const float* w = xw ? r : wp + In * col;
-      for (index_t b = r0;;) {
-        int m = 0;
-        for (; b < r1 && m < K.mr; ++b) {
-          if (!running(b, s)) continue;
-          const index_t t = time(b, s);
-          a1[m] = x(b, t);
-          a2[m] = a2base + b * H;
-          if (xw) init[m] = xw + (t * B + b) * L.cols + col;
-          rows[m] = {hp + b * H, hn + b * H, cs ? cs + b * H : nullptr,
-                     io.y ? io.y + t * io.y_t + b * io.y_b : nullptr, zb ? zb + b * H : nullptr,
-                     rh ? rh + b * H : nullptr};
-          ++m;
+    CellRow row[rnnk::kMaxRows];
+  };
+  void gather(RowTile& R, index_t& b, index_t r1, index_t s, const float* a2base) const {
+    const float* hp = hs[s & 1];
+    float* hn = hs[(s + 1) & 1];
+    for (R.m = 0; b < r1 && R.m < K.mr; ++b) {
+      if (!running(b, s)) continue;
+      const index_t t = time(b, s);
+      const int m = R.m++;
+      R.a1[m] = x(b, t);
+      R.a2[m] = a2base + b * H;
+      if (xw) R.xrow[m] = xw + (t * B + b) * L.cols;
+      R.row[m] = {hp + b * H, hn + b * H, cs ? cs + b * H : nullptr, io.y ? io.y + t * io.y_t + b * io.y_b : nullptr,
+                  zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr};
+    }
+  }
+  // tile[0:m][0:n] = the product for tile group i of `part`.
+  void product(RowTile& R, int part, index_t i, float* tile, index_t ldt) const {
+    const index_t col = L.tile_col(part, i), n = L.tile_cols(part, i);
+    const float* r = rp + H * col;
+    if (xw)
+      for (int m = 0; m < R.m; ++m) R.init[m] = R.xrow[m] + col;
+    K.tile(R.m, n, xw ? R.init : nullptr, R.a1, xw ? 0 : In, xw ? r : wp + In * col, R.a2, H, r, n, tile, ldt);
+  }
+
+  // Step s, part `part`, rows [r0, r1), unit blocks [j0, j1). Tile groups alternate direction
+  // step by step: weights a little larger than L1 then start each step with the groups the
+  // last one left in L1 (a cyclic order would evict every group just before its next use).
+  void step(index_t s, int part, index_t r0, index_t r1, index_t j0, index_t j1) const {
+    const CellParams P = params(part);
+    const index_t nbt = L.tile_blocks[part], gw = L.groups[part] * kRnnBlock;
+    const float* a2base = P.phase == Phase::GruH ? rh : hs[s & 1];  // GRU: the h gate multiplies r ⊙ h
+    const index_t i0 = j0 / nbt, i1 = (j1 + nbt - 1) / nbt, c0 = L.tile_col(part, i0);
+    const index_t wide = L.tile_col(part, i1 - 1) + L.tile_cols(part, i1 - 1) - c0;
+    auto group = [&](index_t k) { return s & 1 ? i1 - 1 - k : i0 + k; };
+    RowTile R;
+    if (r1 - r0 <= K.mr && wide <= kWideCols) {
+      // One row tile (batch 1): all the products first, then the gate math of all the blocks
+      // in one call, so it interleaves their lanes.
+      alignas(64) float tile[rnnk::kMaxRows * kWideCols];
+      index_t b = r0;
+      gather(R, b, r1, s, a2base);
+      if (R.m > 0) {
+        for (index_t k = 0; k < i1 - i0; ++k) product(R, part, group(k), tile + L.tile_col(part, group(k)) - c0, wide);
+        K.cells(P, R.m, R.row, tile, wide, i0 * nbt, wide / gw);
+      }
+    } else {
+      alignas(64) float tile[rnnk::kMaxRows * rnnk::kMaxTileCols];
+      for (index_t k = 0; k < i1 - i0; ++k) {
+        const index_t i = group(k), n = L.tile_cols(part, i);
+        for (index_t b = r0;;) {
+          gather(R, b, r1, s, a2base);
+          if (R.m == 0) break;
+          product(R, part, i, tile, n);
+          K.cells(P, R.m, R.row, tile, n, i * nbt, n / gw);
         }
-        if (m == 0) break;
-        K.tile(m, n, xw ? init : nullptr, a1, k1, w, a2, H, r, n, tile, n);
-        K.cells(P, m, rows, tile, n, i * nbt, n / gw);
       }
     }
     if (part == L.parts - 1) carry(s, r0, r1, j0, j1);
@@ -290,16 +316,12 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
   } else {
     lp.wp = io.w, lp.rp = io.r;
   }
-  // Packed biases: Wb and Rb go where W's and R's rows go, summed.
-  float* bias = ws + at.bias;
-  std::memset(bias, 0, sizeof(float) * L.cols);
-  if (io.wb) rnn_pack_weights(bias, io.wb, 1, cfg.cell, cfg.linear_before_reset, H, false);
-  if (io.rb) {
-    float* rbias = ws + at.rbias;
-    rnn_pack_weights(rbias, io.rb, 1, cfg.cell, cfg.linear_before_reset, H, true);
-    for (index_t k = 0; k < L.cols; ++k) bias[k] += rbias[k];
+  if (io.bias) {
+    lp.bias = io.bias;
+  } else {
+    rnn_pack_bias(ws + at.bias, io.wb, io.rb, cfg.cell, cfg.linear_before_reset, H);
+    lp.bias = ws + at.bias;
   }
-  lp.bias = bias;
   lp.hs[0] = ws + at.h, lp.hs[1] = ws + at.h + B * H;
   lp.cs = cfg.cell == RnnCell::Lstm ? ws + at.c : nullptr;
   lp.zb = L.parts == 2 ? ws + at.z : nullptr;

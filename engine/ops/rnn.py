@@ -167,30 +167,34 @@ def rnn_lower(ctx, node):
     if not (y or yh or yc) or B == 0 or H == 0:
         return  # nothing asked for, or every output is empty
     lbr = node.op == "GRU" and bool(node.attrs.get("linear_before_reset", 0))
-    # Weights are packed once into the kernel's layout (engine/rnn.h); runtime W, R are packed
-    # by the kernel on each call, into its workspace.
+    # Weights (and a constant B) are packed once into the kernel's layout (engine/rnn.h);
+    # runtime ones are packed by the kernel on each call, into its workspace.
     w, r = ctx.value(w_name), ctx.value(r_name)
+    bias = ctx.value(b_name) if b_name else None
     packed = w is not None and r is not None
     ws_floats = max(_C.rnn_workspace_floats(cell, lbr, T, B, In, H, bool(mask_name), not packed), 1)
     ws = ctx.scratch((ws_floats,), "float32")
     x = as_float32(ctx, x_name)
     w32, r32 = ("", "") if packed else (as_float32(ctx, w_name), as_float32(ctx, r_name))
-    b, p, h0, c0 = (as_float32(ctx, n) for n in (b_name, p_name, h0_name, c0_name))
+    p, h0, c0 = (as_float32(ctx, n) for n in (p_name, h0_name, c0_name))
+    b = "" if bias is not None else as_float32(ctx, b_name)
     direction = _direction(node)
     clip = float_attr(node, "clip", None) or 0.0
     flags = [int(bool(y)), int(bool(yh)), int(bool(yc))]
     kouts = [o for o in (y, yh, yc) if o]
 
-    def pack(name, value, di, recurrent):
-        m = np.asarray(value[di], np.float32)
-        return ctx.constant(ctx.cached(("rnn.packed", node.op, name, di, lbr),
-                                       lambda: _C.rnn_pack_weights(m, cell, lbr, recurrent)))
+    def pack(name, value, di, fn, *args):
+        m = np.ascontiguousarray(value[di], np.float32)
+        key = ("rnn.packed", node.op, name, di, lbr, fn.__name__, *args)
+        return ctx.constant(ctx.cached(key, lambda: fn(m, cell, lbr, *args)))
 
     for di in range(D):
-        wp, rp = (pack(w_name, w, di, False), pack(r_name, r, di, True)) if packed else ("", "")
+        wp, rp = ((pack(w_name, w, di, _C.rnn_pack_weights, False), pack(r_name, r, di, _C.rnn_pack_weights, True))
+                  if packed else ("", ""))
+        bp = pack(b_name, bias, di, _C.rnn_pack_bias) if bias is not None else ""
         reverse = direction == "reverse" or (direction == "bidirectional" and di == 1)
         fa = acts[di * per_dir:(di + 1) * per_dir] + [(0, 0.0, 0.0)] * (3 - per_dir)
-        ctx.kernel("rnn", [x, w32, r32, wp, rp, b, p, h0, c0, len_name, mask_name, ws], kouts,
+        ctx.kernel("rnn", [x, w32, r32, wp, rp, b, p, h0, c0, len_name, mask_name, ws, bp], kouts,
                    ints=[cell, T, B, In, H, D, di, d.layout, int(reverse), int(node.attrs.get("input_forget", 0)),
                          int(lbr), fa[0][0], fa[1][0], fa[2][0], *flags, ws_floats,
                          int(node.attrs.get("zero_output_for_mask", 0))],

@@ -85,9 +85,14 @@ RnnLayout rnn_layout(RnnCell cell, bool linear_before_reset, index_t hidden);
 
 // dst (K × layout.cols floats, tile panels as above) = src (G·H × K, ONNX W or R of one
 // direction) packed; `recurrent` says which (it decides GRU linear_before_reset's h groups).
-// Padding is zero. With K = 1 this packs a bias vector into plain column order.
+// Padding is zero.
 void rnn_pack_weights(float* dst, const float* src, index_t K, RnnCell cell, bool linear_before_reset,
                       index_t hidden, bool recurrent);
+
+// dst (layout.cols floats, plain column order): the biases each packed column adds, Wb and Rb
+// (G·H each, ONNX order; either may be null) summed where W's and R's rows meet.
+void rnn_pack_bias(float* dst, const float* wb, const float* rb, RnnCell cell, bool linear_before_reset,
+                   index_t hidden);
 
 // One direction's data. Strides are in floats; optional pointers may be null.
 struct RnnIO {
@@ -100,6 +105,7 @@ struct RnnIO {
   const float* r = nullptr;
   const float* wb = nullptr;  // G·H input biases (null: none)
   const float* rb = nullptr;  // G·H recurrent biases (null: none)
+  const float* bias = nullptr;  // wb, rb packed by rnn_pack_bias; null: packed on each call
   const float* p = nullptr;   // LSTM peepholes, 3·H (i, o, f); null: none
   // States: initial h/c and final Y_h/Y_c, row b at ptr + b·state_b (H floats).
   const float* h0 = nullptr;

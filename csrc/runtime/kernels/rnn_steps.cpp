@@ -19,19 +19,21 @@ RnnActivation act_param(const StepSpec& s, size_t code, size_t alpha) {
 }
 
 // rnn (float32): one direction of a recurrent layer (engine/rnn.h).
-//   in  [X, W, R, Wp, Rp, B, P, initial_h, initial_c, sequence_lens (int32), mask (bool), workspace]
+//   in  [X, W, R, Wp, Rp, B, P, initial_h, initial_c, sequence_lens (int32), mask (bool), workspace,
+//        Bp]
 //       X (T × batch × In, or batch × T × In by layout); W (D × GH × In), R (D × GH × H), B (D × 2GH),
 //       P (D × 3H), states (layout 0: D × batch × H; 1: batch × D × H) as in ONNX; Wp, Rp: this
 //       direction's W and R packed by rnn_pack_weights (In × cols, H × cols), both or neither;
 //       without them W and R are packed into the workspace on each call. mask (batch × T):
-//       Keras step masks (engine/rnn.h RnnIO::mask). All optional but X, workspace and W, R
-//       or Wp, Rp.
+//       Keras step masks (engine/rnn.h RnnIO::mask). Bp: this direction's B packed by
+//       rnn_pack_bias (else packed on each call). All optional but X, workspace and W, R or
+//       Wp, Rp.
 //   out the present ones of [Y, Y_h, Y_c] (flags below), ONNX layouts.
 //   ints [cell, T, batch, In, H, D, d, layout, reverse, input_forget, linear_before_reset,
 //         act_f, act_g, act_h, has_y, has_y_h, has_y_c, workspace_floats, zero_output_for_mask]
 //   floats [clip (<= 0: none), f_alpha, f_beta, g_alpha, g_beta, h_alpha, h_beta]
 StepFn rnn_step(const StepSpec& s) {
-  s.expect(12, s.out.size(), 19, 7);
+  s.expect(13, s.out.size(), 19, 7);
   const std::int64_t cell_code = s.i(0);
   ENGINE_CHECK(cell_code >= 0 && cell_code <= 2, "rnn: bad cell code");
   RnnConfig cfg;
@@ -49,7 +51,7 @@ StepFn rnn_step(const StepSpec& s) {
   cfg.clip = static_cast<float>(s.f(0));
   const int in_x = s.in[0], in_w = s.in[1], in_r = s.in[2], in_wp = s.in[3], in_rp = s.in[4], in_b = s.in[5],
             in_p = s.in[6], in_h0 = s.in[7], in_c0 = s.in[8], in_len = s.in[9], in_mask = s.in[10],
-            in_ws = s.in[11];
+            in_ws = s.in[11], in_bp = s.in[12];
   cfg.masked = in_mask >= 0;
   cfg.zero_output_for_mask = s.i(18) != 0;
   ENGINE_CHECK(!cfg.masked || s.in_types[10] == DType::Bool, "rnn: mask must be bool");
@@ -62,7 +64,7 @@ StepFn rnn_step(const StepSpec& s) {
   ENGINE_CHECK(!cfg.pack_weights || (in_w >= 0 && in_r >= 0), "rnn: W and R are required without Wp, Rp");
   ENGINE_CHECK(s.i(17) >= rnn_workspace_floats(cfg), "rnn: workspace too small");
   ENGINE_CHECK(in_len < 0 || s.in_types[9] == DType::I32, "rnn: sequence_lens must be int32");
-  for (int i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 11})
+  for (int i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12})
     ENGINE_CHECK(s.in[i] < 0 || s.in_types[i] == DType::F32, "rnn: float32 inputs only (convert first)");
   const index_t GH = rnn_gates(cfg.cell) * H;
 
@@ -90,6 +92,7 @@ StepFn rnn_step(const StepSpec& s) {
       io.r = slot<const float>(sl, in_rp);
     }
     if (in_b >= 0) io.wb = slot<const float>(sl, in_b) + d * 2 * GH, io.rb = io.wb + GH;
+    if (in_bp >= 0) io.bias = slot<const float>(sl, in_bp);
     if (in_p >= 0) io.p = slot<const float>(sl, in_p) + d * 3 * H;
     if (in_h0 >= 0) io.h0 = slot<const float>(sl, in_h0) + st_off;
     if (in_c0 >= 0) io.c0 = slot<const float>(sl, in_c0) + st_off;
