@@ -7,7 +7,7 @@
 //
 // tile: a register block of RNN_MR rows × RNN_NV vectors, accumulated over both products
 // (x·Wᵀ then h·Rᵀ) before one store; B (the packed weights) is read in place, its few KiB
-// per tile group stay in L1 across the row tiles. A single row (batch 1) splits k over two
+// per tile group stay in L1 across the row tiles. Few rows (batch 1) split k over several
 // accumulator sets so the FMA chains do not serialise on latency.
 // cells: the gate math per row, per block, RNN_LANES vectors of units at a time: rational
 // tanh, sigmoid from exp, no divides (see recip); other activations in the formulas (and NaN
@@ -15,28 +15,29 @@
 
 #include "cpu/elementwise_vmath.h"
 
+// acc += a·b over K, in S accumulator sets on k mod S (summed at the end) when one set has too
+// few independent FMA chains to cover the FMA latency (a single row: 4 chains, 16 needed).
 template <int MR, int NV>
 static inline void accumulate(vf (&acc)[MR][NV], const float* const* a, index_t K, const float* b, index_t ldb) {
+  constexpr int S = MR * NV >= 8 ? 1 : MR * NV >= 4 ? 2 : 4;
   const float* ap[MR];
   for (int m = 0; m < MR; ++m) ap[m] = a[m];
   index_t k = 0;
-  if (MR * NV < 8) {  // too few chains to cover the FMA latency: a second set on odd k
-    vf odd[MR][NV];
-    for (int m = 0; m < MR; ++m)
-      for (int v = 0; v < NV; ++v) odd[m][v] = splat(0.f);
-    for (; k + 2 <= K; k += 2) {
-      const float* b0 = b + k * ldb;
-      const float* b1 = b0 + ldb;
-      for (int m = 0; m < MR; ++m) {
-        const float a0 = ap[m][k], a1 = ap[m][k + 1];
-        for (int v = 0; v < NV; ++v) {
-          acc[m][v] += a0 * load(b0 + v * W);
-          odd[m][v] += a1 * load(b1 + v * W);
-        }
-      }
+  if (S > 1) {
+    vf part[S - 1][MR][NV];
+    for (int q = 0; q < S - 1; ++q)
+      for (int m = 0; m < MR; ++m)
+        for (int v = 0; v < NV; ++v) part[q][m][v] = splat(0.f);
+    for (; k + S <= K; k += S) {
+      for (int m = 0; m < MR; ++m)
+        for (int v = 0; v < NV; ++v) acc[m][v] += ap[m][k] * load(b + k * ldb + v * W);
+      for (int q = 0; q < S - 1; ++q)
+        for (int m = 0; m < MR; ++m)
+          for (int v = 0; v < NV; ++v) part[q][m][v] += ap[m][k + 1 + q] * load(b + (k + 1 + q) * ldb + v * W);
     }
-    for (int m = 0; m < MR; ++m)
-      for (int v = 0; v < NV; ++v) acc[m][v] += odd[m][v];
+    for (int q = 0; q < S - 1; ++q)
+      for (int m = 0; m < MR; ++m)
+        for (int v = 0; v < NV; ++v) acc[m][v] += part[q][m][v];
   }
   for (; k < K; ++k) {
     const float* bk = b + k * ldb;
