@@ -223,6 +223,16 @@ struct Clip {
 // The cells below work on N lanes at once: each operation written for every lane in turn.
 #define FOR_LANES for (int k = 0; k < N; ++k)
 
+// The new state h: into the next step's buffer and this step's Y row.
+static inline void put_h(const Lane& L, const CellRow& r, vf h) {
+  L.st(r.h_next, h);
+  if (r.y) L.st(r.y, h);
+}
+// GRU's state update from z, the h gate and the previous state.
+static inline vf gru_update(const Lane& L, const CellRow& r, vf z, vf hh) {
+  return (splat(1.f) - z) * hh + z * L.ld(r.h_prev);
+}
+
 // ONNX gate order i, o, f, c; peepholes i, o, f.
 template <bool kGeneral, class F, class G, class Hf, class C>
 static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const CellRow* row, const float* tile,
@@ -230,7 +240,7 @@ static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const C
   const index_t H = P.hidden;
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
     constexpr int N = decltype(n)::value;
-    vf gi[N], go[N], gf[N], gc[N], cp[N], c[N], h[N];
+    vf gi[N], go[N], gf[N], gc[N], cp[N], c[N];
     FOR_LANES gi[k] = L[k].gate(0), go[k] = L[k].gate(1), gf[k] = L[k].gate(2), gc[k] = L[k].gate(3);
     FOR_LANES cp[k] = L[k].ld(r[k]->c);
     if (kGeneral && P.p) FOR_LANES {
@@ -243,12 +253,7 @@ static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const C
     FOR_LANES c[k] = gf[k] * cp[k] + gi[k] * gc[k];
     if (kGeneral && P.p) FOR_LANES go[k] += L[k].ld(P.p + H) * c[k];
     FOR_LANES go[k] = fa(cl(go[k]));
-    FOR_LANES h[k] = go[k] * ha(c[k]);
-    FOR_LANES {
-      L[k].st(r[k]->c, c[k]);
-      L[k].st(r[k]->h_next, h[k]);
-      if (r[k]->y) L[k].st(r[k]->y, h[k]);
-    }
+    FOR_LANES L[k].st(r[k]->c, c[k]), put_h(L[k], *r[k], go[k] * ha(c[k]));
   });
 }
 
@@ -258,15 +263,11 @@ static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* 
                 index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
     constexpr int N = decltype(n)::value;
-    vf z[N], rg[N], hh[N], h[N];
+    vf z[N], rg[N], hh[N];
     FOR_LANES z[k] = fa(cl(L[k].gate(0)));
     FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
     FOR_LANES hh[k] = ga(cl(L[k].gate(2) + rg[k] * L[k].gate(3)));
-    FOR_LANES h[k] = (splat(1.f) - z[k]) * hh[k] + z[k] * L[k].ld(r[k]->h_prev);
-    FOR_LANES {
-      L[k].st(r[k]->h_next, h[k]);
-      if (r[k]->y) L[k].st(r[k]->y, h[k]);
-    }
+    FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], z[k], hh[k]));
   });
 }
 
@@ -277,10 +278,7 @@ static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, c
     constexpr int N = decltype(n)::value;
     vf h[N];
     FOR_LANES h[k] = fa(cl(L[k].gate(0)));
-    FOR_LANES {
-      L[k].st(r[k]->h_next, h[k]);
-      if (r[k]->y) L[k].st(r[k]->y, h[k]);
-    }
+    FOR_LANES put_h(L[k], *r[k], h[k]);
   });
 }
 
@@ -306,13 +304,9 @@ static void gru_h(const CellParams& P, G ga, C cl, int rows, const CellRow* row,
                   index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
     constexpr int N = decltype(n)::value;
-    vf z[N], hh[N], h[N];
-    FOR_LANES z[k] = L[k].ld(r[k]->z), hh[k] = ga(cl(L[k].gate(0)));
-    FOR_LANES h[k] = (splat(1.f) - z[k]) * hh[k] + z[k] * L[k].ld(r[k]->h_prev);
-    FOR_LANES {
-      L[k].st(r[k]->h_next, h[k]);
-      if (r[k]->y) L[k].st(r[k]->y, h[k]);
-    }
+    vf hh[N];
+    FOR_LANES hh[k] = ga(cl(L[k].gate(0)));
+    FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], L[k].ld(r[k]->z), hh[k]));
   });
 }
 
