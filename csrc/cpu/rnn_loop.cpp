@@ -3,15 +3,16 @@
 // A work item is (time step, part, batch rows, unit blocks). For each group of blocks whose
 // columns fit one register tile, the rows still running go through the tile product
 // x·Wᵀ + h·Rᵀ a few at a time, and the gate math runs on each tile while it is in L1: the
-// weights of a block group stay in L1 across the row tiles. h is double-buffered (step s
+// weights of a block group stay in L1 across the row tiles (one row tile: all groups'
+// products first, then the gate math of all blocks at once). h is double-buffered (step s
 // reads hs[s & 1], writes hs[(s + 1) & 1]) so threads owning different units of the same
 // rows never read a half-updated state; rows not running at a step (ended, or masked) carry
 // their state over. Ended rows' Y was zeroed up front; a masked row's Y repeats its last
 // output (zeros before its first unmasked step, or with zero_output_for_mask).
 //
 // Threads (one pool job for the whole loop, never one per step):
-//  * rows: each thread owns a range of batch rows for all steps; rows are independent, so
-//    nothing is shared until the end. Used from batch 2 on.
+//  * rows: chunks of batch rows run all steps, claimed by the threads; rows are independent,
+//    so nothing is shared until the end. Used from batch 2 on.
 //  * units: batch 1 with a large hidden size. Each thread owns a range of unit blocks (its
 //    share of the weights stays in its own L1/L2) and the threads meet at a spin barrier per
 //    step. Items are claimed, not assigned: a thread that joins late (asleep when the job

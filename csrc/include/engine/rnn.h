@@ -1,11 +1,12 @@
 // Recurrent layers with ONNX LSTM / GRU / RNN semantics, float32, one direction per call
 // (a bidirectional layer is two calls writing the two halves of its outputs).
 //
-// rnn_run runs the whole layer: per time step one fused product x·Wᵀ + h·Rᵀ (no separate
-// input projection, so no T·B·G·H buffer goes through memory) and the gate math on the
-// result while it is in L1. Weights are in ONNX gate order (LSTM i,o,f,c; GRU z,r,h); other
-// frameworks' layers map onto it by permuting weights at import. The kernel reads W and R
-// packed by rnn_pack_weights (once for weights; per call into the workspace otherwise).
+// rnn_run runs the whole layer: per time step one product x·Wᵀ + h·Rᵀ over register tiles
+// (x·Wᵀ of all steps projected first for a few rows, fused into the step otherwise) and the
+// gate math on each tile while it is in L1. Weights are in ONNX gate order (LSTM i,o,f,c; GRU
+// z,r,h); other frameworks' layers map onto it by permuting weights at import. The kernel
+// reads W, R and the biases packed by rnn_pack_weights / rnn_pack_bias (once for weights;
+// per call into the workspace otherwise). Threads: see csrc/cpu/rnn_loop.cpp.
 #pragma once
 
 #include <cstdint>
