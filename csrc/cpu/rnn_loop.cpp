@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <memory>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -228,17 +229,44 @@ struct Loop {
     for (index_t q = 0, n = substeps(); q < n; ++q) substep(q, r0, r1, 0, L.blocks);
   }
 
-  // Rows mode: chunks of one row tile (fewer rows when B < nt·mr), claimed in turn; each
-  // chunk runs the whole loop. Claimed, not split in halves: on a busy machine one thread
-  // may get half a core, and the other then takes more chunks instead of waiting for it.
-  // Not smaller: a tile of few rows streams all the weights per step for little work.
+  // Rows mode: chunks of one row tile (fewer rows when B < nt·mr; not fewer otherwise: a
+  // tile of few rows streams all the weights per step for little work). A thread takes a
+  // free chunk and runs a burst of kBurst sub-steps of it, then releases it and goes on with
+  // the same chunk if it can, so each thread keeps to its chunks. On a busy machine a thread
+  // may be preempted for milliseconds: holding a chunk for a burst (~10 µs of work) rather
+  // than for the whole loop, it leaves the rest of that chunk to the other threads.
   void run_rows(int nt) const {
+    constexpr index_t kBurst = 4;
     const index_t rows = std::min<index_t>(K.mr, (B + nt - 1) / nt);
-    const index_t chunks = (B + rows - 1) / rows;
-    std::atomic<index_t> next{0};
-    parallel_tasks(nt, [&](std::int64_t) {
-      for (index_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
-        rows_range(i * rows, std::min(B, (i + 1) * rows));
+    const index_t chunks = (B + rows - 1) / rows, subs = substeps();
+    struct alignas(64) Chunk {
+      std::atomic<index_t> next{0};  // its first sub-step not run yet
+      std::atomic<bool> busy{false};
+    };
+    std::unique_ptr<Chunk[]> chunk(new Chunk[chunks]);
+    std::atomic<index_t> finished{0};
+    // Runs a burst of chunk i if it is free and unfinished; false otherwise.
+    auto burst = [&](index_t i) {
+      Chunk& c = chunk[i];
+      bool idle = false;
+      if (c.next.load(std::memory_order_relaxed) >= subs || c.busy.load(std::memory_order_relaxed) ||
+          !c.busy.compare_exchange_strong(idle, true, std::memory_order_acquire))
+        return false;
+      const index_t q0 = c.next.load(std::memory_order_relaxed), q1 = std::min(subs, q0 + kBurst);
+      for (index_t q = q0; q < q1; ++q) substep(q, i * rows, std::min(B, (i + 1) * rows), 0, L.blocks);
+      c.next.store(q1, std::memory_order_relaxed);
+      c.busy.store(false, std::memory_order_release);
+      if (q1 == subs) finished.fetch_add(1, std::memory_order_release);
+      return q1 > q0;
+    };
+    parallel_tasks(nt, [&](std::int64_t self) {
+      index_t at = chunks * self / nt;  // start on an own share of the chunks
+      while (finished.load(std::memory_order_acquire) < chunks) {
+        bool ran = false;
+        for (index_t k = 0; k < chunks && !ran; ++k)
+          if (burst((at + k) % chunks)) at = (at + k) % chunks, ran = true;
+        if (!ran) cpu_relax();
+      }
     });
   }
 
