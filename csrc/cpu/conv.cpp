@@ -6,11 +6,15 @@
 //  * Direct: groups == 1 and a small input depth (first layers, C ≤ 4): vectorised over
 //    output channels with register blocking over output pixels (conv_direct_*.cpp).
 //  * Depthwise: groups == C: direct, vectorised over channels (conv_depthwise*.cpp).
+//  * Indirect (AVX-512, groups == 1, C > 4): implicit GEMM over the input in place, one
+//    pointer per output pixel and tap (conv_indirect.cpp); filters packed in 32-channel panels.
 //  * General: im2col into a row block of M that stays in L2, then sgemm_packed with the
 //    HWIO filter (reshaped K×OC per group) packed once. Threads split row blocks (each block's
 //    GEMM then runs inline on its thread) when there are enough; otherwise the GEMM threads.
 // Bias is folded in at pack time (GEMM epilogue / accumulator init); the activation is fused
-// into the GEMM epilogue or applied by the kernel while the output row is in cache.
+// into the GEMM epilogue or applied by the kernel while the output row is in cache. An optional
+// residual (laid out like the output) is added before the activation: in the indirect kernel's
+// and the GEMM's epilogues, or (direct, depthwise) by a pass over the output.
 #include "engine/conv.h"
 
 #include <algorithm>
@@ -19,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_indirect.h"
 #include "conv_kernels.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
@@ -30,7 +35,7 @@ namespace engine {
 
 namespace {
 
-enum class Algo { Pointwise, Direct, Depthwise, Im2col };
+enum class Algo { Pointwise, Direct, Depthwise, Indirect, Im2col };
 
 // Grow-only, 64-byte aligned per-thread scratch; slot 0 = im2col / padded input.
 struct Scratch {
@@ -50,6 +55,7 @@ struct Scratch {
 };
 thread_local Scratch t_scratch;
 thread_local Scratch t_band;  // conv2d_maxpool: the conv rows of one pooled row
+thread_local Scratch t_res;   // a residual that is the output itself (direct, depthwise)
 
 std::string s(index_t v) { return std::to_string(v); }
 
@@ -70,6 +76,7 @@ struct PackedConv2D::Impl {
   std::vector<float> bias;                        // OC (or OCp for Direct); empty = none
   float* w = nullptr;                             // Direct / Depthwise packed filters (aligned)
   index_t OCp = 0;
+  std::unique_ptr<IndirectConv> indirect;         // Indirect
   ~Impl() { std::free(w); }
 };
 
@@ -109,7 +116,12 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
   if (G == sh.C && G > 1) im.algo = Algo::Depthwise;
   else if (unit) im.algo = Algo::Pointwise;
   else if (G == 1 && sh.C <= 4) im.algo = Algo::Direct;
+  else if (IndirectConv::suits(sh)) im.algo = Algo::Indirect;
   else im.algo = Algo::Im2col;
+  if (im.algo == Algo::Indirect) {
+    im.indirect.reset(new IndirectConv(sh, filter, bias));
+    return;
+  }
 
   if (im.algo == Algo::Direct) {
     // [OC/16][KH][KW][C][16], zero-padded; bias padded to OCp.
@@ -209,6 +221,7 @@ void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch
       im2col(col, x, s, g, m0, rows);
       Epilogue e = ep;
       if (e.bias) e.bias += g * og;
+      if (e.residual) e.residual += m0 * s.OC + g * og;
       sgemm_packed(false, rows, 1.f, col, K, *im.b[g], 0.f, y + m0 * s.OC + g * og, s.OC, e);
     }
   };
@@ -304,7 +317,8 @@ void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t ba
 
 }  // namespace
 
-void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b) {
+void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
+                 const float* residual) {
   ENGINE_CHECK(batch >= 0, "conv2d: batch must be >= 0, got " + s(batch));
   if (batch == 0) return;
   const Conv2DShape& sh = pw.shape();
@@ -315,26 +329,52 @@ void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch
   ep.act = act;
   ep.act_alpha = a;
   ep.act_beta = b;
+  ep.residual = residual;
+  ep.ldr = sh.OC;
   switch (im.algo) {
     case Algo::Pointwise: {
       const index_t G = sh.groups, cg = sh.C / G, og = sh.OC / G, M = batch * sh.H * sh.W;
       for (index_t g = 0; g < G; ++g) {
         Epilogue e = ep;
         if (e.bias) e.bias += g * og;
+        if (e.residual) e.residual += g * og;
         sgemm_packed(false, M, 1.f, x + g * cg, sh.C, *im.b[g], 0.f, y + g * og, sh.OC, e);
       }
       return;
     }
-    case Algo::Direct:
-      if (isa != Isa::Portable) return conv_direct(y, x, pw, batch, act, a, b, isa);
-      return conv_im2col(y, x, pw, batch, ep);
-    case Algo::Depthwise:
-      return conv_depthwise(y, x, pw, batch, act, a, b, isa);
+    case Algo::Indirect:
+      return im.indirect->run(y, x, residual, batch, act, a, b);
     case Algo::Im2col:
       return conv_im2col(y, x, pw, batch, ep);
+    case Algo::Direct:
+    case Algo::Depthwise:
+      break;
+  }
+  // Direct and depthwise kernels have no residual input: the residual and the activation
+  // then follow in a pass over the output.
+  const Act kact = residual ? Act::None : act;
+  if (residual == y) {
+    const size_t n = static_cast<size_t>(batch * sh.OH() * sh.OW() * sh.OC);
+    float* copy = t_res.get(n);
+    std::memcpy(copy, y, n * sizeof(float));
+    residual = copy;
+  }
+  if (im.algo == Algo::Depthwise) conv_depthwise(y, x, pw, batch, kact, a, b, isa);
+  else if (isa != Isa::Portable) conv_direct(y, x, pw, batch, kact, a, b, isa);
+  else {
+    Epilogue e = ep;
+    e.residual = nullptr;
+    e.act = kact;
+    conv_im2col(y, x, pw, batch, e);
+  }
+  if (residual) {
+    const index_t n = batch * sh.OH() * sh.OW() * sh.OC;
+    parallel_for(n, 1 << 16, [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) y[i] += residual[i];
+      if (act != Act::None && act != Act::Identity) activation(y + i0, y + i0, i1 - i0, act, a, b);
+    });
   }
 }
-
 
 void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, index_t ph,
                          index_t pwid, Act act, float a, float b) {

@@ -42,4 +42,27 @@ void depthwise_rows_avx512(float* y, const DepthwiseArgs& a, index_t oh0, index_
 void depthwise_rows_avx2(float* y, const DepthwiseArgs& a, index_t oh0, index_t oh1);
 void depthwise_rows_portable(float* y, const DepthwiseArgs& a, index_t oh0, index_t oh1);
 
+// Indirect (implicit-GEMM) convolution, groups == 1: a tile of up to kIndirectMR output pixels
+// × one kIndirectNR-wide panel of output channels, accumulated in registers over every tap
+// and input channel, then bias (+ residual) (+ activation) and one store. The input is never
+// copied: for each tap the caller hands one pointer per pixel (its C input channels, or a
+// zero row where the tap falls in the padding). The sum runs over blocks of cb input channels,
+// all taps within a block, so a block's inputs stay in L1 across the taps. Filters are packed
+// as panels [OC/NR][C/cb][taps][cb][NR] (the last block may be shorter; zero-padded columns),
+// bias as NR floats per panel.
+constexpr int kIndirectMR = 14, kIndirectNR = 32;
+struct IndirectTile {
+  const float* const* a;  // [taps][kIndirectMR] row pointers (rows >= m unused)
+  index_t taps, C, cb;
+  const float* b;         // this panel: taps·C rows of kIndirectNR floats
+  const float* bias;      // kIndirectNR floats (zeros when the conv has none)
+  float* y;               // output tile: row i at y + i·ldy
+  index_t ldy;
+  const float* res;       // residual tile laid out like y (or null): added before the activation
+  int m, n;               // valid rows (1..MR) and columns (1..NR)
+  Act act;                // None / Relu / LeakyRelu / Clip in registers; others by the caller
+  float alpha, beta;
+};
+void indirect_tile_avx512(const IndirectTile& t);
+
 }  // namespace engine::convk

@@ -23,7 +23,7 @@
 // each thread multiplies its K slice into a partial C and the caller sums (run_split_k).
 // Small problems run on the caller (see kMinParallelFlops).
 // The epilogue (bias, relu) is applied in registers on the last K block; other activations
-// run on each finished tile row while it is still in L1.
+// and a residual run on each finished tile row while it is still in L1.
 #include "engine/gemm.h"
 
 #include <algorithm>
@@ -88,6 +88,17 @@ thread_local AlignedBuf t_pack_a;
 thread_local AlignedBuf t_pack_b;
 
 bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu; }
+bool has_act(Act a) { return a != Act::None && a != Act::Identity; }
+
+// The tail of the epilogue on one finished row of C (n columns from column j): + residual,
+// then the activation.
+void finish_row(float* c, index_t i, index_t j, index_t n, const Epilogue& ep) {
+  if (ep.residual) {
+    const float* r = ep.residual + i * ep.ldr + j;
+    for (index_t k = 0; k < n; ++k) c[k] += r[k];
+  }
+  if (has_act(ep.act)) activation(c, c, n, ep.act, ep.act_alpha, ep.act_beta);
+}
 
 // op(B)[k0:k0+kc, j0:j0+nc] -> panels of NR columns: dst[p][k][0:NR], zero-padded.
 template <int NR>
@@ -239,7 +250,8 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   const int MR = ks.mr, NR = ks.nr;
   const index_t mrange = m1 - m0, nrange = n1 - n0;
   const Epilogue& ep = *pr.ep;
-  const bool inline_act = act_in_registers(ep.act);
+  // A residual goes in before the activation, so then both run on the finished tile rows.
+  const bool inline_act = act_in_registers(ep.act) && !ep.residual;
   const int bias_mode = ep.bias ? (ep.bias_per_row ? gemm::BiasRow : gemm::BiasCol) : gemm::BiasNone;
   const bool one_row_panel = mrange <= MR;
   // A is read in place unless it is transposed (columns would touch a new row per k) or its
@@ -270,7 +282,7 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
     const index_t kc = std::min(KC, pr.K - pc);
     const bool last = pc + kc >= pr.K;
     TileParams tp{pr.alpha, pc == 0 ? pr.beta : 1.f, last ? bias_mode : gemm::BiasNone,
-                  last && ep.act == Act::Relu};
+                  last && ep.act == Act::Relu && inline_act};
     for (index_t ic = m0; ic < m1; ic += MC) {
       const index_t mc = std::min(MC, m1 - ic);
       if (pack_a_needed) pack_a(abuf, pr.ta, pr.A, pr.lda, ic, mc, pc, kc, MR);
@@ -315,8 +327,7 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
           else
             ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, ldb, c, pr.ldc, tpt, bias);
           if (last && !inline_act)
-            for (int r = 0; r < mr; ++r)
-              activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
+            for (int r = 0; r < mr; ++r) finish_row(c + r * pr.ldc, i + r, j, nr, ep);
         };
         // The A micro-panel (MR×kc) stays in L1 while the B block (kc×nc) streams from L2.
         for (index_t ir = 0; ir < mc; ir += MR)
@@ -344,11 +355,7 @@ void run_dot(const Problem& pr, index_t n0, index_t n1) {
         *c = v;
       }
   }
-  if (ep.act != Act::None && ep.act != Act::Identity)
-    for (int i = 0; i < m; ++i) {
-      float* c = pr.C + i * pr.ldc + n0;
-      activation(c, c, n1 - n0, ep.act, ep.act_alpha, ep.act_beta);
-    }
+  for (int i = 0; i < m; ++i) finish_row(pr.C + i * pr.ldc + n0, i, n0, n1 - n0, ep);
 }
 
 // C = beta·C (C not read when beta == 0), then the epilogue. Used when K == 0 or alpha == 0.
@@ -361,8 +368,7 @@ void scale_and_epilogue(index_t M, index_t N, float beta, float* C, index_t ldc,
       if (ep.bias_per_row) for (index_t j = 0; j < N; ++j) c[j] += ep.bias[i];
       else for (index_t j = 0; j < N; ++j) c[j] += ep.bias[j];
     }
-    if (ep.act != Act::None && ep.act != Act::Identity)
-      activation(c, c, N, ep.act, ep.act_alpha, ep.act_beta);
+    finish_row(c, i, 0, N, ep);
   }
 }
 
@@ -399,12 +405,22 @@ void run_split_k(const Problem& pr, int nt) {
       if (ep.bias) v += ep.bias_per_row ? ep.bias[i] : ep.bias[j];
       c[j] = v;
     }
-    if (ep.act != Act::None && ep.act != Act::Identity) activation(c, c, N, ep.act, ep.act_alpha, ep.act_beta);
+    finish_row(c, i, 0, N, ep);
   }
 }
 
-void run(const Problem& pr) {
-  if (pr.M == 0 || pr.N == 0) return;
+void run(const Problem& pr_in) {
+  if (pr_in.M == 0 || pr_in.N == 0) return;
+  // A residual that is C itself is C's old value: accumulate into it (beta = 1) instead.
+  Epilogue ep_alias;
+  Problem pr = pr_in;
+  if (pr.ep->residual && pr.ep->residual == pr.C) {
+    ENGINE_CHECK(pr.beta == 0.f && pr.ep->ldr == pr.ldc, "sgemm: a residual aliasing C needs beta = 0 and ldr = ldc");
+    ep_alias = *pr.ep;
+    ep_alias.residual = nullptr;
+    pr.ep = &ep_alias;
+    pr.beta = 1.f;
+  }
   if (pr.K == 0 || pr.alpha == 0.f) {
     scale_and_epilogue(pr.M, pr.N, pr.beta, pr.C, pr.ldc, *pr.ep);
     return;

@@ -39,8 +39,10 @@ class PackedConv2D : public KernelState {
 
 // y: N×OH×OW×OC, x: N×H×W×C. shape.N may differ from the packed shape's N (batch size
 // is free); all other fields must match. act/act_alpha/act_beta as in Epilogue.
+// residual (optional, a skip connection): N×OH×OW×OC, added before the activation,
+// y = act(conv(x) + bias + residual); it may be y itself but must not overlap x.
 void conv2d_nhwc(float* y, const float* x, const PackedConv2D& w, index_t batch, Act act = Act::None,
-                 float act_alpha = 0.f, float act_beta = 0.f);
+                 float act_alpha = 0.f, float act_beta = 0.f, const float* residual = nullptr);
 
 // A convolution followed by a non-overlapping max-pool (window pool_h×pool_w, stride equal to
 // the window, no padding, floor mode): y is N×(OH/pool_h)×(OW/pool_w)×OC. For the direct
