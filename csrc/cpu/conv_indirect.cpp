@@ -1,7 +1,9 @@
 // Indirect convolution driver (see conv_indirect.h).
 //
 //   M = N·OH·OW output pixels in tiles of 14 (a tile may span output rows and images: every
-//   pixel has its own pointer per tap), N = OC in panels of 32.
+//   pixel has its own pointer per tap), N = OC in panels of 32. A tap is one (kh, kw) of C
+//   floats, or with a small input depth one filter row: its KW·C floats are one run of the
+//   input row; a run that crosses the left/right edge is copied, zero-filled, into scratch.
 //   Threads: one rectangle of tiles × panels each. Few pixels and a big filter (late layers)
 //   split the panels, so each core streams its half of the filter once; many pixels split
 //   the tiles. The split with the lowest estimate of FMA time + filter traffic wins.
@@ -27,12 +29,13 @@ namespace {
 
 constexpr int MR = convk::kIndirectMR, NR = convk::kIndirectNR;
 
-// Grow-only, 64-byte aligned, per thread: the tap pointer table and a zero row for padding.
+// Grow-only, 64-byte aligned: the calling thread's scratch for one call (a zero row, then per
+// task its tap pointer table and padded input runs), sized before any work is split.
 struct Buf {
   void* p = nullptr;
   size_t cap = 0;  // bytes
   ~Buf() { std::free(p); }
-  void* get(size_t bytes, bool zeroed) {
+  char* get(size_t bytes) {
     if (bytes > cap) {
       std::free(p);
       p = nullptr;
@@ -40,13 +43,14 @@ struct Buf {
       const size_t b = (bytes + 63) / 64 * 64;
       p = std::aligned_alloc(64, b);
       if (!p) throw std::bad_alloc();
-      if (zeroed) std::memset(p, 0, b);
       cap = b;
     }
-    return p;
+    return static_cast<char*>(p);
   }
 };
-thread_local Buf t_table, t_zero;
+thread_local Buf t_scratch;
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 float* aligned_floats(size_t n) {
   void* p = std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
@@ -85,23 +89,25 @@ bool IndirectConv::suits(const Conv2DShape& s) {
 }
 
 IndirectConv::IndirectConv(const Conv2DShape& s, const float* filter, const float* bias) : s_(s) {
-  taps_ = s.KH * s.KW;
+  rows_ = s.dil_w == 1 && s.KW > 1 && s.C < 16;
+  taps_ = rows_ ? s.KH : s.KH * s.KW;
+  depth_ = rows_ ? s.KW * s.C : s.C;
   np_ = (s.OC + NR - 1) / NR;
-  // Channel blocks: with several taps, 64 channels of 16 pixels' input rows (~12 KiB for a
-  // 3×3 filter) stay in L1 while the taps sweep them; one tap needs no blocking.
-  cb_ = taps_ > 1 ? std::min<index_t>(s.C, 64) : s.C;
-  const index_t K = taps_ * s.C;
+  // Blocks of the sum: with several taps, 64 floats of 16 pixels' input (~12 KiB for a 3×3
+  // filter) stay in L1 while the taps sweep them; one tap needs no blocking.
+  cb_ = taps_ > 1 ? std::min<index_t>(depth_, 64) : depth_;
+  const index_t K = taps_ * depth_;
   w_ = aligned_floats(static_cast<size_t>(np_ * K * NR));
   bias_ = aligned_floats(static_cast<size_t>(np_ * NR));
-  // Panel p, in the kernel's order (block c0, tap, channel c): the HWIO filter's row
-  // tap·C + c, columns [32p, 32p + 32).
+  // Panel p in the kernel's order (block c0, tap, float c of the tap): HWIO row tap·depth + c
+  // (a filter row's KW·C floats are contiguous in HWIO too), columns [32p, 32p + 32).
   for (index_t p = 0; p < np_; ++p) {
     const index_t j0 = p * NR, nj = std::min<index_t>(NR, s.OC - j0);
     float* d = w_ + p * K * NR;
-    for (index_t c0 = 0; c0 < s.C; c0 += cb_)
+    for (index_t c0 = 0; c0 < depth_; c0 += cb_)
       for (index_t tap = 0; tap < taps_; ++tap)
-        for (index_t c = c0; c < std::min(s.C, c0 + cb_); ++c, d += NR) {
-          std::memcpy(d, filter + (tap * s.C + c) * s.OC + j0, nj * sizeof(float));
+        for (index_t c = c0; c < std::min(depth_, c0 + cb_); ++c, d += NR) {
+          std::memcpy(d, filter + (tap * depth_ + c) * s.OC + j0, nj * sizeof(float));
           std::fill(d + nj, d + NR, 0.f);
         }
     for (index_t j = 0; j < NR; ++j) bias_[j0 + j] = bias && j < nj ? bias[j0 + j] : 0.f;
@@ -117,17 +123,28 @@ void IndirectConv::run(float* y, const float* x, const float* res, index_t batch
                        float b) const {
   const Conv2DShape& s = s_;
   const index_t OH = s.OH(), OW = s.OW(), P = OH * OW, M = batch * P, OC = s.OC, C = s.C;
-  const index_t K = taps_ * C, mt = (M + MR - 1) / MR;
+  const index_t taps = taps_, depth = depth_, K = taps * depth, mt = (M + MR - 1) / MR;
   const bool simd = cpu_isa() == Isa::Avx512;
   auto kernel = simd ? convk::indirect_tile_avx512 : tile_scalar;
   const bool post_act = !act_in_kernel(act, simd);
 
   // Tiles per block: the input rows a block reads (its pixels' share plus the halo of the
-  // filter's extra rows) stay within ~768 KiB of L2, next to one filter panel.
+  // filter's extra rows) stay within ~768 KiB of L2, next to one filter panel; the pointer
+  // table stays around 2048 taps' worth.
   const double in_px = double(s.stride_h) * s.stride_w * C * 4;
   const double halo = double((s.KH - 1) * s.dil_h) * s.W * C * 4;
-  const index_t blk_tiles =
-      std::max<index_t>(1, static_cast<index_t>(std::max(0.0, 768.0 * 1024 - halo) / (in_px * MR)));
+  const index_t blk_tiles = std::clamp<index_t>(
+      static_cast<index_t>(std::max(0.0, 768.0 * 1024 - halo) / (in_px * MR)), 1, std::max<index_t>(1, 2048 / taps));
+
+  // Row taps: output columns whose run leaves the input width get a zero-filled copy.
+  index_t edge_cols = 0;
+  if (rows_)
+    for (index_t ow = 0; ow < OW; ++ow) {
+      const index_t iw0 = ow * s.stride_w - s.pad_left;
+      edge_cols += iw0 < 0 || iw0 + s.KW > s.W;
+    }
+  const index_t blk_rows = std::min<index_t>(OH * batch, (blk_tiles * MR + OW - 1) / OW + 1);
+  const size_t patch_floats = static_cast<size_t>(blk_rows * edge_cols * taps * depth);
 
   // Thread split: estimated cycles = FMAs / 32 per cycle + filter bytes / 8 per cycle.
   const int T = num_threads();
@@ -146,37 +163,63 @@ void IndirectConv::run(float* y, const float* x, const float* res, index_t batch
     }
   }
 
-  const index_t taps = taps_;
-  auto rect = [&](index_t t0, index_t t1, index_t p0, index_t p1) {
-    const float* zero = static_cast<const float*>(t_zero.get(static_cast<size_t>(C) * sizeof(float), true));
+  // All scratch from the calling thread, before the work is split: a zero row, then per task
+  // a pointer table and the edge runs.
+  const int ntasks = tm * tn;
+  const size_t zero_bytes = align64(static_cast<size_t>(depth) * sizeof(float));
+  const size_t table_bytes = align64(static_cast<size_t>(blk_tiles * taps * MR) * sizeof(void*));
+  const size_t task_bytes = table_bytes + align64(patch_floats * sizeof(float));
+  char* scratch = t_scratch.get(zero_bytes + ntasks * task_bytes);
+  const float* zero = reinterpret_cast<const float*>(scratch);
+  std::memset(scratch, 0, zero_bytes);
+
+  auto rect = [&](int task, index_t t0, index_t t1, index_t p0, index_t p1) {
+    auto** table = reinterpret_cast<const float**>(scratch + zero_bytes + task * task_bytes);
+    float* patches = reinterpret_cast<float*>(scratch + zero_bytes + task * task_bytes + table_bytes);
     // A small filter share stays in L2 whole: each tile then sweeps all its panels while the
     // tile's inputs are in L1. A big one is swept panel by panel over a block of tiles.
     const bool panel_outer = double(p1 - p0) * K * NR * 4 > 384.0 * 1024;
     for (index_t tb = t0; tb < t1; tb += blk_tiles) {
       const index_t tn_ = std::min(blk_tiles, t1 - tb);
-      auto** table = static_cast<const float**>(t_table.get(static_cast<size_t>(tn_ * taps * MR) * sizeof(void*), false));
-      // table[(tile·taps + tap)·MR + i]: input row of pixel i of the tile for this tap.
+      float* patch = patches;
+      // table[(tile·taps + tap)·MR + i]: input run of pixel i of the tile for this tap.
       for (index_t ti = 0; ti < tn_; ++ti) {
         const float** tt = table + ti * taps * MR;
         for (int i = 0; i < MR; ++i) {
-          const index_t m = std::min((tb + ti) * MR + i, M - 1);  // rows past M repeat the last
+          const index_t m = (tb + ti) * MR + i;
+          if (m >= M) {  // rows past M (unused) repeat the last one
+            for (index_t tap = 0; tap < taps; ++tap) tt[tap * MR + i] = tt[tap * MR + i - 1];
+            continue;
+          }
           const index_t n = m / P, oh = (m % P) / OW, ow = m % OW;
           const float* img = x + n * s.H * s.W * C;
           const index_t ih0 = oh * s.stride_h - s.pad_top, iw0 = ow * s.stride_w - s.pad_left;
-          for (index_t kh = 0; kh < s.KH; ++kh) {
-            const index_t ih = ih0 + kh * s.dil_h;
-            for (index_t kw = 0; kw < s.KW; ++kw) {
-              const index_t iw = iw0 + kw * s.dil_w;
-              const bool in = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
-              tt[(kh * s.KW + kw) * MR + i] = in ? img + (ih * s.W + iw) * C : zero;
+          for (index_t tap = 0; tap < taps; ++tap) {
+            const index_t kh = rows_ ? tap : tap / s.KW, kw = rows_ ? 0 : tap % s.KW;
+            const index_t ih = ih0 + kh * s.dil_h, iw = iw0 + kw * s.dil_w;
+            const float* ptr = zero;
+            if (ih < 0 || ih >= s.H) {
+            } else if (!rows_) {
+              if (iw >= 0 && iw < s.W) ptr = img + (ih * s.W + iw) * C;
+            } else if (iw >= 0 && iw + s.KW <= s.W) {
+              ptr = img + (ih * s.W + iw) * C;
+            } else {  // the run crosses the left or right edge
+              for (index_t j = 0; j < s.KW; ++j) {
+                const bool in = iw + j >= 0 && iw + j < s.W;
+                if (in) std::memcpy(patch + j * C, img + (ih * s.W + iw + j) * C, C * sizeof(float));
+                else std::memset(patch + j * C, 0, C * sizeof(float));
+              }
+              ptr = patch;
+              patch += depth;
             }
+            tt[tap * MR + i] = ptr;
           }
         }
       }
       auto run_tile = [&](index_t ti, index_t p) {
         convk::IndirectTile t;
         t.taps = taps;
-        t.C = C;
+        t.C = depth;
         t.cb = cb_;
         t.b = w_ + p * K * NR;
         t.bias = bias_ + p * NR;
@@ -190,6 +233,18 @@ void IndirectConv::run(float* y, const float* x, const float* res, index_t batch
         t.m = static_cast<int>(std::min<index_t>(MR, M - m0));
         t.y = y + m0 * OC + p * NR;
         t.res = res ? res + m0 * OC + p * NR : nullptr;
+        t.pf = nullptr;
+        t.pf_lines = 0;
+        t.pf_step = 0;
+        if (panel_outer && tn_ > 1 && ti > 0 && p + 1 < p1) {
+          // Tiles 1.. of this panel (read from L2 after tile 0 pulled it in) fetch the next
+          // panel a share each, so memory streams the filter evenly instead of in bursts.
+          const index_t lines = K * NR * 4 / 64, share = (lines + tn_ - 2) / (tn_ - 1);
+          const index_t l0 = std::min(lines, (ti - 1) * share);
+          t.pf = w_ + (p + 1) * K * NR + l0 * 16;
+          t.pf_lines = std::min(share, lines - l0);
+          t.pf_step = static_cast<int>(std::min<index_t>(8, (t.pf_lines + K / 4) / std::max<index_t>(1, K / 4)));
+        }
         kernel(t);
         if (post_act)
           for (int i = 0; i < t.m; ++i) activation(t.y + i * OC, t.y + i * OC, t.n, act, a, b);
@@ -203,15 +258,15 @@ void IndirectConv::run(float* y, const float* x, const float* res, index_t batch
       }
     }
   };
-  if (tm * tn == 1) {
-    rect(0, mt, 0, np_);
+  if (ntasks == 1) {
+    rect(0, 0, mt, 0, np_);
     return;
   }
-  parallel_tasks(tm * tn, [&](std::int64_t task) {
+  parallel_tasks(ntasks, [&](std::int64_t task) {
     const index_t im = task / tn, in = task % tn;
     const index_t t0 = mt * im / tm, t1 = mt * (im + 1) / tm;
     const index_t p0 = np_ * in / tn, p1 = np_ * (in + 1) / tn;
-    if (t0 < t1 && p0 < p1) rect(t0, t1, p0, p1);
+    if (t0 < t1 && p0 < p1) rect(static_cast<int>(task), t0, t1, p0, p1);
   });
 }
 

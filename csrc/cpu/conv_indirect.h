@@ -10,7 +10,7 @@ namespace engine {
 
 class IndirectConv {
  public:
-  // filter HWIO (KH×KW×C×OC), bias OC floats or null. Throws before allocating on bad input.
+  // filter HWIO (KH×KW×C×OC), bias OC floats or null.
   IndirectConv(const Conv2DShape& s, const float* filter, const float* bias);
   ~IndirectConv();
   IndirectConv(const IndirectConv&) = delete;
@@ -21,15 +21,19 @@ class IndirectConv {
   // ISA was lowered after packing (tests).
   void run(float* y, const float* x, const float* res, index_t batch, Act act, float a, float b) const;
 
-  // Whether this shape should take the indirect path on this CPU (decided at pack time).
+  // Whether this shape takes the indirect path on this CPU (decided at pack time).
   static bool suits(const Conv2DShape& s);
 
  private:
   Conv2DShape s_;
-  index_t taps_ = 0, np_ = 0;  // filter taps (KH·KW), 32-channel panels
-  index_t cb_ = 0;             // input channels per block of the sum
-  float* w_ = nullptr;         // [np][C/cb][taps][cb][32]
-  float* bias_ = nullptr;      // [np][32]
+  // Row taps: with a small input depth (first layers) one filter row's KW taps are one run of
+  // KW·C contiguous input floats, so a "tap" is a filter row and its depth is KW·C.
+  bool rows_ = false;
+  index_t taps_ = 0, depth_ = 0;  // taps per output pixel and floats per tap
+  index_t np_ = 0;                // 32-channel panels
+  index_t cb_ = 0;                // floats per block of the sum
+  float* w_ = nullptr;            // [np][depth/cb][taps][cb][32]
+  float* bias_ = nullptr;         // [np][32]
 };
 
 }  // namespace engine

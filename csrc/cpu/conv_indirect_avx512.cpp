@@ -3,7 +3,8 @@
 // and broadcasts one input value per pixel from that pixel's row pointer for the current tap,
 // so the same loop serves every stride, dilation and padding (padded taps read a zero row).
 // The accumulators stay in registers over all taps and channels: the output is written once,
-// with bias, residual and activation applied on the way out.
+// with bias, residual and activation applied on the way out. Optionally the tile prefetches a
+// share of the next filter panel into L2 as it goes (the driver's big-filter order).
 #include <immintrin.h>
 
 // GCC 12 reports the _mm512_undefined_ps() inside _mm512_max_ps as maybe-uninitialized.
@@ -28,6 +29,9 @@ void tile(const IndirectTile& t) {
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   const float* b = t.b;
   const index_t C = t.C, taps = t.taps;
+  const char* pf = reinterpret_cast<const char*>(t.pf);
+  const char* const pf_end = pf + t.pf_lines * 64;
+  const int pf_step = t.pf_step;
   for (index_t c0 = 0; c0 < C; c0 += t.cb) {
     const index_t cn = C - c0 < t.cb ? C - c0 : t.cb;
     for (index_t tap = 0; tap < taps; ++tap) {
@@ -49,6 +53,11 @@ void tile(const IndirectTile& t) {
           }
         }
         b += 4 * NR;
+        for (int j = 0; j < pf_step; ++j)
+          if (pf < pf_end) {
+            _mm_prefetch(pf, _MM_HINT_T1);
+            pf += 64;
+          }
       }
       for (; k < cn; ++k, b += NR) {
         const __m512 b0 = _mm512_load_ps(b);

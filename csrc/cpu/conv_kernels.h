@@ -62,6 +62,11 @@ struct IndirectTile {
   int m, n;               // valid rows (1..MR) and columns (1..NR)
   Act act;                // None / Relu / LeakyRelu / Clip in registers; others by the caller
   float alpha, beta;
+  // Prefetch into L2 while computing: pf_lines 64-byte lines from pf (the next filter panel's
+  // share), at most pf_step per 4 k steps. pf_lines = 0: none.
+  const float* pf;
+  index_t pf_lines;
+  int pf_step;
 };
 void indirect_tile_avx512(const IndirectTile& t);
 
