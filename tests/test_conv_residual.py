@@ -114,3 +114,29 @@ def test_residual_shape_is_checked():
     with pytest.raises(engine.EngineError, match="residual"):
         _C.conv2d_nhwc(np.empty((1, 4, 4, 4), np.float32), np.ones((1, 6, 6, 8), np.float32), p,
                        _C.Act.none, 0.0, 0.0, np.ones((1, 4, 4, 5), np.float32))
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+@pytest.mark.parametrize("act", ["clip", "relu"])
+def test_specials_through_the_fused_epilogue(kind, act, isa):
+    # NaN / ±inf in the input and in the residual survive bias + residual + ReLU6 / ReLU as in
+    # torch: NaN stays NaN, +inf clips to 6, -inf to 0.
+    from test_nan_propagation import assert_same
+    N, H, W, C, OC, KH, KW, stride, dil, pads, groups = CASES[kind]
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, H, W, C), dtype=np.float32)
+    x[0, 0, 0, 0], x[-1, H // 2, W // 2, C - 1] = np.nan, np.inf
+    w = (rng.standard_normal((KH, KW, C // groups, OC), dtype=np.float32) / np.sqrt(KH * KW * C / groups)).astype(np.float32)
+    b = rng.standard_normal(OC, dtype=np.float32)
+    s = make_shape(N, H, W, C, OC, KH, KW, stride, dil, pads, groups)
+    p = _C.PackedConv2D(s, w, b)
+    r = rng.standard_normal((N, s.OH, s.OW, OC), dtype=np.float32)
+    r[0, -1, -1, -1], r[-1, 0, 0, 0], r.reshape(-1)[r.size // 2] = np.nan, np.inf, -np.inf
+    a, bb = (0.0, 6.0) if act == "clip" else (0.0, 0.0)
+    y = np.empty((N, s.OH, s.OW, OC), np.float32)
+    _C.conv2d_nhwc(y, x, p, getattr(_C.Act, act), a, bb, r)
+    with np.errstate(invalid="ignore"):
+        ref = reference(x, w, b, stride, dil, pads, groups, "none", 0, 0).astype(np.float64) + r
+        want = reference_act(ref.astype(np.float32), act, a, bb)
+    assert np.isnan(want).any()
+    assert_same(y, want, rtol=1e-4, atol=1e-4, what=f"{kind} {act}")

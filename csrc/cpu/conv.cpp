@@ -60,6 +60,7 @@ thread_local Scratch t_res;   // a residual that is the output itself (direct, d
 std::string s(index_t v) { return std::to_string(v); }
 
 bool in_kernel_act(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu || a == Act::LeakyRelu; }
+bool in_depthwise_act(Act a) { return in_kernel_act(a) || a == Act::Clip; }
 
 // Floating-point work below which a kernel runs on the calling thread. A worker asleep when
 // the job comes has its share taken over by the caller (threadpool.cpp), so splitting costs
@@ -299,8 +300,8 @@ void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t ba
   const index_t OH = s.OH(), OW = s.OW();
   convk::DepthwiseArgs da{nullptr, s.H, s.W, s.C, s.OC / s.C, im.w, im.bias.empty() ? nullptr : im.bias.data(),
                           s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h, s.dil_w, s.pad_top, s.pad_left, OW,
-                          in_kernel_act(act) ? act : Act::None, a};
-  const bool post_act = !in_kernel_act(act);
+                          in_depthwise_act(act) ? act : Act::None, a, b};
+  const bool post_act = !in_depthwise_act(act);
   auto fn = isa == Isa::Avx512 ? convk::depthwise_rows_avx512
             : isa == Isa::Avx2 ? convk::depthwise_rows_avx2
                                : convk::depthwise_rows_portable;

@@ -35,8 +35,8 @@ struct DepthwiseArgs {
   const float* bias;
   index_t KH, KW, sh, sw, dh, dw, pt, pl;
   index_t OW;
-  Act act;  // None / Relu / LeakyRelu in-kernel; the caller applies the rest
-  float alpha;
+  Act act;  // None / Relu / LeakyRelu / Clip in-kernel; the caller applies the rest
+  float alpha, beta;
 };
 void depthwise_rows_avx512(float* y, const DepthwiseArgs& a, index_t oh0, index_t oh1);
 void depthwise_rows_avx2(float* y, const DepthwiseArgs& a, index_t oh0, index_t oh1);

@@ -22,8 +22,8 @@
 // Few rows over pre-packed weights with a long K (a Dense layer at batch 1) split K instead:
 // each thread multiplies its K slice into a partial C and the caller sums (run_split_k).
 // Small problems run on the caller (see kMinParallelFlops).
-// The epilogue (bias, relu) is applied in registers on the last K block; other activations
-// and a residual run on each finished tile row while it is still in L1.
+// The epilogue (bias, residual, relu / clip) is applied in registers on the last K block; other
+// activations run on each finished tile row while it is still in L1.
 #include "engine/gemm.h"
 
 #include <algorithm>
@@ -87,7 +87,7 @@ struct AlignedBuf {
 thread_local AlignedBuf t_pack_a;
 thread_local AlignedBuf t_pack_b;
 
-bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu; }
+bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu || a == Act::Clip; }
 bool has_act(Act a) { return a != Act::None && a != Act::Identity; }
 
 // The tail of the epilogue on one finished row of C (n columns from column j): + residual,
@@ -250,8 +250,7 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   const int MR = ks.mr, NR = ks.nr;
   const index_t mrange = m1 - m0, nrange = n1 - n0;
   const Epilogue& ep = *pr.ep;
-  // A residual goes in before the activation, so then both run on the finished tile rows.
-  const bool inline_act = act_in_registers(ep.act) && !ep.residual;
+  const bool inline_act = act_in_registers(ep.act);
   const int bias_mode = ep.bias ? (ep.bias_per_row ? gemm::BiasRow : gemm::BiasCol) : gemm::BiasNone;
   const bool one_row_panel = mrange <= MR;
   // A is read in place unless it is transposed (columns would touch a new row per k) or its
@@ -282,7 +281,10 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
     const index_t kc = std::min(KC, pr.K - pc);
     const bool last = pc + kc >= pr.K;
     TileParams tp{pr.alpha, pc == 0 ? pr.beta : 1.f, last ? bias_mode : gemm::BiasNone,
-                  last && ep.act == Act::Relu && inline_act};
+                  last && ep.act == Act::Relu};
+    tp.clip = last && ep.act == Act::Clip;
+    tp.lo = ep.act_alpha;
+    tp.hi = ep.act_beta;
     for (index_t ic = m0; ic < m1; ic += MC) {
       const index_t mc = std::min(MC, m1 - ic);
       if (pack_a_needed) pack_a(abuf, pr.ta, pr.A, pr.lda, ic, mc, pc, kc, MR);
@@ -313,6 +315,10 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
           const index_t ldb = packed_edge ? NR : bld;
           TileParams tpt = tp;
           tpt.mask_b = ragged && ks.masked_b;
+          if (last && ep.residual) {
+            tpt.res = ep.residual + (ic + ir) * ep.ldr + jc + jr;
+            tpt.ldr = ep.ldr;
+          }
           const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
           const index_t i = ic + ir, j = jc + jr;
           float* c = pr.C + i * pr.ldc + j;
@@ -327,7 +333,7 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
           else
             ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, ldb, c, pr.ldc, tpt, bias);
           if (last && !inline_act)
-            for (int r = 0; r < mr; ++r) finish_row(c + r * pr.ldc, i + r, j, nr, ep);
+            for (int r = 0; r < mr; ++r) activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
         };
         // The A micro-panel (MR×kc) stays in L1 while the B block (kc×nc) streams from L2.
         for (index_t ir = 0; ir < mc; ir += MR)
