@@ -97,3 +97,53 @@ def test_residual_computed_after_the_conv():
     x = rand(2, 5, 5, 8, seed=5)
     want = conv_ref(x, g.initializers["w"], g.initializers["b"], 1) + 1 / (1 + np.exp(-x))
     np.testing.assert_allclose(engine.Model(fused).predict(x), want, rtol=1e-4, atol=1e-4)
+
+
+# -- passes/fuse_concat.py: a channel Concat of convs writes each conv's slice directly ------
+
+def fire(extra_reader=False, pool_part=False):
+    """SqueezeNet's fire module: squeeze 1x1 -> [expand 1x1, expand 3x3] -> Concat (channels)."""
+    nodes = [Node("Conv2D", ["x", "ws", "bs"], ["s"], {"activation": "relu"}),
+             Node("Conv2D", ["s", "w1", "b1"], ["e1"], {"activation": "relu"}),
+             Node("Conv2D", ["s", "w3", ""], ["e3"], {"padding": [1, 1, 1, 1], "activation": "leaky_relu"}),
+             Node("Concat", ["e1", "e3"], ["y"], {"axis": 3})]
+    outs = [Value("y", (None, 7, 6, 20))]
+    if extra_reader:
+        outs.append(Value("e1", (None, 7, 6, 12)))
+    if pool_part:  # a depthwise conv and a dilated one: every algorithm writes a strided slice
+        nodes[1] = Node("Conv2D", ["s", "wd", "bd"], ["e1"], {"groups": 6, "padding": "same"})
+        nodes[2] = Node("Conv2D", ["s", "w3", ""], ["e3"], {"padding": [2, 2, 2, 2], "dilations": 2})
+    weights = {"ws": rand(1, 1, 5, 6, seed=1), "bs": rand(6, seed=2), "w1": rand(1, 1, 6, 12, seed=3),
+               "b1": rand(12, seed=4), "w3": rand(3, 3, 6, 8, seed=5) * 0.3,
+               "wd": rand(3, 3, 1, 12, seed=6), "bd": rand(12, seed=7)}
+    return Graph([Value("x", (None, 7, 6, 5))], outs, nodes, weights)
+
+
+def fire_ref(g, x, dw=False):
+    w = g.initializers
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).double()  # noqa: E731
+    k = lambda a: torch.from_numpy(a).permute(3, 2, 0, 1).double()  # noqa: E731
+    s = F.relu(F.conv2d(t(x), k(w["ws"]), torch.from_numpy(w["bs"]).double()))
+    if dw:
+        e1 = F.conv2d(s, k(w["wd"]), torch.from_numpy(w["bd"]).double(), padding=1, groups=6)
+        e3 = F.conv2d(s, k(w["w3"]), None, padding=2, dilation=2)
+    else:
+        e1 = F.relu(F.conv2d(s, k(w["w1"]), torch.from_numpy(w["b1"]).double()))
+        e3 = F.leaky_relu(F.conv2d(s, k(w["w3"]), None, padding=1), 0.2)
+    return torch.cat([e1, e3], 1).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("dw", [False, True])
+def test_fire_concat_fuses(dw, isa, threads):
+    g = fire(pool_part=dw)
+    opt = optimize(g)
+    assert [n.op for n in opt.nodes] == ["Conv2D", "Conv2DConcat"]
+    x = rand(2, 7, 6, 5, seed=8)
+    np.testing.assert_allclose(engine.Model(g).predict(x), fire_ref(g, x, dw), rtol=1e-4, atol=1e-4)
+
+
+def test_concat_of_a_conv_read_elsewhere_is_kept():
+    g = fire(extra_reader=True)
+    assert "Concat" in [n.op for n in optimize(g).nodes]
+    out = engine.Model(g).run({"x": rand(1, 7, 6, 5, seed=2)})
+    np.testing.assert_array_equal(out["y"][..., :12], out["e1"])

@@ -56,6 +56,7 @@ struct Scratch {
 thread_local Scratch t_scratch;
 thread_local Scratch t_band;  // conv2d_maxpool: the conv rows of one pooled row
 thread_local Scratch t_res;   // a residual that is the output itself (direct, depthwise)
+thread_local Scratch t_strided;  // direct / depthwise output bound for a strided destination
 
 std::string s(index_t v) { return std::to_string(v); }
 
@@ -192,7 +193,7 @@ void im2col(float* col, const float* x, const Conv2DShape& s, index_t g, index_t
   }
 }
 
-void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch, const Epilogue& ep) {
+void conv_im2col(float* y, index_t ldy, const float* x, const PackedConv2D& pw, index_t batch, const Epilogue& ep) {
   const Conv2DShape& s = pw.shape();
   const auto& im = pw.impl();
   const index_t M = batch * s.OH() * s.OW(), K = im.K, G = s.groups, og = s.OC / G;
@@ -223,7 +224,7 @@ void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch
       Epilogue e = ep;
       if (e.bias) e.bias += g * og;
       if (e.residual) e.residual += m0 * s.OC + g * og;
-      sgemm_packed(false, rows, 1.f, col, K, *im.b[g], 0.f, y + m0 * s.OC + g * og, s.OC, e);
+      sgemm_packed(false, rows, 1.f, col, K, *im.b[g], 0.f, y + m0 * ldy + g * og, ldy, e);
     }
   };
   if (par_blocks) parallel_tasks(nblk, [&](std::int64_t b) { run_block(b); });
@@ -319,10 +320,13 @@ void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t ba
 }  // namespace
 
 void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
-                 const float* residual) {
+                 const float* residual, index_t ldy) {
   ENGINE_CHECK(batch >= 0, "conv2d: batch must be >= 0, got " + s(batch));
-  if (batch == 0) return;
   const Conv2DShape& sh = pw.shape();
+  if (ldy == 0) ldy = sh.OC;
+  ENGINE_CHECK(ldy >= sh.OC, "conv2d: output row stride " + s(ldy) + " is below OC = " + s(sh.OC));
+  ENGINE_CHECK(residual != y || ldy == sh.OC, "conv2d: a residual that is the output needs ldy = OC");
+  if (batch == 0) return;
   const auto& im = pw.impl();
   const Isa isa = cpu_isa();
   Epilogue ep;
@@ -339,42 +343,44 @@ void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch
         Epilogue e = ep;
         if (e.bias) e.bias += g * og;
         if (e.residual) e.residual += g * og;
-        sgemm_packed(false, M, 1.f, x + g * cg, sh.C, *im.b[g], 0.f, y + g * og, sh.OC, e);
+        sgemm_packed(false, M, 1.f, x + g * cg, sh.C, *im.b[g], 0.f, y + g * og, ldy, e);
       }
       return;
     }
     case Algo::Indirect:
-      return im.indirect->run(y, x, residual, batch, act, a, b);
+      return im.indirect->run(y, ldy, x, residual, batch, act, a, b);
     case Algo::Im2col:
-      return conv_im2col(y, x, pw, batch, ep);
+      return conv_im2col(y, ldy, x, pw, batch, ep);
     case Algo::Direct:
     case Algo::Depthwise:
       break;
   }
-  // Direct and depthwise kernels have no residual input: the residual and the activation
-  // then follow in a pass over the output.
+  // Direct and depthwise kernels write dense rows and take no residual: they write into a
+  // per-thread buffer when the output is strided, and the residual and the activation follow
+  // in a pass over the output.
+  const index_t n = batch * sh.OH() * sh.OW() * sh.OC;
+  float* out = ldy == sh.OC ? y : t_strided.get(static_cast<size_t>(n));
   const Act kact = residual ? Act::None : act;
   if (residual == y) {
-    const size_t n = static_cast<size_t>(batch * sh.OH() * sh.OW() * sh.OC);
-    float* copy = t_res.get(n);
+    float* copy = t_res.get(static_cast<size_t>(n));
     std::memcpy(copy, y, n * sizeof(float));
     residual = copy;
   }
-  if (im.algo == Algo::Depthwise) conv_depthwise(y, x, pw, batch, kact, a, b, isa);
-  else if (isa != Isa::Portable) conv_direct(y, x, pw, batch, kact, a, b, isa);
+  if (im.algo == Algo::Depthwise) conv_depthwise(out, x, pw, batch, kact, a, b, isa);
+  else if (isa != Isa::Portable) conv_direct(out, x, pw, batch, kact, a, b, isa);
   else {
     Epilogue e = ep;
     e.residual = nullptr;
     e.act = kact;
-    conv_im2col(y, x, pw, batch, e);
+    conv_im2col(out, sh.OC, x, pw, batch, e);
   }
-  if (residual) {
-    const index_t n = batch * sh.OH() * sh.OW() * sh.OC;
+  if (residual)
     parallel_for(n, 1 << 16, [&](std::int64_t i0, std::int64_t i1) {
-      for (std::int64_t i = i0; i < i1; ++i) y[i] += residual[i];
-      if (act != Act::None && act != Act::Identity) activation(y + i0, y + i0, i1 - i0, act, a, b);
+      for (std::int64_t i = i0; i < i1; ++i) out[i] += residual[i];
+      if (act != Act::None && act != Act::Identity) activation(out + i0, out + i0, i1 - i0, act, a, b);
     });
-  }
+  if (out != y)
+    for (index_t m = 0; m < n / sh.OC; ++m) std::memcpy(y + m * ldy, out + m * sh.OC, sh.OC * sizeof(float));
 }
 
 void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, index_t ph,

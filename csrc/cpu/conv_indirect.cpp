@@ -76,7 +76,7 @@ void tile_scalar(const convk::IndirectTile& t) {
           for (index_t c = c0; c < std::min(t.C, c0 + t.cb); ++c, b += NR) acc += a[c] * *b;
         }
       acc += t.bias[j];
-      if (t.res) acc += t.res[i * t.ldy + j];
+      if (t.res) acc += t.res[i * t.ldr + j];
       t.y[i * t.ldy + j] = acc;
     }
 }
@@ -119,8 +119,8 @@ IndirectConv::~IndirectConv() {
   std::free(bias_);
 }
 
-void IndirectConv::run(float* y, const float* x, const float* res, index_t batch, Act act, float a,
-                       float b) const {
+void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act,
+                       float a, float b) const {
   const Conv2DShape& s = s_;
   const index_t OH = s.OH(), OW = s.OW(), P = OH * OW, M = batch * P, OC = s.OC, C = s.C;
   const index_t taps = taps_, depth = depth_, K = taps * depth, mt = (M + MR - 1) / MR;
@@ -227,11 +227,12 @@ void IndirectConv::run(float* y, const float* x, const float* res, index_t batch
         t.act = post_act ? Act::None : act;
         t.alpha = a;
         t.beta = b;
-        t.ldy = OC;
+        t.ldy = ldy;
+        t.ldr = OC;
         const index_t m0 = (tb + ti) * MR;
         t.a = table + ti * taps * MR;
         t.m = static_cast<int>(std::min<index_t>(MR, M - m0));
-        t.y = y + m0 * OC + p * NR;
+        t.y = y + m0 * ldy + p * NR;
         t.res = res ? res + m0 * OC + p * NR : nullptr;
         t.pf = nullptr;
         t.pf_lines = 0;
@@ -247,7 +248,7 @@ void IndirectConv::run(float* y, const float* x, const float* res, index_t batch
         }
         kernel(t);
         if (post_act)
-          for (int i = 0; i < t.m; ++i) activation(t.y + i * OC, t.y + i * OC, t.n, act, a, b);
+          for (int i = 0; i < t.m; ++i) activation(t.y + i * ldy, t.y + i * ldy, t.n, act, a, b);
       };
       if (panel_outer) {
         for (index_t p = p0; p < p1; ++p)

@@ -16,10 +16,11 @@ class IndirectConv {
   IndirectConv(const IndirectConv&) = delete;
   IndirectConv& operator=(const IndirectConv&) = delete;
 
-  // y = act(conv(x) + bias [+ res]); res (optional) is laid out like y (N×OH×OW×OC) and may
-  // be y itself. Runs the AVX-512 kernel, or a scalar loop over the same packing when the
-  // ISA was lowered after packing (tests).
-  void run(float* y, const float* x, const float* res, index_t batch, Act act, float a, float b) const;
+  // y = act(conv(x) + bias [+ res]): output pixel m's OC channels at y + m·ldy (ldy >= OC);
+  // res (optional) is N×OH×OW×OC and may be y itself (then ldy = OC). Runs the AVX-512
+  // kernel, or a scalar loop over the same packing when the ISA was lowered after packing.
+  void run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act, float a,
+           float b) const;
 
   // Whether this shape takes the indirect path on this CPU (decided at pack time).
   static bool suits(const Conv2DShape& s);

@@ -89,7 +89,7 @@ void tile(const IndirectTile& t) {
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) {
       __m512 o = _mm512_add_ps(acc[i][v], bias[v]);
-      if (res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(km[v], res + i * t.ldy + 16 * v));
+      if (res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(km[v], res + i * t.ldr + 16 * v));
       // Zero / bound first: MAXPS and MINPS return their second operand on NaN, so NaN stays.
       if (act == Act::Relu) o = _mm512_max_ps(zero, o);
       else if (act == Act::LeakyRelu) o = _mm512_mask_mul_ps(o, _mm512_cmp_ps_mask(o, zero, _CMP_LT_OQ), o, lo);

@@ -58,7 +58,8 @@ struct IndirectTile {
   const float* bias;      // kIndirectNR floats (zeros when the conv has none)
   float* y;               // output tile: row i at y + i·ldy
   index_t ldy;
-  const float* res;       // residual tile laid out like y (or null): added before the activation
+  const float* res;       // residual tile, row i at res + i·ldr (or null): added before the activation
+  index_t ldr;
   int m, n;               // valid rows (1..MR) and columns (1..NR)
   Act act;                // None / Relu / LeakyRelu / Clip in registers; others by the caller
   float alpha, beta;

@@ -41,8 +41,11 @@ class PackedConv2D : public KernelState {
 // is free); all other fields must match. act/act_alpha/act_beta as in Epilogue.
 // residual (optional, a skip connection): N×OH×OW×OC, added before the activation,
 // y = act(conv(x) + bias + residual); it may be y itself but must not overlap x.
+// ldy (0: OC): the output pixels' stride, so that several convs can write their channels
+// side by side into one concatenated output (y then points at this conv's first channel).
 void conv2d_nhwc(float* y, const float* x, const PackedConv2D& w, index_t batch, Act act = Act::None,
-                 float act_alpha = 0.f, float act_beta = 0.f, const float* residual = nullptr);
+                 float act_alpha = 0.f, float act_beta = 0.f, const float* residual = nullptr,
+                 index_t ldy = 0);
 
 // A convolution followed by a non-overlapping max-pool (window pool_h×pool_w, stride equal to
 // the window, no padding, floor mode): y is N×(OH/pool_h)×(OW/pool_w)×OC. For the direct
