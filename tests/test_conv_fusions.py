@@ -1,5 +1,6 @@
-"""passes/fuse_residual.py: Add(Conv2D(x), r) [-> Relu] becomes one Conv2D with a residual
-input (and the activation), only where that computes the same thing."""
+"""Conv2D fusion passes: passes/fuse_residual.py (Add(Conv2D(x), r) [-> Relu] becomes one
+Conv2D with a residual input and the activation) and passes/fuse_concat.py (a channel Concat of
+convs becomes one Conv2DConcat), only where that computes the same thing."""
 
 import numpy as np
 import pytest
