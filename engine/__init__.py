@@ -1,4 +1,4 @@
-"""engine: load a model (.engine, later ONNX/Keras/.pth) and run it on native kernels.
+"""engine: load a model (.engine, ONNX; torch weights via engine.nn) and run it on native kernels.
 
     >>> import engine
     >>> m = engine.load("cnn.engine")
@@ -50,6 +50,17 @@ def load(source, optimize: bool = True, plan_cache_size: int = DEFAULT_PLAN_CACH
     return Model(read_graph(source), plan_cache_size=plan_cache_size, optimize=optimize)
 
 
+def from_torch(module, example_inputs, **kwargs) -> Model:
+    """A live torch.nn.Module as a Model (exported to ONNX in memory, checked against the
+    module on `example_inputs`); see engine/formats/torch_module.py. Needs torch.
+
+    >>> model = engine.from_torch(net, torch.randn(2, 1000))
+    """
+    from .formats.torch_module import from_torch as _from_torch
+
+    return _from_torch(module, example_inputs, **kwargs)
+
+
 def __getattr__(name):  # engine.nn imported on first use
     if name == "nn":
         import importlib
@@ -59,7 +70,7 @@ def __getattr__(name):  # engine.nn imported on first use
 
 
 __all__ = [
-    "load", "Model", "TensorInfo", "Graph", "Node", "Value", "nn",
+    "load", "from_torch", "Model", "TensorInfo", "Graph", "Node", "Value", "nn",
     "EngineError", "KernelError", "ShapeError", "DTypeError", "ModelFormatError",
     "UnsupportedOpError", "GraphError", "SaveError", "set_num_threads", "get_num_threads",
     "set_isa", "get_isa", "__version__",

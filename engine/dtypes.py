@@ -67,11 +67,19 @@ def to_numpy(name: str) -> np.dtype:
     return dt
 
 
+_FROM_NUMPY: dict = {}  # (kind, itemsize) -> name
+
+
 def from_numpy(dt) -> str:
     """The name of a numpy dtype (by value, any byte order), or DTypeError."""
     dt = np.dtype(dt)
+    key = (dt.kind, dt.itemsize)
+    name = _FROM_NUMPY.get(key)
+    if name is not None:
+        return name
     for name, (_, npdt, _) in _TYPES.items():
         if npdt is not None and dt.kind == npdt.kind and dt.itemsize == npdt.itemsize:
+            _FROM_NUMPY[key] = name
             return name
     raise DTypeError(f"unsupported numpy dtype {dt}")
 

@@ -62,7 +62,7 @@ class Model:
         self._lock = threading.Lock()
         self._contexts = _C.ContextPool()
         self._compiled = _Compiled(graph, optimize)
-        sym = symbolic_shapes(graph)
+        sym = symbolic_shapes(self._compiled.optimized)  # output names survive the passes
         self.inputs = [TensorInfo(v.name, None if v.shape is None else tuple(v.shape), v.dtype)
                        for v in graph.inputs]
         self.outputs = [TensorInfo(v.name, _output_shape(v, sym.get(v.name)), v.dtype) for v in graph.outputs]

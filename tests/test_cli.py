@@ -71,3 +71,21 @@ def test_predict_npz_for_named_inputs_and_outputs(tmp_path, capsys):
         ya, yb = m.predict([a, b])
         np.testing.assert_array_equal(y["head"], ya)
         np.testing.assert_array_equal(y["head/call_1"], yb)
+
+
+def test_info_and_predict_on_onnx(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.eye(3, dtype=np.float32) * 2, "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="unit"),
+              str(tmp_path / "m.onnx"))
+    assert main(["info", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "('batch', 3)" in out and "producer unit" in out and "Dense" in out
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    assert main(["predict", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.full((2, 3), 2))

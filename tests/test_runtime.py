@@ -291,3 +291,14 @@ def test_loaded_model_summary(capsys):
     m.summary()
     out = capsys.readouterr().out
     assert "Dense" in out and "(None, 8)" in out and "Total params: 128" in out
+
+
+def test_profile_attributes_every_step_to_its_node():
+    m = engine.Model(chain_graph(3, 64))
+    prof = m.profile({"x": rand(4, 64)}, repeats=3)
+    assert [(n, op, k) for n, op, k, _ in prof] == [("Dense:h0", "Dense", "gemm_packed"),
+                                                     ("Dense:h1", "Dense", "gemm_packed"),
+                                                     ("Dense:h2", "Dense", "gemm_packed")]
+    assert all(t > 0 for *_, t in prof)
+    with pytest.raises(engine.ShapeError, match="every input"):
+        m.profile({})

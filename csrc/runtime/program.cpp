@@ -1,5 +1,7 @@
 #include "runtime/program.h"
 
+#include "engine/cpu_features.h"
+
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -92,7 +94,7 @@ void Program::set_io(std::vector<IoSpec> inputs, std::vector<IoSpec> outputs) {
 void Program::add_step(const StepSpec& spec) {
   for (int i : spec.in) ENGINE_CHECK(i >= -1 && i < static_cast<int>(bindings_.size()), spec.name + ": bad input slot");
   for (int o : spec.out) ENGINE_CHECK(o >= 0 && o < static_cast<int>(bindings_.size()), spec.name + ": bad output slot");
-  StepFactory make = kernel_registry().find(spec.name, spec.dtype);
+  StepFactory make = kernel_registry().find(spec.name, spec.dtype, cpu_isa());
   ENGINE_CHECK(make != nullptr, std::string("no kernel '") + spec.name + "' for " + dtype_name(spec.dtype));
   Step step = make(spec);
   names_.push_back(spec.name);

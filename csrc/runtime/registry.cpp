@@ -24,20 +24,26 @@ void StepSpec::expect(size_t n_in, size_t n_out, size_t n_ints, size_t n_floats)
                    std::to_string(floats.size()));
 }
 
-void KernelRegistry::add(const std::string& name, DType dtype, StepFactory factory) {
-  ENGINE_CHECK(table_.emplace(std::make_pair(name, static_cast<int>(dtype)), factory).second,
-               "kernel registered twice: " + name + " " + dtype_name(dtype));
+void KernelRegistry::add(const std::string& name, DType dtype, StepFactory factory, Isa isa) {
+  ENGINE_CHECK(table_.emplace(std::make_tuple(name, static_cast<int>(dtype), static_cast<int>(isa)), factory).second,
+               "kernel registered twice: " + name + " " + dtype_name(dtype) + " " + isa_name(isa));
 }
 
-StepFactory KernelRegistry::find(const std::string& name, DType dtype) const {
-  auto it = table_.find({name, static_cast<int>(dtype)});
-  if (it == table_.end()) it = table_.find({name, static_cast<int>(DType::Any)});
-  return it == table_.end() ? nullptr : it->second;
+StepFactory KernelRegistry::find(const std::string& name, DType dtype, Isa isa) const {
+  for (DType t : {dtype, DType::Any})
+    for (int i = static_cast<int>(isa); i >= 0; --i) {
+      auto it = table_.find({name, static_cast<int>(t), i});
+      if (it != table_.end()) return it->second;
+    }
+  return nullptr;
 }
 
 std::vector<std::pair<std::string, DType>> KernelRegistry::entries() const {
   std::vector<std::pair<std::string, DType>> out;
-  for (const auto& kv : table_) out.emplace_back(kv.first.first, static_cast<DType>(kv.first.second));
+  for (const auto& kv : table_) {
+    std::pair<std::string, DType> e{std::get<0>(kv.first), static_cast<DType>(std::get<1>(kv.first))};
+    if (out.empty() || out.back() != e) out.push_back(e);
+  }
   return out;
 }
 

@@ -1,9 +1,12 @@
-// The kernel dispatch table: (kernel name, element type) -> a step factory, filled once at
-// start-up by every kernel family (csrc/runtime/kernels/*.cpp). The planner asks for a
-// kernel by name and type with its slots and parameters; the factory checks every parameter
-// then (a bad one is a KernelError at plan time, never a crash at run time) and returns the
-// step: a closure over typed, decoded parameters that the executor calls with the slot
-// table. Per-ISA variants are chosen inside the kernels (cpu_isa(), a relaxed load).
+// The kernel dispatch table: (kernel name, element type, ISA) -> a step factory, filled once
+// at start-up by every kernel family (csrc/runtime/kernels/*.cpp). The planner asks for a
+// kernel by name and type with its slots and parameters; the table picks the entry for the
+// best ISA the CPU (capped by set_isa) has, falling back to lower ones and to an ISA-neutral
+// entry; the factory checks every parameter (a bad one is a KernelError at plan time, never a
+// crash at run time) and returns the step: a closure over typed, decoded parameters that the
+// executor calls with the slot table. Families that compile one entry for every ISA choose
+// their per-ISA loops inside (cpu_isa(), a relaxed load); either way the ISA of a plan is the
+// one in force when it was made.
 #pragma once
 
 #include <cstdint>
@@ -11,10 +14,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "engine/common.h"
+#include "engine/cpu_features.h"
 #include "engine/dtype.h"
 
 namespace engine {
@@ -47,17 +52,19 @@ using StepFactory = StepFn (*)(const StepSpec&);
 
 class KernelRegistry {
  public:
-  void add(const std::string& name, DType dtype, StepFactory factory);
+  // isa: the lowest ISA the factory's code needs (Portable = none: the ISA-neutral entry).
+  void add(const std::string& name, DType dtype, StepFactory factory, Isa isa = Isa::Portable);
   template <class... T>
   void add_each(const std::string& name, StepFactory factory, T... dtypes) {
     (add(name, dtypes, factory), ...);
   }
-  // The factory for (name, dtype), falling back to (name, Any); null if neither exists.
-  StepFactory find(const std::string& name, DType dtype) const;
+  // The factory for (name, dtype) at the best ISA <= `isa`, falling back to (name, Any); null
+  // if there is none.
+  StepFactory find(const std::string& name, DType dtype, Isa isa) const;
   std::vector<std::pair<std::string, DType>> entries() const;
 
  private:
-  std::map<std::pair<std::string, int>, StepFactory> table_;
+  std::map<std::tuple<std::string, int, int>, StepFactory> table_;
 };
 
 const KernelRegistry& kernel_registry();

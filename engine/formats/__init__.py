@@ -48,6 +48,9 @@ def read_graph(source):
     if suffix == ".onnx":
         from . import onnx
         return onnx.read(p)
+    if suffix in (".pth", ".pt"):  # weights without a network
+        from . import torch as torch_format
+        raise torch_format.not_a_model(p)
     if suffix in _PLANNED:
         raise ModelFormatError(f"{p}: {_PLANNED[suffix]} import is not implemented yet; "
                                "this version reads .engine models")
@@ -55,6 +58,9 @@ def read_graph(source):
 
 
 def _read_bytes(data: bytes, name: str):
+    from . import torch as torch_format
+    if torch_format.is_torch_file(data):
+        raise torch_format.not_a_model(data, name)
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise ModelFormatError(f"{name}: {what} import is not implemented yet; this version "

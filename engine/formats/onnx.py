@@ -160,11 +160,18 @@ class _GraphReader:
         self.elem_type(t.data_type, what)
         if t.data_location == TensorProto.EXTERNAL:
             t = self._with_external_data(t, what)
+        want = dtypes.to_numpy(dtypes.from_code(t.data_type))
+        if t.raw_data and want.kind != "b":  # the common case: one copy, straight from the bytes
+            raw = t.raw_data
+            n = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+            if len(raw) != n * want.itemsize:
+                raise ModelFormatError(f"{self.name}: {what} is corrupt ({len(raw)} bytes of data for "
+                                       f"{n} {dtypes.from_code(t.data_type)} values)")
+            return np.frombuffer(raw, dtype=want.newbyteorder("<")).astype(want, copy=False).reshape(tuple(t.dims))
         try:
             arr = numpy_helper.to_array(t)
         except Exception as e:
             raise ModelFormatError(f"{self.name}: {what} is corrupt ({e})") from None
-        want = dtypes.to_numpy(dtypes.from_code(t.data_type))
         return dtypes.contiguous(arr, dtype=want)
 
     def _with_external_data(self, t, what: str):

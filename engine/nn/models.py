@@ -57,6 +57,21 @@ class _Network:
         for layer, ws in zip(self.layers, checked):
             layer.weights = ws
 
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """Set the weights from a PyTorch state dict: a .pth/.pt file written by
+        torch.save(model.state_dict(), path) (read without torch), a .safetensors file, or a
+        mapping of names to tensors/arrays. Torch modules are matched to this model's layers by
+        order and shape (or by name, when a key's module path is a layer's name) and their
+        layouts converted to Keras's (engine/nn/torch_mapping.py). Returns (missing_keys,
+        unexpected_keys), which strict=True (the default) requires to be empty.
+
+        >>> net = Sequential([Input((1000,)), Dense(500, activation="relu"), Dense(100, activation="relu"), Dense(1)])
+        >>> net.load_state_dict("model.pth")
+        """
+        from .torch_mapping import load_state_dict
+
+        return load_state_dict(self, state_dict, strict=strict)
+
     def count_params(self) -> int:
         self._ensure_built()
         return sum(layer.count_params() for layer in self.layers)

@@ -8,6 +8,7 @@ from .fold_pad import fold_pad_into_conv
 from .fuse_activation import fuse_activations
 from .fuse_concat import fuse_concat_convs
 from .fuse_conv_pool import fuse_conv_maxpool
+from .fuse_gelu import fuse_gelu
 from .fuse_residual import fuse_residual
 from .layout import to_nhwc
 from .shapes import infer_shapes, probe_types, symbolic_shapes
@@ -18,8 +19,9 @@ from .simplify import simplify
 # become Dense after it (it may have permuted their weights); the fusions come last: a residual
 # Add before the activation that may follow it, a channel Concat of convs once their
 # activations are in.
-PIPELINE = (fold_constants, simplify, eliminate_dead_code, fold_pad_into_conv, fold_batchnorm, to_nhwc, to_dense, simplify,
-            fold_constants, fuse_residual, fuse_activations, fuse_concat_convs, fuse_conv_maxpool, eliminate_dead_code)
+PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_gelu, fold_pad_into_conv, fold_batchnorm, to_nhwc, to_dense,
+            simplify, fold_constants, fuse_residual, fuse_activations, fuse_concat_convs, fuse_conv_maxpool,
+            eliminate_dead_code)
 
 
 def optimize(graph):
@@ -30,5 +32,6 @@ def optimize(graph):
 
 
 __all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations", "fuse_concat_convs",
-           "fuse_conv_maxpool", "fuse_residual", "infer_shapes", "optimize", "probe_types", "simplify", "symbolic_shapes", "to_dense", "to_nhwc",
+           "fuse_conv_maxpool", "fuse_gelu", "fuse_residual", "infer_shapes", "optimize", "probe_types", "simplify",
+           "symbolic_shapes", "to_dense", "to_nhwc",
            "PIPELINE"]

@@ -6,6 +6,7 @@ constants of the plan instead of kernels run on every call."""
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -31,21 +32,30 @@ class Inferred(NamedTuple):
     folded: set      # ids of nodes whose outputs are all in `values` (no kernel needed)
 
 
+def weight_types(graph: Graph) -> dict:
+    """The types of a graph's weights (the same for every signature: a schedule keeps them)."""
+    return {k: TensorType(tuple(int(d) for d in v.shape), _dtype_of(v)) for k, v in graph.initializers.items()}
+
+
 def infer(graph: Graph, input_shapes: dict[str, tuple], fold: bool = True,
-          input_dtypes: dict | None = None, input_values: dict | None = None) -> Inferred:
+          input_dtypes: dict | None = None, input_values: dict | None = None,
+          known_types: dict | None = None, ops: list | None = None) -> Inferred:
     """Types of every value for concrete input shapes (and the inputs' declared element types,
     or `input_dtypes`), and the values fixed by them (`input_values`: graph inputs whose values
-    the plan is made for, see Model._plan)."""
+    the plan is made for, see Model._plan). `known_types` (the weights' types) and `ops` (each
+    node's op) save a planner repeating work."""
     values: dict[str, np.ndarray] = dict(graph.initializers)
     values.update(input_values or {})
-    types = {k: TensorType(tuple(int(d) for d in v.shape), _dtype_of(v)) for k, v in values.items()}
+    types = dict(known_types) if known_types is not None else weight_types(graph)
+    for k, v in (input_values or {}).items():
+        types[k] = TensorType(tuple(int(d) for d in v.shape), _dtype_of(v))
     declared = {v.name: v.dtype for v in graph.inputs}
     declared.update(input_dtypes or {})
     for k, shape in input_shapes.items():
         types[k] = TensorType(tuple(int(d) for d in shape), declared.get(k, "float32"))
     folded: set[int] = set()
-    for node in graph.nodes:
-        op = get_op(node.op, node.name)
+    for k, node in enumerate(graph.nodes):
+        op = ops[k] if ops is not None else get_op(node.op, node.name)
         if op.execute is not None:  # output shapes depend on data: nothing is fixed after here
             raise DynamicShapes(f"node '{node.name}' ({node.op}) has data-dependent output shapes")
         ins = [Tensor(types[i].shape, types[i].dtype, values.get(i)) if i else None for i in node.inputs]
@@ -98,18 +108,15 @@ def infer_shapes(graph: Graph, input_shapes: dict[str, tuple]) -> dict[str, tupl
 
 
 def symbolic_shapes(graph: Graph) -> dict[str, tuple]:
-    """Shapes with None where they follow an unknown input dim (e.g. the batch), found by
-    inferring twice with different sizes for the unknown dims. Best effort: {} if the
-    graph's rules need concrete sizes."""
-    def concrete(n):
-        return {v.name: tuple(n if not isinstance(d, int) else d for d in v.shape) for v in graph.inputs}
-    if any(v.shape is None for v in graph.inputs):
-        return {}
-    try:
-        a, b = infer_shapes(graph, concrete(1)), infer_shapes(graph, concrete(2))
-    except EngineError:
-        return {}
-    return {k: tuple(None if p != q else p for p, q in zip(a[k], b[k])) for k in a if len(a[k]) == len(b[k])}
+    """Shapes with None where they follow an unknown input dim (e.g. the batch). Best effort:
+    {} if the graph's rules need concrete sizes."""
+    types = probe_types(graph)
+    return {} if types is None else {k: t.shape for k, t in types.items() if t.shape is not None}
+
+
+# [(weak reference to a graph, its probe types)]: the last few graphs probed (passes hand
+# unchanged graphs on). Weak, so a model's weights are not kept alive after the model is gone.
+_PROBED: list = []
 
 
 def probe_types(graph: Graph):
@@ -117,6 +124,16 @@ def probe_types(graph: Graph):
     are None. Found by inferring with two different sizes for the unknown dims (2 and 3, so
     size-1 broadcasting special cases do not hide a dependency). None if the graph cannot be
     inferred without concrete data (passes that need shapes then leave the graph alone)."""
+    for ref, types in _PROBED:
+        if ref() is graph:
+            return types
+    types = _probe(graph)
+    _PROBED.insert(0, (weakref.ref(graph), types))
+    del _PROBED[4:]
+    return types
+
+
+def _probe(graph: Graph):
     def concrete(n):
         return {v.name: tuple(n if not isinstance(d, int) else d for d in v.shape)
                 for v in graph.inputs if v.shape is not None}

@@ -36,9 +36,31 @@ def _drop_identities(graph: Graph) -> Graph:
             mapping[node.outputs[0]] = node.inputs[0]
             continue
         kept.append(node)
+    kept = _identities_to_outputs(kept, graph)
     if len(kept) == len(graph.nodes):
         return graph
     return graph.replace(nodes=kept)
+
+
+def _identities_to_outputs(nodes: list, graph: Graph) -> list:
+    """An Identity that only gives a graph output its name: the producer writes that name."""
+    outputs = {v.name for v in graph.outputs}
+    fixed = {v.name for v in graph.inputs} | set(graph.initializers) | outputs
+    prod = producers(nodes)
+    uses = consumers(nodes)
+    rename, dropped = {}, set()
+    for n in nodes:
+        if n.op != "Identity" or n.outputs[0] not in outputs or not n.inputs or not n.inputs[0]:
+            continue
+        x = n.inputs[0]
+        if x in fixed or x not in prod or x in rename or len(uses.get(x, [])) != 1:
+            continue
+        rename[x] = n.outputs[0]
+        dropped.add(id(n))
+    if not rename:
+        return nodes
+    return [Node(n.op, [rename.get(i, i) for i in n.inputs], [rename.get(o, o) for o in n.outputs], n.attrs, n.name)
+            for n in nodes if id(n) not in dropped]
 
 
 def _perm(node):

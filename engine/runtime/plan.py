@@ -21,7 +21,7 @@ from ..errors import GraphError, UnsupportedOpError
 from ..graph import Graph
 from ..ops import get_op
 from ..ops.registry import TensorType
-from ..passes.shapes import infer
+from ..passes.shapes import infer, weight_types
 from .arena import ArenaAllocator
 
 
@@ -34,6 +34,7 @@ class Schedule:
         self.ops = [get_op(n.op, n.name) for n in self.nodes]
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
+        self.weight_types = weight_types(graph)
         for node, op in zip(self.nodes, self.ops):
             if op.lower is None and not op.alias and op.evaluate is None and op.execute is None:
                 raise UnsupportedOpError(f"node '{node.name}': op {node.op} has no kernel")
@@ -147,7 +148,8 @@ class Plan:
                  input_dtypes: dict | None = None, input_values: dict | None = None):
         self.input_names = schedule.input_names
         self.output_names = schedule.output_names
-        inferred = infer(schedule.graph, input_shapes, input_dtypes=input_dtypes, input_values=input_values)
+        inferred = infer(schedule.graph, input_shapes, input_dtypes=input_dtypes, input_values=input_values,
+                         known_types=schedule.weight_types, ops=schedule.ops)
         self.types = inferred.types
         self.output_types = [self.types[n] for n in self.output_names]
         self.output_shapes = [t.shape for t in self.output_types]
