@@ -40,7 +40,9 @@ void init_conv(py::module_& m) {
              return std::make_shared<engine::PackedConv2D>(s, pf, pbias);
            }),
            py::arg("shape"), py::arg("filter"), py::arg("bias") = py::none())
-      .def_property_readonly("shape", &engine::PackedConv2D::shape);
+      .def_property_readonly("shape", &engine::PackedConv2D::shape)
+      .def_property_readonly("algorithm", &engine::PackedConv2D::algorithm,
+                             "The algorithm chosen at pack time (pointwise, direct, depthwise, indirect, im2col).");
 
   m.def("conv2d_nhwc",
         [](py::array y, py::array x, const engine::PackedConv2D& w, engine::Act act, float a, float b,

@@ -25,6 +25,7 @@
 
 #include "conv_indirect.h"
 #include "conv_kernels.h"
+#include "conv_scratch.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
 #include "engine/gemm.h"
@@ -37,23 +38,9 @@ namespace {
 
 enum class Algo { Pointwise, Direct, Depthwise, Indirect, Im2col };
 
-// Grow-only, 64-byte aligned per-thread scratch; slot 0 = im2col / padded input.
-struct Scratch {
-  float* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(p);
-      size_t bytes = ((n * sizeof(float)) + 63) / 64 * 64;
-      p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
-      cap = n;
-    }
-    return p;
-  }
-};
-thread_local Scratch t_scratch;
+using convk::Scratch;  // grow-only, 64-byte aligned, one per thread and purpose
+
+thread_local Scratch t_scratch;  // im2col rows / padded input
 thread_local Scratch t_band;  // conv2d_maxpool: the conv rows of one pooled row
 thread_local Scratch t_res;   // a residual that is the output itself (direct, depthwise)
 thread_local Scratch t_strided;  // direct / depthwise output bound for a strided destination
@@ -129,8 +116,7 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
     // [OC/16][KH][KW][C][16], zero-padded; bias padded to OCp.
     im.OCp = (OC + 15) / 16 * 16;
     const index_t taps = sh.KH * sh.KW * sh.C;
-    im.w = static_cast<float*>(std::aligned_alloc(64, ((taps * im.OCp * sizeof(float)) + 63) / 64 * 64));
-    if (!im.w) throw std::bad_alloc();
+    im.w = convk::aligned_floats(static_cast<size_t>(taps * im.OCp));
     std::memset(im.w, 0, taps * im.OCp * sizeof(float));
     for (index_t t = 0; t < taps; ++t)
       for (index_t oc = 0; oc < OC; ++oc) im.w[((oc / 16) * taps + t) * 16 + oc % 16] = filter[t * OC + oc];
@@ -144,8 +130,7 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
   if (im.algo == Algo::Depthwise) {
     // HWIO with I = 1: filter[(kh·KW+kw)·OC + c·mult + m] → [kh][kw][m][c].
     const index_t M = OC / sh.C, taps = sh.KH * sh.KW;
-    im.w = static_cast<float*>(std::aligned_alloc(64, ((taps * OC * sizeof(float)) + 63) / 64 * 64));
-    if (!im.w) throw std::bad_alloc();
+    im.w = convk::aligned_floats(static_cast<size_t>(taps * OC));
     for (index_t t = 0; t < taps; ++t)
       for (index_t c = 0; c < sh.C; ++c)
         for (index_t m = 0; m < M; ++m) im.w[(t * M + m) * sh.C + c] = filter[t * OC + c * M + m];
@@ -155,6 +140,17 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
   for (index_t g = 0; g < G; ++g) im.b.emplace_back(new PackedMatrixB(false, im.K, og, filter + g * og, OC));
 }
 PackedConv2D::~PackedConv2D() = default;
+
+const char* PackedConv2D::algorithm() const {
+  switch (impl_->algo) {
+    case Algo::Pointwise: return "pointwise";
+    case Algo::Direct: return "direct";
+    case Algo::Depthwise: return "depthwise";
+    case Algo::Indirect: return "indirect";
+    case Algo::Im2col: break;
+  }
+  return "im2col";
+}
 
 namespace {
 

@@ -16,9 +16,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "conv_kernels.h"
+#include "conv_scratch.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
 #include "engine/threadpool.h"
@@ -29,43 +29,22 @@ namespace {
 
 constexpr int MR = convk::kIndirectMR, NR = convk::kIndirectNR;
 
-// Grow-only, 64-byte aligned: the calling thread's scratch for one call (a zero row, then per
-// task its tap pointer table and padded input runs), sized before any work is split.
-struct Buf {
-  void* p = nullptr;
-  size_t cap = 0;  // bytes
-  ~Buf() { std::free(p); }
-  char* get(size_t bytes) {
-    if (bytes > cap) {
-      std::free(p);
-      p = nullptr;
-      cap = 0;
-      const size_t b = (bytes + 63) / 64 * 64;
-      p = std::aligned_alloc(64, b);
-      if (!p) throw std::bad_alloc();
-      cap = b;
-    }
-    return static_cast<char*>(p);
-  }
-};
-thread_local Buf t_scratch;
+// The calling thread's scratch for one call (a zero row, then per task its tap pointer table
+// and padded input runs), sized before any work is split.
+thread_local convk::Scratch t_scratch;
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
-
-float* aligned_floats(size_t n) {
-  void* p = std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
-  if (!p) throw std::bad_alloc();
-  return static_cast<float*>(p);
-}
 
 bool act_in_kernel(Act a, bool simd) {
   if (a == Act::None || a == Act::Identity) return true;
   return simd && (a == Act::Relu || a == Act::LeakyRelu || a == Act::Clip);
 }
 
+}  // namespace
+
 // The same tile as the AVX-512 kernel, in scalar code (bias + residual; the caller applies
 // every activation): used only when the ISA was lowered after the filters were packed.
-void tile_scalar(const convk::IndirectTile& t) {
+void convk::indirect_tile_scalar(const convk::IndirectTile& t) {
   for (int i = 0; i < t.m; ++i)
     for (int j = 0; j < t.n; ++j) {
       float acc = 0.f;
@@ -81,8 +60,6 @@ void tile_scalar(const convk::IndirectTile& t) {
     }
 }
 
-}  // namespace
-
 bool IndirectConv::suits(const Conv2DShape& s) {
   // C <= 4 takes the direct small-C kernel; a zero row of C floats and int offsets must fit.
   return s.groups == 1 && s.C > 4 && cpu_isa() == Isa::Avx512 && s.C <= (index_t(1) << 20);
@@ -97,8 +74,8 @@ IndirectConv::IndirectConv(const Conv2DShape& s, const float* filter, const floa
   // filter) stay in L1 while the taps sweep them; one tap needs no blocking.
   cb_ = taps_ > 1 ? std::min<index_t>(depth_, 64) : depth_;
   const index_t K = taps_ * depth_;
-  w_ = aligned_floats(static_cast<size_t>(np_ * K * NR));
-  bias_ = aligned_floats(static_cast<size_t>(np_ * NR));
+  w_ = convk::aligned_floats(static_cast<size_t>(np_ * K * NR));
+  bias_ = convk::aligned_floats(static_cast<size_t>(np_ * NR));
   // Panel p in the kernel's order (block c0, tap, float c of the tap): HWIO row tap·depth + c
   // (a filter row's KW·C floats are contiguous in HWIO too), columns [32p, 32p + 32).
   for (index_t p = 0; p < np_; ++p) {
@@ -125,7 +102,7 @@ void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, 
   const index_t OH = s.OH(), OW = s.OW(), P = OH * OW, M = batch * P, OC = s.OC, C = s.C;
   const index_t taps = taps_, depth = depth_, K = taps * depth, mt = (M + MR - 1) / MR;
   const bool simd = cpu_isa() == Isa::Avx512;
-  auto kernel = simd ? convk::indirect_tile_avx512 : tile_scalar;
+  auto kernel = simd ? convk::indirect_tile_avx512 : convk::indirect_tile_scalar;
   const bool post_act = !act_in_kernel(act, simd);
 
   // Tiles per block: the input rows a block reads (its pixels' share plus the halo of the
@@ -169,7 +146,7 @@ void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, 
   const size_t zero_bytes = align64(static_cast<size_t>(depth) * sizeof(float));
   const size_t table_bytes = align64(static_cast<size_t>(blk_tiles * taps * MR) * sizeof(void*));
   const size_t task_bytes = table_bytes + align64(patch_floats * sizeof(float));
-  char* scratch = t_scratch.get(zero_bytes + ntasks * task_bytes);
+  char* scratch = reinterpret_cast<char*>(t_scratch.get((zero_bytes + ntasks * task_bytes) / sizeof(float)));
   const float* zero = reinterpret_cast<const float*>(scratch);
   std::memset(scratch, 0, zero_bytes);
 

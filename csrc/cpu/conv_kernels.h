@@ -70,5 +70,7 @@ struct IndirectTile {
   int pf_step;
 };
 void indirect_tile_avx512(const IndirectTile& t);
+// The same in scalar code, activation left to the caller (the ISA was lowered after packing).
+void indirect_tile_scalar(const IndirectTile& t);
 
 }  // namespace engine::convk
