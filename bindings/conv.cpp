@@ -42,7 +42,7 @@ void init_conv(py::module_& m) {
            py::arg("shape"), py::arg("filter"), py::arg("bias") = py::none())
       .def_property_readonly("shape", &engine::PackedConv2D::shape)
       .def_property_readonly("algorithm", &engine::PackedConv2D::algorithm,
-                             "The algorithm chosen at pack time (pointwise, direct, depthwise, indirect, im2col).");
+                             "The algorithm chosen at pack time (pointwise, direct, depthwise, winograd, indirect, im2col).");
 
   m.def("conv2d_nhwc",
         [](py::array y, py::array x, const engine::PackedConv2D& w, engine::Act act, float a, float b,

@@ -1,6 +1,6 @@
 """Conv2D's residual input (y = act(conv(x) + bias + residual)) on every algorithm, ISA path
 and 1 / 2 threads, the indirect (implicit-GEMM) path's tiles and splits, and filters packed
-for AVX-512 but run after the ISA was lowered."""
+for AVX-512 but run after the ISA was lowered (Winograd's own cases: test_conv_winograd.py)."""
 
 import numpy as np
 import pytest
@@ -21,6 +21,9 @@ CASES = {
     "indirect_1x1_stride2": (2, 13, 11, 70, 16, 1, 1, (2, 2), (1, 1), (0, 0, 0, 0), 1),
     "indirect_dilated": (1, 12, 12, 9, 1, 3, 2, (1, 1), (2, 3), (2, 1, 0, 3), 1),
     "indirect_channels": (1, 7, 7, 130, 64, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1), 1),  # 3 channel blocks
+    # Winograd F(4x4, 3x3): >= 400 output pixels; ragged 4x4 tiles, channel tails, asymmetric pads
+    "winograd": (1, 21, 23, 17, 17, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1), 1),
+    "winograd_batch": (2, 20, 22, 24, 40, 3, 3, (1, 1), (1, 1), (0, 1, 2, 1), 1),
 }
 
 
@@ -62,7 +65,7 @@ def test_residual_every_algorithm(kind, residual, isa, threads):
 
 
 @pytest.mark.parametrize("act", ["leaky_relu", "clip", "sigmoid", "gelu"])
-@pytest.mark.parametrize("kind", ["indirect_3x3", "pointwise", "depthwise"])
+@pytest.mark.parametrize("kind", ["indirect_3x3", "winograd", "pointwise", "depthwise"])
 def test_residual_then_activation(act, kind):
     run(CASES[kind], act, "new")
 
@@ -85,22 +88,23 @@ def test_indirect_random_shapes(isa):
         run(case, "relu" if rng.integers(2) else "none", [None, "new", "alias"][i % 3], seed=i)
 
 
-@pytest.mark.skipif(_C.detected_isa() != "avx512", reason="needs AVX-512 to pack the indirect layout")
+@pytest.mark.skipif(_C.detected_isa() != "avx512", reason="needs AVX-512 to pack these layouts")
+@pytest.mark.parametrize("kind", ["indirect_3x3", "winograd_batch"])
 @pytest.mark.parametrize("lower", ["avx2", "portable"])
-def test_packed_for_avx512_runs_on_a_lower_isa(lower):
-    case = CASES["indirect_3x3"]
+def test_packed_for_avx512_runs_on_a_lower_isa(kind, lower):
+    case = CASES[kind]
     N, H, W, C, OC, KH, KW, stride, dil, pads, groups = case
     rng = np.random.default_rng(3)
     x = rng.standard_normal((N, H, W, C), dtype=np.float32)
     w = rng.standard_normal((KH, KW, C, OC), dtype=np.float32) / np.float32(KH * KW * C)
     b = rng.standard_normal(OC, dtype=np.float32)
-    r = rng.standard_normal((N, H, W, OC), dtype=np.float32)
     s = make_shape(N, H, W, C, OC, KH, KW, stride, dil, pads, groups)
+    r = rng.standard_normal((N, s.OH, s.OW, OC), dtype=np.float32)
     p = _C.PackedConv2D(s, w, b)
     old = _C.cpu_isa()
     try:
         _C.set_isa(lower)
-        y = np.empty((N, H, W, OC), np.float32)
+        y = np.empty((N, s.OH, s.OW, OC), np.float32)
         _C.conv2d_nhwc(y, x, p, _C.Act.leaky_relu, 0.1, 0.0, r)
     finally:
         _C.set_isa(old)

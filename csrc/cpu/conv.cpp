@@ -6,6 +6,8 @@
 //  * Direct: groups == 1 and a small input depth (first layers, C ≤ 4): vectorised over
 //    output channels with register blocking over output pixels (conv_direct_*.cpp).
 //  * Depthwise: groups == C: direct, vectorised over channels (conv_depthwise*.cpp).
+//  * Winograd (AVX-512, 3×3 stride 1 on large maps): F(4×4, 3×3), 4× fewer multiply-adds
+//    (conv_winograd.cpp).
 //  * Indirect (AVX-512, groups == 1, C > 4): implicit GEMM over the input in place, one
 //    pointer per output pixel and tap (conv_indirect.cpp); filters packed in 32-channel panels.
 //  * General: im2col into a row block of M that stays in L2, then sgemm_packed with the
@@ -26,6 +28,7 @@
 #include "conv_indirect.h"
 #include "conv_kernels.h"
 #include "conv_scratch.h"
+#include "conv_winograd.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
 #include "engine/gemm.h"
@@ -36,7 +39,7 @@ namespace engine {
 
 namespace {
 
-enum class Algo { Pointwise, Direct, Depthwise, Indirect, Im2col };
+enum class Algo { Pointwise, Direct, Depthwise, Winograd, Indirect, Im2col };
 
 using convk::Scratch;  // grow-only, 64-byte aligned, one per thread and purpose
 
@@ -66,6 +69,7 @@ struct PackedConv2D::Impl {
   float* w = nullptr;                             // Direct / Depthwise packed filters (aligned)
   index_t OCp = 0;
   std::unique_ptr<IndirectConv> indirect;         // Indirect
+  std::unique_ptr<WinogradConv> winograd;         // Winograd
   ~Impl() { std::free(w); }
 };
 
@@ -105,8 +109,13 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
   if (G == sh.C && G > 1) im.algo = Algo::Depthwise;
   else if (unit) im.algo = Algo::Pointwise;
   else if (G == 1 && sh.C <= 4) im.algo = Algo::Direct;
+  else if (WinogradConv::suits(sh)) im.algo = Algo::Winograd;
   else if (IndirectConv::suits(sh)) im.algo = Algo::Indirect;
   else im.algo = Algo::Im2col;
+  if (im.algo == Algo::Winograd) {
+    im.winograd.reset(new WinogradConv(sh, filter, bias));
+    return;
+  }
   if (im.algo == Algo::Indirect) {
     im.indirect.reset(new IndirectConv(sh, filter, bias));
     return;
@@ -146,6 +155,7 @@ const char* PackedConv2D::algorithm() const {
     case Algo::Pointwise: return "pointwise";
     case Algo::Direct: return "direct";
     case Algo::Depthwise: return "depthwise";
+    case Algo::Winograd: return "winograd";
     case Algo::Indirect: return "indirect";
     case Algo::Im2col: break;
   }
@@ -345,6 +355,8 @@ void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch
     }
     case Algo::Indirect:
       return im.indirect->run(y, ldy, x, residual, batch, act, a, b);
+    case Algo::Winograd:
+      return im.winograd->run(y, ldy, x, residual, batch, act, a, b);
     case Algo::Im2col:
       return conv_im2col(y, ldy, x, pw, batch, ep);
     case Algo::Direct:

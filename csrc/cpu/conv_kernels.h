@@ -73,4 +73,29 @@ void indirect_tile_avx512(const IndirectTile& t);
 // The same in scalar code, activation left to the caller (the ISA was lowered after packing).
 void indirect_tile_scalar(const IndirectTile& t);
 
+// Winograd F(4×4, 3×3) transforms (conv_winograd_impl.h). Input: the 6×6 patch of img at
+// (ih0, iw0) (zeros outside H×W), all C channels, transformed into v[(r·6 + q)·vs + c].
+struct WinoIn {
+  const float* img;  // one image, H×W×C
+  index_t H, W, C, ih0, iw0;
+};
+// Output: the 36 products m[(r·6 + q)·ms + c] of one tile become its rows × cols pixels:
+// pixel (r, q) channel c at y[r·y_row + q·ldy + c] = act(Y + bias[c] + res[r·res_row + q·ldr + c]).
+struct WinoOut {
+  const float* m;
+  index_t ms, OC;
+  const float* bias;
+  float* y;
+  index_t y_row, ldy;
+  const float* res;  // or null
+  index_t res_row, ldr;
+  int rows, cols;
+  Act act;  // None / Relu / LeakyRelu / Clip; the caller applies the rest
+  float alpha, beta;
+};
+bool wino_input_avx512(float* v, index_t vs, const WinoIn& w);  // false: inf / NaN in v
+void wino_output_avx512(const WinoOut& w);
+bool wino_input_portable(float* v, index_t vs, const WinoIn& w);
+void wino_output_portable(const WinoOut& w);
+
 }  // namespace engine::convk

@@ -29,8 +29,8 @@ class PackedConv2D : public KernelState {
   PackedConv2D(const PackedConv2D&) = delete;
   PackedConv2D& operator=(const PackedConv2D&) = delete;
   const Conv2DShape& shape() const { return shape_; }
-  // The algorithm chosen at pack time: "pointwise", "direct", "depthwise", "indirect"
-  // or "im2col" (for tests and diagnostics).
+  // The algorithm chosen at pack time: "pointwise", "direct", "depthwise", "winograd",
+  // "indirect" or "im2col" (for tests and diagnostics).
   const char* algorithm() const;
   struct Impl;
   const Impl& impl() const { return *impl_; }
