@@ -20,8 +20,9 @@ class WinogradConv {
   void run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act, float a,
            float b) const;
 
-  // 3×3, stride 1, no dilation, groups 1, enough output pixels to amortise the transforms and a
-  // transformed filter (4× the filter) that streams in reasonable time; AVX-512 only.
+  // 3×3, stride 1, no dilation, groups 1, C and OC >= 16, enough output pixels to amortise
+  // the transforms and a transformed filter (4× the filter) that streams in reasonable time;
+  // AVX-512 only.
   static bool suits(const Conv2DShape& s);
 
  private:
