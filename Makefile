@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# Build tools in the venv so rebuilds need no isolated build environment.
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
 	$(PY) -m pip install --quiet numpy "safetensors>=0.4" "onnx>=1.15" "pytest>=7" "torch==2.13.0" \
-		"onnxruntime>=1.17" "transformers>=4.40" "onnxscript>=0.2" "scikit-learn>=1.3"
+		"onnxruntime>=1.17" "transformers>=4.40" "onnxscript>=0.2" "scikit-learn>=1.3" "h5py>=3" "keras==3.15.1"
 	touch $@
 
 # Rebuilds only what changed (build/ keeps the CMake tree between runs).

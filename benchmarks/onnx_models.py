@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .timing import measure
+from .timing import best_peer, round_robin
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -157,21 +157,14 @@ def run(threads: int, frameworks: list[str], log, quick: bool = False) -> tuple[
                         row["errors"][fw] = f"output differs from onnxruntime by {d:.3g}"
                         continue
                 timed[fw] = fn
-            best = {}
-            for r in range(1 if quick else 3):  # round-robin, rotating, best round's median
-                order = list(timed)
-                k = r % max(1, len(order))
-                for fw in order[k:] + order[:k]:
-                    t = measure(lambda: timed[fw](f), min_time=0.2 if quick else 0.5, min_calls=5, warmup_calls=2)
-                    if fw not in best or t.median_us < best[fw]:
-                        best[fw] = t.median_us
+            best = round_robin(timed, f, 1 if quick else 3, min_time=0.2 if quick else 0.5, min_calls=5,
+                               warmup_calls=2)
             row["latency_us"] = best
-            peers = {fw: v for fw, v in best.items() if fw != "engine"}
-            if peers and "engine" in best:
-                bp = min(peers, key=peers.get)
-                row["best_peer"], row["ratio"] = bp, best["engine"] / peers[bp]
-                if "ort" in peers:
-                    row["ratio_ort"] = best["engine"] / peers["ort"]
+            bp, ratio = best_peer(best)
+            if bp is not None:
+                row["best_peer"], row["ratio"] = bp, ratio
+                if "ort" in best:
+                    row["ratio_ort"] = best["engine"] / best["ort"]
             rows.append(row)
             log(f"  {name} batch {batch}: " + ", ".join(f"{k} {v / 1000:.2f} ms" for k, v in best.items())
                 + "".join(f"  ! {k}: {v}" for k, v in row["errors"].items()))

@@ -13,7 +13,10 @@ Sections (see benchmarks/README.md for what each column means):
 4. ONNX models (ResNet-50, MobileNetV2, BERT-base, the seed LSTM, SqueezeNet) from the same .onnx
    file through the engine, onnxruntime and OpenVINO, PyTorch on the source module; load time
    (``benchmarks.onnx_models``).
-5. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
+5. Keras file: the seed-004 Embedding->LSTM net saved as .h5 by Keras 3, loaded by engine.load,
+   against Keras itself, PyTorch and onnxruntime/OpenVINO on the same weights
+   (``benchmarks.keras_models``).
+6. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
    process CPU / wall time while paced, and in the second after the last request.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, slow OpenBLAS down; this script re-executes
@@ -376,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads for every framework (default: all cores, %(default)s)")
     ap.add_argument("--quick", action="store_true", help="fast smoke run: fewer sizes, repeats and seconds")
     ap.add_argument("--json", metavar="PATH", help="also save all rows and metadata as JSON")
-    ap.add_argument("--only", default="gemm,models,first,onnx,cpu",
+    ap.add_argument("--only", default="gemm,models,first,onnx,keras,cpu",
                     help="comma-separated sections (default: %(default)s)")
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
@@ -443,6 +446,13 @@ def main(argv: list[str] | None = None) -> int:
         rows, loads = onnx_models.run(threads, frameworks, log, quick=a.quick)
         result["onnx"], result["onnx_load"] = rows, loads
         print(onnx_models.table(rows, loads, format_table, frameworks))
+        print(flush=True)
+    if "keras" in sections:
+        from . import keras_models
+        log("[benchmarks] Keras file (seed-004 LSTM) ...")
+        rows, missing = keras_models.run(threads, frameworks, log, quick=a.quick)
+        result["keras"], result["keras_missing"] = rows, missing
+        print(keras_models.table(rows, missing, format_table, frameworks))
         print(flush=True)
     if "cpu" in sections:
         log("[benchmarks] CPU cost (one subprocess per framework) ...")

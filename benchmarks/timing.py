@@ -61,3 +61,27 @@ def measure(fn: Callable[[], object], *, min_time: float = 0.5, min_calls: int =
         mean_us=sum(samples) / k / 1e3,
         calls=k,
     )
+
+
+def round_robin(fns: dict, arg, rounds: int, **measure_kw) -> dict:
+    """{name: median µs} of each ``fns[name](arg)``: timed round-robin for ``rounds`` rounds,
+    the order rotated each round, each framework's best round kept (resists interference from
+    other processes on a shared machine)."""
+    best: dict = {}
+    order = list(fns)
+    for r in range(rounds):
+        k = r % max(1, len(order))
+        for name in order[k:] + order[:k]:
+            t = measure(lambda: fns[name](arg), **measure_kw)
+            if name not in best or t.median_us < best[name]:
+                best[name] = t.median_us
+    return best
+
+
+def best_peer(latency: dict, engine: str = "engine"):
+    """(fastest peer, engine latency / its latency), or (None, None) without both."""
+    peers = {k: v for k, v in latency.items() if k != engine}
+    if not peers or engine not in latency:
+        return None, None
+    bp = min(peers, key=peers.get)
+    return bp, latency[engine] / peers[bp]

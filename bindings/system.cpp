@@ -3,6 +3,7 @@
 
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
+#include "engine/scratch.h"
 #include "engine/threadpool.h"
 
 namespace py = pybind11;
@@ -14,6 +15,14 @@ void init_system(py::module_& m) {
         if (n < 1) throw engine::Error("set_num_threads: expected n >= 1, got " + std::to_string(n));
         engine::set_num_threads(n);
       }, py::arg("n"));
+  m.def("scratch_bytes", &engine::scratch_bytes, "Kernel scratch held by all threads, in bytes.");
+  m.def("thread_scratch_bytes", &engine::thread_scratch_bytes, "Kernel scratch held by the calling thread.");
+  m.def("scratch_keep", &engine::scratch_keep, "Per-thread scratch kept between calls, in bytes.");
+  m.def("set_scratch_keep", &engine::set_scratch_keep, py::arg("bytes"));
+  m.def("release_scratch", [] {
+        py::gil_scoped_release nogil;  // waits for the pool's workers
+        engine::release_scratch();
+      }, "Free the calling thread's and every pool worker's kernel scratch now.");
   m.def("cpu_isa", [] { return std::string(engine::isa_name(engine::cpu_isa())); },
         "Instruction set the kernels use: 'avx512', 'avx2' or 'portable'.");
   m.def("detected_isa", [] { return std::string(engine::isa_name(engine::detected_isa())); });

@@ -24,7 +24,8 @@ from .errors import (  # noqa: E402
     UnsupportedOpError,
 )
 from . import _C  # noqa: E402,F401  (the native extension; fails loudly if not built)
-from .config import get_isa, get_num_threads, set_isa, set_num_threads  # noqa: E402
+from .config import (get_isa, get_num_threads, memory_info, release_memory, set_isa,  # noqa: E402
+                     set_num_threads, set_scratch_keep)
 from .graph import Graph, Node, Value  # noqa: E402
 from .model import DEFAULT_PLAN_CACHE_SIZE, Model, TensorInfo  # noqa: E402
 
@@ -73,5 +74,5 @@ __all__ = [
     "load", "from_torch", "Model", "TensorInfo", "Graph", "Node", "Value", "nn",
     "EngineError", "KernelError", "ShapeError", "DTypeError", "ModelFormatError",
     "UnsupportedOpError", "GraphError", "SaveError", "set_num_threads", "get_num_threads",
-    "set_isa", "get_isa", "__version__",
+    "set_isa", "get_isa", "memory_info", "release_memory", "set_scratch_keep", "__version__",
 ]

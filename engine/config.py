@@ -1,11 +1,14 @@
-"""Process-wide settings: the kernel thread pool size and the instruction set the kernels use.
+"""Process-wide settings: the kernel thread pool size, the instruction set the kernels use, and
+the kernels' per-thread scratch memory.
 
     >>> engine.set_num_threads(2); engine.get_num_threads()
     2
     >>> engine.get_isa()          # 'avx512', 'avx2' or 'portable'
+    >>> engine.memory_info()      # {'scratch_bytes': ..., 'scratch_keep_bytes': ...}
+    >>> engine.release_memory()   # free the kernels' scratch now (e.g. after a burst of big batches)
 
-At import, ENGINE_NUM_THREADS and ENGINE_ISA are read from the environment and applied with
-the same checks; a value that makes no sense is reported with a RuntimeWarning and ignored
+At import, ENGINE_NUM_THREADS, ENGINE_ISA and ENGINE_SCRATCH_KEEP_MB are read from the
+environment and applied with the same checks; a value that makes no sense is reported with a RuntimeWarning and ignored
 rather than silently misread.
 """
 
@@ -51,6 +54,28 @@ def set_isa(name: str) -> None:
     _C.set_isa(name)
 
 
+def memory_info() -> dict:
+    """Kernel scratch memory: `scratch_bytes` held by all threads now, and
+    `scratch_keep_bytes`, the most one thread keeps between calls."""
+    return {"scratch_bytes": _C.scratch_bytes(), "scratch_keep_bytes": _C.scratch_keep()}
+
+
+def set_scratch_keep(nbytes: int) -> None:
+    """Per-thread scratch kept between calls (default 256 MiB). A thread that ends a call
+    holding more frees all of it, so one huge request does not pin its memory; a smaller
+    limit saves memory at the cost of page faults on every call that needs more."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+        raise EngineError(f"set_scratch_keep: expected a byte count >= 0, got {nbytes!r}")
+    _C.set_scratch_keep(nbytes)
+
+
+def release_memory() -> None:
+    """Free the kernels' scratch now: the calling thread's and every pool worker's. Other
+    threads that ran models free theirs at the end of their next call or when they exit.
+    Plans, packed weights and models are untouched; the next call regrows what it needs."""
+    _C.release_scratch()
+
+
 def _capped(n: int, what: str) -> int:
     cpus = _C.cpu_count()
     if n > cpus:
@@ -73,6 +98,17 @@ def apply_environment(environ=os.environ) -> None:
                           f"(using {_C.num_threads()} threads)", RuntimeWarning, stacklevel=2)
         else:
             _C.set_num_threads(_capped(n, "ENGINE_NUM_THREADS"))
+    keep = environ.get("ENGINE_SCRATCH_KEEP_MB", "").strip()
+    if keep:
+        try:
+            mb = float(keep)
+        except ValueError:
+            mb = -1.0
+        if not 0 <= mb < 1 << 40:
+            warnings.warn(f"ENGINE_SCRATCH_KEEP_MB={keep!r} is not a number of MiB >= 0; ignored "
+                          f"(keeping {_C.scratch_keep() >> 20} MiB)", RuntimeWarning, stacklevel=2)
+        else:
+            _C.set_scratch_keep(int(mb * (1 << 20)))
     isa = environ.get("ENGINE_ISA", "").strip()
     if isa:
         if isa.lower() not in ISAS:

@@ -82,7 +82,7 @@ def test_unknown_activation_and_bad_args():
     with pytest.raises(engine.EngineError, match="units"):
         nn.Dense(0)
     with pytest.raises(engine.EngineError, match="unsupported argument"):
-        nn.Dense(3, kernel_regularizer="l2")
+        nn.Dense(3, kernel_regulariser="l2")  # a misspelt argument (regularizers are Keras arguments)
     with pytest.raises(engine.EngineError, match="padding"):
         nn.Conv2D(3, 3, padding="full")
 

@@ -7,6 +7,7 @@
 // softmax, then Y = S·V. float runs the two products on sgemm (nested inside a pool task it runs
 // inline) unless they are tiny; double uses plain loops. Buffers are thread-local and grow-only.
 #include "engine/attention.h"
+#include "engine/scratch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -44,13 +45,6 @@ namespace {
 // the keys: the waste stays near 1/16) or the pool needs tasks.
 constexpr index_t kMaxBlockRows = 256, kMinBlockRows = 16;
 constexpr index_t kMaxScores = 1 << 17;
-
-template <class T>
-T* tls_buffer(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
 
 // Below this many multiply-adds a float product runs as plain loops: sgemm's packing and
 // dispatch cost more than the arithmetic (a few heads of a handful of tokens).
@@ -197,7 +191,7 @@ struct Attention {
     if (qk.data) c0 = 0, c1 = L;
     if (c1 <= c0) c0 = c1 = 0;
     const index_t n = c1 - c0;
-    T* S = tls_buffer<T>(static_cast<size_t>(std::max<index_t>(rows * n, 1)));
+    T* S = thread_scratch<T, kScratchAttentionScores>(static_cast<size_t>(std::max<index_t>(rows * n, 1)));
     if (n > 0) {
       if (d.head_dim > 0)
         scores(S, rows, n, d.head_dim, static_cast<T>(o.scale), q.row(b, h, i0), q.sr, k.row(b, kvh, c0), k.sr);

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "engine/gemm.h"
+#include "engine/scratch.h"
 #include "engine/nchw.h"
 #include "engine/threadpool.h"
 
@@ -36,28 +37,6 @@ inline void valid_range(index_t n, index_t s, index_t off, index_t in, index_t& 
   hi = off >= in ? 0 : std::min(n, (in - 1 - off) / s + 1);
   lo = std::min(lo, n);
   hi = std::max(hi, lo);
-}
-
-// A grow-only, 64-byte-aligned per-thread buffer of T (one per type and tag), bounded by the
-// largest tile a kernel asks for.
-template <class T, int Tag>
-T* thread_buffer(size_t n) {
-  struct Buf {
-    T* p = nullptr;
-    size_t cap = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf b;
-  if (n > b.cap) {
-    std::free(b.p);
-    b.p = nullptr;
-    b.cap = 0;
-    const size_t bytes = (std::max<size_t>(n, 16) * sizeof(T) + 63) / 64 * 64;
-    b.p = static_cast<T*>(std::aligned_alloc(64, bytes));
-    if (!b.p) throw std::bad_alloc();
-    b.cap = bytes / sizeof(T);
-  }
-  return b.p;
 }
 
 constexpr double kParallelFlops = 2e5;
@@ -176,7 +155,7 @@ void conv_nd(T* y, const T* x, const T* w, const T* bias, index_t N, index_t C, 
     const T* B = xg + p0;
     index_t ldb = Pin;
     if (!direct) {
-      T* col = thread_buffer<T, 0>(static_cast<size_t>(K * (p1 - p0)));
+      T* col = thread_scratch<T, kScratchConvNdCols>(static_cast<size_t>(K * (p1 - p0)));
       im2col(col, xg, cg, g, p0, p1);
       B = col;
       ldb = p1 - p0;
@@ -208,7 +187,7 @@ void conv_transpose_nd(T* y, const T* x, const T* w, const T* bias, index_t N, i
     T* yg = y + (n * OC + gi * og) * Pout;
     for (index_t p0 = 0; p0 < Pin; p0 += PB) {
       const index_t p1 = std::min(Pin, p0 + PB);
-      T* col = thread_buffer<T, 1>(static_cast<size_t>(Kc * (p1 - p0)));
+      T* col = thread_scratch<T, kScratchConvNdCols2>(static_cast<size_t>(Kc * (p1 - p0)));
       mm(true, Kc, p1 - p0, cg, w + gi * cg * Kc, Kc, x + (n * C + gi * cg) * Pin + p0, Pin, col, p1 - p0, nullptr);
       const double work = double(Kc) * double(p1 - p0);
       if (inner_threads && work > kParallelFlops)

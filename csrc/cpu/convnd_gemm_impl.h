@@ -10,6 +10,8 @@
 // otherwise the tile's K × NB panel is packed first (transposed B, the ragged last columns,
 // zero-padded). Column panels outside, row tiles inside, so a panel is reused from cache.
 
+#include "engine/scratch.h"
+
 namespace engine {
 namespace GEMM_NS {
 namespace {
@@ -78,25 +80,6 @@ inline void tile(U* out, const T* A, index_t a_row, index_t a_col, index_t i0, c
     for (index_t v = 0; v < NV; ++v) std::memcpy(out + i * NV * n + v * n, &acc[i][v], sizeof(V));
 }
 
-// A grow-only per-thread panel buffer (bounded by K × NB elements).
-template <class T>
-T* panel_buffer(size_t n) {
-  struct Buf {
-    T* p = nullptr;
-    size_t cap = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf b;
-  if (n > b.cap) {
-    std::free(b.p);
-    b.cap = 0;
-    b.p = static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64));
-    if (!b.p) throw std::bad_alloc();
-    b.cap = n;
-  }
-  return b.p;
-}
-
 }  // namespace
 
 // Rows [m0, m1) of C = alpha·op(A)·op(B) + beta·C (see gemm_strided in engine/nchw.h).
@@ -123,7 +106,7 @@ void rows(index_t m0, index_t m1, index_t N, index_t K, double alpha, const T* A
     const T* P = B + j0;
     index_t ldp = b_row;
     if (b_col != 1 || nj < NB) {  // pack the panel: K × NB, zero-padded
-      T* buf = panel_buffer<T>(static_cast<size_t>(K * NB));
+      T* buf = thread_scratch<T, kScratchConvNdPanel>(static_cast<size_t>(K * NB));
       for (index_t k = 0; k < K; ++k) {
         T* d = buf + k * NB;
         for (index_t j = 0; j < nj; ++j) d[j] = B[k * b_row + (j0 + j) * b_col];

@@ -6,8 +6,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/reduce_half.h"
+#include "engine/half.h"
 #include "engine/cpu_features.h"
+#include "engine/scratch.h"
 #include "engine/norm.h"
 #include "engine/threadpool.h"
 
@@ -99,16 +100,13 @@ void normalize_rows_f16(std::uint16_t* y, float* mean, float* inv_std, const std
   const index_t len = cps * seg;
   auto run = [&](index_t r0, index_t r1) {
     // One row at a time through two float buffers (grown once per thread to the longest row).
-    thread_local std::vector<float> in, out;
-    if (static_cast<index_t>(in.size()) < len) {
-      in.resize(static_cast<size_t>(len));
-      out.resize(static_cast<size_t>(len));
-    }
+    float* in = thread_scratch<float, kScratchNormIn>(static_cast<size_t>(len));
+    float* out = thread_scratch<float, kScratchNormOut>(static_cast<size_t>(len));
     for (index_t r = r0; r < r1; ++r) {
-      rd::f16_to_f32_serial(in.data(), x + r * len, len);
-      fn(out.data(), mean ? mean + r : nullptr, inv_std ? inv_std + r : nullptr, in.data(), scale, bias, r, r + 1,
+      half_to_float(in, x + r * len, len);
+      fn(out, mean ? mean + r : nullptr, inv_std ? inv_std + r : nullptr, in, scale, bias, r, r + 1,
          groups, cps, seg, eps, mode);
-      rd::f32_to_f16_serial(y + r * len, out.data(), len);
+      float_to_half(y + r * len, out, len);
     }
   };
   nm::split_rows(rows, len, run);

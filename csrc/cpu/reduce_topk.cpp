@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/reduce_kernels.h"
+#include "engine/scratch.h"
 
 namespace engine {
 namespace {
@@ -93,12 +94,11 @@ constexpr index_t kHeapMaxK = 64;
 
 template <class T>
 void topk_select(T* vals, std::int64_t* idx, const T* x, index_t n, index_t k, Rank<T> rank) {
-  thread_local std::vector<std::int64_t> order;
-  if (static_cast<index_t>(order.size()) < n) order.resize(static_cast<size_t>(n));
+  std::int64_t* order = thread_scratch<std::int64_t, kScratchTopK>(static_cast<size_t>(n));
   for (index_t i = 0; i < n; ++i) order[i] = i;
   auto before = [&](std::int64_t a, std::int64_t b) { return rank.before(x[a], a, x[b], b); };
-  if (k < n) std::nth_element(order.begin(), order.begin() + k, order.begin() + n, before);
-  std::sort(order.begin(), order.begin() + k, before);
+  if (k < n) std::nth_element(order, order + k, order + n, before);
+  std::sort(order, order + k, before);
   for (index_t i = 0; i < k; ++i) {
     idx[i] = order[i];
     vals[i] = x[order[i]];

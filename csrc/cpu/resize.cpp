@@ -156,20 +156,4 @@ void resize_2d(void* y, const void* x, DType elem, const ResizeAxis& h, const Re
   parallel_for(tasks, 1, run);
 }
 
-void convert_f16_to_f32(float* y, const std::uint16_t* x, index_t n) {
-  auto fn = rs_portable::f16_to_f32;
-  if (cpu_isa() == Isa::Avx512) fn = rs_avx512::f16_to_f32;
-  else if (cpu_isa() == Isa::Avx2) fn = rs_avx2::f16_to_f32;
-  if (n <= 4 * kGrain) return fn(y, x, n);
-  parallel_for(n, 4 * kGrain, [&](index_t i0, index_t i1) { fn(y + i0, x + i0, i1 - i0); });
-}
-
-void convert_f32_to_f16(std::uint16_t* y, const float* x, index_t n) {
-  auto fn = rs_portable::f32_to_f16;
-  if (cpu_isa() == Isa::Avx512) fn = rs_avx512::f32_to_f16;
-  else if (cpu_isa() == Isa::Avx2) fn = rs_avx2::f32_to_f16;
-  if (n <= 4 * kGrain) return fn(y, x, n);
-  parallel_for(n, 4 * kGrain, [&](index_t i0, index_t i1) { fn(y + i0, x + i0, i1 - i0); });
-}
-
 }  // namespace engine

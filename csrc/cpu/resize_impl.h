@@ -247,23 +247,3 @@ bool plane_2d(void* y, const void* x, DType elem, const ResizeAxis& h, const Res
   });
 }
 
-// -- float16 <-> float32 rows ------------------------------------------------------------
-
-void f16_to_f32(float* y, const std::uint16_t* x, index_t n) {
-  index_t i = 0;
-#if defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
-#endif
-  for (; i < n; ++i) y[i] = half_bits_to_float(x[i]);
-}
-
-void f32_to_f16(std::uint16_t* y, const float* x, index_t n) {
-  index_t i = 0;
-#if defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#endif
-  for (; i < n; ++i) y[i] = float_to_half_bits(x[i]);
-}

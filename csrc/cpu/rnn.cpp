@@ -4,7 +4,9 @@
 // second, (r ⊙ h)·Rhᵀ, once r is known), then one pass over each active batch row that adds
 // X·Wᵀ and the biases, applies peepholes / clip / activations and updates the state in
 // place. Rows whose sequence has ended keep their state and are skipped; their Y rows were
-// zeroed up front. The gate pass is split over threads only when a step has enough rows.
+// zeroed up front. A row whose step is masked (Keras masks) is skipped the same way, and its
+// Y row repeats the row's last output (or is zero). The gate pass is split over threads only
+// when a step has enough rows.
 #include "engine/rnn.h"
 
 #include <algorithm>
@@ -58,7 +60,8 @@ index_t rnn_workspace_floats(const RnnConfig& cfg) {
   const index_t B = cfg.batch, H = cfg.hidden, GH = rnn_gates(cfg.cell) * H;
   const index_t states = cfg.cell == RnnCell::Lstm ? 2 : 1;  // h (+ c)
   const index_t gru_tmp = cfg.cell == RnnCell::Gru ? B * H : 0;
-  return B * GH + states * B * H + gru_tmp + GH + H;
+  const index_t seen = cfg.masked ? B : 0;  // per row: has an unmasked step run yet
+  return B * GH + states * B * H + gru_tmp + GH + H + seen;
 }
 
 namespace {
@@ -78,11 +81,13 @@ struct Loop {
   const RnnIO& io;
   const RnnRecurrence& rr;
   index_t B, H, G, GH;
-  float *rec, *hs, *cs, *tmp, *bias, *rbh;
+  float *rec, *hs, *cs, *tmp, *bias, *rbh, *seen;
 
   index_t len(index_t b) const { return io.seq_lens ? io.seq_lens[b] : cfg.seq_len; }
   // The time index batch row b processes at step s (s < len(b)).
   index_t time(index_t b, index_t s) const { return cfg.reverse ? len(b) - 1 - s : s; }
+  // Whether row b updates its state at time t (false: a masked step).
+  bool on(index_t b, index_t t) const { return !io.mask || io.mask[b * cfg.seq_len + t]; }
   const float* xw(index_t b, index_t t) const { return io.xw + t * io.xw_t + b * io.xw_b; }
 
   void lstm_row(index_t b, index_t t) const {
@@ -154,7 +159,7 @@ struct Loop {
   void rows(index_t s, F fn) const {
     auto run = [&](index_t b0, index_t b1) {
       for (index_t b = b0; b < b1; ++b)
-        if (s < len(b)) fn(b, time(b, s));
+        if (s < len(b) && on(b, time(b, s))) fn(b, time(b, s));
     };
     const index_t grain = std::max<index_t>(1, (index_t{1} << 14) / std::max<index_t>(GH, 1));
     if (B <= grain) return run(0, B);
@@ -167,6 +172,21 @@ struct Loop {
       sgemm_packed(false, B, 1.f, hs, H, *rr.packed, 0.f, rec, GH);
     else
       sgemm(false, false, B, N, H, 1.f, hs, H, rr.rt, GH, 0.f, rec, GH);
+  }
+
+  // Y row of (b, t) after step t: the state, or for a masked step the row's previous output
+  // (the state, unless no step of the row has run yet) or zeros (zero_output_for_mask).
+  void write_y(index_t b, index_t t) const {
+    float* y = io.y + t * io.y_t + b * io.y_b;
+    if (cfg.masked) {
+      if (on(b, t)) {
+        seen[b] = 1.f;
+      } else if (cfg.zero_output_for_mask || seen[b] == 0.f) {
+        std::memset(y, 0, sizeof(float) * H);
+        return;
+      }
+    }
+    std::memcpy(y, hs + b * H, sizeof(float) * H);
   }
 
   void run() const {
@@ -190,7 +210,7 @@ struct Loop {
       }
       if (io.y)
         for (index_t b = 0; b < B; ++b)
-          if (s < len(b)) std::memcpy(io.y + time(b, s) * io.y_t + b * io.y_b, hs + b * H, sizeof(float) * H);
+          if (s < len(b)) write_y(b, time(b, s));
     }
     // Final states; a sequence of length 0 reports zeros (as onnxruntime does).
     for (index_t b = 0; b < B; ++b) {
@@ -215,14 +235,18 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, const RnnRecurrence& r, floa
   const index_t B = cfg.batch, H = cfg.hidden, G = rnn_gates(cfg.cell), GH = G * H;
   if (B == 0 || H == 0) return;
   const bool lstm = cfg.cell == RnnCell::Lstm, gru = cfg.cell == RnnCell::Gru;
-  Loop L{cfg, io, r, B, H, G, GH, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  Loop L{cfg, io, r, B, H, G, GH, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   float* p = ws;
   L.rec = p, p += B * GH;
   L.hs = p, p += B * H;
   if (lstm) L.cs = p, p += B * H;
   if (gru) L.tmp = p, p += B * H;
   L.bias = p, p += GH;
-  L.rbh = p;
+  L.rbh = p, p += H;
+  if (cfg.masked) {
+    L.seen = p;
+    std::memset(L.seen, 0, sizeof(float) * B);
+  }
   // One bias per gate (Wb + Rb), except GRU's h gate with linear_before_reset: Rbh sits inside r ⊙ (...).
   for (index_t k = 0; k < GH; ++k) L.bias[k] = (io.wb ? io.wb[k] : 0.f) + (io.rb ? io.rb[k] : 0.f);
   for (index_t k = 0; k < H; ++k) L.rbh[k] = 0.f;

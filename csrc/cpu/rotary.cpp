@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/attention_convert.h"
+#include "engine/scratch.h"
 #include "engine/attention.h"
 #include "engine/threadpool.h"
 
@@ -31,23 +32,14 @@ void rotate_row(float* y, const float* x, const float* c, const float* s, index_
   if (y != x) std::copy(x + rot, x + dim, y + rot);
 }
 
-struct HalfRow {
-  std::vector<float> buf;
-  float* get(index_t n) {
-    if (static_cast<index_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
-    return buf.data();
-  }
-};
-
 void rotate(float* y, const float* x, const float* c, const float* s, const RotaryDims& d) {
   rotate_row(y, x, c, s, d.head_dim, d.rot_dim, d.interleaved);
 }
 
 void rotate(std::uint16_t* y, const std::uint16_t* x, const std::uint16_t* c, const std::uint16_t* s,
             const RotaryDims& d) {
-  thread_local HalfRow tls;
   const index_t half = d.rot_dim / 2;
-  float* xf = tls.get(d.head_dim + 2 * half);
+  float* xf = thread_scratch<float, kScratchRotary>(static_cast<size_t>(d.head_dim + 2 * half));
   float *cf = xf + d.head_dim, *sf = cf + half;
   seq::convert(xf, DType::F32, x, DType::F16, d.rot_dim);
   seq::convert(cf, DType::F32, c, DType::F16, half);

@@ -5,6 +5,8 @@
 // condition variable, so an idle engine costs no CPU.
 #include "engine/threadpool.h"
 
+#include "engine/scratch.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -71,6 +73,19 @@ class Pool {
     for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { work(i); });
   }
 
+  // Every worker frees its own kernel scratch, between jobs; returns when all have.
+  void release_scratch() {
+    std::lock_guard<std::mutex> serial(submit_mu_);
+    release_done_.store(0, std::memory_order_seq_cst);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      release_requests_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    cv_.notify_all();
+    const int n = static_cast<int>(workers_.size());
+    while (release_done_.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  }
+
   void run(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {
     std::lock_guard<std::mutex> serial(submit_mu_);  // one job at a time from any caller
     Job job(&fn, ntasks, size());
@@ -111,21 +126,31 @@ class Pool {
 
   void work(int self) {
     std::uint64_t seen = generation_.load(std::memory_order_acquire);
+    std::uint64_t released = release_requests_.load(std::memory_order_acquire);
+    auto idle = [&] {
+      return generation_.load(std::memory_order_acquire) == seen && !stopping_.load() &&
+             release_requests_.load(std::memory_order_acquire) == released;
+    };
     for (;;) {
-      // Spin a little, then sleep until a new job or stop.
+      // Spin a little, then sleep until a new job, a release request or stop.
       auto until = std::chrono::steady_clock::now() + kSpin;
-      while (generation_.load(std::memory_order_acquire) == seen && !stopping_.load() &&
-             std::chrono::steady_clock::now() < until)
-        ENGINE_PAUSE();
-      if (generation_.load(std::memory_order_acquire) == seen && !stopping_.load()) {
+      while (idle() && std::chrono::steady_clock::now() < until) ENGINE_PAUSE();
+      if (idle()) {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return generation_.load() != seen || stopping_.load(); });
+        cv_.wait(lk, [&] { return !idle(); });
       }
       if (stopping_.load()) return;
+      if (release_requests_.load(std::memory_order_acquire) != released) {
+        released = release_requests_.load(std::memory_order_acquire);
+        release_thread_scratch();
+        release_done_.fetch_add(1, std::memory_order_release);
+      }
+      if (generation_.load(std::memory_order_acquire) == seen) continue;
       seen = generation_.load(std::memory_order_acquire);
       busy_.fetch_add(1, std::memory_order_seq_cst);
       if (Job* job = job_.load(std::memory_order_seq_cst)) execute(*job, self);
       busy_.fetch_sub(1, std::memory_order_seq_cst);
+      trim_thread_scratch();  // between jobs this worker's scratch is unused
     }
   }
 
@@ -146,6 +171,8 @@ class Pool {
   std::atomic<bool> stopping_{false};
   std::atomic<Job*> job_{nullptr};
   std::atomic<int> busy_{0};
+  std::atomic<std::uint64_t> release_requests_{0};
+  std::atomic<int> release_done_{0};
 };
 
 // CPUs this process may run on (a container's cpuset, taskset), else the core count.
@@ -194,6 +221,10 @@ void set_num_threads(int n) {
   std::lock_guard<std::mutex> lk(g_config_mu);
   if (g_pool_holder) g_pool_holder->resize(n);
   else g_requested = n;
+}
+
+void release_worker_scratch() {
+  if (Pool* p = g_pool.load(std::memory_order_acquire)) p->release_scratch();
 }
 
 void parallel_tasks(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {

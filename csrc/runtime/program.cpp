@@ -1,6 +1,7 @@
 #include "runtime/program.h"
 
 #include "engine/cpu_features.h"
+#include "engine/scratch.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -135,9 +136,11 @@ void Program::run_timed(ContextPool& pool, const void* const* inputs, void* cons
     }
   } catch (...) {
     pool.release(std::move(ctx), arena_bytes_);
+    trim_thread_scratch();
     throw;
   }
   pool.release(std::move(ctx), arena_bytes_);
+  trim_thread_scratch();  // a top-level call: no kernel of this thread holds its scratch now
 }
 
 void Program::run(ContextPool& pool, const void* const* inputs, void* const* outputs) const {
@@ -146,9 +149,11 @@ void Program::run(ContextPool& pool, const void* const* inputs, void* const* out
     run(*ctx, inputs, outputs);
   } catch (...) {
     pool.release(std::move(ctx), arena_bytes_);
+    trim_thread_scratch();
     throw;
   }
   pool.release(std::move(ctx), arena_bytes_);
+  trim_thread_scratch();  // a top-level call: no kernel of this thread holds its scratch now
 }
 
 }  // namespace engine

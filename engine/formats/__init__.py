@@ -13,12 +13,12 @@ from . import native
 # Suffixes of the formats engine.load reads besides .engine (save() refuses to write them).
 _FOREIGN = {".onnx": "ONNX", ".h5": "Keras HDF5", ".hdf5": "Keras HDF5", ".keras": "Keras",
             ".pth": "PyTorch", ".pt": "PyTorch", ".gguf": "GGUF"}
+_KERAS = (".h5", ".hdf5", ".keras")
 # Readers for these arrive with later issues; named here so the error says so.
-_PLANNED = {k: v for k, v in _FOREIGN.items() if k != ".onnx"}
+_PLANNED = {k: v for k, v in _FOREIGN.items() if k != ".onnx" and k not in _KERAS}
 
 # What the first bytes of a file say it is (checked when the suffix does not tell).
-_MAGIC = [(b"\x89HDF\r\n\x1a\n", "Keras HDF5"), (b"PK\x03\x04", "a zip archive (Keras or PyTorch)"),
-          (b"GGUF", "GGUF")]
+_MAGIC = [(b"GGUF", "GGUF")]
 
 
 def read_graph(source):
@@ -48,6 +48,9 @@ def read_graph(source):
     if suffix == ".onnx":
         from . import onnx
         return onnx.read(p)
+    if suffix in _KERAS:
+        from . import keras
+        return keras.read(p)
     if suffix in (".pth", ".pt"):  # weights without a network
         from . import torch as torch_format
         raise torch_format.not_a_model(p)
@@ -61,14 +64,30 @@ def _read_bytes(data: bytes, name: str):
     from . import torch as torch_format
     if torch_format.is_torch_file(data):
         raise torch_format.not_a_model(data, name)
+    if data.startswith(b"\x89HDF\r\n\x1a\n") or (data.startswith(b"PK\x03\x04") and _is_keras_zip(data)):
+        from . import keras
+        return keras.read(data, name)
+    if data.startswith(b"PK\x03\x04"):
+        raise ModelFormatError(f"{name}: a zip archive that is neither a Keras model (.keras, with a "
+                               "config.json) nor a PyTorch file")
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise ModelFormatError(f"{name}: {what} import is not implemented yet; this version "
-                                   "reads .engine and ONNX models")
+                                   "reads .engine, ONNX and Keras models")
     if data[8:9] == b"{" or len(data) < 9:  # a safetensors header: the native format
         return native.loads(data, name)
     from . import onnx  # anything else may be an ONNX protobuf; the reader says if it is not
     return onnx.read(data, name)
+
+
+def _is_keras_zip(data: bytes) -> bool:
+    import io
+    import zipfile
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return "config.json" in zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
 
 
 def check_save_path(path) -> str:

@@ -3,6 +3,7 @@ native runtime (the graph is planned once per input signature and reused)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Optional
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from ..errors import EngineError, ShapeError
 from ..graph import Graph, Value
 from ..model import Model as RuntimeModel
-from .layers import GraphBuilder, Layer, _auto_name, weights_epoch
+from .base import GraphBuilder, Layer, _auto_name, weights_epoch
 from .tensor import Input, KerasTensor
 
 
@@ -32,6 +33,15 @@ class _Network:
     @property
     def layers(self) -> list[Layer]:
         raise NotImplementedError
+
+    def get_layer(self, name: Optional[str] = None, index: Optional[int] = None) -> Layer:
+        """A layer by name or by index in `layers` (Keras's get_layer)."""
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise EngineError(f"{self.name}: no layer named {name!r}; layers: {[l.name for l in self.layers]}")
 
     # -- weights -----------------------------------------------------------------------
     @property
@@ -55,7 +65,7 @@ class _Network:
             checked.append(layer._checked(weights[i:i + n]))
             i += n
         for layer, ws in zip(self.layers, checked):
-            layer.weights = ws
+            layer._assign(ws)
 
     def load_state_dict(self, state_dict, strict: bool = True):
         """Set the weights from a PyTorch state dict: a .pth/.pt file written by
@@ -80,21 +90,47 @@ class _Network:
     def to_graph(self) -> Graph:
         """The engine Graph of this model, weights included."""
         inputs, outputs = self._trace()
-        seen: set[str] = set()
-        for layer in self.layers:  # layer names name the graph's values and weights
-            if layer.name in seen:
-                raise EngineError(f"{self.name}: two layers are named '{layer.name}'")
-            seen.add(layer.name)
+        calls = _calls_in_order(outputs)
+        seen: dict[str, Layer] = {}
+        for c in calls:  # layer names name the graph's values and weights
+            other = seen.setdefault(c.layer.name, c.layer)
+            if other is not c.layer:
+                raise EngineError(f"{self.name}: two layers are named '{c.layer.name}'")
         g = GraphBuilder()
-        names: dict[int, str] = {id(t): t.name for t in inputs}
-        calls: dict[int, int] = {}  # a shared layer's later calls get their own value names
-        for t in _topological(outputs):
+        names: dict[int, str] = {}
+        graph_inputs = []
+        for t in inputs:
+            if t.name in seen:
+                raise EngineError(f"{self.name}: input '{t.name}' has the name of a layer")
+            names[id(t)] = t.name
+            graph_inputs.append(Value(t.name, t.shape, _input_type(t, calls)))
+        dtypes = g.dtypes
+        dtypes.update({v.name: v.dtype for v in graph_inputs})
+
+        def name_of(t: KerasTensor) -> str:
             if id(t) not in names:
-                k = calls[id(t.layer)] = calls.get(id(t.layer), -1) + 1
-                out = t.layer.name if k == 0 else f"{t.layer.name}/call_{k}"
-                names[id(t)] = t.layer.emit(g, names[id(t.parents[0])], out)
-        return Graph([Value(t.name, t.shape) for t in inputs],
-                     [Value(names[id(t)], t.shape) for t in outputs], g.nodes, g.weights)
+                raise EngineError(f"{self.name}: tensor {t.name} is not computed from the model's inputs")
+            return names[id(t)]
+
+        count: dict[int, int] = defaultdict(int)
+        for c in calls:
+            k = count[id(c.layer)]
+            count[id(c.layer)] += 1
+            out = c.layer.name if k == 0 else f"{c.layer.name}/call_{k}"
+            outs = c.layer.emit_call(g, c, name_of, out)
+            if len(outs) != len(c.outputs):
+                raise EngineError(f"{c.layer.name}: emitted {len(outs)} outputs for {len(c.outputs)} tensors")
+            for t, n in zip(c.outputs, outs):
+                names[id(t)] = n
+                dtypes.setdefault(n, t.dtype)
+        out_values, used = [], {v.name for v in graph_inputs}
+        for t in outputs:
+            n = name_of(t)
+            if n in used:  # an output listed twice, or an input passed through: a value of its own
+                n = g.node("Identity", [n], f"{n}/output_{len(out_values)}")
+            used.add(n)
+            out_values.append(Value(n, t.shape, t.dtype))
+        return Graph(graph_inputs, out_values, g.nodes, g.weights, {"format": "engine.nn", "name": self.name})
 
     def compile_runtime(self) -> RuntimeModel:
         """The runtime Model for the current weights (rebuilt after any weight change)."""
@@ -125,8 +161,9 @@ class _Network:
         self.compile_runtime().save(path)
 
     def summary(self, print_fn=print) -> None:
+        """Layers, output shapes and parameter counts, as Keras prints them."""
         self._ensure_built()
-        rows = [(f"{layer.name} ({type(layer).__name__})", str(layer.output_shape),
+        rows = [(f"{layer.name} ({type(layer).__name__})", _shape_text(layer.output_shape),
                  f"{layer.count_params():,}") for layer in self.layers]
         w0 = max([len("Layer (type)")] + [len(r[0]) for r in rows]) + 2
         w1 = max([len("Output Shape")] + [len(r[1]) for r in rows]) + 2
@@ -136,11 +173,22 @@ class _Network:
                "Layer (type)".ljust(w0) + "Output Shape".ljust(w1) + "Param #".rjust(w2), line]
         out += [a.ljust(w0) + b.ljust(w1) + c.rjust(w2) for a, b, c in rows]
         total = self.count_params()
-        out += [line, f" Total params: {total:,} ({total * 4 / 1024:.2f} KB)", line]
+        fixed = sum(layer.count_non_trainable() for layer in self.layers)
+        out += [line, f" Total params: {total:,} ({_memory(total * 4)})",
+                f" Trainable params: {total - fixed:,} ({_memory((total - fixed) * 4)})",
+                f" Non-trainable params: {fixed:,} ({_memory(fixed * 4)})", line]
         print_fn("\n".join(out))
 
     def _ensure_built(self):
         self._trace()
+
+    @property
+    def inputs(self) -> list[KerasTensor]:
+        return list(self._trace()[0])
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        return list(self._trace()[1])
 
     @property
     def input_shape(self):
@@ -153,20 +201,86 @@ class _Network:
         return outs[0].shape if len(outs) == 1 else [t.shape for t in outs]
 
 
-def _topological(outputs: list[KerasTensor]) -> list[KerasTensor]:
-    order, seen = [], set()
+def _shape_text(shape) -> str:
+    return ", ".join(str(s) for s in shape) if isinstance(shape, list) else str(shape)
+
+
+def _memory(nbytes: float) -> str:
+    """Keras's readable_memory_size."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes / 1024 < 1:
+            return f"{nbytes:.2f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.2f} PB"
+
+
+def _input_type(t: KerasTensor, calls: list) -> str:
+    """A float input that only id-reading layers read (an Embedding, its mask) holds token
+    ids: it becomes int64, since the engine never rounds floats into indices silently."""
+    readers = [c for c in calls if any(p is t for p in c.parents)]
+    if (t.dtype.startswith("float") and readers and all(c.layer.accepts_ids for c in readers)
+            and any(not c.layer.is_op for c in readers)):
+        return "int64"
+    return t.dtype
+
+
+def _calls_in_order(outputs: list) -> list:
+    """Every call the outputs depend on, each after the calls it reads from."""
+    order, done, active = [], set(), set()
 
     def visit(t):
-        if id(t) in seen:
+        c = t.call
+        if c is None or id(c) in done:
             return
-        seen.add(id(t))
-        for p in t.parents:
+        if id(c) in active:
+            raise EngineError(f"layer '{c.layer.name}' is part of a cycle")
+        active.add(id(c))
+        for p in c.parents:
             visit(p)
-        order.append(t)
+        active.discard(id(c))
+        done.add(id(c))
+        order.append(c)
 
     for t in outputs:
         visit(t)
     return order
+
+
+def _keras_layer_order(inputs: list, outputs: list) -> list:
+    """The layers of a functional model in Keras's order (ops.function.map_graph): by depth
+    from the inputs, ties broken by depth-first traversal order from the outputs."""
+    calls = _calls_in_order(outputs)
+    first_seen: dict[int, int] = {}
+    visited: set = set()
+
+    def visit(t):
+        c = t.call
+        if c is None or id(c) in visited:
+            return
+        visited.add(id(c))
+        first_seen.setdefault(id(c.layer), len(first_seen))
+        for p in c.parents:
+            visit(p)
+
+    for t in outputs:
+        visit(t)
+    depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    for c in reversed(calls):
+        d = depth.setdefault(id(c), 0)
+        d = max(d, layer_depth.get(id(c.layer), 0))
+        layer_depth[id(c.layer)] = depth[id(c)] = d
+        for p in c.parents:
+            if p.call is not None:
+                depth[id(p.call)] = max(d + 1, depth.get(id(p.call), 0))
+    by_depth: dict[int, list] = defaultdict(list)
+    layers = {id(c.layer): c.layer for c in calls}
+    for lid, d in layer_depth.items():
+        by_depth[d].append(layers[lid])
+    out = []
+    for d in sorted(by_depth, reverse=True):
+        out += sorted(by_depth[d], key=lambda layer: first_seen[id(layer)])
+    return [layer for layer in out if not layer.is_op]
 
 
 class Sequential(_Network):
@@ -180,7 +294,13 @@ class Sequential(_Network):
 
     _default_name = "sequential"
 
-    def __init__(self, layers=None, name: Optional[str] = None):
+    def __init__(self, layers=None, name: Optional[str] = None, trainable: bool = True, **kw):
+        if kw.get("dtype") is not None:
+            from .base import dtype_policy
+            dtype_policy(kw.pop("dtype"), "Sequential")
+        kw.pop("dtype", None)
+        if kw:
+            raise EngineError(f"Sequential: unsupported argument(s) {sorted(kw)}")
         super().__init__(name)
         self._layers: list[Layer] = []
         self._input: Optional[KerasTensor] = None
@@ -193,13 +313,15 @@ class Sequential(_Network):
         return list(self._layers)
 
     def add(self, layer) -> None:
-        if isinstance(layer, KerasTensor) and layer.layer is None:
+        if isinstance(layer, KerasTensor) and layer.call is None:
             if self._layers or self._input is not None:
                 raise EngineError(f"{self.name}: an Input must come first")
             self._input = layer
             return
-        if not isinstance(layer, Layer):
+        if not isinstance(layer, (Layer, _Network)):
             raise EngineError(f"{self.name}: add() takes a layer, got {type(layer).__name__}")
+        if isinstance(layer, _Network):
+            raise EngineError(f"{self.name}: nesting a model inside a model is not supported")
         if self._input is None and not self._layers and layer.input_shape_arg is not None:
             self._input = Input(batch_shape=layer.input_shape_arg)
         self._layers.append(layer)
@@ -207,6 +329,13 @@ class Sequential(_Network):
         self._runtime = None
         if self._input is not None:
             self._trace()  # build now, as Keras does when the input shape is known
+
+    def pop(self) -> Layer:
+        if not self._layers:
+            raise EngineError(f"{self.name}: no layer to pop")
+        layer = self._layers.pop()
+        self._outputs, self._runtime = None, None
+        return layer
 
     def build(self, input_shape=None) -> None:
         if input_shape is not None and self._input is None:
@@ -221,6 +350,9 @@ class Sequential(_Network):
             t = self._input
             for layer in self._layers:
                 t = layer(t)
+                if isinstance(t, list):
+                    raise EngineError(f"{self.name}: layer '{layer.name}' has several outputs; "
+                                      "a Sequential layer must have one")
             self._outputs = t
         return [self._input], [self._outputs]
 
@@ -230,7 +362,7 @@ class Model(_Network):
 
     _default_name = "functional"
 
-    def __init__(self, inputs, outputs, name: Optional[str] = None):
+    def __init__(self, inputs, outputs, name: Optional[str] = None, trainable: bool = True):
         super().__init__(name)
         self._inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         self._outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
@@ -238,24 +370,36 @@ class Model(_Network):
             if not isinstance(t, KerasTensor):
                 raise EngineError(f"{self.name}: inputs/outputs must be symbolic tensors "
                                   f"from Input() and layer calls, got {type(t).__name__}")
-        reachable = {id(t) for t in _topological(self._outs) if t.layer is None}
         for t in self._inputs:
-            if id(t) not in reachable:
+            if t.call is not None:
+                raise EngineError(f"{self.name}: input '{t.name}' is not an Input() but a layer's output")
+        leaves = _leaves(self._outs)
+        listed = {id(i) for i in self._inputs}
+        for t in self._inputs:
+            if id(t) not in {id(x) for x in leaves}:
                 raise EngineError(f"{self.name}: input '{t.name}' does not lead to any output")
-        missing = [t.name for t in _topological(self._outs)
-                   if t.layer is None and id(t) not in {id(i) for i in self._inputs}]
+        missing = [t.name for t in leaves if id(t) not in listed]
         if missing:
-            raise EngineError(f"{self.name}: outputs depend on input(s) {missing} not listed "
-                              "in inputs=")
+            raise EngineError(f"{self.name}: outputs depend on input(s) {missing} not listed in inputs=")
+        self._layer_list = _keras_layer_order(self._inputs, self._outs)
 
     @property
     def layers(self) -> list[Layer]:
-        seen, out = set(), []
-        for t in _topological(self._outs):
-            if t.layer is not None and id(t.layer) not in seen:
-                seen.add(id(t.layer))
-                out.append(t.layer)
-        return out
+        return list(self._layer_list)
 
     def _trace(self):
         return self._inputs, self._outs
+
+
+def _leaves(outputs: list) -> list:
+    out, seen = [], set()
+    for c in _calls_in_order(outputs):
+        for p in c.parents:
+            if p.call is None and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    for t in outputs:
+        if t.call is None and id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out

@@ -178,11 +178,12 @@ def _is_conv_map(t) -> bool:
 def _flatten_perms(model) -> dict[int, np.ndarray]:
     """layer id -> permutation of its input features (engine feature j = torch feature perm[j])
     for layers that read a flattened conv feature map."""
-    from .models import _topological
+    from .models import _calls_in_order
 
     perms: dict[int, np.ndarray] = {}
-    for t in _topological(model._trace()[1]):
-        if t.layer is None or not t.parents or id(t.layer) in perms:
+    for call in _calls_in_order(model._trace()[1]):
+        t = call.outputs[0]
+        if not t.parents or id(t.layer) in perms:
             continue
         src = t.parents[0]
         while src.layer is not None and type(src.layer).__name__ in _PASS_THROUGH and src.parents:

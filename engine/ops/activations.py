@@ -36,7 +36,9 @@ ACTIVATIONS = {
     "silu": (A.silu, 0.0, 0.0), "swish": (A.silu, 0.0, 0.0),
     "softplus": (A.softplus, 0.0, 0.0),
     "hard_sigmoid": (A.hard_sigmoid, 1.0 / 6.0, 0.5),  # Keras 3: relu6(x + 3) / 6
+    "sparse_sigmoid": (A.hard_sigmoid, 0.5, 0.5),       # clip((x + 1) / 2, 0, 1)
     "clip": (A.clip, -math.inf, math.inf),
+    "relu6": (A.clip, 0.0, 6.0), "hard_tanh": (A.clip, -1.0, 1.0),
     "exp": (A.exp, 0.0, 0.0), "exponential": (A.exp, 0.0, 0.0),
     "log": (A.log, 0.0, 0.0), "sqrt": (A.sqrt, 0.0, 0.0), "neg": (A.neg, 0.0, 0.0),
     "abs": (A.abs, 0.0, 0.0), "reciprocal": (A.reciprocal, 0.0, 0.0),

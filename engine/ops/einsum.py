@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import DTypeError, GraphError, ShapeError
+from .float16 import via_float32
 from .registry import TensorType, register
 from .views import copy_view, fill, strides_of
 
@@ -234,17 +235,7 @@ def _lower(ctx, node, inputs, out, dt):
 
 def _lower_via_float32(ctx, node):
     """float16: convert the inputs, run in float32, round the result once."""
-    ins = []
-    for name in node.inputs:
-        buf = ctx.scratch(ctx.shape(name), "float32")
-        ctx.kernel("convert_f16", [name], [buf], dtype="float32", ints=[math.prod(ctx.shape(name))])
-        ins.append(buf)
-    out = node.outputs[0]
-    n = math.prod(ctx.shape(out))
-    tmp = ctx.scratch(ctx.shape(out), "float32")
-    _lower(ctx, node, ins, tmp, "float32")
-    if n:
-        ctx.kernel("convert_f16", [tmp], [out], dtype="float16", ints=[n])
+    via_float32(ctx, node.inputs, node.outputs[:1], lambda ins, outs: _lower(ctx, node, ins, outs[0], "float32"))
 
 
 # Einsum(inputs...); attrs: equation.

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import DTypeError, GraphError, ShapeError
+from .float16 import cast, cast_to
 from .registry import TensorType, register
 
 
@@ -201,20 +202,6 @@ def _pow_type(node, ins):
     return [TensorType(operands_shape(node, ins), ins[0].dtype)]
 
 
-def _cast_to(ctx, v: str, dtype: str) -> str:
-    """v in `dtype`: itself, a converted plan constant when v is known, else a scratch cast."""
-    if ctx.dtype(v) == dtype:
-        return v
-    known = ctx.value(v)
-    if known is not None:
-        name = ctx.constant(known.astype(dtypes.to_numpy(dtype)))
-        ctx.slot(name)  # bind now: constant() names by slot count, so two in a row would collide
-        return name
-    tmp = ctx.scratch(ctx.shape(v), dtype)
-    ctx.kernel("math_cast", [v], [tmp], dtype="any", ints=[math.prod(ctx.shape(v))])
-    return tmp
-
-
 def _pow_lower(ctx, node):
     base, exp = node.inputs[0], node.inputs[1]
     out = node.outputs[0]
@@ -222,12 +209,12 @@ def _pow_lower(ctx, node):
     if tb in FLOAT or te not in FLOAT:
         # float base: the exponent in the base's type; integer base and exponent: exact
         # integer power in the base's type.
-        return lower_binary(ctx, node, "Pow", _cast_to(ctx, exp, tb))
+        return lower_binary(ctx, node, "Pow", cast_to(ctx, exp, tb))
     # Integer base, float exponent: computed in float64, truncated to the base's type.
     wide = ctx.scratch(ctx.shape(out), "float64")
-    emit_binary(ctx, "Pow", _cast_to(ctx, base, "float64"), _cast_to(ctx, exp, "float64"), wide,
+    emit_binary(ctx, "Pow", cast_to(ctx, base, "float64"), cast_to(ctx, exp, "float64"), wide,
                 aligned(node, ctx.shape(base), ctx.shape(exp)))
-    ctx.kernel("math_cast", [wide], [out], dtype="any", ints=[math.prod(ctx.shape(out))])
+    cast(ctx, wide, out)
 
 
 register("Pow", _pow_type, _pow_lower)

@@ -15,7 +15,8 @@ from ..errors import DTypeError, ShapeError
 from . import views
 from .activations import check_activation, number, resolve
 from .elementwise import broadcast_shape
-from .nchw_types import check_dtype, plan_constant, same_dtypes, stable_weight, via_float32
+from .float16 import plan_constant, via_float32
+from .nchw_types import check_dtype, same_dtypes, stable_weight
 from .nchw_window import int_attr
 from .registry import TensorType, register
 

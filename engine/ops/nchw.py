@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from .nchw_types import check_dtype, same_dtypes, stable_weight, via_float32
+from .float16 import via_float32
+from .nchw_types import check_dtype, same_dtypes, stable_weight
 from .nchw_window import (Window, auto_pad_attr, check_window_attrs, forward_window, int_attr, ints_attr,
                           spatial_rank)
 from .registry import TensorType, register

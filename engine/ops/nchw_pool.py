@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 
 from ..errors import GraphError, ShapeError
-from .nchw_types import check_dtype, via_float32
+from .float16 import via_float32
+from .nchw_types import check_dtype
 from .nchw_window import check_window_attrs, forward_window, int_attr, ints_attr, spatial_rank
 from .registry import TensorType, register
 

@@ -16,6 +16,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import DTypeError, GraphError, ShapeError
 from . import views
+from .float16 import cast, cast_to
 from .registry import Tensor, TensorType, known, register
 
 # -- shared helpers ----------------------------------------------------------------------------
@@ -85,17 +86,9 @@ class Half:
         self.ctx, self.pending = ctx, []
 
     def input(self, name: str) -> str:
-        ctx = self.ctx
-        if not name or ctx.dtype(name) != "float16":
+        if not name or self.ctx.dtype(name) != "float16":
             return name
-        value = ctx.value(name)
-        if value is not None:  # a weight: widened once, when planning
-            wide = ctx.constant(value.astype(np.float32))
-            ctx.slot(wide)  # bound now: a second constant() before any use would reuse the name
-            return wide
-        wide = ctx.scratch(ctx.shape(name), "float32")
-        ctx.kernel("f16_to_f32", [name], [wide], ints=[math.prod(ctx.shape(name))])
-        return wide
+        return cast_to(self.ctx, name, "float32")  # a weight: widened once, when planning
 
     def output(self, name: str) -> str:
         ctx = self.ctx
@@ -107,7 +100,7 @@ class Half:
 
     def finish(self) -> None:
         for wide, name in self.pending:
-            self.ctx.kernel("f32_to_f16", [wide], [name], ints=[math.prod(self.ctx.shape(name))])
+            cast(self.ctx, wide, name)
         self.pending = []
 
 

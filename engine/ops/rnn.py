@@ -6,6 +6,11 @@ Lowering: one GEMM computes X·Wᵀ for every time step and direction (W packed 
 a weight), then one `rnn` kernel per direction runs the time loop (R packed once when it is a
 weight). float16 / float64 layers compute in float32 (converted on the way in and out).
 Sequences of length 0 give zero outputs and final states, as in onnxruntime.
+
+Engine extension for Keras masks: input 8 of all three ops (GRU and RNN leave 6 and 7 empty)
+is an optional bool `mask` of shape (batch, seq_length), whatever the layout. A masked step
+leaves the state as it was; its Y row is the previous output (zeros before the first unmasked
+step), or zeros with attribute `zero_output_for_mask=1` (Keras's RNN semantics).
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ def rnn_check(node) -> None:
         int_attr(node, "input_forget", 0, {0, 1})
     if node.op == "GRU":
         int_attr(node, "linear_before_reset", 0, {0, 1})
+    int_attr(node, "zero_output_for_mask", 0, {0, 1})
     n_out = CELLS[node.op][3]
     if len(node.outputs) > n_out:
         raise GraphError(f"{_where(node)}: at most {n_out} outputs, got {len(node.outputs)}")
@@ -105,8 +111,8 @@ class _Dims:
         _, G, _, _ = CELLS[node.op]
         if len(ins) < 3 or any(t is None for t in ins[:3]):
             raise ShapeError(f"{w}: X, W and R are required")
-        if len(ins) > (8 if node.op == "LSTM" else 6):
-            raise ShapeError(f"{w}: too many inputs ({len(ins)})")
+        if len(ins) > 9 or len(ins) > 6 and node.op != "LSTM" and any(t is not None for t in ins[6:8]):
+            raise ShapeError(f"{w}: too many inputs ({len(ins)}; input 8 is the engine's mask)")
         x, r = ins[0], ins[2]
         self.dtype = x.dtype
         if self.dtype not in FLOAT_TYPES:
@@ -134,6 +140,9 @@ class _Dims:
             expect = "int32" if name == "sequence_lens" else self.dtype
             if t.dtype != expect:
                 raise ShapeError(f"{w}: {name} must be {expect}, got {t.dtype}")
+        mask = ins[8] if len(ins) > 8 else None
+        if mask is not None and (mask.dtype != "bool" or tuple(mask.shape) != (self.B, self.T)):
+            raise ShapeError(f"{w}: mask must be bool of shape {(self.B, self.T)}, got {mask.dtype} {tuple(mask.shape)}")
         self.state_shape = state
         self.y_shape = (self.B, self.T, D, H) if self.layout else (self.T, D, self.B, H)
 
@@ -145,13 +154,13 @@ def rnn_type(node, ins):
 
 
 def rnn_lower(ctx, node):
-    ins = list(node.inputs) + [""] * (8 - len(node.inputs))
+    ins = list(node.inputs) + [""] * (9 - len(node.inputs))
     d = _Dims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in ins[:len(node.inputs)]])
     cell, G, per_dir, _ = CELLS[node.op]
     T, B, In, H, D = d.T, d.B, d.In, d.H, d.D
     GH = G * H
     acts = _activations(node)
-    x_name, w_name, r_name, b_name, len_name, h0_name, c0_name, p_name = ins
+    x_name, w_name, r_name, b_name, len_name, h0_name, c0_name, p_name, mask_name = ins
     pending: list = []
     outs = list(node.outputs) + [""] * (3 - len(node.outputs))
     y, yh, yc = (float32_output(ctx, o, pending) for o in outs[:3])
@@ -179,6 +188,7 @@ def rnn_lower(ctx, node):
     # The kernel's workspace (engine/rnn.h rnn_workspace_floats; the factory checks it), plus Rᵀ
     # when R is not a weight and the kernel transposes it on each call.
     ws_floats = B * GH + (2 if node.op == "LSTM" else 1) * B * H + (B * H if node.op == "GRU" else 0) + GH + H
+    ws_floats += B if mask_name else 0
     ws_floats += H * GH if transpose_r else 0
     ws = ctx.scratch((max(ws_floats, 1),), "float32")
     b, p, h0, c0 = (as_float32(ctx, n) for n in (b_name, p_name, h0_name, c0_name))
@@ -197,10 +207,10 @@ def rnn_lower(ctx, node):
                 rt = ctx.constant(ctx.cached(("rnn.Rt", r_name, di), lambda m=rd: np.ascontiguousarray(m.T)))
         reverse = direction == "reverse" or (direction == "bidirectional" and di == 1)
         fa = acts[di * per_dir:(di + 1) * per_dir] + [(0, 0.0, 0.0)] * (3 - per_dir)
-        ctx.kernel("rnn", [xw, b, p, h0, c0, len_name, r32, rt, ws], kouts,
+        ctx.kernel("rnn", [xw, b, p, h0, c0, len_name, r32, rt, ws, mask_name], kouts,
                    ints=[cell, T, B, H, D, di, d.layout, int(reverse), int(node.attrs.get("input_forget", 0)),
                          int(node.attrs.get("linear_before_reset", 0)), fa[0][0], fa[1][0], fa[2][0], *flags,
-                         max(ws_floats, 1)],
+                         max(ws_floats, 1), int(node.attrs.get("zero_output_for_mask", 0))],
                    floats=[clip, fa[0][1], fa[0][2], fa[1][1], fa[1][2], fa[2][1], fa[2][2]],
                    state=state, dtype="float32")
     finish_outputs(ctx, pending)

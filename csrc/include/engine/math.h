@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "engine/half.h"
 #include "engine/common.h"
 #include "engine/dtype.h"
 #include "engine/threadpool.h"
@@ -68,9 +69,6 @@ bool binary_heavy(MathBinaryOp op);
 // or are null (no bound). NaN stays NaN for floats.
 void clip(DType t, void* y, const void* x, index_t n, const void* lo, const void* hi);
 
-// float16 <-> float32 (round to nearest even), F16C when the CPU has it.
-void half_to_float(float* y, const std::uint16_t* x, index_t n);
-void float_to_half(std::uint16_t* y, const float* x, index_t n);
 
 // A broadcast of up to three inputs to one contiguous output, its dims collapsed once when the
 // plan is made: size-1 dims dropped and neighbours merged where every input is contiguous

@@ -67,8 +67,5 @@ void gemm_strided(index_t M, index_t N, index_t K, double alpha, const T* A, ind
 // y[b][c][r] = x[b][r][c] for 4-byte elements (batch planes of rows × cols), cache-blocked.
 void transpose32(void* y, const void* x, index_t batch, index_t rows, index_t cols);
 
-// IEEE half <-> float, round to nearest even (F16C when the ISA has it).
-void half_to_float(float* y, const std::uint16_t* x, index_t n);
-void float_to_half(std::uint16_t* y, const float* x, index_t n);
 
 }  // namespace engine

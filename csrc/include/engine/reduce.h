@@ -45,8 +45,5 @@ void hardmax(T* y, const T* x, index_t outer, index_t n, index_t inner);
 // Softmax / log-softmax over the middle dim in float64 (float32 lives with elementwise.h).
 void softmax_f64(double* y, const double* x, index_t outer, index_t n, index_t inner, bool log);
 
-// IEEE binary16 <-> float32 (round to nearest even), F16C where the CPU has it.
-void f16_to_f32(float* y, const std::uint16_t* x, index_t n);
-void f32_to_f16(std::uint16_t* y, const float* x, index_t n);
 
 }  // namespace engine

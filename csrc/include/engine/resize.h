@@ -51,8 +51,4 @@ bool resize_axis_supports(DType t);
 
 void resize_axis(void* y, DType ty, const void* x, DType tx, DType elem, const ResizeAxis& a);
 
-// float16 <-> float32 conversion of n contiguous values (F16C where the CPU has it).
-void convert_f16_to_f32(float* y, const std::uint16_t* x, index_t n);
-void convert_f32_to_f16(std::uint16_t* y, const float* x, index_t n);
-
 }  // namespace engine

@@ -51,6 +51,10 @@ struct RnnConfig {
   bool input_forget = false;         // LSTM: f = 1 - i
   bool linear_before_reset = false;  // GRU: h gate uses r ⊙ (h·Rhᵀ + Rbh)
   RnnActivation f, g, h;             // LSTM f, g, h; GRU f, g; RNN f
+  // Keras step masks (RnnIO::mask): a masked step keeps the state; its Y row is the previous
+  // step's output (zeros before the first unmasked step), or zeros with zero_output_for_mask.
+  bool masked = false;
+  bool zero_output_for_mask = false;
 };
 
 // One direction's data. Strides are in floats; optional pointers may be null.
@@ -71,6 +75,9 @@ struct RnnIO {
   float* y = nullptr;
   index_t y_t = 0, y_b = 0;
   const std::int32_t* seq_lens = nullptr;  // per batch row, each in [0, seq_len]; null: all seq_len
+  // Per (batch row, time step) flags, row b's step t at mask[b·seq_len + t] (Keras's (batch,
+  // time) layout whatever the layout of X); 0 skips the step (RnnConfig::masked must be set).
+  const bool* mask = nullptr;
 };
 
 // The recurrence weights of one direction: Rᵀ (H × G·H, row-major) and, optionally, the same

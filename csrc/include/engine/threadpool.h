@@ -31,6 +31,7 @@ class FunctionRef<R(Args...)> {
 int num_threads();
 void set_num_threads(int n);  // resizes the pool (waits for a running job)
 int cpu_count();              // CPUs this process may use (affinity mask)
+void release_worker_scratch(); // each pool worker frees its kernel scratch (engine/scratch.h)
 
 // Runs fn(task) for task in [0, ntasks), spread over the pool; returns when all are done.
 void parallel_tasks(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn);

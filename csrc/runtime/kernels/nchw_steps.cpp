@@ -10,7 +10,6 @@
 //                       out [y] or [y, indices (int64)]; ints [kind (0 max, 1 avg, 2 lp),
 //                       planes (N·C), window..., pads_end[3], count_include_pad, p, col_major]
 //   nchw_global_pool    (float32, float64): in [x], out [y]; ints [is_max, planes, size]
-//   nchw_convert        (any): in [x (float16|float32)], out [y (float32|float16)]; ints [n]
 //   nchw_transpose      (any 4-byte type): in [x], out [y]; ints [batch, rows, cols]:
 //                       y[b][c][r] = x[b][r][c] (NCHW <-> NHWC around the NHWC conv)
 #include <cstdint>
@@ -112,18 +111,6 @@ StepFn global_pool_step(const StepSpec& s) {
   return [=](void* const* sl) { global_pool<float>(slot<float>(sl, y), slot<const float>(sl, x), planes, size, is_max); };
 }
 
-StepFn convert_step(const StepSpec& s) {
-  s.expect(1, 1, 1);
-  const index_t n = s.i(0);
-  ENGINE_CHECK(n >= 0, "nchw_convert: negative size");
-  const DType from = s.in_types[0], to = s.out_types[0];
-  const int x = s.in[0], y = s.out[0];
-  if (from == DType::F16 && to == DType::F32)
-    return [=](void* const* sl) { half_to_float(slot<float>(sl, y), slot<const std::uint16_t>(sl, x), n); };
-  ENGINE_CHECK(from == DType::F32 && to == DType::F16, "nchw_convert: converts float16 <-> float32 only");
-  return [=](void* const* sl) { float_to_half(slot<std::uint16_t>(sl, y), slot<const float>(sl, x), n); };
-}
-
 StepFn transpose_step(const StepSpec& s) {
   s.expect(1, 1, 3);
   const index_t batch = s.i(0), rows = s.i(1), cols = s.i(2);
@@ -141,7 +128,6 @@ void register_nchw_steps(KernelRegistry& r) {
   r.add_each("nchw_conv_transpose", conv_transpose_step, DType::F32, DType::F64);
   r.add_each("nchw_pool", pool_step, DType::F32, DType::F64, DType::I8, DType::U8);
   r.add_each("nchw_global_pool", global_pool_step, DType::F32, DType::F64);
-  r.add("nchw_convert", DType::Any, convert_step);
   r.add("nchw_transpose", DType::Any, transpose_step);
 }
 

@@ -10,7 +10,6 @@
 //                    (contiguous rows; sorted best first)
 //   hardmax:         in [x], out [y]; ints [outer, n, inner] (f32 f64)
 //   softmax (f64):   in [x], out [y]; ints [outer, n, inner, log] (f32: elementwise_steps)
-//   f16_to_f32 (f32), f32_to_f16 (f16): in [x], out [y]; ints [count]
 //   normalize:       in [x, scale?, bias?], out [y] or [y, mean f32, inv_std f32];
 //                    ints [rows, groups, cps, seg, mode (NormMode)]; floats [eps]
 //                    (see normalize_rows in engine/norm.h; f32 f64, and f16 x / y with f32
@@ -178,26 +177,6 @@ StepFn softmax_f64_step(const StepSpec& s) {
   return [=](void* const* sl) { softmax_f64(slot<double>(sl, out), slot<const double>(sl, in), outer, n, inner, log); };
 }
 
-StepFn f16_to_f32_step(const StepSpec& s) {
-  s.expect(1, 1, 1);
-  const index_t n = s.i(0);
-  check_sizes("f16_to_f32", {n});
-  ENGINE_CHECK(s.in_types[0] == DType::F16 && s.out_types[0] == DType::F32, "f16_to_f32: float16 in, float32 out");
-  const int in = s.in[0], out = s.out[0];
-  return [=](void* const* sl) { f16_to_f32(slot<float>(sl, out), slot<const std::uint16_t>(sl, in), n); };
-}
-
-StepFn f32_to_f16_step(const StepSpec& s) {
-  s.expect(1, 1, 1);
-  const index_t n = s.i(0);
-  check_sizes("f32_to_f16", {n});
-  ENGINE_CHECK(s.in_types[0] == DType::F32 && s.out_types[0] == DType::F16, "f32_to_f16: float32 in, float16 out");
-  const int in = s.in[0], out = s.out[0];
-  return [=](void* const* sl) { f32_to_f16(slot<std::uint16_t>(sl, out), slot<const float>(sl, in), n); };
-}
-
-// -- normalisations -----------------------------------------------------------------------
-
 StepFn normalize_step(const StepSpec& s) {
   ENGINE_CHECK(s.in.size() == 3 && (s.out.size() == 1 || s.out.size() == 3) && s.ints.size() == 5 &&
                    s.floats.size() == 1,
@@ -342,8 +321,6 @@ void register_reduce_steps(KernelRegistry& r) {
   r.add("reduce", DType::Bool, reduce_step);
   r.add_each("hardmax", hardmax_step, DType::F32, DType::F64);
   r.add("softmax", DType::F64, softmax_f64_step);
-  r.add("f16_to_f32", DType::F32, f16_to_f32_step);
-  r.add("f32_to_f16", DType::F16, f32_to_f16_step);
   r.add_each("normalize", normalize_step, DType::F32, DType::F64, DType::F16);
   r.add_each("batchnorm", batchnorm_step, DType::F32, DType::F64);
   r.add_each("batchnorm_train", batchnorm_train_step, DType::F32, DType::F64);

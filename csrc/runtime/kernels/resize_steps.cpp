@@ -12,7 +12,6 @@
 //                             reduced shape (nr), reduced strides (nr)]
 //   einsum_bmm (T, not f32):  in [A, B], out [C]; ints [batch, M, N, K, a_batch_stride,
 //                             b_batch_stride]
-//   convert_f16 (f16|f32):    in [x], out [y]; ints [n]: float16 <-> float32
 #include <cstdint>
 #include <vector>
 
@@ -139,22 +138,6 @@ StepFn einsum_bmm_step(const StepSpec& s) {
   return [=](void* const* sl) { einsum_bmm(sl[c], sl[a], sl[b], t, batch, M, N, K, sa, sb); };
 }
 
-StepFn convert_f16_step(const StepSpec& s) {
-  s.expect(1, 1, 1);
-  const index_t n = s.i(0);
-  ENGINE_CHECK(n >= 0, "convert_f16: negative size");
-  const bool widen = s.in_types[0] == DType::F16 && s.out_types[0] == DType::F32;
-  ENGINE_CHECK(widen || (s.in_types[0] == DType::F32 && s.out_types[0] == DType::F16),
-               "convert_f16: converts float16 <-> float32");
-  const int x = s.in[0], y = s.out[0];
-  return [=](void* const* sl) {
-    if (widen)
-      convert_f16_to_f32(slot<float>(sl, y), slot<const std::uint16_t>(sl, x), n);
-    else
-      convert_f32_to_f16(slot<std::uint16_t>(sl, y), slot<const float>(sl, x), n);
-  };
-}
-
 }  // namespace
 
 void register_resize_steps(KernelRegistry& r) {
@@ -167,7 +150,6 @@ void register_resize_steps(KernelRegistry& r) {
              DType::I32, DType::U32, DType::I64, DType::U64);
   r.add_each("einsum_bmm", einsum_bmm_step, DType::F64, DType::I8, DType::U8, DType::I16, DType::U16, DType::I32,
              DType::U32, DType::I64, DType::U64);
-  r.add_each("convert_f16", convert_f16_step, DType::F16, DType::F32);
 }
 
 }  // namespace engine

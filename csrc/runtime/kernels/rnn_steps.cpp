@@ -20,18 +20,19 @@ RnnActivation act_param(const StepSpec& s, size_t code, size_t alpha) {
 
 // rnn (float32): one direction of a recurrent layer, time loop only (the input projection is
 // a GEMM before it).
-//   in  [xw, B, P, initial_h, initial_c, sequence_lens (int32), R, Rt, workspace]
+//   in  [xw, B, P, initial_h, initial_c, sequence_lens (int32), R, Rt, workspace, mask (bool)]
 //       xw: X·Wᵀ, (T·batch or batch·T by layout) × (D·G·H), every direction side by side;
 //       B (D × 2GH), P (D × 3H), states (layout 0: D × batch × H; 1: batch × D × H), R (D × GH × H)
 //       as in ONNX, all optional but xw and workspace; Rt: this direction's Rᵀ (H × GH), absent
-//       when the step transposes R itself (into the workspace's tail).
+//       when the step transposes R itself (into the workspace's tail); mask (batch × T, optional):
+//       Keras step masks (engine/rnn.h RnnIO::mask).
 //   out the present ones of [Y, Y_h, Y_c] (flags below), ONNX layouts.
 //   ints [cell, T, batch, H, D, d, layout, reverse, input_forget, linear_before_reset,
-//         act_f, act_g, act_h, has_y, has_y_h, has_y_c, workspace_floats]
+//         act_f, act_g, act_h, has_y, has_y_h, has_y_c, workspace_floats, zero_output_for_mask]
 //   floats [clip (<= 0: none), f_alpha, f_beta, g_alpha, g_beta, h_alpha, h_beta]
 //   state: optional PackedMatrixB of Rᵀ (GRU without linear_before_reset: z, r columns only).
 StepFn rnn_step(const StepSpec& s) {
-  s.expect(9, s.out.size(), 17, 7);
+  s.expect(10, s.out.size(), 18, 7);
   const std::int64_t cell_code = s.i(0);
   ENGINE_CHECK(cell_code >= 0 && cell_code <= 2, "rnn: bad cell code");
   RnnConfig cfg;
@@ -46,6 +47,9 @@ StepFn rnn_step(const StepSpec& s) {
   cfg.linear_before_reset = s.i(9) != 0;
   cfg.f = act_param(s, 10, 1), cfg.g = act_param(s, 11, 3), cfg.h = act_param(s, 12, 5);
   cfg.clip = static_cast<float>(s.f(0));
+  cfg.masked = s.in[9] >= 0;
+  cfg.zero_output_for_mask = s.i(17) != 0;
+  ENGINE_CHECK(!cfg.masked || s.in_types[9] == DType::Bool, "rnn: mask must be bool");
   const bool has_y = s.i(13) != 0, has_yh = s.i(14) != 0, has_yc = s.i(15) != 0;
   ENGINE_CHECK(s.out.size() == static_cast<size_t>(has_y + has_yh + has_yc), "rnn: output count differs from flags");
   ENGINE_CHECK(!has_yc || cfg.cell == RnnCell::Lstm, "rnn: Y_c is LSTM only");
@@ -70,7 +74,7 @@ StepFn rnn_step(const StepSpec& s) {
   const index_t st_off = layout1 ? d * H : d * B * H, state_b = layout1 ? D * H : H;
   const index_t y_off = layout1 ? d * H : d * B * H, y_t = layout1 ? D * H : D * B * H, y_b = layout1 ? T * D * H : H;
   const int in_xw = s.in[0], in_b = s.in[1], in_p = s.in[2], in_h0 = s.in[3], in_c0 = s.in[4], in_len = s.in[5],
-            in_r = s.in[6], in_rt = s.in[7], in_ws = s.in[8];
+            in_r = s.in[6], in_rt = s.in[7], in_ws = s.in[8], in_mask = s.in[9];
   int k = 0;
   const int out_y = has_y ? s.out[k++] : -1, out_yh = has_yh ? s.out[k++] : -1, out_yc = has_yc ? s.out[k++] : -1;
 
@@ -93,6 +97,7 @@ StepFn rnn_step(const StepSpec& s) {
     if (out_yc >= 0) io.y_c = slot<float>(sl, out_yc) + st_off;
     if (out_y >= 0) io.y = slot<float>(sl, out_y) + y_off, io.y_t = y_t, io.y_b = y_b;
     io.seq_lens = lens;
+    if (in_mask >= 0) io.mask = slot<const bool>(sl, in_mask);
     RnnRecurrence rr;
     rr.packed = packed.get();
     if (has_rt) {

@@ -1,10 +1,10 @@
 // float16 <-> float32 with F16C (this file gets -mavx2 -mf16c; called only after the
-// dispatcher in math_half.cpp checked the CPU).
+// dispatcher in half.cpp checked the CPU).
 #include <immintrin.h>
 
 #include <cstring>
 
-#include "engine/math.h"
+#include "engine/half.h"
 
 namespace engine {
 namespace half_f16c {
