@@ -27,12 +27,12 @@
 
 #include "conv_indirect.h"
 #include "conv_kernels.h"
-#include "conv_scratch.h"
 #include "conv_winograd.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
 #include "engine/gemm.h"
 #include "engine/pool.h"
+#include "engine/scratch.h"
 #include "engine/threadpool.h"
 
 namespace engine {
@@ -41,12 +41,13 @@ namespace {
 
 enum class Algo { Pointwise, Direct, Depthwise, Winograd, Indirect, Im2col };
 
-using convk::Scratch;  // grow-only, 64-byte aligned, one per thread and purpose
-
-thread_local Scratch t_scratch;  // im2col rows / padded input
-thread_local Scratch t_band;  // conv2d_maxpool: the conv rows of one pooled row
-thread_local Scratch t_res;   // a residual that is the output itself (direct, depthwise)
-thread_local Scratch t_strided;  // direct / depthwise output bound for a strided destination
+// Per-thread scratch (engine/scratch.h: grow-only, counted, trimmed after each run):
+float* cols_scratch(size_t n) { return thread_scratch<float, kScratchConvCols>(n); }  // im2col rows / padded input
+float* band_scratch(size_t n) { return thread_scratch<float, kScratchConvBand>(n); }  // conv rows of a pooled row
+// A residual that is the output itself, and a direct / depthwise output bound for a strided
+// destination (those kernels write dense rows).
+float* residual_scratch(size_t n) { return thread_scratch<float, kScratchConvResidual>(n); }
+float* strided_scratch(size_t n) { return thread_scratch<float, kScratchConvStrided>(n); }
 
 std::string s(index_t v) { return std::to_string(v); }
 
@@ -224,7 +225,7 @@ void conv_im2col(float* y, index_t ldy, const float* x, const PackedConv2D& pw, 
   }
   auto run_block = [&](index_t b) {
     const index_t m0 = b * MB, rows = std::min(MB, M - m0);
-    float* col = t_scratch.get(static_cast<size_t>(rows * K));
+    float* col = cols_scratch(static_cast<size_t>(rows * K));
     for (index_t g = 0; g < G; ++g) {
       im2col(col, x, s, g, m0, rows);
       Epilogue e = ep;
@@ -277,7 +278,7 @@ void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch
         if (n != cur_n) {
           // Padded copy of the input rows this chunk reads.
           const index_t ih_lo = oh0 * s.stride_h, ih_hi = (oh1 - 1) * s.stride_h + s.dil_h * (s.KH - 1) + 1;
-          float* xp = t_scratch.get(static_cast<size_t>(Hp * Wp * s.C));
+          float* xp = cols_scratch(static_cast<size_t>(Hp * Wp * s.C));
           for (index_t ih = ih_lo; ih < ih_hi; ++ih) {
             float* dst = xp + ih * Wp * s.C;
             const index_t src_h = ih - s.pad_top;
@@ -367,10 +368,10 @@ void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch
   // per-thread buffer when the output is strided, and the residual and the activation follow
   // in a pass over the output.
   const index_t n = batch * sh.OH() * sh.OW() * sh.OC;
-  float* out = ldy == sh.OC ? y : t_strided.get(static_cast<size_t>(n));
+  float* out = ldy == sh.OC ? y : strided_scratch(static_cast<size_t>(n));
   const Act kact = residual ? Act::None : act;
   if (residual == y) {
-    float* copy = t_res.get(static_cast<size_t>(n));
+    float* copy = residual_scratch(static_cast<size_t>(n));
     std::memcpy(copy, y, n * sizeof(float));
     residual = copy;
   }
@@ -409,7 +410,7 @@ void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index
   const bool padded = s.pad_top || s.pad_left || s.pad_bottom || s.pad_right;
   if (im.algo != Algo::Direct || isa == Isa::Portable || padded) {
     // Two steps through a per-thread buffer (still one plan step, no arena buffer).
-    float* tmp = t_band.get(static_cast<size_t>(batch * OH * OW * OC));
+    float* tmp = band_scratch(static_cast<size_t>(batch * OH * OW * OC));
     conv2d_nhwc(tmp, x, pw, batch, act, a, b);
     Pool2DShape ps = band;
     ps.N = batch, ps.H = OH;
@@ -424,7 +425,7 @@ void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index
   const index_t grain = std::max<index_t>(1, static_cast<index_t>(kParallelFlops / prow_flops));
   parallel_for(batch * PH, grain, [&](std::int64_t r0, std::int64_t r1) {
     convk::DirectArgs d = da;
-    float* rows = t_band.get(static_cast<size_t>(ph * OW * OC));
+    float* rows = band_scratch(static_cast<size_t>(ph * OW * OC));
     for (index_t r = r0; r < r1; ++r) {
       const index_t n = r / PH, p = r % PH;
       // Rows [p·ph, p·ph + ph) of image n, written to the band from its row 0: start the

@@ -18,9 +18,9 @@
 #include <cstring>
 
 #include "conv_kernels.h"
-#include "conv_scratch.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
+#include "engine/scratch.h"
 #include "engine/threadpool.h"
 
 namespace engine {
@@ -28,10 +28,6 @@ namespace engine {
 namespace {
 
 constexpr int MR = convk::kIndirectMR, NR = convk::kIndirectNR;
-
-// The calling thread's scratch for one call (a zero row, then per task its tap pointer table
-// and padded input runs), sized before any work is split.
-thread_local convk::Scratch t_scratch;
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -146,7 +142,7 @@ void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, 
   const size_t zero_bytes = align64(static_cast<size_t>(depth) * sizeof(float));
   const size_t table_bytes = align64(static_cast<size_t>(blk_tiles * taps * MR) * sizeof(void*));
   const size_t task_bytes = table_bytes + align64(patch_floats * sizeof(float));
-  char* scratch = reinterpret_cast<char*>(t_scratch.get((zero_bytes + ntasks * task_bytes) / sizeof(float)));
+  char* scratch = thread_scratch<char, kScratchConvIndirect>(zero_bytes + ntasks * task_bytes);
   const float* zero = reinterpret_cast<const float*>(scratch);
   std::memset(scratch, 0, zero_bytes);
 

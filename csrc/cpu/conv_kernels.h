@@ -3,10 +3,20 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdlib>
+#include <new>
 
 #include "engine/common.h"
 
 namespace engine::convk {
+
+// Packed filters: n floats, 64-byte aligned so the kernels' vector loads never split cache
+// lines; released with std::free. (Per-call scratch comes from engine/scratch.h.)
+inline float* aligned_floats(size_t n) {
+  void* p = std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
 
 // Direct convolution for groups == 1 and a small input depth (first layers, C = 1..4):
 // vectorised over output channels, register-blocked over output pixels of one row.

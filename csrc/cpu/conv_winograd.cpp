@@ -16,9 +16,9 @@
 #include <cstring>
 
 #include "conv_kernels.h"
-#include "conv_scratch.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
+#include "engine/scratch.h"
 #include "engine/threadpool.h"
 
 namespace engine {
@@ -31,8 +31,6 @@ alignas(64) const float kZeros[NR] = {};
 // G (6×3) for F(4×4, 3×3).
 constexpr double kG[6][3] = {{1.0 / 4, 0, 0},          {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                              {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-
-thread_local convk::Scratch t_scratch;  // the calling thread's, for one call
 
 }  // namespace
 
@@ -97,7 +95,7 @@ void WinogradConv::run(float* y, index_t ldy, const float* x, const float* res, 
   // so that the GEMM's stores into M do not split cache lines.
   const size_t v_floats = static_cast<size_t>((36 * TB * C + 15) / 16 * 16);
   const size_t task_floats = v_floats + static_cast<size_t>((36 * TB * OCp + (TB + 3) / 4 + 15) / 16 * 16);
-  float* scratch = t_scratch.get(task_floats * ntasks);
+  float* scratch = thread_scratch<float, kScratchConvWinograd>(task_floats * ntasks);
 
   // A tile whose transformed patch holds an inf or NaN: the products would smear it over all
   // 16 outputs, so its outputs are computed directly (NaN / inf only where the receptive field

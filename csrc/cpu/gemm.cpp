@@ -38,6 +38,7 @@
 #include "cpu/gemm_internal.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
+#include "engine/scratch.h"
 #include "engine/threadpool.h"
 
 namespace engine {
@@ -84,8 +85,9 @@ struct AlignedBuf {
   }
 };
 
-thread_local AlignedBuf t_pack_a;
-thread_local AlignedBuf t_pack_b;
+// Per-thread packing buffers (engine/scratch.h: grow-only, counted, trimmed after each run).
+float* pack_a_scratch(size_t n) { return thread_scratch<float, kScratchGemmPackA>(n); }
+float* pack_b_scratch(size_t n) { return thread_scratch<float, kScratchGemmPackB>(n); }
 
 bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu || a == Act::Clip; }
 bool has_act(Act a) { return a != Act::None && a != Act::Identity; }
@@ -271,11 +273,11 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   // the product. Read op(B) in place (full-width panels; only a ragged last panel is packed).
   const bool direct_b = !pr.Bp && !pr.tb && mrange <= 3 * MR;
   float* bbuf = nullptr;
-  if (direct_b) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) * NR);
-  else if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) *
-                                       ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
+  if (direct_b) bbuf = pack_b_scratch(static_cast<size_t>(kc_max) * NR);
+  else if (!pr.Bp) bbuf = pack_b_scratch(static_cast<size_t>(kc_max) *
+                                        ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
   float* abuf = nullptr;
-  if (pack_a_needed) abuf = t_pack_a.get(static_cast<size_t>(kc_max) * MC);
+  if (pack_a_needed) abuf = pack_a_scratch(static_cast<size_t>(kc_max) * MC);
 
   for (index_t pc = 0; pc < pr.K; pc += KC) {
     const index_t kc = std::min(KC, pr.K - pc);
@@ -378,8 +380,6 @@ void scale_and_epilogue(index_t M, index_t N, float beta, float* C, index_t ldc,
   }
 }
 
-thread_local AlignedBuf t_partial;
-
 // Few rows × pre-packed weights with a long K (a Dense layer's GEMV): thread t multiplies
 // A[:, K_t] by the weight rows K_t of every panel into its own partial C, and the caller sums
 // the partials and applies alpha/beta/bias/activation. Each core streams the same share of
@@ -389,7 +389,7 @@ void run_split_k(const Problem& pr, int nt) {
   const KernelSet& ks = *pr.ks;
   const int NR = ks.nr;
   const index_t M = pr.M, N = pr.N, np = (N + NR - 1) / NR;
-  float* partial = t_partial.get(static_cast<size_t>(nt) * M * N);
+  float* partial = thread_scratch<float, kScratchGemmPartial>(static_cast<size_t>(nt) * M * N);
   parallel_tasks(nt, [&](std::int64_t t) {
     const index_t k0 = pr.K * t / nt / 16 * 16, k1 = t + 1 == nt ? pr.K : pr.K * (t + 1) / nt / 16 * 16;
     float* c = partial + t * M * N;
