@@ -63,8 +63,9 @@ OptimCoeffs coeffs(const OptimConfig& c, const OptimHyper& h, double gscale) {
   k.coupled = c.decay_mode == WeightDecayMode::Coupled && c.weight_decay != 0;
   k.decoupled = c.decay_mode == WeightDecayMode::Decoupled && c.weight_decay != 0;
   k.wd = static_cast<float>(c.weight_decay);
-  k.decay_mul = static_cast<float>(1.0 - h.lr * c.weight_decay);
   k.lr = static_cast<float>(h.lr);
+  // torch: 1 − lr·wd in float64; Keras (torch backend): 1 − wd·lr on float32 tensors.
+  k.decay_mul = torch ? static_cast<float>(1.0 - h.lr * c.weight_decay) : 1.f - k.wd * k.lr;
   k.neg_lr = -k.lr;
   k.eps = static_cast<float>(c.eps);
   k.mom = static_cast<float>(c.momentum);

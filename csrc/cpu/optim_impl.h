@@ -5,13 +5,21 @@
 // namespace.
 //
 // Each loop reads p, g and the state once and writes p and the state once. The formulas keep
-// each framework's order of operations (torch's single-tensor optimizers; Keras 3's, as its
-// torch backend writes them), so results agree to a few float32 roundings, not just in
-// exact arithmetic. Flags are loop-invariant branches: the loops are memory-bound, and a
-// predictable branch costs nothing beside the 28 bytes/element Adam moves.
+// each framework's operations, roundings included: torch's single-tensor optimizers, and
+// Keras 3's as its torch backend runs them, where `t.add_(u, alpha=a)` is one fused
+// multiply-add (ATen's vectorised add is fmadd(u, a, t)) and mul/addcmul/addcdiv round each
+// product. So nothing is contracted here (the pragma) and fmadd() is written where they fuse;
+// 20 steps then agree to float32 rounding rather than drift apart. Flags are loop-invariant
+// branches: the loops are memory-bound (Adam moves 28 bytes per element).
 
 #ifndef EW_W
 #error "define EW_W (vector width in floats) before including optim_impl.h"
+#endif
+
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
 #endif
 
 #include "cpu/elementwise_vmath.h"
@@ -31,12 +39,27 @@ static inline vf vsqrt(vf x) {
 #endif
 }
 
+// a·b + c in one rounding, as ATen's Vectorized::fmadd on FMA hardware. The portable build
+// has no FMA instruction and calls fmaf per lane (libm picks the hardware one where the CPU
+// has it): slower, but every ISA path then gives the same bits.
+static inline vf fmadd(vf a, vf b, vf c) {
+#if EW_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif EW_W == 8 && defined(__FMA__)
+  return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  for (int k = 0; k < W; ++k) c[k] = std::fma(a[k], b[k], c[k]);
+  return c;
+#endif
+}
+
 // torch.maximum: NaN if either side is NaN (vmax alone would drop a NaN in `a`).
 static inline vf max_nan(vf a, vf b) { return a != a ? a : vmax(a, b); }
 
-// torch's lerp(a, b, w): a + w·(b − a) for |w| < 0.5, else b − (b − a)·(1 − w).
+// torch's lerp(a, b, w) as ATen vectorises it: fmadd(w, b − a, a) for |w| < 0.5, else
+// fmadd(w − 1, b − a, b).
 static inline vf lerp(vf a, vf b, float w) {
-  return w < 0.5f && w > -0.5f ? a + splat(w) * (b - a) : b - (b - a) * splat(1.f - w);
+  return w < 0.5f && w > -0.5f ? fmadd(splat(w), b - a, a) : fmadd(splat(w - 1.f), b - a, b);
 }
 
 static inline vf ld(const float* p, index_t cnt) { return cnt == W ? load(p) : load_partial(p, cnt); }
@@ -58,16 +81,16 @@ static inline void for_vectors(index_t n, F f) {
 // The gradient as the update sees it: scaled (global / per-tensor clipnorm), clamped
 // (clipvalue; NaN stays NaN), then decoupled decay applied to p and coupled decay to g.
 struct Prep {
-  vf gscale, lo, hi, wd, lr, decay_mul;
-  bool torch, coupled, decoupled;
+  vf gscale, lo, hi, wd, decay_mul;
+  bool coupled, decoupled;
   explicit Prep(const OptimCoeffs& c)
-      : gscale(splat(c.gscale)), lo(splat(-c.clip)), hi(splat(c.clip)), wd(splat(c.wd)), lr(splat(c.lr)),
-        decay_mul(splat(c.decay_mul)), torch(c.torch), coupled(c.coupled), decoupled(c.decoupled) {}
+      : gscale(splat(c.gscale)), lo(splat(-c.clip)), hi(splat(c.clip)), wd(splat(c.wd)),
+        decay_mul(splat(c.decay_mul)), coupled(c.coupled), decoupled(c.decoupled) {}
   // Updates p (decoupled decay) and returns g.
   inline vf operator()(vf& p, vf g) const {
     g = vmin(hi, vmax(lo, g * gscale));
-    if (decoupled) p = torch ? p * decay_mul : p - (p * wd) * lr;
-    if (coupled) g = g + wd * p;
+    if (decoupled) p = p * decay_mul;  // p.mul_(1 − lr·wd), in both frameworks
+    if (coupled) g = fmadd(p, wd, g);  // grad.add(param, alpha=wd)
     return g;
   }
 };
@@ -79,15 +102,17 @@ void sgd(const OptimCoeffs& c, float* p, const float* g, float* buf, index_t n) 
     vf pv = ld(p + i, cnt);
     vf gv = prep(pv, ld(g + i, cnt));
     if (!c.has_momentum) {
-      pv = pv + neg_lr * gv;
+      pv = fmadd(gv, neg_lr, pv);
     } else if (c.torch) {
-      const vf b = c.first ? gv : ld(buf + i, cnt) * mom + damp1 * gv;
+      // buf.mul_(m).add_(g, alpha=1−d) (v₁ = g); nesterov g.add(buf, alpha=m); p.add_(g, alpha=−lr)
+      const vf b = c.first ? gv : fmadd(gv, damp1, ld(buf + i, cnt) * mom);
       st(buf + i, b, cnt);
-      pv = pv + neg_lr * (c.nesterov ? gv + mom * b : b);
+      pv = fmadd(c.nesterov ? fmadd(b, mom, gv) : b, neg_lr, pv);
     } else {
-      const vf b = ld(buf + i, cnt) * mom + neg_lr * gv;
+      // Keras: v = m·v − lr·g; p += v, or nesterov p += m·v − lr·g (two adds, as Keras does)
+      const vf b = fmadd(gv, neg_lr, ld(buf + i, cnt) * mom);
       st(buf + i, b, cnt);
-      pv = c.nesterov ? (pv + neg_lr * gv) + mom * b : pv + b;
+      pv = c.nesterov ? fmadd(b, mom, fmadd(gv, neg_lr, pv)) : pv + b;
     }
     st(p + i, pv, cnt);
   });
@@ -100,8 +125,14 @@ void adam(const OptimCoeffs& c, float* p, const float* g, float* m, float* v, fl
   for_vectors(n, [&](index_t i, index_t cnt) {
     vf pv = ld(p + i, cnt);
     const vf gv = prep(pv, ld(g + i, cnt));
-    const vf mv = c.torch ? lerp(ld(m + i, cnt), gv, c.omb1) : ld(m + i, cnt) * b1 + omb1 * gv;
-    const vf vv = c.torch ? ld(v + i, cnt) * b2 + omb2 * gv * gv : ld(v + i, cnt) * b2 + omb2 * (gv * gv);
+    vf mv, vv;
+    if (c.torch) {  // m.lerp_(g, 1−β1); v.mul_(β2).addcmul_(g, g, value=1−β2)
+      mv = lerp(ld(m + i, cnt), gv, c.omb1);
+      vv = ld(v + i, cnt) * b2 + omb2 * gv * gv;
+    } else {        // m·β1 then add_(g, alpha=1−β1); v·β2 then add_(g², alpha=1−β2)
+      mv = fmadd(gv, omb1, ld(m + i, cnt) * b1);
+      vv = fmadd(gv * gv, omb2, ld(v + i, cnt) * b2);
+    }
     st(m + i, mv, cnt);
     st(v + i, vv, cnt);
     vf vu = vv;
@@ -109,9 +140,9 @@ void adam(const OptimCoeffs& c, float* p, const float* g, float* m, float* v, fl
       vu = max_nan(ld(vmax + i, cnt), vv);
       st(vmax + i, vu, cnt);
     }
-    if (c.torch)
+    if (c.torch)  // p.addcdiv_(m, sqrt(v)/sqrt(1−β2^t) + ε, value=−step)
       pv = pv + neg_step * (mv / (vsqrt(vu) / bc2_sqrt + eps));
-    else
+    else          // p −= (m·α) / (sqrt(v) + ε)
       pv = pv + (mv * neg_step) / (vsqrt(vu) + eps);
     st(p + i, pv, cnt);
   });
@@ -124,24 +155,42 @@ void rmsprop(const OptimCoeffs& c, float* p, const float* g, float* sq, float* b
   for_vectors(n, [&](index_t i, index_t cnt) {
     vf pv = ld(p + i, cnt);
     const vf gv = prep(pv, ld(g + i, cnt));
-    const vf s = ld(sq + i, cnt) * rho + omrho * (gv * gv);
-    st(sq + i, s, cnt);
-    vf a = c.torch ? s : s + eps;  // torch: eps outside the sqrt; Keras: inside
-    if (c.centered) {
-      const vf ga = c.torch ? lerp(ld(gavg + i, cnt), gv, c.omrho) : ld(gavg + i, cnt) * rho + omrho * gv;
-      st(gavg + i, ga, cnt);
-      a = a - ga * ga;
-    }
-    a = vsqrt(a);
-    // torch: the step is lr·(g / (rms + eps)), the buffer holds g/(rms + eps);
-    // Keras: the step is (lr·g) / sqrt(ms + eps), the buffer holds that whole increment.
-    const vf inc = c.torch ? gv / (a + eps) : (gv * lr) / a;
-    if (c.has_momentum) {
-      const vf b = ld(buf + i, cnt) * mom + inc;
-      st(buf + i, b, cnt);
-      pv = c.torch ? pv + neg_lr * b : pv - b;
+    if (c.torch) {
+      // ms.mul_(α).addcmul_(g, g, value=1−α); avg = sqrt(ms [− ḡ²]) + ε
+      const vf s = ld(sq + i, cnt) * rho + omrho * gv * gv;
+      st(sq + i, s, cnt);
+      vf a = s;
+      if (c.centered) {
+        const vf ga = lerp(ld(gavg + i, cnt), gv, c.omrho);
+        st(gavg + i, ga, cnt);
+        a = a - ga * ga;
+      }
+      a = vsqrt(a) + eps;
+      if (c.has_momentum) {  // buf.mul_(μ).addcdiv_(g, avg); p.add_(buf, alpha=−lr)
+        const vf b = ld(buf + i, cnt) * mom + gv / a;
+        st(buf + i, b, cnt);
+        pv = fmadd(b, neg_lr, pv);
+      } else {               // p.addcdiv_(g, avg, value=−lr)
+        pv = pv + neg_lr * (gv / a);
+      }
     } else {
-      pv = c.torch ? pv + neg_lr * inc : pv - inc;
+      // ms = ρ·ms + (1−ρ)·g²; Δ = lr·g / sqrt(ms + ε [− ḡ²]); b = μ·b + Δ; p −= b (or Δ)
+      const vf s = fmadd(gv * gv, omrho, ld(sq + i, cnt) * rho);
+      st(sq + i, s, cnt);
+      vf a = s + eps;
+      if (c.centered) {
+        const vf ga = fmadd(gv, omrho, ld(gavg + i, cnt) * rho);
+        st(gavg + i, ga, cnt);
+        a = a - ga * ga;
+      }
+      const vf inc = (gv * lr) / vsqrt(a);
+      if (c.has_momentum) {
+        const vf b = ld(buf + i, cnt) * mom + inc;
+        st(buf + i, b, cnt);
+        pv = pv - b;
+      } else {
+        pv = pv - inc;
+      }
     }
     st(p + i, pv, cnt);
   });
@@ -155,6 +204,7 @@ void adagrad(const OptimCoeffs& c, float* p, const float* g, float* acc, index_t
     const vf gv = prep(pv, ld(g + i, cnt));
     const vf a = ld(acc + i, cnt) + gv * gv;
     st(acc + i, a, cnt);
+    // torch: p.addcdiv_(g, sqrt(acc) + ε, value=−lr); Keras: p −= lr·g / sqrt(acc + ε)
     pv = c.torch ? pv + neg_lr * (gv / (vsqrt(a) + eps)) : pv - (gv * lr) / vsqrt(a + eps);
     st(p + i, pv, cnt);
   });

@@ -13,7 +13,7 @@ struct OptimCoeffs {
   float gscale = 1.f;     // gradient multiplier: global clip scale × per-tensor clipnorm factor
   float clip = 0.f;       // clamp bound (+inf: no clipvalue)
   bool coupled = false;   // g += wd·p
-  bool decoupled = false; // Keras: p −= (p·wd)·lr; torch: p *= 1 − lr·wd (decay_mul)
+  bool decoupled = false; // p *= decay_mul = 1 − lr·wd
   float wd = 0.f, decay_mul = 1.f;
   float lr = 0.f, neg_lr = 0.f;
   // SGD
