@@ -48,48 +48,39 @@ class LearningRateSchedule:
         return f"{type(self).__name__}({args})"
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _RateDecay(LearningRateSchedule):
+    """initial_learning_rate, decay_steps, decay_rate, staircase: what ExponentialDecay and
+    InverseTimeDecay share; p = step / decay_steps, floored with staircase."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
+        c = type(self).__name__
+        self.initial_learning_rate = _number(c, "initial_learning_rate", initial_learning_rate, nonneg=True)
+        self.decay_steps = _number(c, "decay_steps", decay_steps, positive=True)
+        self.decay_rate = _number(c, "decay_rate", decay_rate, nonneg=True)
+        self.staircase = bool(staircase)
+        self.name = name or c
+
+    def _p(self, step):
+        p = step / self.decay_steps
+        return math.floor(p) if self.staircase else p
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_RateDecay):
     """initial_learning_rate · decay_rate ^ (step / decay_steps) (floored with staircase)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"):
-        c = type(self).__name__
-        self.initial_learning_rate = _number(c, "initial_learning_rate", initial_learning_rate, nonneg=True)
-        self.decay_steps = _number(c, "decay_steps", decay_steps, positive=True)
-        self.decay_rate = _number(c, "decay_rate", decay_rate, nonneg=True)
-        self.staircase = bool(staircase)
-        self.name = name
-
     def __call__(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+        return self.initial_learning_rate * self.decay_rate ** self._p(step)
 
 
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_RateDecay):
     """initial_learning_rate / (1 + decay_rate · step / decay_steps) (floored with staircase)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"):
-        c = type(self).__name__
-        self.initial_learning_rate = _number(c, "initial_learning_rate", initial_learning_rate, nonneg=True)
-        self.decay_steps = _number(c, "decay_steps", decay_steps, positive=True)
-        self.decay_rate = _number(c, "decay_rate", decay_rate, nonneg=True)
-        self.staircase = bool(staircase)
-        self.name = name
-
     def __call__(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate / (1 + self.decay_rate * p)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+        return self.initial_learning_rate / (1 + self.decay_rate * self._p(step))
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
