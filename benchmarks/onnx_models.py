@@ -115,9 +115,14 @@ def _torch(module, threads):
 BUILDERS = {"engine": _engine, "ort": _ort, "openvino": _openvino}
 
 
-def run(threads: int, frameworks: list[str], log, quick: bool = False) -> tuple[list[dict], list[dict]]:
+def run(threads: int, frameworks: list[str], log, quick: bool = False,
+        models: list[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Rows and load times of `models` (default: all of MODELS)."""
+    unknown = sorted(set(models or ()) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown onnx model(s) {unknown}; known: {', '.join(MODELS)}")
     rows, loads = [], []
-    for name in MODELS:
+    for name in models or MODELS:
         try:
             path, feeds, module = _source(name)
         except Exception as e:

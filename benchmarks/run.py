@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
                     help="comma-separated subset of %(default)s")
+    ap.add_argument("--onnx-models", metavar="NAMES",
+                    help="comma-separated models of the onnx section (default: all; e.g. seed_lstm)")
     a = ap.parse_args(argv)
     _reexec_without_blas_env(argv)
     threads = max(1, a.threads)
@@ -445,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     if "onnx" in sections:
         from . import onnx_models
         log("[benchmarks] ONNX models ...")
-        rows, loads = onnx_models.run(threads, frameworks, log, quick=a.quick)
+        models = [m.strip() for m in a.onnx_models.split(",") if m.strip()] if a.onnx_models else None
+        rows, loads = onnx_models.run(threads, frameworks, log, quick=a.quick, models=models)
         result["onnx"], result["onnx_load"] = rows, loads
         print(onnx_models.table(rows, loads, format_table, frameworks))
         print(flush=True)

@@ -14,6 +14,7 @@ void init_pool(py::module_& m);
 void init_elementwise(py::module_& m);
 void init_program(py::module_& m);
 void init_dynamic(py::module_& m);
+void init_rnn(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "engine native CPU kernels and plan executor";
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_C, m) {
   init_elementwise(m);
   init_program(m);
   init_dynamic(m);
+  init_rnn(m);
 }

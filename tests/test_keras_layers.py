@@ -203,6 +203,33 @@ def test_recurrent_masks(cell, return_sequences, go_backwards, zero_output_for_m
     np.testing.assert_allclose(e.predict(x), k.predict(x, verbose=0), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cell,units,batch,steps", [
+    ("LSTM", 40, 14, 20), ("GRU", 40, 14, 20), ("GRU_v1", 40, 14, 20), ("SimpleRNN", 64, 14, 20),
+    ("LSTM", 130, 1, 7), ("GRU", 130, 1, 7), ("GRU_v1", 160, 1, 7), ("SimpleRNN", 400, 1, 7)])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_recurrent_masks_kernel_paths(cell, units, batch, steps, go_backwards, threads):
+    """Masks on the recurrent kernel's threaded paths (rows split at batch 14, unit blocks split
+    at batch 1 with many units) and with partial blocks of units, on 1 and 2 threads."""
+    kw = dict(return_sequences=True, go_backwards=go_backwards)
+    if cell == "GRU_v1":
+        cell, kw["reset_after"] = "GRU", False
+
+    def build(m):
+        return [m.Input((steps,), dtype="int32"), m.Embedding(20, 5, mask_zero=True), getattr(m, cell)(units, **kw)]
+    k, e = keras.Sequential(build(L)), nn.Sequential(build(nn))
+    perturb(k)
+    k.set_weights([w / np.float32(np.sqrt(w.shape[0])) if w.ndim == 2 and w.shape[0] == units else w
+                   for w in k.get_weights()])  # recurrent kernels scaled: many units stay non-chaotic
+    e.set_weights(k.get_weights())
+    x = np.random.default_rng(1).integers(1, 20, (batch, steps))
+    x[0, :2] = 0
+    x[0, steps // 2] = 0
+    x[-1, -3:] = 0
+    if batch > 2:
+        x[1, :] = 0
+    np.testing.assert_allclose(e.predict(x), k.predict(x, verbose=0), atol=1e-4, rtol=1e-4)
+
+
 def _functional(build):
     """A functional model from build(layers_module) -> (inputs, outputs), in Keras and engine.nn."""
     ki, ko = build(L)

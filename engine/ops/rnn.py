@@ -2,9 +2,9 @@
 sequence_lens, initial states, peepholes, activations with alpha/beta, clip, input_forget,
 linear_before_reset; every output optional).
 
-Lowering: one GEMM computes X·Wᵀ for every time step and direction (W packed once when it is
-a weight), then one `rnn` kernel per direction runs the time loop (R packed once when it is a
-weight). float16 / float64 layers compute in float32 (converted on the way in and out).
+Lowering: one `rnn` kernel per direction runs the whole layer, a fused x·Wᵀ + h·Rᵀ product
+per time step (W and R packed once into its layout when they are weights). float16 / float64
+layers compute in float32 (converted on the way in and out).
 Sequences of length 0 give zero outputs and final states, as in onnxruntime.
 
 Engine extension for Keras masks: input 8 of all three ops (GRU and RNN leave 6 and 7 empty)
@@ -20,7 +20,6 @@ import numpy as np
 from ..errors import GraphError, ShapeError
 from .registry import Tensor, TensorType, register
 from .seq_util import FLOAT_TYPES, as_float32, finish_outputs, float32_output, float_attr, int_attr
-from .views import fill
 
 # op -> (kernel cell code, gates, activations per direction, outputs)
 CELLS = {"RNN": (0, 1, 1, 2), "GRU": (1, 3, 2, 2), "LSTM": (2, 4, 3, 3)}
@@ -154,11 +153,12 @@ def rnn_type(node, ins):
 
 
 def rnn_lower(ctx, node):
+    from .. import _C
+
     ins = list(node.inputs) + [""] * (9 - len(node.inputs))
     d = _Dims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in ins[:len(node.inputs)]])
     cell, G, per_dir, _ = CELLS[node.op]
     T, B, In, H, D = d.T, d.B, d.In, d.H, d.D
-    GH = G * H
     acts = _activations(node)
     x_name, w_name, r_name, b_name, len_name, h0_name, c0_name, p_name, mask_name = ins
     pending: list = []
@@ -166,53 +166,40 @@ def rnn_lower(ctx, node):
     y, yh, yc = (float32_output(ctx, o, pending) for o in outs[:3])
     if not (y or yh or yc) or B == 0 or H == 0:
         return  # nothing asked for, or every output is empty
-    rows = T * B
-
-    # Input projection for every step and direction: xw = X·Wᵀ (rows × D·GH).
-    xw = ctx.scratch((rows, D * GH), "float32")
-    if rows:
-        x = as_float32(ctx, x_name)
-        w = ctx.value(w_name)
-        if In == 0:
-            fill(ctx, xw, 0.0)
-        elif w is not None:
-            packed = ctx.cached(("rnn.W", w_name), lambda: ctx.pack_gemm_b(w.reshape(D * GH, In), transposed=True))
-            ctx.kernel("gemm_packed", [x, ""], [xw], ints=[rows, 0], floats=[0.0, 0.0], state=packed, dtype="float32")
-        else:
-            ctx.kernel("matmul", [x, as_float32(ctx, w_name)], [xw], ints=[1, rows, D * GH, In, 0, 1, 0, 0],
-                       dtype="float32")
-
-    gru_split = node.op == "GRU" and not node.attrs.get("linear_before_reset", 0)
-    r = ctx.value(r_name)
-    transpose_r = r is None
-    # The kernel's workspace (engine/rnn.h rnn_workspace_floats; the factory checks it), plus Rᵀ
-    # when R is not a weight and the kernel transposes it on each call.
-    ws_floats = B * GH + (2 if node.op == "LSTM" else 1) * B * H + (B * H if node.op == "GRU" else 0) + GH + H
-    ws_floats += B if mask_name else 0
-    ws_floats += H * GH if transpose_r else 0
-    ws = ctx.scratch((max(ws_floats, 1),), "float32")
-    b, p, h0, c0 = (as_float32(ctx, n) for n in (b_name, p_name, h0_name, c0_name))
-    r32 = as_float32(ctx, r_name) if transpose_r else ""
+    lbr = node.op == "GRU" and bool(node.attrs.get("linear_before_reset", 0))
+    # Weights (and a constant B) are packed once into the kernel's layout (engine/rnn.h);
+    # runtime ones are packed by the kernel on each call, into its workspace.
+    w, r = ctx.value(w_name), ctx.value(r_name)
+    bias = ctx.value(b_name) if b_name else None
+    packed = w is not None and r is not None
+    ws_floats = max(_C.rnn_workspace_floats(cell, lbr, T, B, In, H, bool(mask_name), not packed), 1)
+    ws = ctx.scratch((ws_floats,), "float32")
+    x = as_float32(ctx, x_name)
+    w32, r32 = ("", "") if packed else (as_float32(ctx, w_name), as_float32(ctx, r_name))
+    p, h0, c0 = (as_float32(ctx, n) for n in (p_name, h0_name, c0_name))
+    b = "" if bias is not None else as_float32(ctx, b_name)
     direction = _direction(node)
     clip = float_attr(node, "clip", None) or 0.0
     flags = [int(bool(y)), int(bool(yh)), int(bool(yc))]
     kouts = [o for o in (y, yh, yc) if o]
+
+    def pack(name, value, di, fn, *args):
+        m = np.ascontiguousarray(value[di], np.float32)
+        key = ("rnn.packed", node.op, name, di, lbr, fn.__name__, *args)
+        return ctx.constant(ctx.cached(key, lambda: fn(m, cell, lbr, *args)))
+
     for di in range(D):
-        state, rt = None, ""
-        if r is not None:
-            rd = np.asarray(r[di], np.float32)
-            part = rd[:2 * H] if gru_split else rd  # GRU: z, r columns packed; the h gate reads Rᵀ in place
-            state = ctx.cached(("rnn.R", r_name, di, gru_split), lambda m=part: ctx.pack_gemm_b(m, transposed=True))
-            if gru_split:
-                rt = ctx.constant(ctx.cached(("rnn.Rt", r_name, di), lambda m=rd: np.ascontiguousarray(m.T)))
+        wp, rp = ((pack(w_name, w, di, _C.rnn_pack_weights, False), pack(r_name, r, di, _C.rnn_pack_weights, True))
+                  if packed else ("", ""))
+        bp = pack(b_name, bias, di, _C.rnn_pack_bias) if bias is not None else ""
         reverse = direction == "reverse" or (direction == "bidirectional" and di == 1)
         fa = acts[di * per_dir:(di + 1) * per_dir] + [(0, 0.0, 0.0)] * (3 - per_dir)
-        ctx.kernel("rnn", [xw, b, p, h0, c0, len_name, r32, rt, ws, mask_name], kouts,
-                   ints=[cell, T, B, H, D, di, d.layout, int(reverse), int(node.attrs.get("input_forget", 0)),
-                         int(node.attrs.get("linear_before_reset", 0)), fa[0][0], fa[1][0], fa[2][0], *flags,
-                         max(ws_floats, 1), int(node.attrs.get("zero_output_for_mask", 0))],
+        ctx.kernel("rnn", [x, w32, r32, wp, rp, b, p, h0, c0, len_name, mask_name, ws, bp], kouts,
+                   ints=[cell, T, B, In, H, D, di, d.layout, int(reverse), int(node.attrs.get("input_forget", 0)),
+                         int(lbr), fa[0][0], fa[1][0], fa[2][0], *flags, ws_floats,
+                         int(node.attrs.get("zero_output_for_mask", 0))],
                    floats=[clip, fa[0][1], fa[0][2], fa[1][1], fa[1][2], fa[2][1], fa[2][2]],
-                   state=state, dtype="float32")
+                   dtype="float32")
     finish_outputs(ctx, pending)
 
 

@@ -1,17 +1,17 @@
 // Recurrent layers with ONNX LSTM / GRU / RNN semantics, float32, one direction per call
 // (a bidirectional layer is two calls writing the two halves of its outputs).
 //
-// The caller computes the input projection X·Wᵀ for every time step first (one GEMM over
-// all steps and directions); rnn_run then runs the time loop: per step one recurrent GEMM
-// h·Rᵀ (R pre-packed once, or Rᵀ read in place) and one fused pass over the gates (biases,
-// peepholes, clip, activations, state update). Weights are in ONNX gate order (LSTM i,o,f,c;
-// GRU z,r,h); other frameworks' layers map onto it by permuting weights at import.
+// rnn_run runs the whole layer: per time step one product x·Wᵀ + h·Rᵀ over register tiles
+// (x·Wᵀ of all steps projected first for a few rows, fused into the step otherwise) and the
+// gate math on each tile while it is in L1. Weights are in ONNX gate order (LSTM i,o,f,c; GRU
+// z,r,h); other frameworks' layers map onto it by permuting weights at import. The kernel
+// reads W, R and the biases packed by rnn_pack_weights / rnn_pack_bias (once for weights;
+// per call into the workspace otherwise). Threads: see csrc/cpu/rnn_loop.cpp.
 #pragma once
 
 #include <cstdint>
 
 #include "engine/common.h"
-#include "engine/gemm.h"
 
 namespace engine {
 
@@ -40,12 +40,9 @@ struct RnnActivation {
   float alpha = 0.f, beta = 0.f;
 };
 
-// y[i] = act(x[i]) for n floats, y may equal x.
-void rnn_activation(float* y, const float* x, index_t n, const RnnActivation& a);
-
 struct RnnConfig {
   RnnCell cell = RnnCell::Lstm;
-  index_t seq_len = 0, batch = 0, hidden = 0;
+  index_t seq_len = 0, batch = 0, input = 0, hidden = 0;
   bool reverse = false;
   float clip = 0.f;                  // > 0: every gate pre-activation is clipped to ±clip
   bool input_forget = false;         // LSTM: f = 1 - i
@@ -55,15 +52,61 @@ struct RnnConfig {
   // step's output (zeros before the first unmasked step), or zeros with zero_output_for_mask.
   bool masked = false;
   bool zero_output_for_mask = false;
+  bool pack_weights = false;         // W, R come raw (RnnIO::w_raw, r_raw): pack per call
 };
+
+// The packed weight layout. Hidden units go in blocks of kRnnBlock; per block the columns of
+// the gates the cell needs together sit side by side (column (j·groups + g)·kRnnBlock + u of a
+// part: block j, group g, unit u), so a register tile covers whole blocks and one thread can
+// own a range of blocks, all of their gates. Packed Wᵀ (In rows) and Rᵀ (H rows) share the
+// columns. In memory a part is a run of tile groups (tile_blocks blocks, fewer in the last),
+// each a K × (its columns) row-major panel: one contiguous stream per tile.
+// Parts: most cells have one; GRU without linear_before_reset has two, (z, r) and h, because
+// h's product needs r first. GRU with linear_before_reset keeps x·Wₕᵀ and h·Rₕᵀ apart in
+// two column groups (W fills one, R the other, zeros elsewhere).
+constexpr index_t kRnnBlock = 16;
+
+struct RnnLayout {
+  int parts = 1;
+  int groups[2] = {0, 0};          // column groups per block, per part
+  index_t tile_blocks[2] = {0, 0}; // blocks per tile group, per part (divides 4)
+  index_t offset[2] = {0, 0};      // first column of each part
+  index_t blocks = 0;              // ceil(H / kRnnBlock)
+  index_t cols = 0;                // packed columns in all
+
+  index_t tiles(int p) const { return (blocks + tile_blocks[p] - 1) / tile_blocks[p]; }
+  // Tile group i of part p: its first column, and its width in columns.
+  index_t tile_col(int p, index_t i) const { return offset[p] + i * tile_blocks[p] * groups[p] * kRnnBlock; }
+  index_t tile_cols(int p, index_t i) const {
+    const index_t nb = blocks - i * tile_blocks[p];
+    return (nb < tile_blocks[p] ? nb : tile_blocks[p]) * groups[p] * kRnnBlock;
+  }
+};
+RnnLayout rnn_layout(RnnCell cell, bool linear_before_reset, index_t hidden);
+
+// dst (K × layout.cols floats, tile panels as above) = src (G·H × K, ONNX W or R of one
+// direction) packed; `recurrent` says which (it decides GRU linear_before_reset's h groups).
+// Padding is zero.
+void rnn_pack_weights(float* dst, const float* src, index_t K, RnnCell cell, bool linear_before_reset,
+                      index_t hidden, bool recurrent);
+
+// dst (layout.cols floats, plain column order): the biases each packed column adds, Wb and Rb
+// (G·H each, ONNX order; either may be null) summed where W's and R's rows meet.
+void rnn_pack_bias(float* dst, const float* wb, const float* rb, RnnCell cell, bool linear_before_reset,
+                   index_t hidden);
 
 // One direction's data. Strides are in floats; optional pointers may be null.
 struct RnnIO {
-  // X·Wᵀ of time step t, batch row b: xw + t·xw_t + b·xw_b, G·H gate values, no bias.
-  const float* xw = nullptr;
-  index_t xw_t = 0, xw_b = 0;
+  // Input of time step t, batch row b: x + t·x_t + b·x_b (cfg.input floats).
+  const float* x = nullptr;
+  index_t x_t = 0, x_b = 0;
+  // Packed Wᵀ (In × cols) and Rᵀ (H × cols); with cfg.pack_weights, raw ONNX W (G·H × In) and
+  // R (G·H × H) instead, packed into the workspace on each call.
+  const float* w = nullptr;
+  const float* r = nullptr;
   const float* wb = nullptr;  // G·H input biases (null: none)
   const float* rb = nullptr;  // G·H recurrent biases (null: none)
+  const float* bias = nullptr;  // wb, rb packed by rnn_pack_bias; null: packed on each call
   const float* p = nullptr;   // LSTM peepholes, 3·H (i, o, f); null: none
   // States: initial h/c and final Y_h/Y_c, row b at ptr + b·state_b (H floats).
   const float* h0 = nullptr;
@@ -80,21 +123,10 @@ struct RnnIO {
   const bool* mask = nullptr;
 };
 
-// The recurrence weights of one direction: Rᵀ (H × G·H, row-major) and, optionally, the same
-// pre-packed for sgemm_packed (for a GRU without linear_before_reset: only the z and r
-// columns, H × 2H, since the h gate's product needs r first).
-struct RnnRecurrence {
-  const float* rt = nullptr;
-  const PackedMatrixB* packed = nullptr;
-};
-
 // Floats of workspace rnn_run needs.
 index_t rnn_workspace_floats(const RnnConfig& cfg);
 
-// Runs the time loop. seq_lens must already be checked (0 <= len <= seq_len).
-void rnn_run(const RnnConfig& cfg, const RnnIO& io, const RnnRecurrence& r, float* workspace);
-
-// dst (cols × rows) = srcᵀ (src rows × cols, row-major).
-void rnn_transpose(float* dst, const float* src, index_t rows, index_t cols);
+// Runs one direction. seq_lens must already be checked (0 <= len <= seq_len).
+void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* workspace);
 
 }  // namespace engine
