@@ -12,7 +12,9 @@
 #include <cstdint>
 
 #include "engine/common.h"
+#include "engine/conv.h"
 #include "engine/dtype.h"
+#include "engine/pool.h"
 
 namespace engine {
 
@@ -79,6 +81,56 @@ struct MatMulGrad {
 };
 void matmul_backward(float* da, float* db, const float* dc, const float* a, const float* b, const MatMulGrad& g,
                      bool accumulate);
+
+// ---- conv2d (NHWC activations, HWIO filters, every variant of conv2d_nhwc) ----------------
+
+// dx = the transposed convolution of dy (col2im of dy·Wᵀ; depthwise: direct).
+void conv2d_backward_data(float* dx, const float* dy, const float* filter, const Conv2DShape& s, bool accumulate);
+// dw = im2colᵀ·dy (depthwise: direct), db = column sums of dy; either may be null.
+void conv2d_backward_filter(float* dw, float* db, const float* dy, const float* x, const Conv2DShape& s,
+                            bool accumulate);
+
+// ---- pooling (NHWC, the forward's Pool2DShape); dx is overwritten -------------------------
+
+// dy goes to the window's first maximum (a NaN wins, the last one: torch's rule).
+void maxpool2d_backward(float* dx, const float* dy, const float* x, const Pool2DShape& s);
+// dy / divisor to every tap the forward averaged (its count_include_pad rule).
+void avgpool2d_backward(float* dx, const float* dy, const Pool2DShape& s);
+// dx: N×HW×C, dy: N×C.
+void global_avgpool_backward(float* dx, const float* dy, index_t N, index_t HW, index_t C);
+// split_ties: dy shared equally by equal maxima (amax / Keras reduce_max); otherwise all to the
+// first (max / adaptive max pool). A NaN is the maximum, as in the forward.
+void global_maxpool_backward(float* dx, const float* dy, const float* x, index_t N, index_t HW, index_t C,
+                             bool split_ties);
+
+// ---- normalisation (rows × C, channels last) ---------------------------------------------
+
+// Training batch norm over M rows of C channels: batch mean and population variance, y =
+// (x − mean)·invstd·gamma + beta, saved mean / invstd for the backward, and the running
+// statistics r = r·momentum + batch·(1 − momentum) (Keras's momentum; torch's m is 1 − this),
+// with the population variance (Keras) or the unbiased one (torch). gamma / beta may be null.
+void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd, float* running_mean, float* running_var,
+                             const float* x, const float* gamma, const float* beta, index_t M, index_t C, double eps,
+                             double momentum, bool unbiased_running_var);
+// Batch norm backward. batch_stats: mean / stat are the saved batch mean and invstd (training);
+// otherwise they are the running mean and variance (a frozen layer: stat → 1/√(var + eps)).
+// dgamma / dbeta may be null; gamma may be null (1).
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* gamma,
+                        const float* mean, const float* stat, index_t M, index_t C, bool batch_stats, double eps);
+
+// Layer norm backward over rows of D, from the forward's per-row mean and invstd (the
+// `normalize` step's outputs; rms: x̂ = x·invstd, no mean). dgamma / dbeta may be null.
+void layernorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* gamma,
+                        const float* mean, const float* invstd, index_t rows, index_t D, bool rms);
+
+// ---- embedding ---------------------------------------------------------------------------
+
+// dw[idx[i], :] (+)= dy[i, :] for V rows of D; duplicates add up (in index order, so the
+// result does not depend on the thread count). Negative indices count from the end, as the
+// forward gather. Returns -1, or the position of the first index outside [-V, V) (nothing
+// written then).
+index_t embedding_backward(float* dw, const float* dy, const void* idx, DType idx_type, index_t n_idx, index_t V,
+                           index_t D, bool accumulate);
 
 // ---- dropout -----------------------------------------------------------------------------
 

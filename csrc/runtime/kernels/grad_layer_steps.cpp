@@ -10,53 +10,30 @@
 //   dense_grad:          in [dy (M×N), x (M×K) | -1, w | -1], out [dx?, dw?, db?];
 //                        ints [M, K, N, w_transposed (0: w is K×N, Keras; 1: N×K, torch),
 //                        outputs (1 dx, 2 dw, 4 db), accumulate]. dx needs w, dw x.
+//   conv2d_grad_input:   in [dy, w (HWIO)], out [dx]; ints CONV
+//   conv2d_grad_weight:  in [dy, x], out [dw] or [dw, db]; ints CONV
+//                        CONV = [N, H, W, C, OC, KH, KW, stride_h, stride_w, dil_h, dil_w,
+//                        pad_top, pad_left, pad_bottom, pad_right, groups, accumulate]
+//                        (x N×H×W×C, dy N×OH×OW×OC, w KH×KW×(C/groups)×OC as conv2d_nhwc)
+//   pool2d_grad:         in [dy, x | -1], out [dx]; ints as pool2d [is_max, N, H, W, C, KH, KW,
+//                        stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, pad_bottom,
+//                        pad_right, ceil_mode, count_include_pad]; max pooling needs x.
+//   global_pool_grad:    in [dy (N×C), x (N×HW×C) | -1], out [dx]; ints [N, HW, C, kind]
+//                        kind 0 average, 1 max (all to the first maximum, as max pooling),
+//                        2 max with ties sharing (amax, Keras's reduce_max); max needs x.
 #include <string>
 
 #include "engine/grad.h"
+#include "runtime/kernels/grad_step_util.h"
 #include "runtime/registry.h"
 
 namespace engine {
+
+void register_grad_norm_steps(KernelRegistry& r);  // grad_norm_steps.cpp
+
 namespace {
 
-std::string str(std::int64_t v) { return std::to_string(v); }
-
-void check_f32(const StepSpec& s) {
-  if (s.in_types.size() != s.in.size()) return;  // callers that do not state types
-  for (size_t k = 0; k < s.in.size(); ++k)
-    ENGINE_CHECK(s.in[k] < 0 || s.in_types[k] == DType::F32,
-                 s.name + ": input " + str(static_cast<std::int64_t>(k)) + " must be float32, got " +
-                     dtype_name(s.in_types[k]));
-}
-
-bool flag(const StepSpec& s, size_t k, const char* what) {
-  ENGINE_CHECK(s.i(k) == 0 || s.i(k) == 1, s.name + ": " + what + " must be 0 or 1, got " + str(s.i(k)));
-  return s.i(k) != 0;
-}
-
-// Output slots for a mask over n outputs: -1 where not wanted. The out list must hold one slot
-// per set bit.
-std::vector<int> masked_outputs(const StepSpec& s, std::int64_t mask, int n) {
-  ENGINE_CHECK(mask > 0 && mask < (1 << n), s.name + ": outputs mask must be 1 to " + str((1 << n) - 1) + ", got " +
-                                                str(mask));
-  std::vector<int> slots(n, -1);
-  size_t used = 0;
-  for (int k = 0; k < n; ++k)
-    if (mask >> k & 1) {
-      ENGINE_CHECK(used < s.out.size(), s.name + ": outputs mask " + str(mask) + " wants " + str(__builtin_popcountll(mask)) +
-                                            " outputs, got " + str(static_cast<std::int64_t>(s.out.size())));
-      slots[k] = s.out[used++];
-    }
-  ENGINE_CHECK(used == s.out.size(), s.name + ": outputs mask " + str(mask) + " wants " + str(static_cast<std::int64_t>(used)) +
-                                         " outputs, got " + str(static_cast<std::int64_t>(s.out.size())));
-  return slots;
-}
-
-void need_input(const StepSpec& s, size_t k, const char* what, const char* for_what) {
-  ENGINE_CHECK(s.in[k] >= 0, s.name + ": " + for_what + " needs " + what + " (input " + str(static_cast<std::int64_t>(k)) + ")");
-}
-
-float* out_ptr(void* const* sl, int k) { return k >= 0 ? slot<float>(sl, k) : nullptr; }
-const float* in_ptr(void* const* sl, int k) { return k >= 0 ? slot<const float>(sl, k) : nullptr; }
+using namespace gradstep;
 
 StepFn bias_grad(const StepSpec& s) {
   s.expect(1, 1, 3);
@@ -111,12 +88,89 @@ StepFn dense_grad(const StepSpec& s) {
   };
 }
 
+
+Conv2DShape conv_shape(const StepSpec& s) {
+  s.expect(2, s.out.size(), 17);
+  Conv2DShape c;
+  c.N = s.i(0), c.H = s.i(1), c.W = s.i(2), c.C = s.i(3), c.OC = s.i(4), c.KH = s.i(5), c.KW = s.i(6);
+  c.stride_h = s.i(7), c.stride_w = s.i(8), c.dil_h = s.i(9), c.dil_w = s.i(10);
+  c.pad_top = s.i(11), c.pad_left = s.i(12), c.pad_bottom = s.i(13), c.pad_right = s.i(14), c.groups = s.i(15);
+  c.validate();
+  ENGINE_CHECK(s.in[0] >= 0 && s.in[1] >= 0, s.name + ": both inputs are required");
+  check_f32(s);
+  return c;
+}
+
+StepFn conv2d_grad_input(const StepSpec& s) {
+  ENGINE_CHECK(s.out.size() == 1, "conv2d_grad_input: expected one output [dx]");
+  const Conv2DShape c = conv_shape(s);
+  const bool acc = flag(s, 16, "accumulate");
+  const int dy = s.in[0], w = s.in[1], dx = s.out[0];
+  return [=](void* const* sl) {
+    conv2d_backward_data(slot<float>(sl, dx), slot<const float>(sl, dy), slot<const float>(sl, w), c, acc);
+  };
+}
+
+StepFn conv2d_grad_weight(const StepSpec& s) {
+  ENGINE_CHECK(s.out.size() == 1 || s.out.size() == 2, "conv2d_grad_weight: expected outputs [dw] or [dw, db]");
+  const Conv2DShape c = conv_shape(s);
+  const bool acc = flag(s, 16, "accumulate");
+  const int dy = s.in[0], x = s.in[1], dw = s.out[0], db = s.out.size() == 2 ? s.out[1] : -1;
+  return [=](void* const* sl) {
+    conv2d_backward_filter(slot<float>(sl, dw), out_ptr(sl, db), slot<const float>(sl, dy), slot<const float>(sl, x),
+                           c, acc);
+  };
+}
+
+StepFn pool2d_grad(const StepSpec& s) {
+  s.expect(2, 1, 17);
+  Pool2DShape p;
+  const bool is_max = flag(s, 0, "is_max");
+  p.N = s.i(1), p.H = s.i(2), p.W = s.i(3), p.C = s.i(4), p.KH = s.i(5), p.KW = s.i(6);
+  p.stride_h = s.i(7), p.stride_w = s.i(8), p.dil_h = s.i(9), p.dil_w = s.i(10);
+  p.pad_top = s.i(11), p.pad_left = s.i(12), p.pad_bottom = s.i(13), p.pad_right = s.i(14);
+  p.ceil_mode = flag(s, 15, "ceil_mode"), p.count_include_pad = flag(s, 16, "count_include_pad");
+  p.validate();
+  ENGINE_CHECK(s.in[0] >= 0, "pool2d_grad: dy is required");
+  if (is_max) need_input(s, 1, "x", "max pooling");
+  check_f32(s);
+  const int dy = s.in[0], x = s.in[1], dx = s.out[0];
+  if (is_max)
+    return [=](void* const* sl) {
+      maxpool2d_backward(slot<float>(sl, dx), slot<const float>(sl, dy), slot<const float>(sl, x), p);
+    };
+  return [=](void* const* sl) { avgpool2d_backward(slot<float>(sl, dx), slot<const float>(sl, dy), p); };
+}
+
+StepFn global_pool_grad(const StepSpec& s) {
+  s.expect(2, 1, 4);
+  const index_t N = s.i(0), HW = s.i(1), C = s.i(2);
+  const std::int64_t kind = s.i(3);
+  ENGINE_CHECK(N >= 0 && HW >= 1 && C >= 1, "global_pool_grad: expected N >= 0, HW >= 1, C >= 1");
+  ENGINE_CHECK(kind >= 0 && kind <= 2, "global_pool_grad: kind must be 0 (average), 1 (max) or 2 (max, ties "
+                                       "share), got " + str(kind));
+  ENGINE_CHECK(s.in[0] >= 0, "global_pool_grad: dy is required");
+  if (kind > 0) need_input(s, 1, "x", "max pooling");
+  check_f32(s);
+  const int dy = s.in[0], x = s.in[1], dx = s.out[0];
+  return [=](void* const* sl) {
+    if (kind == 0) return global_avgpool_backward(slot<float>(sl, dx), slot<const float>(sl, dy), N, HW, C);
+    global_maxpool_backward(slot<float>(sl, dx), slot<const float>(sl, dy), slot<const float>(sl, x), N, HW, C,
+                            kind == 2);
+  };
+}
+
 }  // namespace
 
 void register_grad_layer_steps(KernelRegistry& r) {
   r.add("bias_grad", DType::F32, bias_grad);
   r.add("matmul_grad", DType::F32, matmul_grad);
   r.add("dense_grad", DType::F32, dense_grad);
+  r.add("conv2d_grad_input", DType::F32, conv2d_grad_input);
+  r.add("conv2d_grad_weight", DType::F32, conv2d_grad_weight);
+  r.add("pool2d_grad", DType::F32, pool2d_grad);
+  r.add("global_pool_grad", DType::F32, global_pool_grad);
+  register_grad_norm_steps(r);
 }
 
 }  // namespace engine
