@@ -79,7 +79,7 @@ def test_batchnorm_frozen_and_optional_parts(isa, threads):
 
 
 @pytest.mark.parametrize("rms", [0, 1])
-@pytest.mark.parametrize("rows,D", [(1, 1), (5, 7), (64, 128), (300, 33), (4, 4099)])
+@pytest.mark.parametrize("rows,D", [(1, 1), (5, 7), (64, 128), (300, 33), (4, 4099), (2000, 64)])
 def test_layernorm_grad_vs_torch(rows, D, rms, isa, threads):
     rng = np.random.default_rng(rows + D)
     x = (rng.standard_normal((rows, D)) + 2).astype(np.float32)

@@ -7,6 +7,31 @@
 // Activation.cpp, BinaryOpsKernel.cpp, FunctionsManual.cpp), including which side of a
 // comparison a NaN or a boundary value takes, so a NaN propagates exactly where torch's does.
 
+// One value in every lane as a single broadcast instruction (elementwise_vmath.h's splat fills
+// lanes one by one, which GCC keeps as a chain of masked inserts inside loops).
+static inline vf bcast(float f) {
+#if EW_W == 16 && defined(__AVX512F__)
+  return (vf)_mm512_set1_ps(f);
+#elif EW_W == 8 && defined(__AVX__)
+  return (vf)_mm256_set1_ps(f);
+#elif EW_W == 4 && defined(__SSE__)
+  return (vf)_mm_set1_ps(f);
+#else
+  return splat(f);
+#endif
+}
+static inline vi bcasti(std::int32_t v) {
+#if EW_W == 16 && defined(__AVX512F__)
+  return (vi)_mm512_set1_epi32(v);
+#elif EW_W == 8 && defined(__AVX__)
+  return (vi)_mm256_set1_epi32(v);
+#elif EW_W == 4 && defined(__SSE2__)
+  return (vi)_mm_set1_epi32(v);
+#else
+  return splati(v);
+#endif
+}
+
 template <class F>
 static inline void grad_loop(float* dx, const float* dy, const float* s, index_t n, F f) {
   index_t i = 0;
@@ -20,7 +45,7 @@ static inline void grad_loop(float* dx, const float* dy, const float* s, index_t
 }
 
 void act_backward(float* dx, const float* dy, const float* s, index_t n, int act, float alpha, float beta) {
-  const vf zero = splat(0.f), one = splat(1.f), half = splat(0.5f);
+  const vf zero = bcast(0.f), one = bcast(1.f), half = bcast(0.5f);
   switch (act) {
     case static_cast<int>(Act::None):
     case static_cast<int>(Act::Identity):
@@ -29,7 +54,7 @@ void act_backward(float* dx, const float* dy, const float* s, index_t n, int act
     case static_cast<int>(Act::Relu):  // threshold_backward on the output
       return grad_loop(dx, dy, s, n, [&](vf g, vf y) { return y <= zero ? zero : g; });
     case static_cast<int>(Act::LeakyRelu): {
-      const vf a = splat(alpha);
+      const vf a = bcast(alpha);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return x > zero ? g : g * a; });
     }
     case static_cast<int>(Act::Sigmoid):
@@ -37,14 +62,14 @@ void act_backward(float* dx, const float* dy, const float* s, index_t n, int act
     case static_cast<int>(Act::Tanh):
       return grad_loop(dx, dy, s, n, [&](vf g, vf y) { return g * (one - y * y); });
     case static_cast<int>(Act::Gelu): {
-      const vf r2 = splat(0.70710678118654752f), k = splat(0.39894228040143268f);  // 1/√2, 1/√(2π)
+      const vf r2 = bcast(0.70710678118654752f), k = bcast(0.39894228040143268f);  // 1/√2, 1/√(2π)
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) {
         const vf cdf = half * (one + v_erf(x * r2)), pdf = k * v_exp(-half * x * x);
         return g * (cdf + x * pdf);
       });
     }
     case static_cast<int>(Act::GeluTanh): {
-      const vf kb = splat(0.79788456080286536f), kk = splat(0.044715f), k3 = splat(3.f * 0.044715f);
+      const vf kb = bcast(0.79788456080286536f), kk = bcast(0.044715f), k3 = bcast(3.f * 0.044715f);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) {
         const vf x2 = x * x, t = v_tanh(kb * (x + kk * x2 * x));
         const vf left = half * x, dleft = half * (one + t);
@@ -53,11 +78,11 @@ void act_backward(float* dx, const float* dy, const float* s, index_t n, int act
       });
     }
     case static_cast<int>(Act::Elu): {
-      const vf a = splat(alpha);
+      const vf a = bcast(alpha);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return x <= zero ? g * a * v_exp(x) : g; });
     }
     case static_cast<int>(Act::Selu): {  // the forward's constants
-      const vf sc = splat(1.0507009873554805f), sa = splat(1.0507009873554805f * 1.6732632423543772f);
+      const vf sc = bcast(1.0507009873554805f), sa = bcast(1.0507009873554805f * 1.6732632423543772f);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return x <= zero ? g * sa * v_exp(x) : g * sc; });
     }
     case static_cast<int>(Act::Silu):
@@ -66,18 +91,18 @@ void act_backward(float* dx, const float* dy, const float* s, index_t n, int act
         return g * sg * (one + x * (one - sg));
       });
     case static_cast<int>(Act::Softplus): {  // torch's threshold 20 (beta 1)
-      const vf th = splat(20.f);
+      const vf th = bcast(20.f);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return x > th ? g : g * v_sigmoid(x); });
     }
     case static_cast<int>(Act::HardSigmoid): {
-      const vf a = splat(alpha), b = splat(beta);
+      const vf a = bcast(alpha), b = bcast(beta);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) {
         const vf t = a * x + b;
         return (t > zero) & (t < one) ? g * a : zero;
       });
     }
     case static_cast<int>(Act::Clip): {  // hardtanh_backward: strictly inside passes (NaN: 0)
-      const vf lo = splat(alpha), hi = splat(beta);
+      const vf lo = bcast(alpha), hi = bcast(beta);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return (x > lo) & (x < hi) ? g : zero; });
     }
     case static_cast<int>(Act::Exp):
@@ -85,7 +110,7 @@ void act_backward(float* dx, const float* dy, const float* s, index_t n, int act
     case static_cast<int>(Act::Log):
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return g / x; });
     case static_cast<int>(Act::Sqrt):
-      return grad_loop(dx, dy, s, n, [&](vf g, vf y) { return g / (splat(2.f) * y); });
+      return grad_loop(dx, dy, s, n, [&](vf g, vf y) { return g / (bcast(2.f) * y); });
     case static_cast<int>(Act::Neg):
       return grad_loop(dx, dy, s, n, [&](vf g, vf) { return -g; });
     case static_cast<int>(Act::Abs):  // sgn: 0 at 0 and at NaN (torch)
@@ -93,9 +118,9 @@ void act_backward(float* dx, const float* dy, const float* s, index_t n, int act
     case static_cast<int>(Act::Reciprocal):
       return grad_loop(dx, dy, s, n, [&](vf g, vf y) { return -g * (y * y); });
     case static_cast<int>(Act::Square):
-      return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return g * (splat(2.f) * x); });
+      return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return g * (bcast(2.f) * x); });
     case static_cast<int>(Act::Erf): {
-      const vf k = splat(1.12837916709551257f);  // 2/√π
+      const vf k = bcast(1.12837916709551257f);  // 2/√π
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) { return g * k * v_exp(-(x * x)); });
     }
     case grad_act::kSoftsign:  // 1/(1+|x|)² (TF's rule: 0 at ±inf, where torch's composite gives NaN)
@@ -104,7 +129,7 @@ void act_backward(float* dx, const float* dy, const float* s, index_t n, int act
         return g / (d * d);
       });
     case grad_act::kHardSwish: {  // torch: 0 up to -3 inclusive, the slope below 3, then dy
-      const vf three = splat(3.f), third = splat(1.f / 3.f);
+      const vf three = bcast(3.f), third = bcast(1.f / 3.f);
       return grad_loop(dx, dy, s, n, [&](vf g, vf x) {
         return x <= -three ? zero : (x < three ? g * (x * third + half) : g);
       });
@@ -126,10 +151,10 @@ void softmax_rows(float* dx, const float* dy, const float* y, index_t rows, inde
   for (index_t r = 0; r < rows; ++r) {
     const float *g = dy + r * len, *o = y + r * len;
     float* d = dx + r * len;
-    vf acc = splat(0.f);
+    vf acc = bcast(0.f);
     for (index_t i = 0; i < full; i += W) acc += log ? load(g + i) : load(g + i) * load(o + i);
     if (tail) acc += log ? load_partial(g + full, tail) : load_partial(g + full, tail) * load_partial(o + full, tail);
-    const vf sv = splat(hsum(acc));
+    const vf sv = bcast(hsum(acc));
     auto f = [&](vf gv, vf ov) { return log ? gv - v_exp(ov) * sv : ov * (gv - sv); };
     for (index_t i = 0; i < full; i += W) store(d + i, f(load(g + i), load(o + i)));
     if (tail) store_partial(d + full, f(load_partial(g + full, tail), load_partial(o + full, tail)), tail);
@@ -141,7 +166,7 @@ void softmax_cols(float* dx, const float* dy, const float* y, index_t axis, inde
   for (index_t j = 0; j < inner; j += W) {
     const index_t cnt = inner - j < W ? inner - j : W;
     auto ld = [&](const float* p) { return cnt == W ? load(p) : load_partial(p, cnt); };
-    vf acc = splat(0.f);
+    vf acc = bcast(0.f);
     for (index_t a = 0; a < axis; ++a) {
       const index_t o = a * inner + j;
       acc += log ? ld(dy + o) : ld(dy + o) * ld(y + o);
@@ -160,12 +185,12 @@ void softmax_cols(float* dx, const float* dy, const float* y, index_t axis, inde
 
 float xent_row(float* g, const float* z, index_t C, index_t label, const float* t, float gscale) {
   const index_t tail = C % W, full = C - tail;
-  const vf ninf = splat(-kInf), zero = splat(0.f);
+  const vf ninf = bcast(-kInf), zero = bcast(0.f);
   vf mv = ninf;
   for (index_t i = 0; i < full; i += W) mv = vmax(mv, load(z + i));
   if (tail) mv = vmax(mv, lane_mask(tail) ? load_partial(z + full, tail) : ninf);
   const float m = hmax(mv);
-  const vf mm = splat(m);
+  const vf mm = bcast(m);
   const float zl = label >= 0 ? z[label] - m : 0.f;  // read before g (which may be z) is written
   vf sum = zero, st = zero, stz = zero;  // Σ exp(z − m), Σ t, Σ t·(z − m)
   auto step = [&](index_t i, index_t cnt) {
@@ -190,7 +215,7 @@ float xent_row(float* g, const float* z, index_t C, index_t label, const float* 
   const float tsum = label >= 0 ? 1.f : hsum(st);
   const float loss = label >= 0 ? ls - zl : ls * tsum - hsum(stz);
   if (g) {
-    const vf coef = splat(gscale / s * tsum), gs = splat(gscale);
+    const vf coef = bcast(gscale / s * tsum), gs = bcast(gscale);
     auto fin = [&](index_t i, index_t cnt) {
       const vf e = cnt == W ? load(g + i) : load_partial(g + i, cnt);
       vf r = e * coef;
@@ -221,7 +246,7 @@ static inline void philox_blocks(vu r[4], std::uint64_t b0, std::uint64_t step, 
   vu64 b;
   for (int k = 0; k < W; ++k) b[k] = b0 + static_cast<std::uint64_t>(k);
   vu c0 = __builtin_convertvector(b, vu), c1 = __builtin_convertvector(b >> 32, vu);
-  vu c2 = (vu)splati(0) + static_cast<std::uint32_t>(step), c3 = (vu)splati(0) + static_cast<std::uint32_t>(step >> 32);
+  vu c2 = (vu)bcasti(0) + static_cast<std::uint32_t>(step), c3 = (vu)bcasti(0) + static_cast<std::uint32_t>(step >> 32);
   std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
   for (int round = 0; round < 10; ++round) {
     if (round) {
@@ -241,7 +266,7 @@ static inline void philox_blocks(vu r[4], std::uint64_t b0, std::uint64_t step, 
 
 void dropout(float* y, std::uint8_t* mask_out, const float* x, const std::uint8_t* mask_in, index_t i0,
                     index_t i1, std::uint32_t thresh24, float scale, std::uint64_t seed, std::uint64_t step) {
-  const vf sc = splat(scale), zero = splat(0.f);
+  const vf sc = bcast(scale), zero = bcast(0.f);
   if (mask_in) {
     for (index_t i = i0; i < i1; ++i) y[i] = x[i] * (mask_in[i] ? scale : 0.f);
     return;

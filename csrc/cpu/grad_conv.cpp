@@ -38,20 +38,25 @@ bool pointwise(const Conv2DShape& s) {
 }
 bool depthwise(const Conv2DShape& s) { return s.groups == s.C && s.groups > 1; }
 
-// Calls f(row r, kh, kw, image pixel offset) for every in-bounds tap of rows [m0, m0 + rows).
+// Calls f(r, kh, kw0, kw1, at) for every row r of [m0, m0 + rows) and kernel row kh inside x:
+// taps [kw0, kw1) of that kernel row are inside x, and `at` is tap kw0's offset in x.
 template <class F>
-void for_taps(const Conv2DShape& s, const Geo& g, index_t m0, index_t rows, F&& f) {
+void for_tap_runs(const Conv2DShape& s, const Geo& g, index_t m0, index_t rows, F&& f) {
   index_t n = m0 / g.OHW, oh = (m0 / g.OW) % g.OH, ow = m0 % g.OW;
   for (index_t r = 0; r < rows; ++r) {
     const index_t ih0 = oh * s.stride_h - s.pad_top, iw0 = ow * s.stride_w - s.pad_left;
-    for (index_t kh = 0; kh < s.KH; ++kh) {
-      const index_t ih = ih0 + kh * s.dil_h;
-      if (ih < 0 || ih >= s.H) continue;
-      for (index_t kw = 0; kw < s.KW; ++kw) {
-        const index_t iw = iw0 + kw * s.dil_w;
-        if (iw >= 0 && iw < s.W) f(r, kh, kw, ((n * s.H + ih) * s.W + iw) * s.C);
-      }
+    index_t kw0, kw1;
+    if (s.dil_w == 1) {  // no division on the common path: a row holds few taps (9 for a 3×3×1 kernel)
+      kw0 = std::max<index_t>(0, -iw0), kw1 = std::min(s.KW, s.W - iw0);
+    } else {
+      kw0 = iw0 >= 0 ? 0 : (-iw0 + s.dil_w - 1) / s.dil_w;
+      kw1 = iw0 >= s.W ? 0 : std::min(s.KW, (s.W - 1 - iw0) / s.dil_w + 1);
     }
+    if (kw0 < kw1)
+      for (index_t kh = 0; kh < s.KH; ++kh) {
+        const index_t ih = ih0 + kh * s.dil_h;
+        if (ih >= 0 && ih < s.H) f(r, kh, kw0, kw1, ((n * s.H + ih) * s.W + iw0 + kw0 * s.dil_w) * s.C);
+      }
     if (++ow == g.OW) {
       ow = 0;
       if (++oh == g.OH) oh = 0, ++n;
@@ -59,24 +64,51 @@ void for_taps(const Conv2DShape& s, const Geo& g, index_t m0, index_t rows, F&& 
   }
 }
 
-// Rows [m0, m0 + rows) of group gi's column matrix (rows × K); out-of-bounds taps are 0.
+// Copies n floats; tiny runs (a 1- or 3-channel input: 3 floats a kernel row) inline, as a
+// plain loop would become a memmove call per run.
+inline void copy_run(float* __restrict d, const float* __restrict s, index_t n) {
+  switch (n) {
+    case 4: d[3] = s[3]; [[fallthrough]];
+    case 3: d[2] = s[2]; [[fallthrough]];
+    case 2: d[1] = s[1]; [[fallthrough]];
+    case 1: d[0] = s[0]; [[fallthrough]];
+    case 0: return;
+    default: std::memcpy(d, s, static_cast<size_t>(n) * sizeof(float));
+  }
+}
+
+// Rows [m0, m0 + rows) of group gi's column matrix (rows × K); out-of-bounds taps are 0. A
+// kernel row's taps are one run of x when they are adjacent pixels holding every channel.
 void im2col(float* col, const float* x, const Conv2DShape& s, const Geo& g, index_t gi, index_t m0, index_t rows) {
   std::memset(col, 0, static_cast<size_t>(rows * g.K) * sizeof(float));
   const float* xg = x + gi * g.cg;
-  for_taps(s, g, m0, rows, [&](index_t r, index_t kh, index_t kw, index_t pix) {
-    std::memcpy(col + r * g.K + (kh * s.KW + kw) * g.cg, xg + pix, static_cast<size_t>(g.cg) * sizeof(float));
+  const index_t cg = g.cg, step = s.dil_w * s.C;
+  const bool runs = s.dil_w == 1 && cg == s.C;
+  for_tap_runs(s, g, m0, rows, [&](index_t r, index_t kh, index_t kw0, index_t kw1, index_t at) {
+    float* dst = col + r * g.K + (kh * s.KW + kw0) * cg;
+    if (runs) return copy_run(dst, xg + at, (kw1 - kw0) * cg);
+    for (index_t kw = kw0; kw < kw1; ++kw) copy_run(dst + (kw - kw0) * cg, xg + at + (kw - kw0) * step, cg);
   });
 }
 
 // dx (group gi's channels) += the taps of column rows [m0, m0 + rows).
 void col2im_add(float* dx, const float* col, const Conv2DShape& s, const Geo& g, index_t gi, index_t m0,
                 index_t rows) {
+  const auto& k = gradk::kernels();
   float* dg = dx + gi * g.cg;
-  const index_t cg = g.cg;
-  for_taps(s, g, m0, rows, [&](index_t r, index_t kh, index_t kw, index_t pix) {
-    const float* __restrict src = col + r * g.K + (kh * s.KW + kw) * cg;
-    float* __restrict dst = dg + pix;
-    for (index_t c = 0; c < cg; ++c) dst[c] += src[c];
+  const index_t cg = g.cg, step = s.dil_w * s.C;
+  const bool runs = s.dil_w == 1 && cg == s.C;
+  for_tap_runs(s, g, m0, rows, [&](index_t r, index_t kh, index_t kw0, index_t kw1, index_t at) {
+    const float* src = col + r * g.K + (kh * s.KW + kw0) * cg;
+    if (runs) return k.add(dg + at, src, (kw1 - kw0) * cg);
+    for (index_t kw = kw0; kw < kw1; ++kw) {
+      float* __restrict d = dg + at + (kw - kw0) * step;
+      const float* __restrict c = src + (kw - kw0) * cg;
+      if (cg < 16)
+        for (index_t i = 0; i < cg; ++i) d[i] += c[i];
+      else
+        k.add(d, c, cg);
+    }
   });
 }
 
@@ -95,10 +127,7 @@ void depthwise_data(float* dx, const float* dy, const float* w, const Conv2DShap
   auto task = [&](index_t t0, index_t t1) {
     for (index_t t = t0; t < t1; ++t) {
       const index_t n = t / nc, c0 = (t % nc) * chunk, c1 = std::min(C, c0 + chunk);
-      float* dxn = dx + n * HW * C;
-      if (!acc)
-        for (index_t p = 0; p < HW; ++p) zero(dxn + p * C + c0, c1 - c0);
-      k.dw_data(dxn, dy + n * g.OHW * OC, w, dg, c0, c1);
+      k.dw_data(dx + n * HW * C, dy + n * g.OHW * OC, w, dg, c0, c1, acc);
     }
   };
   if (work < kParallelFlops) return task(0, s.N * nc);

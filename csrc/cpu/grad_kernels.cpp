@@ -14,6 +14,7 @@ namespace engine {
   float xent_row(float*, const float*, index_t, index_t, const float*, float);                                     \
   void dropout(float*, std::uint8_t*, const float*, const std::uint8_t*, index_t, index_t, std::uint32_t, float,   \
                std::uint64_t, std::uint64_t);                                                                       \
+  void add(float*, const float*, index_t);                                                                          \
   void col_sum(float*, const float*, index_t, index_t, index_t);                                                    \
   void col_sqdev(float*, const float*, const float*, index_t, index_t);                                             \
   void col_dy_xc(float*, float*, const float*, const float*, const float*, index_t, index_t);                       \
@@ -24,13 +25,14 @@ namespace engine {
   void ln_params(float*, float*, const float*, const float*, const float*, const float*, index_t, index_t, bool);   \
   void maxpool(float*, const float*, const float*, const gradk::PoolGeom&, index_t, index_t);                       \
   void avgpool(float*, const float*, const gradk::PoolGeom&, index_t, index_t);                                     \
-  void dw_data(float*, const float*, const float*, const gradk::DwGeom&, index_t, index_t);                         \
+  void dw_data(float*, const float*, const float*, const gradk::DwGeom&, index_t, index_t, bool);                   \
   void dw_filter(float*, const float*, const float*, const gradk::DwGeom&, index_t, index_t);                       \
   }                                                                                                                 \
   constexpr gradk::Kernels ns##_table{ns::act_backward, ns::softmax_rows, ns::softmax_cols, ns::xent_row,           \
-                                      ns::dropout,      ns::col_sum,      ns::col_sqdev,    ns::col_dy_xc,          \
-                                      ns::rows_affine,  ns::rows_bn_dx,   ns::ln_row,       ns::ln_params,          \
-                                      ns::maxpool,      ns::avgpool,      ns::dw_data,      ns::dw_filter};
+                                      ns::dropout,      ns::add,          ns::col_sum,      ns::col_sqdev,          \
+                                      ns::col_dy_xc,    ns::rows_affine,  ns::rows_bn_dx,   ns::ln_row,             \
+                                      ns::ln_params,    ns::maxpool,      ns::avgpool,      ns::dw_data,            \
+                                      ns::dw_filter};
 GRAD_DECLARE(grad_portable)
 GRAD_DECLARE(grad_avx2)
 GRAD_DECLARE(grad_avx512)

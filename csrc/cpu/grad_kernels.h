@@ -33,7 +33,9 @@ struct Kernels {
   void (*dropout)(float* y, std::uint8_t* mask_out, const float* x, const std::uint8_t* mask_in, index_t i0,
                   index_t i1, std::uint32_t thresh24, float scale, std::uint64_t seed, std::uint64_t step);
 
-  // grad_rows_impl.h: rows × cols, row stride ld; acc[cols] += ...
+  // grad_rows_impl.h. dst[i] += src[i].
+  void (*add)(float* dst, const float* src, index_t n);
+  // rows × cols, row stride ld; acc[cols] += ...
   void (*col_sum)(float* acc, const float* x, index_t rows, index_t cols, index_t ld);
   void (*col_sqdev)(float* acc, const float* x, const float* mean, index_t rows, index_t cols);
   void (*col_dy_xc)(float* s_dy, float* s_dyxc, const float* dy, const float* x, const float* mean, index_t rows,
@@ -50,10 +52,11 @@ struct Kernels {
   void (*ln_params)(float* acc_g, float* acc_b, const float* dy, const float* x, const float* mean,
                     const float* invstd, index_t rows, index_t D, bool rms);
 
-  // grad_spatial_impl.h: one image, channels [c0, c1); dx already zeroed.
+  // grad_spatial_impl.h: one image, channels [c0, c1); every dx value written (pooling
+  // overwrites dx; dw_data adds to it when acc).
   void (*maxpool)(float* dx, const float* dy, const float* x, const PoolGeom& g, index_t c0, index_t c1);
   void (*avgpool)(float* dx, const float* dy, const PoolGeom& g, index_t c0, index_t c1);
-  void (*dw_data)(float* dx, const float* dy, const float* w, const DwGeom& g, index_t c0, index_t c1);
+  void (*dw_data)(float* dx, const float* dy, const float* w, const DwGeom& g, index_t c0, index_t c1, bool acc);
   // dw (KH·KW×C·M) += this image's contribution.
   void (*dw_filter)(float* dw, const float* dy, const float* x, const DwGeom& g, index_t c0, index_t c1);
 };

@@ -39,8 +39,7 @@ void pool_backward(float* dx, const float* dy, const float* x, const Pool2DShape
   const auto& k = gradk::kernels();
   const index_t in_img = s.H * s.W * s.C, out_img = g.OH * g.OW * s.C;
   tasks(s.N, s.C, static_cast<double>(out_img) * s.KH * s.KW + in_img, [&](index_t n, index_t c0, index_t c1) {
-    float* d = dx + n * in_img;
-    zero_slice(d, s.H * s.W, s.C, c0, c1);
+    float* d = dx + n * in_img;  // the kernels zero what they do not write
     if (kMax) k.maxpool(d, dy + n * out_img, x + n * in_img, g, c0, c1);
     else k.avgpool(d, dy + n * out_img, g, c0, c1);
   });

@@ -3,6 +3,12 @@
 // per-channel affine passes of batch norm, and layer norm's row backward. Included inside a
 // per-ISA namespace after EW_W, the standard headers and elementwise_vmath.h.
 
+void add(float* dst, const float* src, index_t n) {
+  index_t i = 0;
+  for (; i + W <= n; i += W) store(dst + i, load(dst + i) + load(src + i));
+  if (i < n) store_partial(dst + i, load_partial(dst + i, n - i) + load_partial(src + i, n - i), n - i);
+}
+
 // acc[j] += Σ_r x[r·ld + j]: four vectors of columns stay in registers over all rows.
 void col_sum(float* acc, const float* x, index_t rows, index_t cols, index_t ld) {
   index_t c = 0;
@@ -40,7 +46,7 @@ void col_sqdev(float* acc, const float* x, const float* mean, index_t rows, inde
   for (index_t c = 0; c < cols; c += W) {
     const index_t cnt = cols - c < W ? cols - c : W;
     const vf m = ldn(mean + c, cnt);
-    vf a = ldn(acc + c, cnt), b = splat(0.f);
+    vf a = ldn(acc + c, cnt), b = bcast(0.f);
     index_t r = 0;
     for (; r + 2 <= rows; r += 2) {  // two chains: the add latency, not the loads, is the limit
       const vf d0 = ldn(x + r * cols + c, cnt) - m, d1 = ldn(x + (r + 1) * cols + c, cnt) - m;
@@ -93,8 +99,8 @@ void rows_bn_dx(float* dx, const float* dy, const float* x, const float* mean, c
 // dx = invstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) (rms: no mean(ĝ) term).
 void ln_row(float* dx, const float* dy, const float* x, const float* gamma, float mean, float invstd, index_t D,
                    bool rms) {
-  const vf mv = splat(rms ? 0.f : mean), iv = splat(invstd), one = splat(1.f);
-  vf s1 = splat(0.f), s2 = splat(0.f);
+  const vf mv = bcast(rms ? 0.f : mean), iv = bcast(invstd), one = bcast(1.f);
+  vf s1 = bcast(0.f), s2 = bcast(0.f);
   for (index_t c = 0; c < D; c += W) {
     const index_t cnt = D - c < W ? D - c : W;
     const vf g = ldn(dy + c, cnt) * (gamma ? ldn(gamma + c, cnt) : one);
@@ -102,7 +108,7 @@ void ln_row(float* dx, const float* dy, const float* x, const float* gamma, floa
     s2 += g * ((ldn(x + c, cnt) - mv) * iv);
   }
   const float inv_d = 1.f / static_cast<float>(D);
-  const vf m1 = splat(rms ? 0.f : hsum(s1) * inv_d), m2 = splat(hsum(s2) * inv_d);
+  const vf m1 = bcast(rms ? 0.f : hsum(s1) * inv_d), m2 = bcast(hsum(s2) * inv_d);
   for (index_t c = 0; c < D; c += W) {
     const index_t cnt = D - c < W ? D - c : W;
     const vf g = ldn(dy + c, cnt) * (gamma ? ldn(gamma + c, cnt) : one);
@@ -118,7 +124,7 @@ void ln_params(float* acc_g, float* acc_b, const float* dy, const float* x, cons
     const vf g = ldn(dy + o, cnt);
     if (acc_b) stn(acc_b + c, ldn(acc_b + c, cnt) + g, cnt);
     if (acc_g) {
-      const vf xh = (ldn(x + o, cnt) - splat(rms ? 0.f : mean[r])) * splat(invstd[r]);
+      const vf xh = (ldn(x + o, cnt) - bcast(rms ? 0.f : mean[r])) * bcast(invstd[r]);
       stn(acc_g + c, ldn(acc_g + c, cnt) + g * xh, cnt);
     }
   });
