@@ -43,30 +43,40 @@ static void zero_unreached(float* dx, const gradk::PoolGeom& g, index_t c0, inde
   }
 }
 
-// Calls f(gy, pix0, kh0, kh1, kw0, kw1) for every window with at least one tap inside x.
-template <class F>
-static inline void for_windows(const gradk::PoolGeom& g, const float* dy, F f) {
+// Zeroes what the window pass will not write: returns whether windows are written directly
+// (disjoint) rather than scatter-added into a zeroed dx.
+static inline bool zero_first(float* dx, const gradk::PoolGeom& g, index_t c0, index_t c1) {
+  if (!disjoint(g)) {
+    zero_pixels(dx, g.H * g.W, g.C, c0, c1);
+    return false;
+  }
+  zero_unreached(dx, g, c0, c1);
+  return true;
+}
+
+// Calls f(oh, ow, pix0, kh0, kh1, kw0, kw1) for every window with a tap inside x: pix0 is the
+// pixel of its tap (0, 0), [kh0, kh1) × [kw0, kw1) its taps inside x. G: PoolGeom or DwGeom.
+template <class G, class F>
+static inline void for_windows(const G& g, F f) {
   for (index_t oh = 0; oh < g.OH; ++oh) {
     index_t kh0, kh1;
     taps(oh, g.sh, g.pt, g.dh, g.KH, g.H, kh0, kh1);
     for (index_t ow = 0; ow < g.OW; ++ow) {
       index_t kw0, kw1;
       taps(ow, g.sw, g.pl, g.dw, g.KW, g.W, kw0, kw1);
-      if (kh0 == kh1 || kw0 == kw1) continue;  // the forward wrote 0: nothing flows back
-      f(oh, ow, dy + (oh * g.OW + ow) * g.C, (oh * g.sh - g.pt) * g.W + ow * g.sw - g.pl, kh0, kh1, kw0, kw1);
+      if (kh0 == kh1 || kw0 == kw1) continue;  // pooling: the forward wrote 0, nothing flows back
+      f(oh, ow, (oh * g.sh - g.pt) * g.W + ow * g.sw - g.pl, kh0, kh1, kw0, kw1);
     }
   }
 }
 
 void maxpool(float* dx, const float* dy, const float* x, const gradk::PoolGeom& g, index_t c0, index_t c1) {
   const index_t C = g.C;
-  const bool direct = disjoint(g);
-  if (direct) zero_unreached(dx, g, c0, c1);
-  else zero_pixels(dx, g.H * g.W, C, c0, c1);
+  const bool direct = zero_first(dx, g, c0, c1);
   const vf ninf = bcast(-kInf), zero = bcast(0.f);
   alignas(64) std::int32_t lanes[W];
-  for_windows(g, dy, [&](index_t, index_t, const float* gy, index_t pix0, index_t kh0, index_t kh1, index_t kw0,
-                         index_t kw1) {
+  for_windows(g, [&](index_t oh, index_t ow, index_t pix0, index_t kh0, index_t kh1, index_t kw0, index_t kw1) {
+    const float* gy = dy + (oh * g.OW + ow) * C;
     for (index_t c = c0; c < c1; c += W) {
       const index_t cnt = c1 - c < W ? c1 - c : W;
       vf best = ninf;
@@ -96,11 +106,9 @@ void maxpool(float* dx, const float* dy, const float* x, const gradk::PoolGeom& 
 
 void avgpool(float* dx, const float* dy, const gradk::PoolGeom& g, index_t c0, index_t c1) {
   const index_t C = g.C;
-  const bool direct = disjoint(g);
-  if (direct) zero_unreached(dx, g, c0, c1);
-  else zero_pixels(dx, g.H * g.W, C, c0, c1);
-  for_windows(g, dy, [&](index_t oh, index_t ow, const float* gy, index_t pix0, index_t kh0, index_t kh1, index_t kw0,
-                         index_t kw1) {
+  const bool direct = zero_first(dx, g, c0, c1);
+  for_windows(g, [&](index_t oh, index_t ow, index_t pix0, index_t kh0, index_t kh1, index_t kw0, index_t kw1) {
+    const float* gy = dy + (oh * g.OW + ow) * C;
     index_t cnt_taps;
     if (g.count_include_pad) {
       index_t ph0, ph1, pw0, pw1;
@@ -129,18 +137,10 @@ void avgpool(float* dx, const float* dy, const gradk::PoolGeom& g, index_t c0, i
 // dw sums, for each tap, over the output pixels. Other multipliers scatter (dw_sweep).
 template <class Body>
 static inline void dw_sweep(const gradk::DwGeom& g, Body body) {
-  for (index_t oh = 0; oh < g.OH; ++oh) {
-    index_t kh0, kh1;
-    taps(oh, g.sh, g.pt, g.dh, g.KH, g.H, kh0, kh1);
-    for (index_t ow = 0; ow < g.OW; ++ow) {
-      index_t kw0, kw1;
-      taps(ow, g.sw, g.pl, g.dw, g.KW, g.W, kw0, kw1);
-      const index_t ih0 = oh * g.sh - g.pt, iw0 = ow * g.sw - g.pl;
-      for (index_t kh = kh0; kh < kh1; ++kh)
-        for (index_t kw = kw0; kw < kw1; ++kw)
-          body(oh * g.OW + ow, (ih0 + kh * g.dh) * g.W + iw0 + kw * g.dw, kh * g.KW + kw);
-    }
-  }
+  for_windows(g, [&](index_t oh, index_t ow, index_t pix0, index_t kh0, index_t kh1, index_t kw0, index_t kw1) {
+    for (index_t kh = kh0; kh < kh1; ++kh)
+      for (index_t kw = kw0; kw < kw1; ++kw) body(oh * g.OW + ow, pix0 + kh * g.dh * g.W + kw * g.dw, kh * g.KW + kw);
+  });
 }
 
 // The windows that read input position i of a dim: (tap k, output o) with o·s − p + k·d = i.

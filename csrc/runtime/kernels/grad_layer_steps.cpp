@@ -46,6 +46,20 @@ StepFn bias_grad(const StepSpec& s) {
   return [=](void* const* sl) { column_sums(slot<float>(sl, db), slot<const float>(sl, dy), rows, cols, acc); };
 }
 
+// What matmul_grad and dense_grad share: the outputs mask at ints[k] (n outputs), accumulate
+// at ints[k + 1], dy, and the operand each wanted gradient reads (operand[j] for output j,
+// named in `names`: output 0's operand, output 1's, their names).
+std::vector<int> gemm_grad_outputs(const StepSpec& s, size_t k, int n, bool& acc, int operand0, int operand1,
+                                   const char* const names[4]) {
+  const auto outs = masked_outputs(s, s.i(k), n);
+  acc = flag(s, k + 1, "accumulate");
+  ENGINE_CHECK(s.in[0] >= 0, s.name + ": the output gradient (input 0) is required");
+  if (outs[0] >= 0) need_input(s, operand0, names[1], names[0]);
+  if (outs[1] >= 0) need_input(s, operand1, names[3], names[2]);
+  check_f32(s);
+  return outs;
+}
+
 StepFn matmul_grad(const StepSpec& s) {
   ENGINE_CHECK(s.in.size() == 3 && s.ints.size() == 10 && s.floats.empty(),
                "matmul_grad: expected inputs [dc, a, b] and 10 ints [batch, M, N, K, trans_a, trans_b, "
@@ -55,12 +69,9 @@ StepFn matmul_grad(const StepSpec& s) {
   g.trans_a = flag(s, 4, "trans_a"), g.trans_b = flag(s, 5, "trans_b");
   g.a_stride = s.i(6), g.b_stride = s.i(7);
   g.validate();
-  const auto outs = masked_outputs(s, s.i(8), 2);
-  const bool acc = flag(s, 9, "accumulate");
-  ENGINE_CHECK(s.in[0] >= 0, "matmul_grad: dc is required");
-  if (outs[0] >= 0) need_input(s, 2, "b", "da");
-  if (outs[1] >= 0) need_input(s, 1, "a", "db");
-  check_f32(s);
+  static const char* const names[4] = {"da", "b", "db", "a"};
+  bool acc;
+  const auto outs = gemm_grad_outputs(s, 8, 2, acc, 2, 1, names);
   const int dc = s.in[0], a = s.in[1], b = s.in[2], da = outs[0], db = outs[1];
   return [=](void* const* sl) {
     matmul_backward(out_ptr(sl, da), out_ptr(sl, db), slot<const float>(sl, dc), in_ptr(sl, a), in_ptr(sl, b), g, acc);
@@ -74,12 +85,9 @@ StepFn dense_grad(const StepSpec& s) {
   g.M = s.i(0), g.K = s.i(1), g.N = s.i(2);
   g.trans_b = flag(s, 3, "w_transposed");
   g.validate();
-  const auto outs = masked_outputs(s, s.i(4), 3);
-  const bool acc = flag(s, 5, "accumulate");
-  ENGINE_CHECK(s.in[0] >= 0, "dense_grad: dy is required");
-  if (outs[0] >= 0) need_input(s, 2, "w", "dx");
-  if (outs[1] >= 0) need_input(s, 1, "x", "dw");
-  check_f32(s);
+  static const char* const names[4] = {"dx", "w", "dw", "x"};
+  bool acc;
+  const auto outs = gemm_grad_outputs(s, 4, 3, acc, 2, 1, names);
   const int dy = s.in[0], x = s.in[1], w = s.in[2], dx = outs[0], dw = outs[1], db = outs[2];
   return [=](void* const* sl) {
     const float* gy = slot<const float>(sl, dy);
@@ -87,7 +95,6 @@ StepFn dense_grad(const StepSpec& s) {
     if (db >= 0) column_sums(slot<float>(sl, db), gy, g.M, g.N, acc);
   };
 }
-
 
 Conv2DShape conv_shape(const StepSpec& s) {
   s.expect(2, s.out.size(), 17);
