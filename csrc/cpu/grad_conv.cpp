@@ -206,7 +206,7 @@ void conv2d_backward_filter(float* dw, float* db, const float* dy, const float* 
   if (!dw) return;
   if (depthwise(s)) return depthwise_filter(dw, dy, x, s, g, acc);
   const bool unit = pointwise(s);
-  const index_t MB = unit ? g.M : g.block(), size = g.K * s.OC;
+  const index_t MB = unit ? g.M : 4 * g.block(), size = g.K * s.OC;  // the GEMMs reduce over rows: longer is better
   const double flops = 2.0 * g.M * g.K * s.OC;
   // Row ranges, one per thread, each into its own partial filter: the GEMMs' output (the
   // filter) is often too small to split well, their long reduction over rows is not. One
