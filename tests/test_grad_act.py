@@ -100,6 +100,9 @@ def test_act_grad_in_place_and_checks():
         act_grad(3, dy, x, None)
     with pytest.raises(KernelError, match=r"needs its input x \(input 1\)"):
         act_grad(9, dy, None, x)
+    for code in (0, 16, 21):  # linear, neg, identity read neither x nor y
+        got = act_grad(code, dy, None, None)
+        np.testing.assert_array_equal(got, -dy if code == 16 else dy)
     with pytest.raises(KernelError, match="n < 0"):
         run_step("act_grad", [dy, x, None], [empty(33)], [-1, 9], [0, 0])
 

@@ -15,6 +15,8 @@ ActSource act_grad_source(int act) {
     case static_cast<int>(Act::Relu): case static_cast<int>(Act::Sigmoid): case static_cast<int>(Act::Tanh):
     case static_cast<int>(Act::Exp): case static_cast<int>(Act::Sqrt): case static_cast<int>(Act::Reciprocal):
       return ActSource::Y;
+    case static_cast<int>(Act::None): case static_cast<int>(Act::Identity): case static_cast<int>(Act::Neg):
+      return ActSource::None;
     case grad_act::kSoftsign: case grad_act::kHardSwish: case grad_act::kMish:
       return ActSource::X;
     default:

@@ -28,14 +28,16 @@ constexpr int kHardSwish = 65;  // x · relu6(x + 3) / 6
 constexpr int kMish = 66;       // x · tanh(softplus(x))
 }  // namespace grad_act
 
-// Which forward tensor the derivative reads: the input x, or the output y where that is exact
-// and cheaper (relu, sigmoid, tanh, exp, sqrt, reciprocal). Throws for an unknown code.
-enum class ActSource : int { X = 0, Y = 1 };
+// Which forward tensor the derivative reads: the input x, the output y where that is exact
+// and cheaper (relu, sigmoid, tanh, exp, sqrt, reciprocal), or neither (linear, neg). Throws
+// for an unknown code.
+enum class ActSource : int { X = 0, Y = 1, None = 2 };
 ActSource act_grad_source(int act);
 
 // dx = dy · f'(src) as torch computes it (relu: 0 where y <= 0; leaky relu, elu, selu: the
 // x > 0 branch for NaN; hard sigmoid / clip (hardtanh): dy strictly inside the linear
-// range; softplus: dy above x = 20). alpha/beta as the forward Act. dx may alias dy.
+// range; softplus: dy above x = 20). alpha/beta as the forward Act. dx may alias dy; src is
+// not read where the source is None.
 void act_backward(float* dx, const float* dy, const float* src, index_t n, int act, float alpha = 0.f,
                   float beta = 0.f);
 

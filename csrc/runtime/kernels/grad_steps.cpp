@@ -6,8 +6,8 @@
 //   act_grad:      in [dy, x | -1, y | -1], out [dx]; ints [n, act]; floats [alpha, beta]
 //                  act: an Act code, or 64 softsign, 65 hard_swish, 66 mish (their forward
 //                  is math_unary). The derivative reads y for relu, sigmoid, tanh, exp, sqrt
-//                  and reciprocal, x for the others: that input must be present. dx may be
-//                  dy's slot.
+//                  and reciprocal, nothing for none / identity / neg, x for the others: that
+//                  input must be present. dx may be dy's slot.
 //   softmax_grad:  in [dy, y], out [dx]; ints [outer, axis, inner, log] (as softmax; y is
 //                  its output, log-softmax's for log = 1). dx may be dy's slot.
 //   softmax_xent:  in [logits (N×C), labels (int32|int64, N) or target (float32, N×C),
@@ -59,11 +59,12 @@ StepFn act_grad(const StepSpec& s) {
   ENGINE_CHECK(n >= 0, "act_grad: n < 0");
   const int act = static_cast<int>(s.i(1));
   ENGINE_CHECK(s.i(1) == act, "act_grad: unknown activation code " + str(s.i(1)));
-  const bool from_y = act_grad_source(act) == ActSource::Y;
-  const int src = s.in[from_y ? 2 : 1];
+  const ActSource from = act_grad_source(act);
+  const bool from_y = from == ActSource::Y;
+  ENGINE_CHECK(s.in[0] >= 0, "act_grad: dy is required");
+  const int src = from == ActSource::None ? s.in[0] : s.in[from_y ? 2 : 1];  // linear, neg: dy only
   ENGINE_CHECK(src >= 0, "act_grad: activation " + str(act) + " needs its " + (from_y ? "output y" : "input x") +
                              " (input " + (from_y ? "2" : "1") + ")");
-  ENGINE_CHECK(s.in[0] >= 0, "act_grad: dy is required");
   for (size_t k = 0; k < 3; ++k) need_f32(s, k, "every input");
   const float a = static_cast<float>(s.f(0)), b = static_cast<float>(s.f(1));
   const int dy = s.in[0], dx = s.out[0];
