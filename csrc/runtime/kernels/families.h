@@ -20,6 +20,7 @@ void register_rnn_steps(KernelRegistry& r);
 void register_attention_steps(KernelRegistry& r);
 void register_resize_steps(KernelRegistry& r);
 void register_optim_steps(KernelRegistry& r);
+void register_grad_steps(KernelRegistry& r);
 
 inline void register_all_kernels(KernelRegistry& r) {
   register_gemm_steps(r);
@@ -35,6 +36,7 @@ inline void register_all_kernels(KernelRegistry& r) {
   register_attention_steps(r);
   register_resize_steps(r);
   register_optim_steps(r);
+  register_grad_steps(r);
 }
 
 }  // namespace engine
