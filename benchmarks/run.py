@@ -18,6 +18,8 @@ Sections (see benchmarks/README.md for what each column means):
    (``benchmarks.keras_models``).
 6. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
    process CPU / wall time while paced, and in the second after the last request.
+7. Training: an Adam step over 10 M parameters, engine vs torch.optim.Adam fused / foreach
+   (``benchmarks.train_optim``).
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, slow OpenBLAS down; this script re-executes
 itself without them so numpy's figures are OpenBLAS' real ones.
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads for every framework (default: all cores, %(default)s)")
     ap.add_argument("--quick", action="store_true", help="fast smoke run: fewer sizes, repeats and seconds")
     ap.add_argument("--json", metavar="PATH", help="also save all rows and metadata as JSON")
-    ap.add_argument("--only", default="gemm,models,first,onnx,keras,cpu",
+    ap.add_argument("--only", default="gemm,models,first,onnx,keras,cpu,train",
                     help="comma-separated sections (default: %(default)s)")
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
@@ -463,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
         result["cpu"] = rows
         print(cpu_table(rows))
         print(flush=True)
+    if "train" in sections and engine_ok:
+        from . import train_optim
+        log("[benchmarks] training: optimizer step ...")
+        rows = train_optim.run(threads, log, quick=a.quick)
+        result["train_optim"] = rows
+        print(train_optim.table(rows, format_table))
+        print(flush=True)
     result["meta"]["elapsed_s"] = time.perf_counter() - t_start
     print(f"# done in {result['meta']['elapsed_s']:.0f} s")
     if a.json:
@@ -471,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, f, indent=1, default=float)
         os.replace(tmp, a.json)
         print(f"# rows saved to {a.json}")
-    bad = any(r.get("errors") for r in result.get("models", []))
+    bad = any(r.get("errors") for r in result.get("models", []) + result.get("train_optim", []))
     return 1 if bad else 0
 
 

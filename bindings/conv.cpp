@@ -40,10 +40,13 @@ void init_conv(py::module_& m) {
              return std::make_shared<engine::PackedConv2D>(s, pf, pbias);
            }),
            py::arg("shape"), py::arg("filter"), py::arg("bias") = py::none())
-      .def_property_readonly("shape", &engine::PackedConv2D::shape);
+      .def_property_readonly("shape", &engine::PackedConv2D::shape)
+      .def_property_readonly("algorithm", &engine::PackedConv2D::algorithm,
+                             "The algorithm chosen at pack time (pointwise, direct, depthwise, winograd, indirect, im2col).");
 
   m.def("conv2d_nhwc",
-        [](py::array y, py::array x, const engine::PackedConv2D& w, engine::Act act, float a, float b) {
+        [](py::array y, py::array x, const engine::PackedConv2D& w, engine::Act act, float a, float b,
+           py::object residual) {
           const engine::Conv2DShape& s = w.shape();
           if (x.ndim() != 4) throw engine::Error("conv2d_nhwc: x: expected 4-D NHWC, got shape " + shape_str(x));
           index_t n = x.shape(0);
@@ -51,11 +54,19 @@ void init_conv(py::module_& m) {
           check_shape(y, {n, s.OH(), s.OW(), s.OC}, "y");
           const float* px = in_ptr(x, "x");
           float* py_ = out_ptr(y, "y");
+          const float* pres = nullptr;
+          py::array r;
+          if (!residual.is_none()) {
+            r = residual.cast<py::array>();
+            check_shape(r, {n, s.OH(), s.OW(), s.OC}, "residual");
+            pres = in_ptr(r, "residual");
+          }
           py::gil_scoped_release nogil;
-          engine::conv2d_nhwc(py_, px, w, n, act, a, b);
+          engine::conv2d_nhwc(py_, px, w, n, act, a, b, pres);
         },
         py::arg("y"), py::arg("x"), py::arg("packed"), py::arg("act") = engine::Act::None,
-        py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f);
+        py::arg("act_alpha") = 0.f, py::arg("act_beta") = 0.f, py::arg("residual") = py::none(),
+        "y = act(conv(x) + bias [+ residual]); residual is laid out like y and may be y itself.");
 
   m.def("conv2d_maxpool_nhwc",
         [](py::array y, py::array x, const engine::PackedConv2D& w, index_t pool_h, index_t pool_w,

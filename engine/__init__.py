@@ -62,16 +62,16 @@ def from_torch(module, example_inputs, **kwargs) -> Model:
     return _from_torch(module, example_inputs, **kwargs)
 
 
-def __getattr__(name):  # engine.nn imported on first use
-    if name == "nn":
+def __getattr__(name):  # engine.nn, engine.optimizers, engine.schedules imported on first use
+    if name in ("nn", "optimizers", "schedules"):
         import importlib
 
-        return importlib.import_module(".nn", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
 
 
 __all__ = [
-    "load", "from_torch", "Model", "TensorInfo", "Graph", "Node", "Value", "nn",
+    "load", "from_torch", "Model", "TensorInfo", "Graph", "Node", "Value", "nn", "optimizers", "schedules",
     "EngineError", "KernelError", "ShapeError", "DTypeError", "ModelFormatError",
     "UnsupportedOpError", "GraphError", "SaveError", "set_num_threads", "get_num_threads",
     "set_isa", "get_isa", "memory_info", "release_memory", "set_scratch_keep", "__version__",

@@ -147,6 +147,20 @@ def test_batch_differs_from_packed_shape():
         np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape,avx512,lower", [
+    ((1, 8, 8, 16, 24, 1, 1), "pointwise", "pointwise"),
+    ((1, 8, 8, 16, 16, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1), 16), "depthwise", "depthwise"),
+    ((1, 8, 8, 3, 24, 3, 3), "direct", "direct"),
+    ((1, 8, 8, 16, 24, 3, 3), "indirect", "im2col"),
+    ((1, 8, 8, 16, 24, 3, 3, (1, 1), (1, 1), (0, 0, 0, 0), 2), "im2col", "im2col"),
+])
+def test_algorithm_chosen_at_pack_time(shape, avx512, lower, isa):
+    # The indirect path needs AVX-512 when packing; the others are picked by shape alone.
+    s = make_shape(*shape)
+    p = _C.PackedConv2D(s, np.zeros((s.KH, s.KW, s.C // s.groups, s.OC), np.float32))
+    assert p.algorithm == (avx512 if isa == "avx512" else lower)
+
+
 def test_large_batch_threads(threads):
     # Enough work that row blocks / rows split across threads.
     run_case(8, 20, 20, 16, 32, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1), 1, act="relu")

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import engine
 from engine.ops import OPS
 from helpers import check_op, rand
 
@@ -114,6 +115,25 @@ def test_conv2d(attrs, xs, ws):
     check_op("Conv2D", [rand(*xs)], ref, attrs, weights=[w, b], atol=1e-5)
 
 
+def test_conv2d_concat():
+    # Two convs of different inputs and kernels, concatenated along the channels in one node.
+    from engine.graph import Graph, Node, Value
+
+    xa, xb = rand(2, 6, 5, 3), rand(2, 8, 7, 4, seed=3)
+    wa, ba, wb = rand(1, 1, 3, 5, seed=1), rand(5, seed=2), rand(3, 3, 4, 6, seed=4)
+    g = Graph([Value("a", xa.shape), Value("b", xb.shape)], [Value("y", ())],
+              [Node("Conv2DConcat", ["a", "wa", "ba", "b", "wb", ""], ["y"],
+                    {"convs": [{"activation": "relu"}, {"strides": 1}]})],
+              {"wa": wa, "ba": ba, "wb": wb})
+    y = engine.Model(g).run({"a": xa, "b": xb})["y"]
+    ya = F.relu(F.conv2d(T(xa).permute(0, 3, 1, 2), T(wa).permute(3, 2, 0, 1), T(ba)))
+    yb = F.conv2d(T(xb).permute(0, 3, 1, 2), T(wb).permute(3, 2, 0, 1))
+    np.testing.assert_allclose(y, torch.cat([ya, yb], 1).permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    bad = g.replace(nodes=[Node("Conv2DConcat", ["a", "wa", "ba", "b", "wb"], ["y"], {"convs": [{}, {}]})])
+    with pytest.raises(engine.EngineError, match="3 inputs per conv"):
+        engine.Model(bad)
+
+
 def test_pools():
     x = rand(2, 9, 8, 5)
     check_op("MaxPool2D", [x], nchw(lambda t: F.max_pool2d(t, 2)), {"pool_size": 2})
@@ -139,7 +159,7 @@ def test_every_registered_op_is_tested():
     from conformance import onnx_cases as oc
 
     here = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "LeakyRelu", "Clip", "HardSigmoid",
-            "Activation", "Softmax", "LogSoftmax", "MatMul", "Dense", "Conv2D", "MaxPool2D",
+            "Activation", "Softmax", "LogSoftmax", "MatMul", "Dense", "Conv2D", "Conv2DConcat", "MaxPool2D",
             "AvgPool2D", "GlobalAveragePool2D", "Reshape", "Flatten", "Identity", "Dropout",
             "Log", "Sqrt", "Reciprocal"} | set(UNARY)
     onnx_suite = {op for c in oc.node_cases() for op in c.ops}

@@ -496,6 +496,19 @@ def test_dropout_inference(dtype):
     check("Dropout", [x, np.array(0.3, np.float64)], want=want[:1])
 
 
+def test_dropout_with_an_unread_mask_is_removed():
+    # SqueezeNet's Dropout names its mask output but nothing reads it: the node goes, so it
+    # does not split the NHWC conv trunk with a transpose pair.
+    from engine.graph import Graph, Node, Value
+    from engine.passes import simplify
+
+    g = Graph([Value("x", (2, 3))], [Value("y", (2, 3))],
+              [Node("Dropout", ["x"], ["d", "mask"]), Node("Relu", ["d"], ["y"])])
+    assert [n.op for n in simplify(g).nodes] == ["Relu"]
+    kept = g.replace(outputs=g.outputs + [Value("mask", (2, 3), "bool")])
+    assert [n.op for n in simplify(kept).nodes] == ["Dropout", "Relu"]
+
+
 # -- bad input: a clear EngineError, no crash ------------------------------------------------
 
 @pytest.mark.parametrize("op,inputs,attrs", [

@@ -57,6 +57,41 @@ def test_scratch_is_counted_released_and_results_do_not_change():
     engine.release_memory()
 
 
+# 2-D conv paths that hold scratch (their calls hand the same scratch to the pool's threads):
+# (N, H, W, C, OC, KH, KW, stride, pads, groups, isa to pack under)
+CONV2D = {
+    "im2col+gemm": (2, 12, 12, 8, 16, 3, 3, (1, 1), (1, 1, 1, 1), 2, None),
+    "direct_padded": (2, 12, 12, 3, 16, 3, 3, (1, 1), (1, 1, 1, 1), 1, None),
+    "indirect": (2, 12, 12, 16, 40, 3, 3, (2, 2), (1, 1, 1, 1), 1, "avx512"),
+    "winograd": (2, 24, 24, 16, 40, 3, 3, (1, 1), (1, 1, 1, 1), 1, "avx512"),
+}
+
+
+@pytest.mark.parametrize("kind", CONV2D)
+def test_conv2d_scratch_is_counted_and_released(kind):
+    from test_conv import make_shape, reference
+    N, H, W, C, OC, KH, KW, stride, pads, groups, isa = CONV2D[kind]
+    if isa and _C.cpu_isa() != isa:
+        pytest.skip(f"{kind} is packed on {isa} only")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N, H, W, C), dtype=np.float32)
+    w = rng.standard_normal((KH, KW, C // groups, OC), dtype=np.float32)
+    s = make_shape(N, H, W, C, OC, KH, KW, stride, (1, 1), pads, groups)
+    p = _C.PackedConv2D(s, w, None)
+    engine.release_memory()
+    assert engine.memory_info()["scratch_bytes"] == 0
+    y = np.empty((N, s.OH, s.OW, OC), np.float32)
+    _C.conv2d_nhwc(y, x, p, _C.Act.none, 0.0, 0.0, None)
+    assert engine.memory_info()["scratch_bytes"] > 0
+    engine.release_memory()
+    assert engine.memory_info()["scratch_bytes"] == 0
+    again = np.empty_like(y)
+    _C.conv2d_nhwc(again, x, p, _C.Act.none, 0.0, 0.0, None)
+    np.testing.assert_array_equal(again, y)
+    np.testing.assert_allclose(y, reference(x, w, None, stride, (1, 1), pads, groups, "none", 0, 0), rtol=1e-3, atol=1e-3)
+    engine.release_memory()
+
+
 def test_a_thread_keeps_at_most_the_limit_between_calls(keep_limit):
     model, _ = conv3d_model()
     x = np.ones((2, 4, 10, 12, 12), np.float32)

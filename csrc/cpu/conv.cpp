@@ -6,11 +6,17 @@
 //  * Direct: groups == 1 and a small input depth (first layers, C ≤ 4): vectorised over
 //    output channels with register blocking over output pixels (conv_direct_*.cpp).
 //  * Depthwise: groups == C: direct, vectorised over channels (conv_depthwise*.cpp).
+//  * Winograd (AVX-512, 3×3 stride 1 on large maps): F(4×4, 3×3), 4× fewer multiply-adds
+//    (conv_winograd.cpp).
+//  * Indirect (AVX-512, groups == 1, C > 4): implicit GEMM over the input in place, one
+//    pointer per output pixel and tap (conv_indirect.cpp); filters packed in 32-channel panels.
 //  * General: im2col into a row block of M that stays in L2, then sgemm_packed with the
 //    HWIO filter (reshaped K×OC per group) packed once. Threads split row blocks (each block's
 //    GEMM then runs inline on its thread) when there are enough; otherwise the GEMM threads.
 // Bias is folded in at pack time (GEMM epilogue / accumulator init); the activation is fused
-// into the GEMM epilogue or applied by the kernel while the output row is in cache.
+// into the GEMM epilogue or applied by the kernel while the output row is in cache. An optional
+// residual (laid out like the output) is added before the activation: in the indirect kernel's
+// and the GEMM's epilogues, or (direct, depthwise) by a pass over the output.
 #include "engine/conv.h"
 
 #include <algorithm>
@@ -19,41 +25,34 @@
 #include <string>
 #include <vector>
 
+#include "conv_indirect.h"
 #include "conv_kernels.h"
+#include "conv_winograd.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
 #include "engine/gemm.h"
 #include "engine/pool.h"
+#include "engine/scratch.h"
 #include "engine/threadpool.h"
 
 namespace engine {
 
 namespace {
 
-enum class Algo { Pointwise, Direct, Depthwise, Im2col };
+enum class Algo { Pointwise, Direct, Depthwise, Winograd, Indirect, Im2col };
 
-// Grow-only, 64-byte aligned per-thread scratch; slot 0 = im2col / padded input.
-struct Scratch {
-  float* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(p);
-      size_t bytes = ((n * sizeof(float)) + 63) / 64 * 64;
-      p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p) throw std::bad_alloc();
-      cap = n;
-    }
-    return p;
-  }
-};
-thread_local Scratch t_scratch;
-thread_local Scratch t_band;  // conv2d_maxpool: the conv rows of one pooled row
+// Per-thread scratch (engine/scratch.h: grow-only, counted, trimmed after each run):
+float* cols_scratch(size_t n) { return thread_scratch<float, kScratchConvCols>(n); }  // im2col rows / padded input
+float* band_scratch(size_t n) { return thread_scratch<float, kScratchConvBand>(n); }  // conv rows of a pooled row
+// A residual that is the output itself, and a direct / depthwise output bound for a strided
+// destination (those kernels write dense rows).
+float* residual_scratch(size_t n) { return thread_scratch<float, kScratchConvResidual>(n); }
+float* strided_scratch(size_t n) { return thread_scratch<float, kScratchConvStrided>(n); }
 
 std::string s(index_t v) { return std::to_string(v); }
 
 bool in_kernel_act(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu || a == Act::LeakyRelu; }
+bool in_depthwise_act(Act a) { return in_kernel_act(a) || a == Act::Clip; }
 
 // Floating-point work below which a kernel runs on the calling thread. A worker asleep when
 // the job comes has its share taken over by the caller (threadpool.cpp), so splitting costs
@@ -70,6 +69,8 @@ struct PackedConv2D::Impl {
   std::vector<float> bias;                        // OC (or OCp for Direct); empty = none
   float* w = nullptr;                             // Direct / Depthwise packed filters (aligned)
   index_t OCp = 0;
+  std::unique_ptr<IndirectConv> indirect;         // Indirect
+  std::unique_ptr<WinogradConv> winograd;         // Winograd
   ~Impl() { std::free(w); }
 };
 
@@ -109,14 +110,23 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
   if (G == sh.C && G > 1) im.algo = Algo::Depthwise;
   else if (unit) im.algo = Algo::Pointwise;
   else if (G == 1 && sh.C <= 4) im.algo = Algo::Direct;
+  else if (WinogradConv::suits(sh)) im.algo = Algo::Winograd;
+  else if (IndirectConv::suits(sh)) im.algo = Algo::Indirect;
   else im.algo = Algo::Im2col;
+  if (im.algo == Algo::Winograd) {
+    im.winograd.reset(new WinogradConv(sh, filter, bias));
+    return;
+  }
+  if (im.algo == Algo::Indirect) {
+    im.indirect.reset(new IndirectConv(sh, filter, bias));
+    return;
+  }
 
   if (im.algo == Algo::Direct) {
     // [OC/16][KH][KW][C][16], zero-padded; bias padded to OCp.
     im.OCp = (OC + 15) / 16 * 16;
     const index_t taps = sh.KH * sh.KW * sh.C;
-    im.w = static_cast<float*>(std::aligned_alloc(64, ((taps * im.OCp * sizeof(float)) + 63) / 64 * 64));
-    if (!im.w) throw std::bad_alloc();
+    im.w = convk::aligned_floats(static_cast<size_t>(taps * im.OCp));
     std::memset(im.w, 0, taps * im.OCp * sizeof(float));
     for (index_t t = 0; t < taps; ++t)
       for (index_t oc = 0; oc < OC; ++oc) im.w[((oc / 16) * taps + t) * 16 + oc % 16] = filter[t * OC + oc];
@@ -130,8 +140,7 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
   if (im.algo == Algo::Depthwise) {
     // HWIO with I = 1: filter[(kh·KW+kw)·OC + c·mult + m] → [kh][kw][m][c].
     const index_t M = OC / sh.C, taps = sh.KH * sh.KW;
-    im.w = static_cast<float*>(std::aligned_alloc(64, ((taps * OC * sizeof(float)) + 63) / 64 * 64));
-    if (!im.w) throw std::bad_alloc();
+    im.w = convk::aligned_floats(static_cast<size_t>(taps * OC));
     for (index_t t = 0; t < taps; ++t)
       for (index_t c = 0; c < sh.C; ++c)
         for (index_t m = 0; m < M; ++m) im.w[(t * M + m) * sh.C + c] = filter[t * OC + c * M + m];
@@ -141,6 +150,18 @@ PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const flo
   for (index_t g = 0; g < G; ++g) im.b.emplace_back(new PackedMatrixB(false, im.K, og, filter + g * og, OC));
 }
 PackedConv2D::~PackedConv2D() = default;
+
+const char* PackedConv2D::algorithm() const {
+  switch (impl_->algo) {
+    case Algo::Pointwise: return "pointwise";
+    case Algo::Direct: return "direct";
+    case Algo::Depthwise: return "depthwise";
+    case Algo::Winograd: return "winograd";
+    case Algo::Indirect: return "indirect";
+    case Algo::Im2col: break;
+  }
+  return "im2col";
+}
 
 namespace {
 
@@ -179,7 +200,7 @@ void im2col(float* col, const float* x, const Conv2DShape& s, index_t g, index_t
   }
 }
 
-void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch, const Epilogue& ep) {
+void conv_im2col(float* y, index_t ldy, const float* x, const PackedConv2D& pw, index_t batch, const Epilogue& ep) {
   const Conv2DShape& s = pw.shape();
   const auto& im = pw.impl();
   const index_t M = batch * s.OH() * s.OW(), K = im.K, G = s.groups, og = s.OC / G;
@@ -204,12 +225,13 @@ void conv_im2col(float* y, const float* x, const PackedConv2D& pw, index_t batch
   }
   auto run_block = [&](index_t b) {
     const index_t m0 = b * MB, rows = std::min(MB, M - m0);
-    float* col = t_scratch.get(static_cast<size_t>(rows * K));
+    float* col = cols_scratch(static_cast<size_t>(rows * K));
     for (index_t g = 0; g < G; ++g) {
       im2col(col, x, s, g, m0, rows);
       Epilogue e = ep;
       if (e.bias) e.bias += g * og;
-      sgemm_packed(false, rows, 1.f, col, K, *im.b[g], 0.f, y + m0 * s.OC + g * og, s.OC, e);
+      if (e.residual) e.residual += m0 * s.OC + g * og;
+      sgemm_packed(false, rows, 1.f, col, K, *im.b[g], 0.f, y + m0 * ldy + g * og, ldy, e);
     }
   };
   if (par_blocks) parallel_tasks(nblk, [&](std::int64_t b) { run_block(b); });
@@ -256,7 +278,7 @@ void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch
         if (n != cur_n) {
           // Padded copy of the input rows this chunk reads.
           const index_t ih_lo = oh0 * s.stride_h, ih_hi = (oh1 - 1) * s.stride_h + s.dil_h * (s.KH - 1) + 1;
-          float* xp = t_scratch.get(static_cast<size_t>(Hp * Wp * s.C));
+          float* xp = cols_scratch(static_cast<size_t>(Hp * Wp * s.C));
           for (index_t ih = ih_lo; ih < ih_hi; ++ih) {
             float* dst = xp + ih * Wp * s.C;
             const index_t src_h = ih - s.pad_top;
@@ -286,8 +308,8 @@ void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t ba
   const index_t OH = s.OH(), OW = s.OW();
   convk::DepthwiseArgs da{nullptr, s.H, s.W, s.C, s.OC / s.C, im.w, im.bias.empty() ? nullptr : im.bias.data(),
                           s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h, s.dil_w, s.pad_top, s.pad_left, OW,
-                          in_kernel_act(act) ? act : Act::None, a};
-  const bool post_act = !in_kernel_act(act);
+                          in_depthwise_act(act) ? act : Act::None, a, b};
+  const bool post_act = !in_depthwise_act(act);
   auto fn = isa == Isa::Avx512 ? convk::depthwise_rows_avx512
             : isa == Isa::Avx2 ? convk::depthwise_rows_avx2
                                : convk::depthwise_rows_portable;
@@ -304,10 +326,14 @@ void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t ba
 
 }  // namespace
 
-void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b) {
+void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
+                 const float* residual, index_t ldy) {
   ENGINE_CHECK(batch >= 0, "conv2d: batch must be >= 0, got " + s(batch));
-  if (batch == 0) return;
   const Conv2DShape& sh = pw.shape();
+  if (ldy == 0) ldy = sh.OC;
+  ENGINE_CHECK(ldy >= sh.OC, "conv2d: output row stride " + s(ldy) + " is below OC = " + s(sh.OC));
+  ENGINE_CHECK(residual != y || ldy == sh.OC, "conv2d: a residual that is the output needs ldy = OC");
+  if (batch == 0) return;
   const auto& im = pw.impl();
   const Isa isa = cpu_isa();
   Epilogue ep;
@@ -315,26 +341,56 @@ void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch
   ep.act = act;
   ep.act_alpha = a;
   ep.act_beta = b;
+  ep.residual = residual;
+  ep.ldr = sh.OC;
   switch (im.algo) {
     case Algo::Pointwise: {
       const index_t G = sh.groups, cg = sh.C / G, og = sh.OC / G, M = batch * sh.H * sh.W;
       for (index_t g = 0; g < G; ++g) {
         Epilogue e = ep;
         if (e.bias) e.bias += g * og;
-        sgemm_packed(false, M, 1.f, x + g * cg, sh.C, *im.b[g], 0.f, y + g * og, sh.OC, e);
+        if (e.residual) e.residual += g * og;
+        sgemm_packed(false, M, 1.f, x + g * cg, sh.C, *im.b[g], 0.f, y + g * og, ldy, e);
       }
       return;
     }
-    case Algo::Direct:
-      if (isa != Isa::Portable) return conv_direct(y, x, pw, batch, act, a, b, isa);
-      return conv_im2col(y, x, pw, batch, ep);
-    case Algo::Depthwise:
-      return conv_depthwise(y, x, pw, batch, act, a, b, isa);
+    case Algo::Indirect:
+      return im.indirect->run(y, ldy, x, residual, batch, act, a, b);
+    case Algo::Winograd:
+      return im.winograd->run(y, ldy, x, residual, batch, act, a, b);
     case Algo::Im2col:
-      return conv_im2col(y, x, pw, batch, ep);
+      return conv_im2col(y, ldy, x, pw, batch, ep);
+    case Algo::Direct:
+    case Algo::Depthwise:
+      break;
   }
+  // Direct and depthwise kernels write dense rows and take no residual: they write into a
+  // per-thread buffer when the output is strided, and the residual and the activation follow
+  // in a pass over the output.
+  const index_t n = batch * sh.OH() * sh.OW() * sh.OC;
+  float* out = ldy == sh.OC ? y : strided_scratch(static_cast<size_t>(n));
+  const Act kact = residual ? Act::None : act;
+  if (residual == y) {
+    float* copy = residual_scratch(static_cast<size_t>(n));
+    std::memcpy(copy, y, n * sizeof(float));
+    residual = copy;
+  }
+  if (im.algo == Algo::Depthwise) conv_depthwise(out, x, pw, batch, kact, a, b, isa);
+  else if (isa != Isa::Portable) conv_direct(out, x, pw, batch, kact, a, b, isa);
+  else {
+    Epilogue e = ep;
+    e.residual = nullptr;
+    e.act = kact;
+    conv_im2col(out, sh.OC, x, pw, batch, e);
+  }
+  if (residual)
+    parallel_for(n, 1 << 16, [&](std::int64_t i0, std::int64_t i1) {
+      for (std::int64_t i = i0; i < i1; ++i) out[i] += residual[i];
+      if (act != Act::None && act != Act::Identity) activation(out + i0, out + i0, i1 - i0, act, a, b);
+    });
+  if (out != y)
+    for (index_t m = 0; m < n / sh.OC; ++m) std::memcpy(y + m * ldy, out + m * sh.OC, sh.OC * sizeof(float));
 }
-
 
 void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, index_t ph,
                          index_t pwid, Act act, float a, float b) {
@@ -354,7 +410,7 @@ void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index
   const bool padded = s.pad_top || s.pad_left || s.pad_bottom || s.pad_right;
   if (im.algo != Algo::Direct || isa == Isa::Portable || padded) {
     // Two steps through a per-thread buffer (still one plan step, no arena buffer).
-    float* tmp = t_band.get(static_cast<size_t>(batch * OH * OW * OC));
+    float* tmp = band_scratch(static_cast<size_t>(batch * OH * OW * OC));
     conv2d_nhwc(tmp, x, pw, batch, act, a, b);
     Pool2DShape ps = band;
     ps.N = batch, ps.H = OH;
@@ -369,7 +425,7 @@ void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index
   const index_t grain = std::max<index_t>(1, static_cast<index_t>(kParallelFlops / prow_flops));
   parallel_for(batch * PH, grain, [&](std::int64_t r0, std::int64_t r1) {
     convk::DirectArgs d = da;
-    float* rows = t_band.get(static_cast<size_t>(ph * OW * OC));
+    float* rows = band_scratch(static_cast<size_t>(ph * OW * OC));
     for (index_t r = r0; r < r1; ++r) {
       const index_t n = r / PH, p = r % PH;
       // Rows [p·ph, p·ph + ph) of image n, written to the band from its row 0: start the

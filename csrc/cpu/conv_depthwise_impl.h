@@ -54,6 +54,28 @@ inline vf relu(vf x) {
 #endif
 }
 
+// min(hi, max(lo, x)) (ReLU6): the bounds first, so NaN stays NaN as with relu.
+inline vf clip(vf x, vf lo, vf hi) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_min_ps((__m512)hi, _mm512_max_ps((__m512)lo, (__m512)x));
+#elif defined(__AVX2__)
+  return (vf)_mm256_min_ps((__m256)hi, _mm256_max_ps((__m256)lo, (__m256)x));
+#elif defined(__SSE__)
+  return (vf)_mm_min_ps((__m128)hi, _mm_max_ps((__m128)lo, (__m128)x));
+#else
+  return x < lo ? lo : (x > hi ? hi : x);
+#endif
+}
+
+// The in-kernel activations on one vector.
+inline vf act_v(vf x, const DepthwiseArgs& a) {
+  const vf zero{};
+  if (a.act == Act::Relu) return relu(x);
+  if (a.act == Act::LeakyRelu) return x > zero ? x : x * a.alpha;
+  if (a.act == Act::Clip) return clip(x, zero + a.alpha, zero + a.beta);
+  return x;
+}
+
 // multiplier 1: NV vectors of channels, accumulators in registers.
 template <int NV>
 inline void vblock(float* y, const DepthwiseArgs& a, const float* xpix0, const float* w0, const float* bias,
@@ -73,16 +95,8 @@ inline void vblock(float* y, const DepthwiseArgs& a, const float* xpix0, const f
         acc[v] += *reinterpret_cast<const vf*>(xp + v * VW) * *reinterpret_cast<const vf*>(wp + v * VW);
     }
   }
-  const vf zero{};
-  if (a.act == Act::Relu) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[v] = relu(acc[v]);
-  } else if (a.act == Act::LeakyRelu) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[v] = acc[v] > zero ? acc[v] : acc[v] * a.alpha;
-  }
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) *reinterpret_cast<vf*>(y + v * VW) = acc[v];
+  for (int v = 0; v < NV; ++v) *reinterpret_cast<vf*>(y + v * VW) = act_v(acc[v], a);
 }
 
 // multiplier 1, R horizontally adjacent output pixels whose taps are all inside in W: each
@@ -112,16 +126,10 @@ inline void vblock_r(float* y, const DepthwiseArgs& a, const float* xpix0, const
       }
     }
   }
-  const vf zero{};
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      vf o = acc[r][v];
-      if (a.act == Act::Relu) o = relu(o);
-      else if (a.act == Act::LeakyRelu) o = o > zero ? o : o * a.alpha;
-      *reinterpret_cast<vf*>(y + r * C + v * VW) = o;
-    }
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<vf*>(y + r * C + v * VW) = act_v(acc[r][v], a);
 }
 
 template <int CB, bool kFull>
@@ -145,6 +153,9 @@ inline void block(float* y, index_t ystride, const DepthwiseArgs& a, const float
   } else if (a.act == Act::LeakyRelu) {
     const float al = a.alpha;
     for (index_t j = 0; j < len; ++j) acc[j] = acc[j] > 0.f ? acc[j] : acc[j] * al;
+  } else if (a.act == Act::Clip) {
+    const float lo = a.alpha, hi = a.beta;
+    for (index_t j = 0; j < len; ++j) acc[j] = acc[j] < lo ? lo : (acc[j] > hi ? hi : acc[j]);  // NaN stays
   }
   if (ystride == 1)
     for (index_t j = 0; j < len; ++j) y[j] = acc[j];

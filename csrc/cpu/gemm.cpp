@@ -22,8 +22,8 @@
 // Few rows over pre-packed weights with a long K (a Dense layer at batch 1) split K instead:
 // each thread multiplies its K slice into a partial C and the caller sums (run_split_k).
 // Small problems run on the caller (see kMinParallelFlops).
-// The epilogue (bias, relu) is applied in registers on the last K block; other activations
-// run on each finished tile row while it is still in L1.
+// The epilogue (bias, residual, relu / clip) is applied in registers on the last K block; other
+// activations run on each finished tile row while it is still in L1.
 #include "engine/gemm.h"
 
 #include <algorithm>
@@ -38,6 +38,7 @@
 #include "cpu/gemm_internal.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
+#include "engine/scratch.h"
 #include "engine/threadpool.h"
 
 namespace engine {
@@ -84,10 +85,22 @@ struct AlignedBuf {
   }
 };
 
-thread_local AlignedBuf t_pack_a;
-thread_local AlignedBuf t_pack_b;
+// Per-thread packing buffers (engine/scratch.h: grow-only, counted, trimmed after each run).
+float* pack_a_scratch(size_t n) { return thread_scratch<float, kScratchGemmPackA>(n); }
+float* pack_b_scratch(size_t n) { return thread_scratch<float, kScratchGemmPackB>(n); }
 
-bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu; }
+bool act_in_registers(Act a) { return a == Act::None || a == Act::Identity || a == Act::Relu || a == Act::Clip; }
+bool has_act(Act a) { return a != Act::None && a != Act::Identity; }
+
+// The tail of the epilogue on one finished row of C (n columns from column j): + residual,
+// then the activation.
+void finish_row(float* c, index_t i, index_t j, index_t n, const Epilogue& ep) {
+  if (ep.residual) {
+    const float* r = ep.residual + i * ep.ldr + j;
+    for (index_t k = 0; k < n; ++k) c[k] += r[k];
+  }
+  if (has_act(ep.act)) activation(c, c, n, ep.act, ep.act_alpha, ep.act_beta);
+}
 
 // op(B)[k0:k0+kc, j0:j0+nc] -> panels of NR columns: dst[p][k][0:NR], zero-padded.
 template <int NR>
@@ -260,17 +273,20 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
   // the product. Read op(B) in place (full-width panels; only a ragged last panel is packed).
   const bool direct_b = !pr.Bp && !pr.tb && mrange <= 3 * MR;
   float* bbuf = nullptr;
-  if (direct_b) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) * NR);
-  else if (!pr.Bp) bbuf = t_pack_b.get(static_cast<size_t>(kc_max) *
-                                       ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
+  if (direct_b) bbuf = pack_b_scratch(static_cast<size_t>(kc_max) * NR);
+  else if (!pr.Bp) bbuf = pack_b_scratch(static_cast<size_t>(kc_max) *
+                                        ((std::min<index_t>(NC, nrange) + NR - 1) / NR * NR));
   float* abuf = nullptr;
-  if (pack_a_needed) abuf = t_pack_a.get(static_cast<size_t>(kc_max) * MC);
+  if (pack_a_needed) abuf = pack_a_scratch(static_cast<size_t>(kc_max) * MC);
 
   for (index_t pc = 0; pc < pr.K; pc += KC) {
     const index_t kc = std::min(KC, pr.K - pc);
     const bool last = pc + kc >= pr.K;
     TileParams tp{pr.alpha, pc == 0 ? pr.beta : 1.f, last ? bias_mode : gemm::BiasNone,
                   last && ep.act == Act::Relu};
+    tp.clip = last && ep.act == Act::Clip;
+    tp.lo = ep.act_alpha;
+    tp.hi = ep.act_beta;
     for (index_t ic = m0; ic < m1; ic += MC) {
       const index_t mc = std::min(MC, m1 - ic);
       if (pack_a_needed) pack_a(abuf, pr.ta, pr.A, pr.lda, ic, mc, pc, kc, MR);
@@ -301,6 +317,10 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
           const index_t ldb = packed_edge ? NR : bld;
           TileParams tpt = tp;
           tpt.mask_b = ragged && ks.masked_b;
+          if (last && ep.residual) {
+            tpt.res = ep.residual + (ic + ir) * ep.ldr + jc + jr;
+            tpt.ldr = ep.ldr;
+          }
           const int mr = static_cast<int>(std::min<index_t>(MR, mc - ir));
           const index_t i = ic + ir, j = jc + jr;
           float* c = pr.C + i * pr.ldc + j;
@@ -315,8 +335,7 @@ void run_block(const Problem& pr, index_t m0, index_t m1, index_t n0, index_t n1
           else
             ks.arow(mr, nr, kc, pr.A + i * pr.lda + pc, pr.lda, 1, bp, ldb, c, pr.ldc, tpt, bias);
           if (last && !inline_act)
-            for (int r = 0; r < mr; ++r)
-              activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
+            for (int r = 0; r < mr; ++r) activation(c + r * pr.ldc, c + r * pr.ldc, nr, ep.act, ep.act_alpha, ep.act_beta);
         };
         // The A micro-panel (MR×kc) stays in L1 while the B block (kc×nc) streams from L2.
         for (index_t ir = 0; ir < mc; ir += MR)
@@ -344,11 +363,7 @@ void run_dot(const Problem& pr, index_t n0, index_t n1) {
         *c = v;
       }
   }
-  if (ep.act != Act::None && ep.act != Act::Identity)
-    for (int i = 0; i < m; ++i) {
-      float* c = pr.C + i * pr.ldc + n0;
-      activation(c, c, n1 - n0, ep.act, ep.act_alpha, ep.act_beta);
-    }
+  for (int i = 0; i < m; ++i) finish_row(pr.C + i * pr.ldc + n0, i, n0, n1 - n0, ep);
 }
 
 // C = beta·C (C not read when beta == 0), then the epilogue. Used when K == 0 or alpha == 0.
@@ -361,12 +376,9 @@ void scale_and_epilogue(index_t M, index_t N, float beta, float* C, index_t ldc,
       if (ep.bias_per_row) for (index_t j = 0; j < N; ++j) c[j] += ep.bias[i];
       else for (index_t j = 0; j < N; ++j) c[j] += ep.bias[j];
     }
-    if (ep.act != Act::None && ep.act != Act::Identity)
-      activation(c, c, N, ep.act, ep.act_alpha, ep.act_beta);
+    finish_row(c, i, 0, N, ep);
   }
 }
-
-thread_local AlignedBuf t_partial;
 
 // Few rows × pre-packed weights with a long K (a Dense layer's GEMV): thread t multiplies
 // A[:, K_t] by the weight rows K_t of every panel into its own partial C, and the caller sums
@@ -377,7 +389,7 @@ void run_split_k(const Problem& pr, int nt) {
   const KernelSet& ks = *pr.ks;
   const int NR = ks.nr;
   const index_t M = pr.M, N = pr.N, np = (N + NR - 1) / NR;
-  float* partial = t_partial.get(static_cast<size_t>(nt) * M * N);
+  float* partial = thread_scratch<float, kScratchGemmPartial>(static_cast<size_t>(nt) * M * N);
   parallel_tasks(nt, [&](std::int64_t t) {
     const index_t k0 = pr.K * t / nt / 16 * 16, k1 = t + 1 == nt ? pr.K : pr.K * (t + 1) / nt / 16 * 16;
     float* c = partial + t * M * N;
@@ -399,12 +411,22 @@ void run_split_k(const Problem& pr, int nt) {
       if (ep.bias) v += ep.bias_per_row ? ep.bias[i] : ep.bias[j];
       c[j] = v;
     }
-    if (ep.act != Act::None && ep.act != Act::Identity) activation(c, c, N, ep.act, ep.act_alpha, ep.act_beta);
+    finish_row(c, i, 0, N, ep);
   }
 }
 
-void run(const Problem& pr) {
-  if (pr.M == 0 || pr.N == 0) return;
+void run(const Problem& pr_in) {
+  if (pr_in.M == 0 || pr_in.N == 0) return;
+  // A residual that is C itself is C's old value: accumulate into it (beta = 1) instead.
+  Epilogue ep_alias;
+  Problem pr = pr_in;
+  if (pr.ep->residual && pr.ep->residual == pr.C) {
+    ENGINE_CHECK(pr.beta == 0.f && pr.ep->ldr == pr.ldc, "sgemm: a residual aliasing C needs beta = 0 and ldr = ldc");
+    ep_alias = *pr.ep;
+    ep_alias.residual = nullptr;
+    pr.ep = &ep_alias;
+    pr.beta = 1.f;
+  }
   if (pr.K == 0 || pr.alpha == 0.f) {
     scale_and_epilogue(pr.M, pr.N, pr.beta, pr.C, pr.ldc, *pr.ep);
     return;

@@ -24,6 +24,12 @@ struct TileParams {
   int bias_mode;   // BiasMode (only applied on the last K block)
   bool relu;       // apply max(x,0) in registers (only on the last K block)
   bool mask_b = false;  // B is read in place with only n valid columns (KernelSet::masked_b)
+  // Set per tile on the last K block: a residual tile added after the bias (row i at
+  // res + i·ldr), and a clip to [lo, hi] after it (ReLU6), both in registers.
+  const float* res = nullptr;
+  index_t ldr = 0;
+  bool clip = false;
+  float lo = 0.f, hi = 0.f;
 };
 
 // C[0:m, 0:n] = alpha * sum_k a(i,k) * B[k*ldb + j] + beta*C (+bias, relu).

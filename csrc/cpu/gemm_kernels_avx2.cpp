@@ -104,9 +104,16 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
       v0 = _mm256_add_ps(v0, br);
       v1 = _mm256_add_ps(v1, br);
     }
+    if (p.res) {
+      v0 = _mm256_add_ps(v0, ld(p.res + i * p.ldr, 0));
+      v1 = _mm256_add_ps(v1, ld(p.res + i * p.ldr + 8, 1));
+    }
     if (p.relu) {  // zero first: MAXPS returns its second operand on NaN, so NaN stays NaN
       v0 = _mm256_max_ps(_mm256_setzero_ps(), v0);
       v1 = _mm256_max_ps(_mm256_setzero_ps(), v1);
+    } else if (p.clip) {  // bound first, as for relu
+      v0 = _mm256_min_ps(_mm256_set1_ps(p.hi), _mm256_max_ps(_mm256_set1_ps(p.lo), v0));
+      v1 = _mm256_min_ps(_mm256_set1_ps(p.hi), _mm256_max_ps(_mm256_set1_ps(p.lo), v1));
     }
     st(c, 0, v0);
     st(c + 8, 1, v1);

@@ -150,9 +150,16 @@ inline __attribute__((always_inline)) void kernel_impl(int m, int n, index_t K, 
       v0 = _mm512_add_ps(v0, br);
       v1 = _mm512_add_ps(v1, br);
     }
+    if (p.res) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, p.res + i * p.ldr));
+      if (NV == 2) v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, p.res + i * p.ldr + 16));
+    }
     if (p.relu) {  // zero first: MAXPS returns its second operand on NaN, so NaN stays NaN
       v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
       v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
+    } else if (p.clip) {  // bound first, as for relu
+      v0 = _mm512_min_ps(_mm512_set1_ps(p.hi), _mm512_max_ps(_mm512_set1_ps(p.lo), v0));
+      v1 = _mm512_min_ps(_mm512_set1_ps(p.hi), _mm512_max_ps(_mm512_set1_ps(p.lo), v1));
     }
     _mm512_mask_storeu_ps(c, k0, v0);
     if (NV == 2) _mm512_mask_storeu_ps(c + 16, k1, v1);

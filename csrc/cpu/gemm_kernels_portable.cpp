@@ -47,7 +47,9 @@ void kernel(int m, int n, index_t K, const float* A, index_t rsa, index_t csa, c
       else if (p.beta != 0.f) v += p.beta * c[j];
       if (p.bias_mode == BiasCol) v += bias[j];
       else if (p.bias_mode == BiasRow) v += bias[i];
+      if (p.res) v += p.res[i * p.ldr + j];
       if (p.relu) v = v < 0.f ? 0.f : v;  // NaN stays NaN (as torch)
+      else if (p.clip) v = v < p.lo ? p.lo : (v > p.hi ? p.hi : v);  // NaN stays NaN
       c[j] = v;
     }
   }

@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     cast,
     compare,
     control,
+    conv_concat,
     einsum,
     elementwise,
     gather,

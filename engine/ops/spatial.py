@@ -153,7 +153,15 @@ def conv_check(node):
         ph, pw = _pair(node.attrs["maxpool"], "maxpool", node)
         if min(ph, pw) < 1:
             raise GraphError(f"node '{node.name}' (Conv2D): maxpool window must be >= 1, got {ph}x{pw}")
+        if _residual(node):
+            raise GraphError(f"node '{node.name}' (Conv2D): a fused max-pool and a residual input "
+                             "cannot be combined")
     resolve(node.attrs, node.name)
+
+
+def _residual(node):
+    """The residual input's name (a skip connection added before the activation), or ""."""
+    return node.inputs[3] if len(node.inputs) > 3 else ""
 
 
 def conv_type(node, ins):
@@ -164,23 +172,31 @@ def conv_type(node, ins):
     pool = _fused_pool(node, s)
     if pool:
         return [TensorType((x[0], s.OH // pool[0], s.OW // pool[1], w[3]), ins[0].dtype)]
-    return [TensorType((x[0], s.OH, s.OW, w[3]), ins[0].dtype)]
+    out = (x[0], s.OH, s.OW, w[3])
+    if len(ins) > 3 and ins[3] is not None and (tuple(ins[3].shape) != out or ins[3].dtype != ins[0].dtype):
+        raise ShapeError(f"node '{node.name}' (Conv2D): residual must be {ins[0].dtype} of the output "
+                         f"shape {out}, got {ins[3].dtype} {tuple(ins[3].shape)}")
+    return [TensorType(out, ins[0].dtype)]
 
 
 def conv_lower(ctx, node):
     x, w_name = node.inputs[0], node.inputs[1]
     b_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    res = _residual(node)
     s = conv_params(node, ctx.shape(x), ctx.const(w_name).shape)
     key = ("conv", w_name, b_name, s.H, s.W)  # packing is independent of the batch size
     packed = ctx.cached(key, lambda: ctx.pack_conv2d(
         s, ctx.const(w_name), ctx.const(b_name) if b_name else None))
     act, a, b = resolve(node.attrs, node.name)
     pool = _fused_pool(node, s) or (0, 0)
-    ctx.kernel("conv2d", [x], node.outputs, ints=[s.N, act, pool[0], pool[1]], floats=[a, b], state=packed)
+    ctx.kernel("conv2d", [x, res] if res else [x], node.outputs, ints=[s.N, act, pool[0], pool[1]],
+               floats=[a, b], state=packed)
 
 
-# Conv2D(x NHWC, filter HWIO, [bias]); attrs: strides, padding, dilations, groups, activation,
-# and maxpool [ph, pw] when a following non-overlapping max-pool was fused in (a pass sets it).
+# Conv2D(x NHWC, filter HWIO, [bias], [residual]); attrs: strides, padding, dilations, groups,
+# activation, and maxpool [ph, pw] when a following non-overlapping max-pool was fused in (a
+# pass sets it). residual (output-shaped, passes/fuse_residual.py) is added before the
+# activation: y = act(conv(x) + bias + residual).
 register("Conv2D", conv_type, conv_lower, check=conv_check)
 
 

@@ -6,17 +6,22 @@ from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
 from .fold_pad import fold_pad_into_conv
 from .fuse_activation import fuse_activations
+from .fuse_concat import fuse_concat_convs
 from .fuse_conv_pool import fuse_conv_maxpool
 from .fuse_gelu import fuse_gelu
+from .fuse_residual import fuse_residual
 from .layout import to_nhwc
 from .shapes import infer_shapes, probe_types, symbolic_shapes
 from .simplify import simplify
 
 # In order. Constants and no-ops go first so the pattern passes see clean graphs; BatchNorm is
 # folded into its Conv before the layout pass moves the conv trunk to NHWC; linear layers
-# become Dense after it (it may have permuted their weights); the fusions come last.
-PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_gelu, fold_pad_into_conv, fold_batchnorm, to_nhwc, to_dense, simplify,
-            fold_constants, fuse_activations, fuse_conv_maxpool, eliminate_dead_code)
+# become Dense after it (it may have permuted their weights); the fusions come last: a residual
+# Add before the activation that may follow it, a channel Concat of convs once their
+# activations are in.
+PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_gelu, fold_pad_into_conv, fold_batchnorm, to_nhwc, to_dense,
+            simplify, fold_constants, fuse_residual, fuse_activations, fuse_concat_convs, fuse_conv_maxpool,
+            eliminate_dead_code)
 
 
 def optimize(graph):
@@ -26,6 +31,7 @@ def optimize(graph):
     return graph
 
 
-__all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations", "fuse_conv_maxpool", "fuse_gelu",
-           "infer_shapes", "optimize", "probe_types", "simplify", "symbolic_shapes", "to_dense", "to_nhwc",
+__all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations", "fuse_concat_convs",
+           "fuse_conv_maxpool", "fuse_gelu", "fuse_residual", "infer_shapes", "optimize", "probe_types", "simplify",
+           "symbolic_shapes", "to_dense", "to_nhwc",
            "PIPELINE"]

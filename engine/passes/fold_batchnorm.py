@@ -26,7 +26,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
         conv = prod.get(x)
         if (conv is None or conv.op not in _CHANNEL_AXIS or id(conv) in dropped or x in outputs
                 or len(uses.get(x, [])) != 1 or conv.attrs.get("activation") not in (None, "linear")
-                or "maxpool" in conv.attrs):
+                or "maxpool" in conv.attrs or len(conv.inputs) > 3):  # BN(conv + residual): no
             continue
         params = [weights.get(i) for i in bn.inputs[1:5]]
         w = weights.get(conv.inputs[1])

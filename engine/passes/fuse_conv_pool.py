@@ -33,6 +33,7 @@ def fuse_conv_maxpool(graph: Graph) -> Graph:
         conv = producers.get(src)
         window = _pool_window(node)
         if (window is None or conv is None or conv.op != "Conv2D" or "maxpool" in conv.attrs
+                or (len(conv.inputs) > 3 and conv.inputs[3])  # a residual: pool after the add
                 or src in outputs or len(consumers.get(src, [])) != 1 or conv.name in fused):
             continue
         fused[conv.name] = Node("Conv2D", conv.inputs, node.outputs,

@@ -19,10 +19,15 @@ def simplify(graph: Graph) -> Graph:
 
 def _drop_identities(graph: Graph) -> Graph:
     outputs = {v.name for v in graph.outputs}
+    used = {i for n in graph.nodes for i in n.inputs if i} | outputs
+
+    def unused_mask(node):  # an inference Dropout's mask output that nothing reads
+        return len(node.outputs) < 2 or not node.outputs[1] or node.outputs[1] not in used
+
     mapping, kept = {}, []
     for node in graph.nodes:
         node = renamed(node, mapping)
-        passthrough = node.op == "Identity" or (node.op == "Dropout" and len([o for o in node.outputs if o]) == 1
+        passthrough = node.op == "Identity" or (node.op == "Dropout" and unused_mask(node)
                                                   and not node.attrs.get("training_mode"))
         if passthrough and node.outputs[0] not in outputs and len(node.inputs) >= 1 and node.inputs[0]:
             if node.op == "Dropout" and len(node.inputs) > 2 and node.inputs[2]:

@@ -58,14 +58,17 @@ enum class Act : int {
 };
 
 // What a GEMM or convolution applies to its result while it is still in cache:
-// C = act(C + bias). bias has N entries (one per output column) unless bias_per_row,
-// in which case it has M entries.
+// C = act(C + bias + residual). bias has N entries (one per output column) unless bias_per_row,
+// in which case it has M entries. residual (a skip connection) is M×N with leading dimension
+// ldr; it must not overlap C, except by being C itself (then it is read as beta = 1).
 struct Epilogue {
   const float* bias = nullptr;
   bool bias_per_row = false;
   Act act = Act::None;
   float act_alpha = 0.f;
   float act_beta = 0.f;
+  const float* residual = nullptr;
+  index_t ldr = 0;
 };
 
 }  // namespace engine

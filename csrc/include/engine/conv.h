@@ -29,6 +29,9 @@ class PackedConv2D : public KernelState {
   PackedConv2D(const PackedConv2D&) = delete;
   PackedConv2D& operator=(const PackedConv2D&) = delete;
   const Conv2DShape& shape() const { return shape_; }
+  // The algorithm chosen at pack time: "pointwise", "direct", "depthwise", "winograd",
+  // "indirect" or "im2col" (for tests and diagnostics).
+  const char* algorithm() const;
   struct Impl;
   const Impl& impl() const { return *impl_; }
 
@@ -39,8 +42,13 @@ class PackedConv2D : public KernelState {
 
 // y: N×OH×OW×OC, x: N×H×W×C. shape.N may differ from the packed shape's N (batch size
 // is free); all other fields must match. act/act_alpha/act_beta as in Epilogue.
+// residual (optional, a skip connection): N×OH×OW×OC, added before the activation,
+// y = act(conv(x) + bias + residual); it may be y itself but must not overlap x.
+// ldy (0: OC): the output pixels' stride, so that several convs can write their channels
+// side by side into one concatenated output (y then points at this conv's first channel).
 void conv2d_nhwc(float* y, const float* x, const PackedConv2D& w, index_t batch, Act act = Act::None,
-                 float act_alpha = 0.f, float act_beta = 0.f);
+                 float act_alpha = 0.f, float act_beta = 0.f, const float* residual = nullptr,
+                 index_t ldy = 0);
 
 // A convolution followed by a non-overlapping max-pool (window pool_h×pool_w, stride equal to
 // the window, no padding, floor mode): y is N×(OH/pool_h)×(OW/pool_w)×OC. For the direct

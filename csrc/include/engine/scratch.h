@@ -39,7 +39,8 @@ class ScratchBuffer {
 // calls packs panels) need different tags.
 enum ScratchTag : int {
   kScratchGemmPackA = 1, kScratchGemmPackB, kScratchGemmPartial,
-  kScratchConvCols, kScratchConvBand, kScratchConvNdCols, kScratchConvNdCols2, kScratchConvNdPanel,
+  kScratchConvCols, kScratchConvBand, kScratchConvResidual, kScratchConvStrided, kScratchConvIndirect,
+  kScratchConvWinograd, kScratchConvNdCols, kScratchConvNdCols2, kScratchConvNdPanel,
   kScratchAttentionScores, kScratchNormIn, kScratchNormOut, kScratchRotary, kScratchTopK,
 };
 

@@ -19,6 +19,8 @@ void register_nchw_steps(KernelRegistry& r);
 void register_rnn_steps(KernelRegistry& r);
 void register_attention_steps(KernelRegistry& r);
 void register_resize_steps(KernelRegistry& r);
+void register_optim_steps(KernelRegistry& r);
+void register_grad_steps(KernelRegistry& r);
 
 inline void register_all_kernels(KernelRegistry& r) {
   register_gemm_steps(r);
@@ -33,6 +35,8 @@ inline void register_all_kernels(KernelRegistry& r) {
   register_rnn_steps(r);
   register_attention_steps(r);
   register_resize_steps(r);
+  register_optim_steps(r);
+  register_grad_steps(r);
 }
 
 }  // namespace engine
