@@ -102,7 +102,12 @@ def dtype_policy(dtype, where: str) -> str:
 class GraphBuilder:
     """Collects the nodes and weights that layers emit."""
 
-    def __init__(self):
+    def __init__(self, training: bool = False):
+        # training: emit the training graph's forward. Weights are then trained values, not
+        # constants: a layer expresses any transform of its weights (a reshape, a gate
+        # reorder) as nodes, and layers that act differently in training (Dropout,
+        # BatchNormalization) emit their training ops.
+        self.training = training
         self.nodes: list[Node] = []
         self.weights: dict[str, np.ndarray] = {}
         self.dtypes: dict[str, str] = {}  # element types of values known while emitting (inputs)

@@ -87,8 +87,9 @@ class _Network:
         return sum(layer.count_params() for layer in self.layers)
 
     # -- graph and running ----------------------------------------------------------------
-    def to_graph(self) -> Graph:
-        """The engine Graph of this model, weights included."""
+    def to_graph(self, training: bool = False) -> Graph:
+        """The engine Graph of this model, weights included (training: the forward a
+        training graph is built on, see GraphBuilder)."""
         inputs, outputs = self._trace()
         calls = _calls_in_order(outputs)
         seen: dict[str, Layer] = {}
@@ -96,7 +97,7 @@ class _Network:
             other = seen.setdefault(c.layer.name, c.layer)
             if other is not c.layer:
                 raise EngineError(f"{self.name}: two layers are named '{c.layer.name}'")
-        g = GraphBuilder()
+        g = GraphBuilder(training)
         names: dict[int, str] = {}
         graph_inputs = []
         for t in inputs:

@@ -41,9 +41,16 @@ def dense_type(node, ins):
 def dense_lower(ctx, node):
     x, w_name = node.inputs[0], node.inputs[1]
     b_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    packed = ctx.cached(("dense", w_name), lambda: ctx.pack_gemm_b(ctx.const(w_name)))
     act, a, b = resolve(node.attrs, node.name)
     rows = math.prod(ctx.shape(x)[:-1])
+    if not stable_weight(ctx, w_name):  # a trained kernel (a training graph's input)
+        K, N = ctx.shape(w_name)
+        ctx.kernel("linear_gemm", [x, w_name, b_name], node.outputs, ints=[rows, N, K, 0, 0, 0], floats=[1.0, 0.0])
+        if act:
+            y = node.outputs[0]
+            ctx.kernel("activation", [y], [y], ints=[rows * N, act], floats=[a, b])
+        return
+    packed = ctx.cached(("dense", w_name), lambda: ctx.pack_gemm_b(ctx.const(w_name)))
     ctx.kernel("gemm_packed", [x, b_name], node.outputs, ints=[rows, act], floats=[a, b], state=packed)
 
 
