@@ -228,6 +228,13 @@ static inline void put_h(const Lane& L, const CellRow& r, vf h) {
   L.st(r.h_next, h);
   if (r.y) L.st(r.y, h);
 }
+// Training: values into fields 0, 1, ... of the step's tape row (engine/rnn.h), field f at f·H.
+static inline void tape_put(const Lane&, float*, index_t, int) {}
+template <class... V>
+static inline void tape_put(const Lane& L, float* tape, index_t H, int field, vf v, V... rest) {
+  L.st(tape + field * H, v);
+  tape_put(L, tape, H, field + 1, rest...);
+}
 // GRU's state update from z, the h gate and the previous state.
 static inline vf gru_update(const Lane& L, const CellRow& r, vf z, vf hh) {
   return (splat(1.f) - z) * hh + z * L.ld(r.h_prev);
@@ -253,7 +260,11 @@ static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const C
     FOR_LANES c[k] = gf[k] * cp[k] + gi[k] * gc[k];
     if (kGeneral && P.p) FOR_LANES go[k] += L[k].ld(P.p + H) * c[k];
     FOR_LANES go[k] = fa(cl(go[k]));
-    FOR_LANES L[k].st(r[k]->c, c[k]), put_h(L[k], *r[k], go[k] * ha(c[k]));
+    vf hc[N];
+    FOR_LANES hc[k] = ha(c[k]);
+    FOR_LANES L[k].st(r[k]->c, c[k]), put_h(L[k], *r[k], go[k] * hc[k]);
+    FOR_LANES if (float* tp = r[k]->tape) tape_put(L[k], tp, H, 0, gi[k], go[k], gf[k], gc[k], cp[k], hc[k],
+                                                      L[k].ld(r[k]->h_prev));
   });
 }
 
@@ -268,6 +279,8 @@ static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* 
     FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
     FOR_LANES hh[k] = ga(cl(L[k].gate(2) + rg[k] * L[k].gate(3)));
     FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], z[k], hh[k]));
+    FOR_LANES if (float* tp = r[k]->tape) tape_put(L[k], tp, P.hidden, 0, z[k], rg[k], hh[k], L[k].gate(3),
+                                                      L[k].ld(r[k]->h_prev));
   });
 }
 
@@ -279,6 +292,7 @@ static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, c
     vf h[N];
     FOR_LANES h[k] = fa(cl(L[k].gate(0)));
     FOR_LANES put_h(L[k], *r[k], h[k]);
+    FOR_LANES if (float* tp = r[k]->tape) tape_put(L[k], tp, P.hidden, 0, h[k], L[k].ld(r[k]->h_prev));
   });
 }
 
@@ -292,8 +306,10 @@ static void gru_zr(const CellParams& P, F fa, C cl, int rows, const CellRow* row
     FOR_LANES z[k] = fa(cl(L[k].gate(0)));
     FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
     FOR_LANES {
+      const vf hp = L[k].ld(r[k]->h_prev), rh = rg[k] * hp;
       L[k].st(r[k]->z, z[k]);
-      L[k].st(r[k]->rh, rg[k] * L[k].ld(r[k]->h_prev));
+      L[k].st(r[k]->rh, rh);
+      if (float* tp = r[k]->tape) tape_put(L[k], tp, P.hidden, 0, z[k], rg[k]), tape_put(L[k], tp, P.hidden, 3, rh, hp);
     }
   });
 }
@@ -307,6 +323,7 @@ static void gru_h(const CellParams& P, G ga, C cl, int rows, const CellRow* row,
     vf hh[N];
     FOR_LANES hh[k] = ga(cl(L[k].gate(0)));
     FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], L[k].ld(r[k]->z), hh[k]));
+    FOR_LANES if (float* tp = r[k]->tape) L[k].st(tp + 2 * P.hidden, hh[k]);
   });
 }
 
@@ -340,4 +357,139 @@ static void cells(const CellParams& P, int rows, const CellRow* row, const float
   }
 }
 
-static const Kernels kKernelSet = {RNN_MR, &tile, &cells};
+// ---------------------------------------------------------------------------------------
+// Backward gate math (training; engine/rnn.h lists the tape's fields). Each activation's
+// derivative comes from its output y (rnn_backward_supports says which can).
+
+static inline vf dact(vf y, const RnnActivation& a) {
+  const vf zero = splat(0.f), one = splat(1.f);
+  switch (a.act) {
+    case RnnAct::Sigmoid: return y * (one - y);
+    case RnnAct::Tanh: return one - y * y;
+    case RnnAct::Relu: return y > zero ? one : zero;
+    case RnnAct::HardSigmoid: return y > zero && y < one ? bcast(a.alpha) : zero;
+    case RnnAct::Affine: return bcast(a.alpha);
+    case RnnAct::LeakyRelu: return y > zero ? one : bcast(a.alpha);
+    case RnnAct::ScaledTanh: return bcast(a.beta) * (bcast(a.alpha) - y * y * bcast(1.f / a.alpha));
+    case RnnAct::Elu: return y > zero ? one : y + bcast(a.alpha);
+    case RnnAct::Softsign: {
+      const vf d = one - vabs(y);
+      return d * d;
+    }
+    case RnnAct::Softplus: return one - v_exp(-y);
+    default: return zero;  // refused before (rnn_backward_supports)
+  }
+}
+struct DSig {
+  vf operator()(vf y) const { return y * (splat(1.f) - y); }
+};
+struct DTanh {
+  vf operator()(vf y) const { return splat(1.f) - y * y; }
+};
+struct DAny {
+  RnnActivation a;
+  vf operator()(vf y) const { return dact(y, a); }
+};
+
+// fn(row, lane) for every row and every vector of its H units (a partial one last).
+template <class F>
+static inline void for_units(index_t H, int rows, const GradRow* row, F fn) {
+  for (int m = 0; m < rows; ++m)
+    for (index_t u = 0; u < H; u += W) fn(row[m], Lane{nullptr, nullptr, u, std::min<index_t>(W, H - u)});
+}
+
+// dh of the step's output: from the later steps plus the step's dY.
+static inline vf dh_of(const Lane& L, const GradRow& r) {
+  const vf dh = L.ld(r.dh);
+  return r.dy ? dh + L.ld(r.dy) : dh;
+}
+static inline void add_to(const Lane& L, float* p, vf v) { L.st(p, L.ld(p) + v); }
+
+template <class F, class G, class Hd>
+static void lstm_backward(const GradParams& P, F df, G dg, Hd dh_act, int rows, const GradRow* row) {
+  const index_t H = P.hidden;
+  float* const dgi = P.db + P.col[0] * H;
+  float* const dgo = P.db + P.col[1] * H;
+  float* const dgf = P.db + P.col[2] * H;
+  float* const dgc = P.db + P.col[3] * H;
+  for_units(H, rows, row, [&](const GradRow& r, const Lane& L) {
+    const float* tp = r.tape;
+    const vf i = L.ld(tp), o = L.ld(tp + H), f = L.ld(tp + 2 * H), g = L.ld(tp + 3 * H);
+    const vf cp = L.ld(tp + 4 * H), hc = L.ld(tp + 5 * H);
+    const vf dh = dh_of(L, r);
+    const vf dc = L.ld(r.dc) + dh * o * dh_act(hc);
+    const vf dpo = dh * hc * df(o);
+    const vf dpi = (P.input_forget ? dc * (g - cp) : dc * g) * df(i);
+    const vf dpf = P.input_forget ? splat(0.f) : dc * cp * df(f);
+    const vf dpg = dc * i * dg(g);
+    L.st(r.dg + P.col[0] * H, dpi), L.st(r.dg + P.col[1] * H, dpo);
+    L.st(r.dg + P.col[2] * H, dpf), L.st(r.dg + P.col[3] * H, dpg);
+    L.st(r.dc, dc * f);
+    L.st(r.dh, splat(0.f));
+    add_to(L, dgi, dpi), add_to(L, dgo, dpo), add_to(L, dgf, dpf), add_to(L, dgc, dpg);
+  });
+}
+
+// GRU: h = (1 - z) ⊙ h̃ + z ⊙ h_prev. Whole: linear_before_reset (h̃'s recurrent part r ⊙ (h·Rₕᵀ + Rbₕ)).
+template <class F, class G>
+static void gru_backward(const GradParams& P, F df, G dg, int rows, const GradRow* row) {
+  const index_t H = P.hidden;
+  float* const dbz = P.db + P.col[0] * H;
+  float* const dbr = P.db + P.col[1] * H;
+  float* const dbh = P.db + P.col[2] * H;
+  float* const dbrh = P.db + 3 * H;  // linear_before_reset's Rbₕ
+  for_units(H, rows, row, [&](const GradRow& r, const Lane& L) {
+    const float* tp = r.tape;
+    if (P.phase == GradPhase::GruR) {  // r from t = d(r ⊙ h_prev)
+      const vf t = L.ld(r.t), rg = L.ld(tp + H), hp = L.ld(tp + 4 * H);
+      const vf dpr = t * hp * df(rg);
+      L.st(r.dg + P.col[1] * H, dpr);
+      add_to(L, r.dh, t * rg);
+      add_to(L, dbr, dpr);
+      return;
+    }
+    const vf z = L.ld(tp), n = L.ld(tp + 2 * H), hp = L.ld(tp + 4 * H);
+    const vf dh = dh_of(L, r);
+    const vf dpn = dh * (splat(1.f) - z) * dg(n);
+    const vf dpz = dh * (hp - n) * df(z);
+    L.st(r.dg + P.col[0] * H, dpz), L.st(r.dg + P.col[2] * H, dpn);
+    L.st(r.dh, dh * z);
+    add_to(L, dbz, dpz), add_to(L, dbh, dpn);
+    if (P.phase == GradPhase::Whole) {
+      const vf rg = L.ld(tp + H), hr = L.ld(tp + 3 * H);
+      const vf dpr = dpn * hr * df(rg), dgr = dpn * rg;
+      L.st(r.dg + P.col[1] * H, dpr);
+      L.st(r.dgr, dgr);
+      add_to(L, dbr, dpr), add_to(L, dbrh, dgr);
+    }
+  });
+}
+
+template <class F>
+static void rnn_backward_cell(const GradParams& P, F df, int rows, const GradRow* row) {
+  const index_t H = P.hidden;
+  for_units(H, rows, row, [&](const GradRow& r, const Lane& L) {
+    const vf dp = dh_of(L, r) * df(L.ld(r.tape));
+    L.st(r.dg, dp);
+    L.st(r.dh, splat(0.f));
+    add_to(L, P.db, dp);
+  });
+}
+
+static void cells_backward(const GradParams& P, int rows, const GradRow* row) {
+  const DAny f{P.f}, g{P.g}, h{P.h};
+  const bool sig = P.f.act == RnnAct::Sigmoid, tanh_g = P.g.act == RnnAct::Tanh;
+  switch (P.cell) {
+    case RnnCell::Lstm:
+      if (sig && tanh_g && P.h.act == RnnAct::Tanh) return lstm_backward(P, DSig{}, DTanh{}, DTanh{}, rows, row);
+      return lstm_backward(P, f, g, h, rows, row);
+    case RnnCell::Gru:
+      if (sig && tanh_g) return gru_backward(P, DSig{}, DTanh{}, rows, row);
+      return gru_backward(P, f, g, rows, row);
+    case RnnCell::Rnn:
+      if (P.f.act == RnnAct::Tanh) return rnn_backward_cell(P, DTanh{}, rows, row);
+      return rnn_backward_cell(P, f, rows, row);
+  }
+}
+
+static const Kernels kKernelSet = {RNN_MR, &tile, &cells, &cells_backward};

@@ -85,6 +85,7 @@ struct Loop {
   const rnnk::Kernels& K;
   RnnLayout L;
   index_t B, H, In, T, steps = 0;
+  index_t tape_width = 0;
   index_t slice_blocks = 1;  // units mode: slices are whole multiples of every part's tile group
   const float *wp, *rp, *bias;
   float *hs[2], *cs, *zb, *rh, *xw;  // xw: null unless projecting first
@@ -97,6 +98,9 @@ struct Loop {
   bool on(index_t b, index_t t) const { return !io.mask || io.mask[b * cfg.seq_len + t]; }
   bool running(index_t b, index_t s) const { return s < len(b) && on(b, time(b, s)); }
   const float* x(index_t b, index_t t) const { return io.x + t * io.x_t + b * io.x_b; }
+  float* tape_row(index_t b, index_t t) const {
+    return io.tape ? io.tape + (t * io.tape_t + b * io.tape_b) * tape_width : nullptr;
+  }
 
   CellParams params(int part) const {
     CellParams P;
@@ -151,7 +155,7 @@ struct Loop {
       R.a2[m] = a2base + b * H;
       if (xw) R.xrow[m] = xw + (t * B + b) * L.cols;
       R.row[m] = {hp + b * H, hn + b * H, cs ? cs + b * H : nullptr, io.y ? io.y + t * io.y_t + b * io.y_b : nullptr,
-                  zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr};
+                  zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr, tape_row(b, t)};
     }
   }
   // tile[0:m][0:n] = the product for tile group i of `part`.
@@ -207,7 +211,10 @@ struct Loop {
     for (index_t b = r0; b < r1; ++b) {
       if (running(b, s)) continue;
       std::memcpy(hn + b * H + u0, hp + b * H + u0, sizeof(float) * n);
-      if (s >= len(b) || !io.y) continue;
+      if (s >= len(b)) continue;
+      if (float* tp = tape_row(b, time(b, s)))  // a masked step's tape row is zeros
+        for (index_t f = 0; f < tape_width; f += H) std::memset(tp + f + u0, 0, sizeof(float) * n);
+      if (!io.y) continue;
       float* y = io.y + time(b, s) * io.y_t + b * io.y_b + u0;
       if (cfg.zero_output_for_mask || first_on[b] >= s) std::memset(y, 0, sizeof(float) * n);
       else std::memcpy(y, hp + b * H + u0, sizeof(float) * n);
@@ -338,9 +345,13 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
   const RnnLayout& L = lp.L;
   lp.slice_blocks = std::max(L.tile_blocks[0], L.tile_blocks[L.parts - 1]);
   lp.xw = project_first(cfg, L) ? ws + at.xw : nullptr;
+  if (cfg.tape) {
+    ENGINE_CHECK(io.tape, "rnn: the tape is missing");
+    lp.tape_width = rnn_tape_width(cfg.cell, H);
+  }
   if (cfg.pack_weights) {
-    rnn_pack_weights(ws + at.w, io.w, In, cfg.cell, cfg.linear_before_reset, H, false);
-    rnn_pack_weights(ws + at.r, io.r, H, cfg.cell, cfg.linear_before_reset, H, true);
+    rnn_pack_weights(ws + at.w, io.w, In, cfg.cell, cfg.linear_before_reset, H, false, cfg.keras_layout);
+    rnn_pack_weights(ws + at.r, io.r, H, cfg.cell, cfg.linear_before_reset, H, true, cfg.keras_layout);
     lp.wp = ws + at.w, lp.rp = ws + at.r;
   } else {
     lp.wp = io.w, lp.rp = io.r;
@@ -348,7 +359,7 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
   if (io.bias) {
     lp.bias = io.bias;
   } else {
-    rnn_pack_bias(ws + at.bias, io.wb, io.rb, cfg.cell, cfg.linear_before_reset, H);
+    rnn_pack_bias(ws + at.bias, io.wb, io.rb, cfg.cell, cfg.linear_before_reset, H, cfg.keras_layout);
     lp.bias = ws + at.bias;
   }
   lp.hs[0] = ws + at.h, lp.hs[1] = ws + at.h + B * H;
@@ -374,9 +385,11 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
     }
     lp.first_on = first;
   }
-  if (io.y)
-    for (index_t b = 0; b < B; ++b)
-      for (index_t t = lp.len(b); t < T; ++t) std::memset(io.y + t * io.y_t + b * io.y_b, 0, sizeof(float) * H);
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = lp.len(b); t < T; ++t) {
+      if (io.y) std::memset(io.y + t * io.y_t + b * io.y_b, 0, sizeof(float) * H);
+      if (float* tp = lp.tape_row(b, t)) std::memset(tp, 0, sizeof(float) * lp.tape_width);
+    }
   lp.run();
   // Final states; a sequence of length 0 reports zeros (as onnxruntime does).
   const float* hf = lp.hs[lp.steps & 1];

@@ -25,6 +25,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     reduce,
     resize,
     rnn,
+    rnn_grad,
     shape_ops,
     softmax,
     spatial,
