@@ -215,9 +215,17 @@ class _RNN(Layer):
             _squeeze(g, f"{out}/Y", 2, seq)
             y = reverse_time(g, seq, out) if seq != out else out
         elif mask is not None:  # the output of the last step processed (masked steps repeat or zero it)
-            idx = g.const(f"{out}/last", np.array(0 if self.go_backwards else -1, np.int64))
-            g.node("Gather", [f"{out}/Y", idx], f"{out}/last_step", {"axis": 1})
-            y = _squeeze(g, f"{out}/last_step", 1, out)
+            if g.training:  # as a one-step Slice (Y is (batch, steps, 1, units)), which has a backward rule
+                start = 0 if self.go_backwards else -1
+                g.node("Slice", [f"{out}/Y", g.const(f"{out}/last_start", _i64([start])),
+                                 g.const(f"{out}/last_end", _i64([start + 1 if start == 0 else np.iinfo(np.int64).max])),
+                                 g.const(f"{out}/last_axis", _i64([1]))], f"{out}/last_steps")
+                g.node("Squeeze", [f"{out}/last_steps", g.const(f"{out}/last_axes", _i64([1, 2]))], out)
+                y = out
+            else:
+                idx = g.const(f"{out}/last", np.array(0 if self.go_backwards else -1, np.int64))
+                g.node("Gather", [f"{out}/Y", idx], f"{out}/last_step", {"axis": 1})
+                y = _squeeze(g, f"{out}/last_step", 1, out)
         else:
             y = g.node("Identity", [finals[0]], out)
         return y, finals
