@@ -219,6 +219,7 @@ void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* ws) {
   ENGINE_CHECK(chunks <= at.chunks, "rnn backward: workspace too small for the chunks");
   parallel_tasks(chunks, [&](std::int64_t c) { bw.chunk(c, c * chunk_rows, std::min(B, (c + 1) * chunk_rows)); });
 
+
   if (io.db) {  // the chunks' sums in order
     std::vector<double> acc(static_cast<size_t>(GH + H), 0.0);
     for (index_t c = 0; c < chunks; ++c) {

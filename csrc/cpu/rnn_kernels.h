@@ -41,7 +41,7 @@ struct CellRow {
   float* y;   // this step's Y row, or null
   float* z;   // GRU split: z between the phases
   float* rh;  // GRU split: r ⊙ h_prev, the h gate's left operand
-  float* tape = nullptr;  // training: this step's tape row (engine/rnn.h), or null
+  float* tape = nullptr;  // training (Kernels::cells_tape): this step's tape row (engine/rnn.h)
 };
 
 // Backward gate math (rnn_backward.cpp): per step, from dh (and dc), the gate gradients dG of
@@ -87,6 +87,9 @@ struct Kernels {
   // blocks' columns (block j0 + i's group g at column (i·groups + g)·kRnnBlock, row m at m·ldt).
   void (*cells)(const CellParams& p, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
                 index_t nb);
+  // The same, also writing each row's tape (training; CellRow::tape set).
+  void (*cells_tape)(const CellParams& p, int rows, const CellRow* row, const float* tile, index_t ldt,
+                     index_t j0, index_t nb);
   // Backward gate math for rows[0:rows] at one step.
   void (*cells_backward)(const GradParams& p, int rows, const GradRow* row);
 };

@@ -169,6 +169,16 @@ struct Lane {
     if (n == W) store(p + u, v);
     else store_partial(p + u, v, n);
   }
+  // A store that bypasses the caches when it can (a whole aligned vector): for the training
+  // tape, read back only by the backward pass (the writer fences, see rnn_loop.cpp).
+  void st_stream(float* p, vf v) const {
+#if EW_W == 16 && defined(__AVX512F__)
+    if (n == W && (reinterpret_cast<std::uintptr_t>(p + u) & 63) == 0) return _mm512_stream_ps(p + u, (__m512)v);
+#elif EW_W == 8 && defined(__AVX__)
+    if (n == W && (reinterpret_cast<std::uintptr_t>(p + u) & 31) == 0) return _mm256_stream_ps(p + u, (__m256)v);
+#endif
+    st(p, v);
+  }
 };
 
 // fn(n, rows, lanes) over every row and every vector of units of blocks [j0, j0 + nb),
@@ -232,7 +242,7 @@ static inline void put_h(const Lane& L, const CellRow& r, vf h) {
 static inline void tape_put(const Lane&, float*, index_t, int) {}
 template <class... V>
 static inline void tape_put(const Lane& L, float* tape, index_t H, int field, vf v, V... rest) {
-  L.st(tape + field * H, v);
+  L.st_stream(tape + field * H, v);
   tape_put(L, tape, H, field + 1, rest...);
 }
 // GRU's state update from z, the h gate and the previous state.
@@ -241,7 +251,7 @@ static inline vf gru_update(const Lane& L, const CellRow& r, vf z, vf hh) {
 }
 
 // ONNX gate order i, o, f, c; peepholes i, o, f.
-template <bool kGeneral, class F, class G, class Hf, class C>
+template <bool kTape, bool kGeneral, class F, class G, class Hf, class C>
 static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const CellRow* row, const float* tile,
                  index_t ldt, index_t j0, index_t nb) {
   const index_t H = P.hidden;
@@ -263,13 +273,13 @@ static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const C
     vf hc[N];
     FOR_LANES hc[k] = ha(c[k]);
     FOR_LANES L[k].st(r[k]->c, c[k]), put_h(L[k], *r[k], go[k] * hc[k]);
-    FOR_LANES if (float* tp = r[k]->tape) tape_put(L[k], tp, H, 0, gi[k], go[k], gf[k], gc[k], cp[k], hc[k],
+    if constexpr (kTape) FOR_LANES tape_put(L[k], r[k]->tape, H, 0, gi[k], go[k], gf[k], gc[k], cp[k], hc[k],
                                                       L[k].ld(r[k]->h_prev));
   });
 }
 
 // Groups z, r, x·Wₕᵀ + Wbₕ, h·Rₕᵀ + Rbₕ (linear_before_reset).
-template <class F, class G, class C>
+template <bool kTape, class F, class G, class C>
 static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                 index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -279,12 +289,12 @@ static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* 
     FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
     FOR_LANES hh[k] = ga(cl(L[k].gate(2) + rg[k] * L[k].gate(3)));
     FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], z[k], hh[k]));
-    FOR_LANES if (float* tp = r[k]->tape) tape_put(L[k], tp, P.hidden, 0, z[k], rg[k], hh[k], L[k].gate(3),
+    if constexpr (kTape) FOR_LANES tape_put(L[k], r[k]->tape, P.hidden, 0, z[k], rg[k], hh[k], L[k].gate(3),
                                                       L[k].ld(r[k]->h_prev));
   });
 }
 
-template <class F, class C>
+template <bool kTape, class F, class C>
 static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                 index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -292,12 +302,12 @@ static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, c
     vf h[N];
     FOR_LANES h[k] = fa(cl(L[k].gate(0)));
     FOR_LANES put_h(L[k], *r[k], h[k]);
-    FOR_LANES if (float* tp = r[k]->tape) tape_put(L[k], tp, P.hidden, 0, h[k], L[k].ld(r[k]->h_prev));
+    if constexpr (kTape) FOR_LANES tape_put(L[k], r[k]->tape, P.hidden, 0, h[k], L[k].ld(r[k]->h_prev));
   });
 }
 
 // GRU without linear_before_reset, part 0: z and r ⊙ h_prev for part 1's product.
-template <class F, class C>
+template <bool kTape, class F, class C>
 static void gru_zr(const CellParams& P, F fa, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                    index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -309,13 +319,13 @@ static void gru_zr(const CellParams& P, F fa, C cl, int rows, const CellRow* row
       const vf hp = L[k].ld(r[k]->h_prev), rh = rg[k] * hp;
       L[k].st(r[k]->z, z[k]);
       L[k].st(r[k]->rh, rh);
-      if (float* tp = r[k]->tape) tape_put(L[k], tp, P.hidden, 0, z[k], rg[k]), tape_put(L[k], tp, P.hidden, 3, rh, hp);
+      if constexpr (kTape) tape_put(L[k], r[k]->tape, P.hidden, 0, z[k], rg[k]), tape_put(L[k], r[k]->tape, P.hidden, 3, rh, hp);
     }
   });
 }
 
 // Part 1: the h gate and the state update.
-template <class G, class C>
+template <bool kTape, class G, class C>
 static void gru_h(const CellParams& P, G ga, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                   index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -323,12 +333,14 @@ static void gru_h(const CellParams& P, G ga, C cl, int rows, const CellRow* row,
     vf hh[N];
     FOR_LANES hh[k] = ga(cl(L[k].gate(0)));
     FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], L[k].ld(r[k]->z), hh[k]));
-    FOR_LANES if (float* tp = r[k]->tape) L[k].st(tp + 2 * P.hidden, hh[k]);
+    if constexpr (kTape) FOR_LANES L[k].st_stream(r[k]->tape + 2 * P.hidden, hh[k]);
   });
 }
 
 #undef FOR_LANES
 
+// kTape: also the training tape (CellRow::tape, never null then).
+template <bool kTape>
 static void cells(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
                   index_t nb) {
   const float inf = __builtin_huge_valf();
@@ -339,21 +351,21 @@ static void cells(const CellParams& P, int rows, const CellRow* row, const float
     case Phase::Whole:
       if (P.cell == RnnCell::Lstm) {
         if (plain && P.h.act == RnnAct::Tanh && !P.p && !P.input_forget)
-          return lstm<false>(P, Sig{}, Tanh{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-        return lstm<true>(P, fa, ga, ha, cl, rows, row, tile, ldt, j0, nb);
+          return lstm<kTape, false>(P, Sig{}, Tanh{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+        return lstm<kTape, true>(P, fa, ga, ha, cl, rows, row, tile, ldt, j0, nb);
       }
       if (P.cell == RnnCell::Gru) {
-        if (plain) return gru(P, Sig{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-        return gru(P, fa, ga, cl, rows, row, tile, ldt, j0, nb);
+        if (plain) return gru<kTape>(P, Sig{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+        return gru<kTape>(P, fa, ga, cl, rows, row, tile, ldt, j0, nb);
       }
-      if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh) return rnn(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-      return rnn(P, fa, cl, rows, row, tile, ldt, j0, nb);
+      if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh) return rnn<kTape>(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return rnn<kTape>(P, fa, cl, rows, row, tile, ldt, j0, nb);
     case Phase::GruZr:
-      if (plain) return gru_zr(P, Sig{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-      return gru_zr(P, fa, cl, rows, row, tile, ldt, j0, nb);
+      if (plain) return gru_zr<kTape>(P, Sig{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return gru_zr<kTape>(P, fa, cl, rows, row, tile, ldt, j0, nb);
     case Phase::GruH:
-      if (plain) return gru_h(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-      return gru_h(P, ga, cl, rows, row, tile, ldt, j0, nb);
+      if (plain) return gru_h<kTape>(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return gru_h<kTape>(P, ga, cl, rows, row, tile, ldt, j0, nb);
   }
 }
 
@@ -492,4 +504,4 @@ static void cells_backward(const GradParams& P, int rows, const GradRow* row) {
   }
 }
 
-static const Kernels kKernelSet = {RNN_MR, &tile, &cells, &cells_backward};
+static const Kernels kKernelSet = {RNN_MR, &tile, &cells<false>, &cells<true>, &cells_backward};

@@ -158,6 +158,10 @@ struct Loop {
                   zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr, tape_row(b, t)};
     }
   }
+  void cells(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
+             index_t nb) const {
+    (io.tape ? K.cells_tape : K.cells)(P, rows, row, tile, ldt, j0, nb);
+  }
   // tile[0:m][0:n] = the product for tile group i of `part`.
   void product(RowTile& R, int part, index_t i, float* tile, index_t ldt) const {
     const index_t col = L.tile_col(part, i), n = L.tile_cols(part, i);
@@ -186,7 +190,7 @@ struct Loop {
       gather(R, b, r1, s, a2base);
       if (R.m > 0) {
         for (index_t k = 0; k < i1 - i0; ++k) product(R, part, group(k), tile + L.tile_col(part, group(k)) - c0, wide);
-        K.cells(P, R.m, R.row, tile, wide, i0 * nbt, wide / gw);
+        cells(P, R.m, R.row, tile, wide, i0 * nbt, wide / gw);
       }
     } else {
       alignas(64) float tile[rnnk::kMaxRows * rnnk::kMaxTileCols];
@@ -196,7 +200,7 @@ struct Loop {
           gather(R, b, r1, s, a2base);
           if (R.m == 0) break;
           product(R, part, i, tile, n);
-          K.cells(P, R.m, R.row, tile, n, i * nbt, n / gw);
+          cells(P, R.m, R.row, tile, n, i * nbt, n / gw);
         }
       }
     }
@@ -230,6 +234,9 @@ struct Loop {
       --q;
     }
     step(q / L.parts, static_cast<int>(q % L.parts), r0, r1, j0, j1);
+#if defined(__x86_64__)
+    if (io.tape) _mm_sfence();  // the tape's streaming stores, visible before this item counts as done
+#endif
   }
 
   void rows_range(index_t r0, index_t r1) const {
