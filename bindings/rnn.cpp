@@ -75,8 +75,9 @@ void init_rnn(py::module_& m) {
         py::arg("cell"), py::arg("linear_before_reset"), py::arg("seq_len"), py::arg("batch"), py::arg("input"), py::arg("hidden"),
         py::arg("masked"), py::arg("pack_weights"),
         "Floats of workspace one direction of the rnn kernel needs.");
-  m.def("rnn_tape_width", [](int cell, index_t hidden) { return engine::rnn_tape_width(cell_of(cell), hidden); },
-        py::arg("cell"), py::arg("hidden"),
+  m.def("rnn_tape_width",
+        [](int cell, index_t hidden, index_t input) { return engine::rnn_tape_width(cell_of(cell), hidden, input); },
+        py::arg("cell"), py::arg("hidden"), py::arg("input"),
         "Floats per (time step, batch row) of the tape the rnn kernel writes for training.");
   m.def("rnn_grad_workspace_floats",
         [](int cell, bool linear_before_reset, index_t seq_len, index_t batch, index_t input, index_t hidden) {

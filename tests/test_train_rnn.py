@@ -269,6 +269,9 @@ TORCH_NN_CASES = [
     ("GRU", 4, 1, 7, 40, "bidirectional", 0, None, False, {"linear_before_reset": 1}),
     ("RNN", 7, 3, 5, 6, "forward", 0, None, True, {}),
     ("RNN", 6, 9, 4, 23, "bidirectional", 1, [6, 5, 4, 3, 2, 1, 6, 6, 1], True, {}),
+    # many rows: the backward runs its steps in several blocks (a weight GEMM after each)
+    ("LSTM", 25, 40, 8, 64, "bidirectional", 1, [25 - (7 * i) % 25 for i in range(40)], True, {}),
+    ("GRU", 20, 48, 6, 64, "forward", 0, None, True, {"linear_before_reset": 1}),
 ]
 
 
@@ -330,6 +333,10 @@ REF_CASES = [
                                                           "activation_alpha": [0.1], "linear_before_reset": 1}),
     ("RNN", 4, 2, 3, 5, "forward", 0, None, True, False, {"activations": ["Affine"], "activation_alpha": [0.6],
                                                           "activation_beta": [0.1]}),
+    # several blocks of steps in the backward
+    ("GRU", 20, 48, 5, 64, "reverse", 1, [20 - (5 * i) % 20 for i in range(48)], True, True,
+     {"linear_before_reset": 0}),
+    ("LSTM", 14, 40, 5, 64, "forward", 1, None, True, True, {}),
 ]
 
 

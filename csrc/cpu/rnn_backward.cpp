@@ -1,17 +1,21 @@
 // Recurrent layers, training (see engine/rnn.h): backpropagation through time over the tape
 // the forward wrote.
 //
-// The recurrence runs backward over the steps in chunks of one register tile of batch rows
-// (rows are independent, so the chunks are claimed by the threads and run all their steps
-// alone). Per step: the gate math turns dh (and dc) into the gate gradients dG, one row of an
-// N × G·H matrix (X's row order, the weights' column order), and dh_prev = dG·R is one tile
-// product against R transposed into a zero-padded G·H × H panel. GRU without
-// linear_before_reset needs two: h̃'s first (r's gradient depends on it), then z's and r's.
-// The bias gradients are summed per chunk while dG is in L1, the chunks' sums added in order
-// in double (the same for any thread count). The rest are three GEMMs over all steps at once:
-// dX = dG·W, dW = dGᵀ·X, dR = dGᵀ·H_prev (GRU: h̃'s columns from its own operand).
+// The steps run backward in blocks of a few (block_steps). Within a block the batch rows go in
+// chunks of one register tile (rows are independent: the chunks are claimed by the threads).
+// Per step: the gate math turns dh (and dc) into dG, the gradients of the gate
+// pre-activations (a row of the block's dG, in the weights' column order), then tile products
+// while dG is in L1: dh_prev = dG·R against R laid out as a zero-padded G·H × H panel (GRU
+// without linear_before_reset needs two: h̃'s first, as r's gradient depends on it), and the
+// step's dx = dG·W against a G·H × In panel. The bias gradients are summed per chunk on the way,
+// the chunks' sums added in order in double (the same for any thread count). After each block,
+// one GEMM over its rows while they are in L2 adds to the weight gradients:
+// [dR; dW] += [H_prev, X]ᵀ·dG, the tape holding h_prev and x side by side (GRU's h̃ columns of
+// dR take their own operand: r ⊙ h_prev, or dG ⊙ r with linear_before_reset).
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cpu/rnn_kernels.h"
@@ -27,12 +31,21 @@ constexpr index_t kMinTileRows = 3;  // the smallest mr of any ISA's kernels (rn
 
 index_t padded(index_t n) { return (n + kRnnBlock - 1) / kRnnBlock * kRnnBlock; }
 
+// Steps per block: the weight GEMM runs after each block of steps, over the block's dG rows
+// (S·batch of them) while they are in L2, so dG needs only a block's rows (~512 KiB).
+index_t block_steps(const RnnConfig& cfg) {
+  const index_t B = std::max<index_t>(cfg.batch, 1), GH = rnn_gates(cfg.cell) * std::max<index_t>(cfg.hidden, 1);
+  index_t S = std::max<index_t>(1, (131072 / GH) / B);
+  S = std::max(S, (256 + B - 1) / B);  // and enough rows for a GEMM
+  return std::max<index_t>(1, std::min(S, cfg.seq_len));
+}
+
 // Workspace offsets in floats, each rounded up to a cache line.
 struct GradWorkspace {
-  index_t dg, dgr, panel, dh, dc, tile, db, chunks, db_stride, total;
+  index_t dg, dgr, r_panel, w_panel, dh, dc, tile, db, wgrad, first_on, chunks, db_stride, tile_stride, total;
   explicit GradWorkspace(const RnnConfig& cfg) {
-    const index_t B = cfg.batch, H = cfg.hidden, Hp = padded(H), N = cfg.seq_len * B;
-    const index_t GH = rnn_gates(cfg.cell) * H;
+    const index_t B = cfg.batch, H = cfg.hidden, In = cfg.input, rows = block_steps(cfg) * B;
+    const index_t Hp = padded(H), Ip = padded(In), GH = rnn_gates(cfg.cell) * H;
     const bool lbr = cfg.cell == RnnCell::Gru && cfg.linear_before_reset;
     index_t at = 0;
     auto take = [&](index_t n) {
@@ -42,13 +55,17 @@ struct GradWorkspace {
     };
     chunks = (B + kMinTileRows - 1) / kMinTileRows;
     db_stride = (GH + H + 15) / 16 * 16;
-    dg = take(N * GH);
-    dgr = take(lbr ? N * H : 0);
-    panel = take(GH * Hp);
+    tile_stride = Hp + Ip;  // a row's dh_prev product, then its dx
+    dg = take(rows * GH);
+    dgr = take(lbr ? rows * H : 0);
+    r_panel = take(GH * Hp);
+    w_panel = take(GH * Ip);
     dh = take(B * Hp);
     dc = take(cfg.cell == RnnCell::Lstm ? B * Hp : 0);
-    tile = take(B * Hp);
+    tile = take(B * tile_stride);
     db = take(chunks * db_stride);
+    wgrad = take((H + In) * GH);
+    first_on = take(B);  // int32 per row
     total = at;
   }
 };
@@ -57,36 +74,33 @@ struct Backward {
   const RnnConfig& cfg;
   const RnnGradIO& io;
   const rnnk::Kernels& K;
-  index_t B, H, In, T, G, GH, Hp, width;
+  index_t B, H, In, T, GH, Hp, Ip, width, ts;  // ts: a tile row's floats
   bool lbr, split;  // GRU linear_before_reset; GRU without (two products per step)
-  float *dg, *dgr, *panel, *dh, *dc, *tile, *db;
+  float *dg, *dgr, *r_panel, *w_panel, *dh, *dc, *tile, *db;
   index_t db_stride;
+  std::int32_t* first_on;
   rnnk::GradParams params;
 
   index_t len(index_t b) const { return io.seq_lens ? io.seq_lens[b] : T; }
   index_t time(index_t b, index_t s) const { return cfg.reverse ? len(b) - 1 - s : s; }
   bool on(index_t b, index_t t) const { return !io.mask || io.mask[b * T + t]; }
-  index_t row(index_t b, index_t t) const { return t * io.row_t + b * io.row_b; }
+  index_t xrow(index_t b, index_t t) const { return t * io.row_t + b * io.row_b; }
   const float* dy(index_t b, index_t t) const { return io.dy ? io.dy + t * io.dy_t + b * io.dy_b : nullptr; }
 
-  void add_row(float* d, const float* s) const {
-    for (index_t j = 0; j < H; ++j) d[j] += s[j];
+  static void add(float* d, const float* s, index_t n) {
+    for (index_t j = 0; j < n; ++j) d[j] += s[j];
   }
 
-  // Rows [r0, r1): every step, last to first.
-  void chunk(index_t c, index_t r0, index_t r1) const {
-    rnnk::GradParams P = params;
-    P.db = db + c * db_stride;
-    std::memset(P.db, 0, sizeof(float) * db_stride);
-    index_t first_on[rnnk::kMaxRows];
-    index_t smax = 0;
+  // Rows [r0, r1) before the first block: the state gradients at the end (a row of length 0
+  // reports zeros whatever its states), the first step each row runs, dx of the steps past
+  // its end.
+  void start(index_t c, index_t r0, index_t r1) const {
+    std::memset(db + c * db_stride, 0, sizeof(float) * db_stride);
     for (index_t b = r0; b < r1; ++b) {
       const index_t n = len(b);
-      smax = std::max(smax, n);
       index_t s = 0;
       while (s < n && !on(b, time(b, s))) ++s;
-      first_on[b - r0] = s;
-      // The state gradients at the end; a row of length 0 reports zeros whatever its states.
+      first_on[b] = static_cast<std::int32_t>(s);
       float* h = dh + b * Hp;
       if (n > 0 && io.dy_h) std::memcpy(h, io.dy_h + b * io.state_b, sizeof(float) * H);
       else std::memset(h, 0, sizeof(float) * H);
@@ -95,56 +109,78 @@ struct Backward {
         if (n > 0 && io.dy_c) std::memcpy(cc, io.dy_c + b * io.state_b, sizeof(float) * H);
         else std::memset(cc, 0, sizeof(float) * H);
       }
-      for (index_t t = n; t < T; ++t) zero_gates(row(b, t));  // steps the row never ran
+      if (io.dx && !io.accumulate_dx)
+        for (index_t t = n; t < T; ++t) std::memset(io.dx + xrow(b, t) * In, 0, sizeof(float) * In);
     }
+  }
+
+  // dG row k of the block: a step that did not run has none (the GEMMs read every row).
+  void no_gates(index_t k) const {
+    std::memset(dg + k * GH, 0, sizeof(float) * GH);
+    if (dgr) std::memset(dgr + k * H, 0, sizeof(float) * H);
+  }
+
+  // Rows [r0, r1) of chunk c, steps [s0, s1), last to first.
+  void run(index_t c, index_t r0, index_t r1, index_t s0, index_t s1) const {
+    rnnk::GradParams P = params;
+    P.db = db + c * db_stride;
     rnnk::GradRow rows[rnnk::kMaxRows];
-    const float* a_zr[rnnk::kMaxRows];  // dG rows: every gate, or GRU's z and r
-    const float* a_h[rnnk::kMaxRows];   // GRU: h̃'s dG (split) or dgr (linear_before_reset) rows
+    const float* a_g[rnnk::kMaxRows];  // dG rows
+    const float* a_h[rnnk::kMaxRows];  // GRU: h̃'s dG (split) or dgr (linear_before_reset) rows
     index_t owner[rnnk::kMaxRows];
-    float* const tl = tile + r0 * Hp;
-    for (index_t s = smax - 1; s >= 0; --s) {
+    float* const tl = tile + r0 * ts;
+    for (index_t s = s1 - 1; s >= s0; --s) {
       int m = 0;
       for (index_t b = r0; b < r1; ++b) {
-        if (s >= len(b)) continue;
-        const index_t t = time(b, s), n = row(b, t);
-        if (!on(b, t)) {  // masked: the state passes through; Y repeated h_prev unless zeroed
-          zero_gates(n);
-          if (io.dy && !cfg.zero_output_for_mask && s > first_on[b - r0]) add_row(dh + b * Hp, dy(b, t));
+        const index_t k = (s - s0) * B + b;  // the row in the block's dG
+        if (s >= len(b)) {
+          no_gates(k);
           continue;
         }
-        float* g = dg + n * GH;
-        rows[m] = {io.tape + n * width, dy(b, t), dh + b * Hp, dc ? dc + b * Hp : nullptr, g,
-                   dgr ? dgr + n * H : nullptr, tl + m * Hp};
-        a_zr[m] = g;
-        a_h[m] = split ? g + 2 * H : lbr ? dgr + n * H : g;
-        owner[m++] = b;
+        const index_t t = time(b, s);
+        if (!on(b, t)) {  // masked: the state passes through; Y repeated h_prev unless zeroed
+          no_gates(k);
+          if (io.dx && !io.accumulate_dx) std::memset(io.dx + xrow(b, t) * In, 0, sizeof(float) * In);
+          if (io.dy && !cfg.zero_output_for_mask && s > first_on[b]) add(dh + b * Hp, dy(b, t), H);
+          continue;
+        }
+        float* g = dg + k * GH;
+        rows[m] = {io.tape + (s * B + b) * width, dy(b, t), dh + b * Hp, dc ? dc + b * Hp : nullptr, g,
+                   dgr ? dgr + k * H : nullptr, tl + m * ts};
+        a_g[m] = g;
+        a_h[m] = split ? g + 2 * H : lbr ? dgr + k * H : g;
+        owner[m++] = xrow(b, t);
       }
       if (m == 0) continue;
       if (split) {
         P.phase = rnnk::GradPhase::GruH;
         K.cells_backward(P, m, rows);
-        K.tile(m, Hp, nullptr, a_h, H, panel + 2 * H * Hp, a_h, 0, panel, Hp, tl, Hp);
+        K.tile(m, Hp, nullptr, a_h, H, r_panel + 2 * H * Hp, a_h, 0, r_panel, Hp, tl, ts);
         P.phase = rnnk::GradPhase::GruR;
         K.cells_backward(P, m, rows);
-        K.tile(m, Hp, nullptr, a_zr, 2 * H, panel, a_zr, 0, panel, Hp, tl, Hp);
+        K.tile(m, Hp, nullptr, a_g, 2 * H, r_panel, a_g, 0, r_panel, Hp, tl, ts);
       } else {
         P.phase = rnnk::GradPhase::Whole;
         K.cells_backward(P, m, rows);
-        if (lbr) K.tile(m, Hp, nullptr, a_zr, 2 * H, panel, a_h, H, panel + 2 * H * Hp, Hp, tl, Hp);
-        else K.tile(m, Hp, nullptr, a_zr, GH, panel, a_zr, 0, panel, Hp, tl, Hp);
+        if (lbr) K.tile(m, Hp, nullptr, a_g, 2 * H, r_panel, a_h, H, r_panel + 2 * H * Hp, Hp, tl, ts);
+        else K.tile(m, Hp, nullptr, a_g, GH, r_panel, a_g, 0, r_panel, Hp, tl, ts);
       }
-      for (int k = 0; k < m; ++k) add_row(dh + owner[k] * Hp, tl + k * Hp);
+      if (io.dx) K.tile(m, Ip, nullptr, a_g, GH, w_panel, a_g, 0, w_panel, Ip, tl + Hp, ts);
+      for (int k = 0; k < m; ++k) {
+        add(rows[k].dh, tl + k * ts, H);
+        if (!io.dx) continue;
+        float* dx = io.dx + owner[k] * In;
+        if (io.accumulate_dx) add(dx, tl + k * ts + Hp, In);
+        else std::memcpy(dx, tl + k * ts + Hp, sizeof(float) * In);
+      }
     }
+  }
+
+  void finish(index_t r0, index_t r1) const {
     for (index_t b = r0; b < r1; ++b) {
       if (io.dh0) std::memcpy(io.dh0 + b * io.state_b, dh + b * Hp, sizeof(float) * H);
       if (io.dc0) std::memcpy(io.dc0 + b * io.state_b, dc + b * Hp, sizeof(float) * H);
     }
-  }
-
-  // dG row n of a step that did not run: zeros (the GEMMs read every row).
-  void zero_gates(index_t n) const {
-    std::memset(dg + n * GH, 0, sizeof(float) * GH);
-    if (dgr) std::memset(dgr + n * H, 0, sizeof(float) * H);
   }
 };
 
@@ -152,10 +188,24 @@ void zero(float* p, index_t n) {
   if (p && n > 0) std::memset(p, 0, sizeof(float) * n);
 }
 
+// dst (K × Kp, zero-padded columns) = the panel of a product against a weight matrix:
+// element (weight column k, j) = src[k·sk + j·sj], for j < J.
+void weight_panel(float* dst, const float* src, index_t K, index_t J, index_t Jp, index_t sk, index_t sj) {
+  for (index_t k = 0; k < K; ++k) {
+    float* p = dst + k * Jp;
+    if (sj == 1) std::memcpy(p, src + k * sk, sizeof(float) * J);
+    else
+      for (index_t j = 0; j < J; ++j) p[j] = src[k * sk + j * sj];
+    std::memset(p + J, 0, sizeof(float) * (Jp - J));
+  }
+}
+
 }  // namespace
 
-index_t rnn_tape_width(RnnCell cell, index_t hidden) {
-  return (cell == RnnCell::Lstm ? 7 : cell == RnnCell::Gru ? 5 : 2) * hidden;
+int rnn_tape_fields(RnnCell cell) { return cell == RnnCell::Lstm ? 6 : cell == RnnCell::Gru ? 5 : 2; }
+
+index_t rnn_tape_width(RnnCell cell, index_t hidden, index_t input) {
+  return rnn_tape_fields(cell) * hidden + padded(input);
 }
 
 bool rnn_backward_supports(const RnnActivation& a) {
@@ -188,37 +238,74 @@ void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* ws) {
     }
     return;
   }
-  ENGINE_CHECK(io.tape && io.r && io.x, "rnn backward: X, R and the tape are required");
+  ENGINE_CHECK(io.tape && io.r && (io.w || !io.dx), "rnn backward: R, the tape and (for dX) W are required");
   const GradWorkspace at(cfg);
   const rnnk::Kernels& kern = rnnk::kernels_for(cpu_isa());
   ENGINE_CHECK(kern.mr >= kMinTileRows, "rnn backward: tile rows below the workspace's assumption");
-  const bool lbr = cfg.cell == RnnCell::Gru && cfg.linear_before_reset;
-  Backward bw{cfg, io, kern, B, H, In, T, G, GH, padded(H), rnn_tape_width(cfg.cell, H), lbr,
-              cfg.cell == RnnCell::Gru && !lbr, ws + at.dg, lbr ? ws + at.dgr : nullptr, ws + at.panel,
-              ws + at.dh, cfg.cell == RnnCell::Lstm ? ws + at.dc : nullptr, ws + at.tile, ws + at.db,
-              at.db_stride, {}};
+  const bool lbr = cfg.cell == RnnCell::Gru && cfg.linear_before_reset, keras = cfg.keras_layout;
+  const index_t Hp = padded(H), Ip = padded(In), width = rnn_tape_width(cfg.cell, H, In);
+  Backward bw{cfg, io, kern, B, H, In, T, GH, Hp, Ip, width, at.tile_stride, lbr, cfg.cell == RnnCell::Gru && !lbr,
+              ws + at.dg, lbr ? ws + at.dgr : nullptr, ws + at.r_panel, ws + at.w_panel, ws + at.dh,
+              cfg.cell == RnnCell::Lstm ? ws + at.dc : nullptr, ws + at.tile, ws + at.db, at.db_stride,
+              reinterpret_cast<std::int32_t*>(ws + at.first_on), {}};
   rnnk::GradParams& P = bw.params;
   P.cell = cfg.cell;
   P.input_forget = cfg.input_forget;
   P.f = cfg.f, P.g = cfg.g, P.h = cfg.h;
   P.hidden = H;
-  for (int g = 0; g < G; ++g) P.col[g] = rnn_weight_gate(cfg.cell, cfg.keras_layout, g);
+  for (int g = 0; g < G; ++g) P.col[g] = rnn_weight_gate(cfg.cell, keras, g);
 
-  // R as the G·H × Hp panel of dh_prev = dG·R: element (weight column k, unit j).
-  const index_t Hp = bw.Hp;
-  for (index_t k = 0; k < GH; ++k) {
-    float* p = bw.panel + k * Hp;
-    if (cfg.keras_layout)
-      for (index_t j = 0; j < H; ++j) p[j] = io.r[j * GH + k];
-    else
-      std::memcpy(p, io.r + k * H, sizeof(float) * H);
-    std::memset(p + H, 0, sizeof(float) * (Hp - H));
+  // Panels (weight column k, j): R's for dh_prev = dG·R, W's for dx = dG·W.
+  if (keras) weight_panel(bw.r_panel, io.r, GH, H, Hp, 1, GH);
+  else weight_panel(bw.r_panel, io.r, GH, H, Hp, H, 1);
+  if (io.dx) {
+    if (keras) weight_panel(bw.w_panel, io.w, GH, In, Ip, 1, GH);
+    else weight_panel(bw.w_panel, io.w, GH, In, Ip, In, 1);
   }
+
+  // The weight gradients accumulate block by block in C: tape columns [a0, a0 + na) (h_prev
+  // then x: dR's part, then dW's) against the G·H gate columns; Keras: C is (na × G·H), ONNX
+  // (G·H × na).
+  const bool want_r = io.dr != nullptr, want_w = io.dw != nullptr, want_rw = want_r || want_w;
+  const index_t hp = (rnn_tape_fields(cfg.cell) - 1) * H;
+  const index_t a0 = want_r ? hp : hp + H, na = (want_r ? H : 0) + (want_w ? In : 0), w_at = want_r ? H : 0;
+  float* C = ws + at.wgrad;
+  // C's part for tape columns [t0, t0 + nt) (at c_at of na) and gate columns [c0, c0 + n), from
+  // b (the block's rows, ld ldb) over tape rows [row0, row0 + rows).
+  auto wgemm = [&](index_t t0, index_t nt, index_t c_at, const float* b, index_t ldb, index_t c0, index_t n,
+                   index_t row0, index_t rows, float beta) {
+    const float* a = io.tape + row0 * width + t0;
+    if (keras) sgemm(true, false, nt, n, rows, 1.f, a, width, b, ldb, beta, C + c_at * GH + c0, GH);
+    else sgemm(true, false, n, nt, rows, 1.f, b, ldb, a, width, beta, C + c0 * na + c_at, na);
+  };
+  auto weight_block = [&](index_t row0, index_t rows, float beta) {
+    const float* dg = bw.dg;
+    if (cfg.cell != RnnCell::Gru) return wgemm(a0, na, 0, dg, GH, 0, GH, row0, rows, beta);
+    // GRU (the same gate order in both layouts): z and r from (h_prev, x); h̃'s x part from
+    // dG, its recurrent part from r ⊙ h_prev (tape field 3), or dG ⊙ r (dgr) with
+    // linear_before_reset.
+    wgemm(a0, na, 0, dg, GH, 0, 2 * H, row0, rows, beta);
+    if (want_w) wgemm(hp + H, In, w_at, dg + 2 * H, GH, 2 * H, H, row0, rows, beta);
+    if (want_r) {
+      if (lbr) wgemm(hp, H, 0, bw.dgr, H, 2 * H, H, row0, rows, beta);
+      else wgemm(3 * H, H, 0, dg + 2 * H, GH, 2 * H, H, row0, rows, beta);
+    }
+  };
 
   const index_t chunk_rows = kern.mr, chunks = (B + chunk_rows - 1) / chunk_rows;
   ENGINE_CHECK(chunks <= at.chunks, "rnn backward: workspace too small for the chunks");
-  parallel_tasks(chunks, [&](std::int64_t c) { bw.chunk(c, c * chunk_rows, std::min(B, (c + 1) * chunk_rows)); });
-
+  auto rows_of = [&](std::int64_t c) { return std::make_pair(c * chunk_rows, std::min(B, (c + 1) * chunk_rows)); };
+  parallel_tasks(chunks, [&](std::int64_t c) { bw.start(c, rows_of(c).first, rows_of(c).second); });
+  index_t smax = 0;
+  for (index_t b = 0; b < B; ++b) smax = std::max(smax, bw.len(b));
+  const index_t S = block_steps(cfg);
+  for (index_t s1 = smax; s1 > 0;) {  // blocks of steps, last first
+    const index_t s0 = std::max<index_t>(0, s1 - S);
+    parallel_tasks(chunks, [&](std::int64_t c) { bw.run(c, rows_of(c).first, rows_of(c).second, s0, s1); });
+    if (want_rw) weight_block(s0 * B, (s1 - s0) * B, s1 == smax ? 0.f : 1.f);
+    s1 = s0;
+  }
+  for (index_t c = 0; c < chunks; ++c) bw.finish(rows_of(c).first, rows_of(c).second);
 
   if (io.db) {  // the chunks' sums in order
     std::vector<double> acc(static_cast<size_t>(GH + H), 0.0);
@@ -233,42 +320,18 @@ void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* ws) {
         for (index_t u = 0; u < H; ++u) io.db[GH + P.col[2] * H + u] = static_cast<float>(acc[GH + u]);
     }
   }
-  const float* dg = bw.dg;
-  const bool keras = cfg.keras_layout;
-  if (io.dx) {
-    const float beta = io.accumulate_dx ? 1.f : 0.f;
-    if (keras) sgemm(false, true, N, In, GH, 1.f, dg, GH, io.w, GH, beta, io.dx, In);
-    else sgemm(false, false, N, In, GH, 1.f, dg, GH, io.w, In, beta, io.dx, In);
+  if (!want_rw) return;
+  if (smax == 0) {  // no step ran
+    zero(io.dr, GH * H), zero(io.dw, GH * In);
+    return;
   }
-  if (io.dw) {
-    if (keras) sgemm(true, false, In, GH, N, 1.f, io.x, In, dg, GH, 0.f, io.dw, GH);
-    else sgemm(true, false, GH, In, N, 1.f, dg, GH, io.x, In, 0.f, io.dw, In);
-  }
-  if (io.dr) {
-    // Segments of R's gate columns: (first column, columns, dG-side operand and its ld, the
-    // H_prev-side operand, in tape rows).
-    const index_t width = bw.width;
-    const float* hprev = io.tape + width - H;
-    struct Seg {
-      index_t c0, n;
-      const float* a;
-      index_t lda;
-      const float* h;
-    };
-    Seg segs[2];
-    int ns = 0;
-    if (cfg.cell != RnnCell::Gru) {
-      segs[ns++] = {0, GH, dg, GH, hprev};
-    } else {  // z, r, then h̃ (GRU's gate order is the same in both layouts)
-      segs[ns++] = {0, 2 * H, dg, GH, hprev};
-      if (lbr) segs[ns++] = {2 * H, H, bw.dgr, H, hprev};
-      else segs[ns++] = {2 * H, H, dg + 2 * H, GH, io.tape + 3 * H};  // r ⊙ h_prev
-    }
-    for (int i = 0; i < ns; ++i) {
-      const Seg& sg = segs[i];
-      if (keras) sgemm(true, false, H, sg.n, N, 1.f, sg.h, width, sg.a, sg.lda, 0.f, io.dr + sg.c0, GH);
-      else sgemm(true, false, sg.n, H, N, 1.f, sg.a, sg.lda, sg.h, width, 0.f, io.dr + sg.c0 * H, H);
-    }
+  for (index_t i = 0; i < na; ++i) {  // C into dR and dW
+    const bool r = want_r && i < H;
+    float* dst = r ? io.dr : io.dw;
+    const index_t j = r ? i : i - w_at, cols = r ? H : In;
+    if (keras) std::memcpy(dst + j * GH, C + i * GH, sizeof(float) * GH);
+    else
+      for (index_t k = 0; k < GH; ++k) dst[k * cols + j] = C[k * na + i];
   }
 }
 

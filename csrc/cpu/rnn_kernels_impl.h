@@ -183,7 +183,7 @@ struct Lane {
 
 // fn(n, rows, lanes) over every row and every vector of units of blocks [j0, j0 + nb),
 // RNN_LANES (row, lane) pairs a call (n = std::integral_constant<int, RNN_LANES>), the
-// remainder one by one: the gate math of one lane is a chain of ~100 dependent operations,
+// remainder in pairs, then one by one: the gate math of one lane is a chain of ~100 dependent operations,
 // several lanes written side by side overlap (out-of-order execution alone does not reach
 // far enough ahead).
 template <class F>
@@ -207,7 +207,10 @@ static inline void for_lanes(const CellParams& P, int rows, const CellRow* row, 
         }
       }
     }
-  for (int i = 0; i < k; ++i) fn(std::integral_constant<int, 1>{}, r + i, l + i);
+  int i = 0;
+  if constexpr (RNN_LANES > 2)  // a remainder of 2 or 3 (6 rows of one vector: 4 + 2) still overlaps
+    for (; i + 2 <= k; i += 2) fn(std::integral_constant<int, 2>{}, r + i, l + i);
+  for (; i < k; ++i) fn(std::integral_constant<int, 1>{}, r + i, l + i);
 }
 
 // Activation policies: the cells' default activations inlined, or any (a switch per vector).
@@ -270,11 +273,9 @@ static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const C
     FOR_LANES c[k] = gf[k] * cp[k] + gi[k] * gc[k];
     if (kGeneral && P.p) FOR_LANES go[k] += L[k].ld(P.p + H) * c[k];
     FOR_LANES go[k] = fa(cl(go[k]));
-    vf hc[N];
-    FOR_LANES hc[k] = ha(c[k]);
-    FOR_LANES L[k].st(r[k]->c, c[k]), put_h(L[k], *r[k], go[k] * hc[k]);
-    if constexpr (kTape) FOR_LANES tape_put(L[k], r[k]->tape, H, 0, gi[k], go[k], gf[k], gc[k], cp[k], hc[k],
-                                                      L[k].ld(r[k]->h_prev));
+    FOR_LANES L[k].st(r[k]->c, c[k]), put_h(L[k], *r[k], go[k] * ha(c[k]));
+    if constexpr (kTape)
+      FOR_LANES tape_put(L[k], r[k]->tape, H, 0, gi[k], go[k], gf[k], gc[k], cp[k], L[k].ld(r[k]->h_prev));
   });
 }
 
@@ -417,8 +418,9 @@ static inline vf dh_of(const Lane& L, const GradRow& r) {
 }
 static inline void add_to(const Lane& L, float* p, vf v) { L.st(p, L.ld(p) + v); }
 
-template <class F, class G, class Hd>
-static void lstm_backward(const GradParams& P, F df, G dg, Hd dh_act, int rows, const GradRow* row) {
+// h(c) is recomputed from c = f ⊙ c_prev + i ⊙ c̃ (ha: the h activation, dha its derivative).
+template <class F, class G, class Ha, class Hd>
+static void lstm_backward(const GradParams& P, F df, G dg, Ha ha, Hd dh_act, int rows, const GradRow* row) {
   const index_t H = P.hidden;
   float* const dgi = P.db + P.col[0] * H;
   float* const dgo = P.db + P.col[1] * H;
@@ -427,7 +429,7 @@ static void lstm_backward(const GradParams& P, F df, G dg, Hd dh_act, int rows, 
   for_units(H, rows, row, [&](const GradRow& r, const Lane& L) {
     const float* tp = r.tape;
     const vf i = L.ld(tp), o = L.ld(tp + H), f = L.ld(tp + 2 * H), g = L.ld(tp + 3 * H);
-    const vf cp = L.ld(tp + 4 * H), hc = L.ld(tp + 5 * H);
+    const vf cp = L.ld(tp + 4 * H), hc = ha(f * cp + i * g);
     const vf dh = dh_of(L, r);
     const vf dc = L.ld(r.dc) + dh * o * dh_act(hc);
     const vf dpo = dh * hc * df(o);
@@ -493,8 +495,9 @@ static void cells_backward(const GradParams& P, int rows, const GradRow* row) {
   const bool sig = P.f.act == RnnAct::Sigmoid, tanh_g = P.g.act == RnnAct::Tanh;
   switch (P.cell) {
     case RnnCell::Lstm:
-      if (sig && tanh_g && P.h.act == RnnAct::Tanh) return lstm_backward(P, DSig{}, DTanh{}, DTanh{}, rows, row);
-      return lstm_backward(P, f, g, h, rows, row);
+      if (sig && tanh_g && P.h.act == RnnAct::Tanh)
+        return lstm_backward(P, DSig{}, DTanh{}, Tanh{}, DTanh{}, rows, row);
+      return lstm_backward(P, f, g, Any{P.h}, h, rows, row);
     case RnnCell::Gru:
       if (sig && tanh_g) return gru_backward(P, DSig{}, DTanh{}, rows, row);
       return gru_backward(P, f, g, rows, row);

@@ -19,6 +19,7 @@
 //    started) or never (nested call) leaves its share to the others instead of stalling them.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 
@@ -85,7 +86,7 @@ struct Loop {
   const rnnk::Kernels& K;
   RnnLayout L;
   index_t B, H, In, T, steps = 0;
-  index_t tape_width = 0;
+  index_t tape_width = 0, tape_x = 0;  // the tape's row width and x's offset in it
   index_t slice_blocks = 1;  // units mode: slices are whole multiples of every part's tile group
   const float *wp, *rp, *bias;
   float *hs[2], *cs, *zb, *rh, *xw;  // xw: null unless projecting first
@@ -98,9 +99,7 @@ struct Loop {
   bool on(index_t b, index_t t) const { return !io.mask || io.mask[b * cfg.seq_len + t]; }
   bool running(index_t b, index_t s) const { return s < len(b) && on(b, time(b, s)); }
   const float* x(index_t b, index_t t) const { return io.x + t * io.x_t + b * io.x_b; }
-  float* tape_row(index_t b, index_t t) const {
-    return io.tape ? io.tape + (t * io.tape_t + b * io.tape_b) * tape_width : nullptr;
-  }
+  float* tape_row(index_t b, index_t s) const { return io.tape ? io.tape + (s * B + b) * tape_width : nullptr; }
 
   CellParams params(int part) const {
     CellParams P;
@@ -155,7 +154,7 @@ struct Loop {
       R.a2[m] = a2base + b * H;
       if (xw) R.xrow[m] = xw + (t * B + b) * L.cols;
       R.row[m] = {hp + b * H, hn + b * H, cs ? cs + b * H : nullptr, io.y ? io.y + t * io.y_t + b * io.y_b : nullptr,
-                  zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr, tape_row(b, t)};
+                  zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr, tape_row(b, s)};
     }
   }
   void cells(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
@@ -205,6 +204,20 @@ struct Loop {
       }
     }
     if (part == L.parts - 1) carry(s, r0, r1, j0, j1);
+    if (io.tape && part == 0 && j0 == 0)  // the step's inputs into the tape (x, once per row)
+      for (index_t b = r0; b < r1; ++b)
+        if (running(b, s)) stream_copy(tape_row(b, s) + tape_x, x(b, time(b, s)), In);
+  }
+
+  // dst[0:n] = src[0:n], bypassing the caches where dst is aligned (the tape).
+  static void stream_copy(float* dst, const float* src, index_t n) {
+    index_t k = 0;
+#if defined(__x86_64__)
+    if ((reinterpret_cast<std::uintptr_t>(dst) & 15) == 0) {
+      for (; k + 4 <= n; k += 4) _mm_stream_ps(dst + k, _mm_loadu_ps(src + k));
+    }
+#endif
+    for (; k < n; ++k) dst[k] = src[k];
   }
 
   // Rows not running at step s keep their state; a masked row's Y repeats its last output.
@@ -216,8 +229,10 @@ struct Loop {
       if (running(b, s)) continue;
       std::memcpy(hn + b * H + u0, hp + b * H + u0, sizeof(float) * n);
       if (s >= len(b)) continue;
-      if (float* tp = tape_row(b, time(b, s)))  // a masked step's tape row is zeros
-        for (index_t f = 0; f < tape_width; f += H) std::memset(tp + f + u0, 0, sizeof(float) * n);
+      if (float* tp = tape_row(b, s)) {  // a masked step's tape row is zeros
+        for (index_t f = 0; f < tape_x; f += H) std::memset(tp + f + u0, 0, sizeof(float) * n);
+        if (j0 == 0) std::memset(tp + tape_x, 0, sizeof(float) * (tape_width - tape_x));
+      }
       if (!io.y) continue;
       float* y = io.y + time(b, s) * io.y_t + b * io.y_b + u0;
       if (cfg.zero_output_for_mask || first_on[b] >= s) std::memset(y, 0, sizeof(float) * n);
@@ -354,7 +369,8 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
   lp.xw = project_first(cfg, L) ? ws + at.xw : nullptr;
   if (cfg.tape) {
     ENGINE_CHECK(io.tape, "rnn: the tape is missing");
-    lp.tape_width = rnn_tape_width(cfg.cell, H);
+    lp.tape_width = rnn_tape_width(cfg.cell, H, In);
+    lp.tape_x = rnn_tape_fields(cfg.cell) * H;
   }
   if (cfg.pack_weights) {
     rnn_pack_weights(ws + at.w, io.w, In, cfg.cell, cfg.linear_before_reset, H, false, cfg.keras_layout);
@@ -393,7 +409,7 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
     lp.first_on = first;
   }
   for (index_t b = 0; b < B; ++b)
-    for (index_t t = lp.len(b); t < T; ++t) {
+    for (index_t t = lp.len(b); t < T; ++t) {  // past the row's end (t: as a time, and as a step)
       if (io.y) std::memset(io.y + t * io.y_t + b * io.y_b, 0, sizeof(float) * H);
       if (float* tp = lp.tape_row(b, t)) std::memset(tp, 0, sizeof(float) * lp.tape_width);
     }

@@ -69,7 +69,7 @@ def train_type(node, ins):
     d = R._Dims(node, _forward_tensors(node, ins))
     check_trainable(node, d)
     state = TensorType(d.state_shape, "float32")
-    width = _C.rnn_tape_width(R.CELLS[d.kind][0], d.H)
+    width = _C.rnn_tape_width(R.CELLS[d.kind][0], d.H, d.In)
     return [TensorType(d.y_shape, "float32"), state, state, TensorType((d.D, d.T * d.B, width), "float32")]
 
 

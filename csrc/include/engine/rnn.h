@@ -133,11 +133,9 @@ struct RnnIO {
   // Per (batch row, time step) flags, row b's step t at mask[b·seq_len + t] (Keras's (batch,
   // time) layout whatever the layout of X); 0 skips the step (RnnConfig::masked must be set).
   const bool* mask = nullptr;
-  // With cfg.tape: the tape, rnn_tape_width floats per (time step, batch row), the row of step t,
-  // batch row b at tape + (t·tape_t + b·tape_b)·width (X's row order: tape_t = batch, tape_b = 1
-  // for layout 0; 1 and seq_len for layout 1).
+  // With cfg.tape: the tape, seq_len·batch rows of rnn_tape_width floats in step order: row
+  // s·batch + b is batch row b's s-th step (time step s, or len - 1 - s for a reverse layer).
   float* tape = nullptr;
-  index_t tape_t = 0, tape_b = 0;
 };
 
 // Floats of workspace rnn_run needs.
@@ -150,26 +148,27 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* workspace);
 // Training: backpropagation through time (csrc/cpu/rnn_backward.cpp).
 //
 // The tape row of a step that ran holds, H floats each (activations applied):
-//   LSTM  i, o, f, c̃ (the gates), c_prev, h(c) (the h activation of the new cell state), h_prev
+//   LSTM  i, o, f, c̃ (the gates), c_prev, h_prev
 //   GRU   z, r, h̃, then linear_before_reset: h·Rₕᵀ + Rbₕ, else r ⊙ h_prev; then h_prev
 //   RNN   h, h_prev
-// h_prev is always the last H floats. A row of a step that did not run (past the row's length,
-// or masked) is zeros. Default activations and any whose derivative follows from its output
-// (rnn_backward_supports); no clip, no peepholes.
-index_t rnn_tape_width(RnnCell cell, index_t hidden);
+// then the step's input x (In floats; the row padded to a multiple of 16 floats), so that
+// (h_prev, x) is one operand of the weight gradients. A row of a step that did not run (past
+// the row's length, or masked) is zeros. Default activations and any whose derivative follows
+// from its output (rnn_backward_supports); no clip, no peepholes.
+int rnn_tape_fields(RnnCell cell);  // the H-wide fields
+index_t rnn_tape_width(RnnCell cell, index_t hidden, index_t input);
 bool rnn_backward_supports(const RnnActivation& a);
 
-// One direction's gradients. Rows are X's (t·row_t + b·row_b: X, dX, the tape and the gate
-// gradients are N × · matrices, N = seq_len·batch, in that order); other strides in floats.
-// Outputs are optional (null: not computed).
+// One direction's gradients. X and dX are N × In matrices (N = seq_len·batch), the row of time
+// step t, batch row b at t·row_t + b·row_b; the tape's rows are in step order (RnnIO::tape);
+// other strides in floats. Outputs are optional (null: not computed).
 struct RnnGradIO {
-  const float* x = nullptr;  // N × In
-  index_t row_t = 0, row_b = 0;
+  index_t row_t = 0, row_b = 0;  // X's and dX's rows
   // This direction's raw weights: ONNX W (G·H × In), R (G·H × H); Keras's kernel (In × G·H),
   // recurrent_kernel (H × G·H) with cfg.keras_layout.
   const float* w = nullptr;
   const float* r = nullptr;
-  const float* tape = nullptr;  // N × rnn_tape_width
+  const float* tape = nullptr;  // N × rnn_tape_width rows
   // Output gradients (null: none reaches that output); layouts as RnnIO's y, y_h, y_c.
   const float* dy = nullptr;
   index_t dy_t = 0, dy_b = 0;

@@ -68,10 +68,10 @@ struct Layer {
   F* wb(F* p) const { return cfg.keras_layout ? p : p + d * 2 * GH; }
   template <class F>
   F* rb(F* p) const { return bias_parts == 2 ? wb(p) + GH : nullptr; }
-  // Rows of X (and the tape) in X's order, and this direction's tape.
+  // Rows of X in X's order, and this direction's tape.
   index_t row_t() const { return layout1 ? 1 : B; }
   index_t row_b() const { return layout1 ? T : 1; }
-  float* tape(float* p) const { return p + d * T * B * rnn_tape_width(cfg.cell, H); }
+  float* tape(float* p) const { return p + d * T * B * rnn_tape_width(cfg.cell, H, In); }
 
   void check_lens(const std::int32_t* lens) const {
     if (lens)
@@ -94,7 +94,7 @@ struct Layer {
 //       Wp, Rp. With weight_layout 1 (Keras; one direction): W (In × GH), R (H × GH), B (GH) or
 //       (2 × GH) by bias_parts, Keras's gate order (engine/rnn.h rnn_weight_gate).
 //   out the present ones of [Y, Y_h, Y_c] (flags below), ONNX layouts, then with has_tape the
-//       tape (D × T·batch × rnn_tape_width, rows in X's order) that rnn_grad reads.
+//       tape (D × T·batch × rnn_tape_width, rows in step order: engine/rnn.h) rnn_grad reads.
 //   ints [cell, T, batch, In, H, D, d, layout, reverse, input_forget, linear_before_reset,
 //         act_f, act_g, act_h, has_y, has_y_h, has_y_c, workspace_floats, zero_output_for_mask,
 //         has_tape, weight_layout, bias_parts]
@@ -149,7 +149,7 @@ StepFn rnn_step(const StepSpec& s) {
     if (out_yh >= 0) io.y_h = slot<float>(sl, out_yh) + ly.st_off;
     if (out_yc >= 0) io.y_c = slot<float>(sl, out_yc) + ly.st_off;
     if (out_y >= 0) io.y = slot<float>(sl, out_y) + ly.y_off, io.y_t = ly.y_t, io.y_b = ly.y_b;
-    if (out_tape >= 0) io.tape = ly.tape(slot<float>(sl, out_tape)), io.tape_t = ly.row_t(), io.tape_b = ly.row_b();
+    if (out_tape >= 0) io.tape = ly.tape(slot<float>(sl, out_tape));
     io.seq_lens = lens;
     if (in_mask >= 0) io.mask = slot<const bool>(sl, in_mask);
     rnn_run(cfg, io, slot<float>(sl, in_ws));
@@ -199,7 +199,7 @@ StepFn rnn_grad_step(const StepSpec& s) {
     const std::int32_t* lens = in_len >= 0 ? slot<const std::int32_t>(sl, in_len) : nullptr;
     ly.check_lens(lens);
     RnnGradIO io;
-    io.x = slot<const float>(sl, in_x), io.row_t = ly.row_t(), io.row_b = ly.row_b();
+    io.row_t = ly.row_t(), io.row_b = ly.row_b();
     if (in_w >= 0) io.w = ly.w(slot<const float>(sl, in_w));
     io.r = ly.r(slot<const float>(sl, in_r));
     io.tape = ly.tape(slot<float>(sl, in_tape));
