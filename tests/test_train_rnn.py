@@ -57,7 +57,8 @@ def layer_graph(op, attrs, a, outputs=None):
 
 
 def engine_grads(op, attrs, a, dys, wrt=("X", "h0", "c0"), params=("W", "R", "B")):
-    g = layer_graph(op, attrs, a, [o if o in dys else "" for o in (["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"])])
+    outs = ["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"]
+    g = layer_graph(op, attrs, a, [o if o in dys else "" for o in outs])
     feeds = {v.name: a[v.name] for v in g.inputs}
     params = [p for p in params if a.get(p) is not None]
     return vjp(g, feeds, params, dys, wrt_inputs=tuple(w for w in wrt if a.get(w) is not None))
@@ -232,7 +233,8 @@ def torch_nn_grads(op, attrs, a, dys):
         packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lens.astype(np.int64)),
                                                          batch_first=bool(layout), enforce_sorted=False)
         y, fin = mod(packed, hx)
-        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=bool(layout), total_length=X.shape[1 if layout else 0])
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=bool(layout),
+                                                      total_length=X.shape[1 if layout else 0])
     else:
         y, fin = mod(x, hx)
     hn, cn = fin if op == "LSTM" else (fin, None)
@@ -399,7 +401,8 @@ def test_keras_weight_layout_op():
         dys = output_grads(op, rng, a, attrs)
         want = reference_grads(op, attrs, a, dys)
         H = 6
-        keras = lambda m: np.concatenate([m[0][k * H:(k + 1) * H] for k in perm]).T  # noqa: E731  (G·H, K) -> (K, G·H)
+        # (1, G·H, K) in ONNX's gate order -> Keras's (K, G·H)
+        keras = lambda m: np.concatenate([m[0][k * H:(k + 1) * H] for k in perm]).T  # noqa: E731
         two = extra.get("linear_before_reset") == 1
         b = a["B"][0].reshape(2, -1)
         kb = np.stack([keras(b[i][None, :, None])[0] for i in range(2)])

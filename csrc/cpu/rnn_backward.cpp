@@ -8,10 +8,11 @@
 // while dG is in L1: dh_prev = dG·R against R laid out as a zero-padded G·H × H panel (GRU
 // without linear_before_reset needs two: h̃'s first, as r's gradient depends on it), and the
 // step's dx = dG·W against a G·H × In panel. The bias gradients are summed per chunk on the way,
-// the chunks' sums added in order in double (the same for any thread count). After each block,
-// one GEMM over its rows while they are in L2 adds to the weight gradients:
-// [dR; dW] += [H_prev, X]ᵀ·dG, the tape holding h_prev and x side by side (GRU's h̃ columns of
-// dR take their own operand: r ⊙ h_prev, or dG ⊙ r with linear_before_reset).
+// the chunks' sums added in order in double (the same for any thread count). Each block's rows
+// then go through one GEMM while they are in L2 (a task beside the next block's chunks, two dG
+// buffers alternating), adding to the weight gradients: [dR; dW] += [H_prev, X]ᵀ·dG, the tape
+// holding h_prev and x side by side (GRU's h̃ columns of dR take their own operand: r ⊙ h_prev,
+// or dG ⊙ r with linear_before_reset).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -56,8 +57,8 @@ struct GradWorkspace {
     chunks = (B + kMinTileRows - 1) / kMinTileRows;
     db_stride = (GH + H + 15) / 16 * 16;
     tile_stride = Hp + Ip;  // a row's dh_prev product, then its dx
-    dg = take(rows * GH);
-    dgr = take(lbr ? rows * H : 0);
+    dg = take(2 * rows * GH);  // two blocks: one being written, the last one in its GEMM
+    dgr = take(lbr ? 2 * rows * H : 0);
     r_panel = take(GH * Hp);
     w_panel = take(GH * Ip);
     dh = take(B * Hp);
@@ -76,7 +77,8 @@ struct Backward {
   const rnnk::Kernels& K;
   index_t B, H, In, T, GH, Hp, Ip, width, ts;  // ts: a tile row's floats
   bool lbr, split;  // GRU linear_before_reset; GRU without (two products per step)
-  float *dg, *dgr, *r_panel, *w_panel, *dh, *dc, *tile, *db;
+  float *dg2[2], *dgr2[2];  // the two blocks' dG (and GRU linear_before_reset's dG ⊙ r) rows
+  float *r_panel, *w_panel, *dh, *dc, *tile, *db;
   index_t db_stride;
   std::int32_t* first_on;
   rnnk::GradParams params;
@@ -114,14 +116,15 @@ struct Backward {
     }
   }
 
-  // dG row k of the block: a step that did not run has none (the GEMMs read every row).
-  void no_gates(index_t k) const {
-    std::memset(dg + k * GH, 0, sizeof(float) * GH);
-    if (dgr) std::memset(dgr + k * H, 0, sizeof(float) * H);
-  }
-
-  // Rows [r0, r1) of chunk c, steps [s0, s1), last to first.
-  void run(index_t c, index_t r0, index_t r1, index_t s0, index_t s1) const {
+  // Rows [r0, r1) of chunk c, steps [s0, s1), last to first, into block buffer `buf`.
+  void run(index_t c, index_t r0, index_t r1, index_t s0, index_t s1, int buf) const {
+    float* const dg = dg2[buf];
+    float* const dgr = dgr2[buf];
+    // dG row k of the block: a step that did not run has none (the GEMMs read every row).
+    auto no_gates = [&](index_t k) {
+      std::memset(dg + k * GH, 0, sizeof(float) * GH);
+      if (dgr) std::memset(dgr + k * H, 0, sizeof(float) * H);
+    };
     rnnk::GradParams P = params;
     P.db = db + c * db_stride;
     rnnk::GradRow rows[rnnk::kMaxRows];
@@ -244,8 +247,11 @@ void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* ws) {
   ENGINE_CHECK(kern.mr >= kMinTileRows, "rnn backward: tile rows below the workspace's assumption");
   const bool lbr = cfg.cell == RnnCell::Gru && cfg.linear_before_reset, keras = cfg.keras_layout;
   const index_t Hp = padded(H), Ip = padded(In), width = rnn_tape_width(cfg.cell, H, In);
+  const index_t S = block_steps(cfg);
+  float* const dgr0 = lbr ? ws + at.dgr : nullptr;
   Backward bw{cfg, io, kern, B, H, In, T, GH, Hp, Ip, width, at.tile_stride, lbr, cfg.cell == RnnCell::Gru && !lbr,
-              ws + at.dg, lbr ? ws + at.dgr : nullptr, ws + at.r_panel, ws + at.w_panel, ws + at.dh,
+              {ws + at.dg, ws + at.dg + S * B * GH}, {dgr0, dgr0 ? dgr0 + S * B * H : nullptr}, ws + at.r_panel,
+              ws + at.w_panel, ws + at.dh,
               cfg.cell == RnnCell::Lstm ? ws + at.dc : nullptr, ws + at.tile, ws + at.db, at.db_stride,
               reinterpret_cast<std::int32_t*>(ws + at.first_on), {}};
   rnnk::GradParams& P = bw.params;
@@ -278,8 +284,8 @@ void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* ws) {
     if (keras) sgemm(true, false, nt, n, rows, 1.f, a, width, b, ldb, beta, C + c_at * GH + c0, GH);
     else sgemm(true, false, n, nt, rows, 1.f, b, ldb, a, width, beta, C + c0 * na + c_at, na);
   };
-  auto weight_block = [&](index_t row0, index_t rows, float beta) {
-    const float* dg = bw.dg;
+  auto weight_block = [&](index_t row0, index_t rows, float beta, int buf) {
+    const float* dg = bw.dg2[buf];
     if (cfg.cell != RnnCell::Gru) return wgemm(a0, na, 0, dg, GH, 0, GH, row0, rows, beta);
     // GRU (the same gate order in both layouts): z and r from (h_prev, x); h̃'s x part from
     // dG, its recurrent part from r ⊙ h_prev (tape field 3), or dG ⊙ r (dgr) with
@@ -287,7 +293,7 @@ void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* ws) {
     wgemm(a0, na, 0, dg, GH, 0, 2 * H, row0, rows, beta);
     if (want_w) wgemm(hp + H, In, w_at, dg + 2 * H, GH, 2 * H, H, row0, rows, beta);
     if (want_r) {
-      if (lbr) wgemm(hp, H, 0, bw.dgr, H, 2 * H, H, row0, rows, beta);
+      if (lbr) wgemm(hp, H, 0, bw.dgr2[buf], H, 2 * H, H, row0, rows, beta);
       else wgemm(3 * H, H, 0, dg + 2 * H, GH, 2 * H, H, row0, rows, beta);
     }
   };
@@ -298,13 +304,27 @@ void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* ws) {
   parallel_tasks(chunks, [&](std::int64_t c) { bw.start(c, rows_of(c).first, rows_of(c).second); });
   index_t smax = 0;
   for (index_t b = 0; b < B; ++b) smax = std::max(smax, bw.len(b));
-  const index_t S = block_steps(cfg);
-  for (index_t s1 = smax; s1 > 0;) {  // blocks of steps, last first
+  // Blocks of steps, last first, alternating between two dG buffers: the GEMM of a block runs
+  // as one more task beside the next block's chunks (on one thread, nested), so the threads
+  // share both; the last block's GEMM runs alone (on all of them).
+  struct Done {
+    index_t s0, s1;
+    int buf;
+  } prev{0, 0, -1};
+  auto gemm_of = [&](const Done& d) { weight_block(d.s0 * B, (d.s1 - d.s0) * B, d.s1 == smax ? 0.f : 1.f, d.buf); };
+  int buf = 0;
+  for (index_t s1 = smax; s1 > 0; buf ^= 1) {
     const index_t s0 = std::max<index_t>(0, s1 - S);
-    parallel_tasks(chunks, [&](std::int64_t c) { bw.run(c, rows_of(c).first, rows_of(c).second, s0, s1); });
-    if (want_rw) weight_block(s0 * B, (s1 - s0) * B, s1 == smax ? 0.f : 1.f);
+    const bool gemm = want_rw && prev.buf >= 0;
+    parallel_tasks(chunks + (gemm ? 1 : 0), [&](std::int64_t task) {  // the GEMM first: the longest task
+      const std::int64_t c = gemm ? task - 1 : task;
+      if (c < 0) gemm_of(prev);
+      else bw.run(c, rows_of(c).first, rows_of(c).second, s0, s1, buf);
+    });
+    prev = {s0, s1, buf};
     s1 = s0;
   }
+  if (want_rw && prev.buf >= 0) gemm_of(prev);
   for (index_t c = 0; c < chunks; ++c) bw.finish(rows_of(c).first, rows_of(c).second);
 
   if (io.db) {  // the chunks' sums in order

@@ -320,7 +320,8 @@ static void gru_zr(const CellParams& P, F fa, C cl, int rows, const CellRow* row
       const vf hp = L[k].ld(r[k]->h_prev), rh = rg[k] * hp;
       L[k].st(r[k]->z, z[k]);
       L[k].st(r[k]->rh, rh);
-      if constexpr (kTape) tape_put(L[k], r[k]->tape, P.hidden, 0, z[k], rg[k]), tape_put(L[k], r[k]->tape, P.hidden, 3, rh, hp);
+      if constexpr (kTape)
+        tape_put(L[k], r[k]->tape, P.hidden, 0, z[k], rg[k]), tape_put(L[k], r[k]->tape, P.hidden, 3, rh, hp);
     }
   });
 }
@@ -359,7 +360,8 @@ static void cells(const CellParams& P, int rows, const CellRow* row, const float
         if (plain) return gru<kTape>(P, Sig{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
         return gru<kTape>(P, fa, ga, cl, rows, row, tile, ldt, j0, nb);
       }
-      if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh) return rnn<kTape>(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh)
+        return rnn<kTape>(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
       return rnn<kTape>(P, fa, cl, rows, row, tile, ldt, j0, nb);
     case Phase::GruZr:
       if (plain) return gru_zr<kTape>(P, Sig{}, NoClip{}, rows, row, tile, ldt, j0, nb);
@@ -444,7 +446,8 @@ static void lstm_backward(const GradParams& P, F df, G dg, Ha ha, Hd dh_act, int
   });
 }
 
-// GRU: h = (1 - z) ⊙ h̃ + z ⊙ h_prev. Whole: linear_before_reset (h̃'s recurrent part r ⊙ (h·Rₕᵀ + Rbₕ)).
+// GRU: h = (1 - z) ⊙ h̃ + z ⊙ h_prev. Whole: linear_before_reset (h̃'s recurrent part is
+// r ⊙ (h·Rₕᵀ + Rbₕ)).
 template <class F, class G>
 static void gru_backward(const GradParams& P, F df, G dg, int rows, const GradRow* row) {
   const index_t H = P.hidden;

@@ -216,9 +216,9 @@ class _RNN(Layer):
             y = reverse_time(g, seq, out) if seq != out else out
         elif mask is not None:  # the output of the last step processed (masked steps repeat or zero it)
             if g.training:  # as a one-step Slice (Y is (batch, steps, 1, units)), which has a backward rule
-                start = 0 if self.go_backwards else -1
+                start, end = (0, 1) if self.go_backwards else (-1, np.iinfo(np.int64).max)
                 g.node("Slice", [f"{out}/Y", g.const(f"{out}/last_start", _i64([start])),
-                                 g.const(f"{out}/last_end", _i64([start + 1 if start == 0 else np.iinfo(np.int64).max])),
+                                 g.const(f"{out}/last_end", _i64([end])),
                                  g.const(f"{out}/last_axis", _i64([1]))], f"{out}/last_steps")
                 g.node("Squeeze", [f"{out}/last_steps", g.const(f"{out}/last_axes", _i64([1, 2]))], out)
                 y = out

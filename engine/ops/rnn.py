@@ -150,7 +150,8 @@ class _Dims:
         self.T, self.B, self.In = (x.shape[1], x.shape[0], x.shape[2]) if self.layout else x.shape
         if self.keras:
             if len(r.shape) != 2:
-                raise ShapeError(f"{w}: R (Keras's recurrent_kernel) must be 2-D (hidden, {G}·hidden), got {r.shape}")
+                raise ShapeError(f"{w}: R (Keras's recurrent_kernel) must be 2-D (hidden, {G}·hidden), "
+                                 f"got {r.shape}")
             self.H = r.shape[0]
         else:
             if len(r.shape) != 3:

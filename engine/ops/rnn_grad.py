@@ -51,8 +51,8 @@ def check_trainable(node, d) -> None:
     for act, alpha, beta in R._activations(node):
         if not _C.rnn_backward_supports(act, alpha, beta):
             name = next(k for k, v in R.ACTIVATIONS.items() if v[0] == act)
-            raise UnsupportedOpError(f"{where}: activation {name} (alpha {alpha}, beta {beta}) cannot be trained: its "
-                                     "derivative does not follow from its output")
+            raise UnsupportedOpError(f"{where}: activation {name} (alpha {alpha}, beta {beta}) cannot be "
+                                     "trained: its derivative does not follow from its output")
 
 
 def _forward_tensors(node, ins) -> list:
@@ -98,7 +98,8 @@ def grad_type(node, ins):
     grads = list(ins[_N_FORWARD_INPUTS + 1:]) + [None] * 3
     for name, t, shape in zip(("dY", "dY_h", "dY_c"), grads[:3], (d.y_shape, d.state_shape, d.state_shape)):
         if t is not None and (tuple(t.shape) != shape or t.dtype != "float32"):
-            raise ShapeError(f"{R._where(node)}: {name} must be float32 of shape {shape}, got {t.dtype} {tuple(t.shape)}")
+            raise ShapeError(f"{R._where(node)}: {name} must be float32 of shape {shape}, "
+                             f"got {t.dtype} {tuple(t.shape)}")
     sources = [fwd[0], fwd[1], fwd[2], fwd[3], fwd[5], fwd[6]]
     out = []
     for name, o, src in zip(_GRAD_OUTPUTS, node.outputs, sources):
@@ -133,8 +134,9 @@ def grad_lower(ctx, node):
         reverse = direction == "reverse" or (direction == "bidirectional" and di == 1)
         fa = acts[di * per_dir:(di + 1) * per_dir] + [(0, 0.0, 0.0)] * (3 - per_dir)
         ctx.kernel("rnn_grad", [x, w if node.outputs[0] else "", r, tape, dy, dyh, dyc, lens, mask, ws], wanted,
-                   ints=[*R._layer_ints(node, d, di, reverse, lbr, fa), int(node.attrs.get("zero_output_for_mask", 0)),
-                         mask_bits, int(di > 0), ws_floats, int(d.keras), d.bias_parts],
+                   ints=[*R._layer_ints(node, d, di, reverse, lbr, fa),
+                         int(node.attrs.get("zero_output_for_mask", 0)), mask_bits, int(di > 0), ws_floats,
+                         int(d.keras), d.bias_parts],
                    floats=R._act_floats(0.0, fa), dtype="float32")
 
 

@@ -188,7 +188,8 @@ StepFn rnn_grad_step(const StepSpec& s) {
                "rnn_grad: an activation whose derivative does not follow from its output");
   const bool acc_dx = s.i(16) != 0;
   ENGINE_CHECK(s.i(17) >= rnn_grad_workspace_floats(cfg), "rnn_grad: workspace too small");
-  ENGINE_CHECK(in_x >= 0 && in_r >= 0 && in_tape >= 0 && in_ws >= 0, "rnn_grad: X, R, the tape and workspace are required");
+  ENGINE_CHECK(in_x >= 0 && in_r >= 0 && in_tape >= 0 && in_ws >= 0,
+               "rnn_grad: X, R, the tape and workspace are required");
   ENGINE_CHECK(out[0] < 0 || in_w >= 0, "rnn_grad: dX needs W");
   ENGINE_CHECK(!cfg.masked || s.in_types[8] == DType::Bool, "rnn_grad: mask must be bool");
   ENGINE_CHECK(in_len < 0 || s.in_types[7] == DType::I32, "rnn_grad: sequence_lens must be int32");
