@@ -99,7 +99,7 @@ class GradBuilder:
         else:
             outputs = list(outputs)
             self._names.update(o for o in outputs if o)
-        node = Node(op, [i or "" for i in inputs], outputs, dict(attrs or {}), self.fresh(f"node/{outputs[0] or op}"))
+        node = Node(op, [i or "" for i in inputs], outputs, dict(attrs or {}), self.fresh(f"node/{(outputs[0] if outputs else '') or op}"))
         self.add(node)
         return outputs[0] if single else outputs
 

@@ -181,6 +181,13 @@ class Optimizer:
         """(flag, kind-specific floats) after [weight_decay, clipnorm, clipvalue]."""
         raise NotImplementedError
 
+    def update_step(self, size: int) -> tuple[str, list, list]:
+        """(registry step, ints, floats) updating one parameter of `size` elements: slots
+        [param, grad, state..., hyper] -> [param, state...] (in place)."""
+        flag, extra = self._kernel_params()
+        common = [float(self.weight_decay or 0), float(self.clipnorm or 0), float(self.clipvalue or 0)]
+        return (self._kernel, [size, CONVENTIONS.index(self.convention), self._decay_mode(), flag], common + extra)
+
     def _make_program(self, shapes):
         prog = _C.Program()
         params = [prog.new_slot() for _ in shapes]
@@ -191,17 +198,15 @@ class Optimizer:
         if self.global_clipnorm:
             prog.add_step("global_norm_scale", _F32, grads, [hyper], [_F32] * len(grads), [_F64], sizes,
                           [float(self.global_clipnorm)])
-        flag, extra = self._kernel_params()
-        common = [float(self.weight_decay or 0), float(self.clipnorm or 0), float(self.clipvalue or 0)]
         for i, n in enumerate(sizes):
             states = []
             for a in self._slots[i]:
                 states.append(prog.new_slot())
                 prog.bind_const(states[-1], a)
             ins = [params[i], grads[i], *states, hyper]
-            prog.add_step(self._kernel, _F32, ins, [params[i], *states], [_F32] * (len(ins) - 1) + [_F64],
-                          [_F32] * (1 + len(states)), [n, CONVENTIONS.index(self.convention), self._decay_mode(), flag],
-                          common + extra)
+            kernel, ints, floats = self.update_step(n)
+            prog.add_step(kernel, _F32, ins, [params[i], *states], [_F32] * (len(ins) - 1) + [_F64],
+                          [_F32] * (1 + len(states)), ints, floats)
         prog.set_io([(g, _F32, 4 * n) for g, n in zip(grads, sizes)], [(p, _F32, 4 * n) for p, n in zip(params, sizes)])
         self._pool = _C.ContextPool(1)
         return prog

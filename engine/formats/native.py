@@ -34,8 +34,10 @@ _HEADER_LIMIT = 100 << 20  # safetensors' own limit on the JSON header
 
 # -- saving --------------------------------------------------------------------------------
 
-def save(graph: Graph, path, directory: bool | None = None) -> None:
-    """Write `graph` to `path` (a file, or a directory with a trailing separator)."""
+def save(graph: Graph, path, directory: bool | None = None, extra: dict | None = None) -> None:
+    """Write `graph` to `path` (a file, or a directory with a trailing separator). `extra`:
+    more tensors stored under "__extra__/<name>" (a checkpoint's optimizer state), which
+    loading the model ignores; `load_extra` reads them back."""
     from . import check_save_path
 
     path_s = check_save_path(path)
@@ -44,6 +46,8 @@ def save(graph: Graph, path, directory: bool | None = None) -> None:
     path = Path(path_s)
     weights: dict = {}
     graph_json = json.dumps(_encode_graph(graph, weights, ""), separators=(",", ":"))
+    for k, v in (extra or {}).items():
+        weights[EXTRA_PREFIX + k] = dtypes.contiguous(np.asarray(v))
     header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)}
     try:
         _check_replaceable(path)
@@ -246,6 +250,20 @@ def _check_header(path, meta: dict) -> None:
     if version > FORMAT_VERSION:
         raise ModelFormatError(f"{path}: written by a newer engine (format version {version}; "
                                f"this engine reads up to {FORMAT_VERSION})")
+
+
+EXTRA_PREFIX = "__extra__/"
+
+
+def load_extra(path) -> dict:
+    """The `extra` tensors a file saved with save(..., extra=...) holds ({} if none)."""
+    p = Path(path)
+    file = p / WEIGHTS_FILE if p.is_dir() else p
+    try:
+        with safetensors.safe_open(str(file), framework="numpy") as f:
+            return {k[len(EXTRA_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(EXTRA_PREFIX)}
+    except (safetensors.SafetensorError, ValueError, OSError) as e:
+        raise ModelFormatError(f"{path}: cannot read the saved training state: {e}") from None
 
 
 def _graph_from_doc(path, doc, weights) -> Graph:

@@ -13,9 +13,10 @@ from ..graph import Graph, Value
 from ..model import Model as RuntimeModel
 from .base import GraphBuilder, Layer, _auto_name, weights_epoch
 from .tensor import Input, KerasTensor
+from .training import NetworkTraining
 
 
-class _Network:
+class _Network(NetworkTraining):
     """What Sequential and Model share: weights, graph, predict, save, summary."""
 
     name: str
@@ -157,9 +158,21 @@ class _Network:
 
     __call__ = predict
 
-    def save(self, path) -> None:
-        """Save as a native .engine model (graph + weights), loadable with engine.load."""
-        self.compile_runtime().save(path)
+    def save(self, path, overwrite: bool = True, **kwargs) -> None:
+        """Save the model: a native .engine (graph + weights; once trained, the History and the
+        optimizer state too, so it is also a checkpoint), or a Keras file for a path ending in
+        .h5 / .keras. Every form loads with engine.load."""
+        from ..formats import native
+
+        if str(path).lower().endswith((".h5", ".hdf5", ".keras")):
+            from ..formats.keras_writer import save_keras
+            return save_keras(self, path)
+        meta, extra = self._training_metadata()
+        graph = self.to_graph()
+        if meta:
+            graph.metadata = {**graph.metadata, "training": meta}
+        graph.validate()
+        native.save(graph, path, extra=extra)
 
     def summary(self, print_fn=print) -> None:
         """Layers, output shapes and parameter counts, as Keras prints them."""

@@ -1,0 +1,128 @@
+"""What engine.nn models add to the training loop (engine/fit.py): their training graph, the
+trained values written back to the layers, and checkpoints that hold the optimizer state and
+the History.
+
+The training graph is the model's graph emitted in training form (GraphBuilder.training):
+weights are trained values named "<layer>/<weight>", and each layer's trainable flag decides
+which of them the optimizer updates.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .. import optimizers as _optimizers
+from ..errors import EngineError
+from ..fit import TrainingError, TrainingMixin
+
+_OPT_PREFIX = "optimizer/"
+
+
+class NetworkTraining(TrainingMixin):
+    """Mixed into engine.nn's Sequential and Model."""
+
+    _graph_cache = None  # (kind, layer versions, graph)
+
+    def _graph_for(self, training: bool):
+        key = ("train" if training else "eval", self._layer_versions())
+        cached = self.__dict__.get("_graphs", {})
+        if cached.get(key[0], (None,))[0] != key[1]:
+            cached[key[0]] = (key[1], self.to_graph(training=training))
+            self.__dict__["_graphs"] = cached
+        return cached[key[0]][1], key[1]
+
+    def _training_parts(self, key_only: bool = False):
+        if key_only:
+            return self._layer_versions()
+        graph, key = self._graph_for(True)
+        trainable, state = [], []
+        for layer in self.layers:
+            names = [f"{layer.name}/{n}" for n in layer.weight_names]
+            fixed = set(getattr(layer, "non_trainable_names", ()))
+            for full, short in zip(names, layer.weight_names):
+                if full not in graph.initializers:
+                    continue
+                if layer.trainable and short not in fixed:
+                    trainable.append(full)
+                elif short in fixed:
+                    state.append(full)
+        if not trainable:
+            raise TrainingError(f"{self.name}: no trainable weights (every layer is frozen)")
+        return graph, trainable, state, key
+
+    def _eval_parts(self):
+        return self._graph_for(False)
+
+    def _store_values(self, values: dict) -> None:
+        for layer in self.layers:
+            names = [f"{layer.name}/{n}" for n in layer.weight_names]
+            if not any(n in values for n in names):
+                continue
+            current = layer.get_weights()
+            new = [np.array(values[n], copy=True) if n in values else w
+                   for n, w in zip(names, current[:len(names)])] + current[len(names):]
+            layer._assign(new)
+
+    def _input_names(self):
+        return [v.name for v in self._graph_for(False)[0].inputs]
+
+    def _input_dtype(self, name: str) -> str:
+        for v in self._graph_for(False)[0].inputs:
+            if v.name == name:
+                return v.dtype
+        return "float32"
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _training_metadata(self) -> tuple[dict, dict]:
+        """(JSON-able metadata, extra tensors) describing the training state, for save()."""
+        meta, extra = {}, {}
+        history = getattr(self, "history", None)
+        if history is not None and getattr(history, "history", None):
+            meta["history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        opt = getattr(self, "optimizer", None)
+        if getattr(self, "compiled", False) and opt is not None:
+            meta["optimizer"] = _optimizers.serialize(opt)
+            meta["loss"] = self.loss.get_config()
+            if opt.built and self._trainer is not None:
+                state = opt.get_state()
+                meta["optimizer_state"] = {"iterations": state["iterations"], "slot_names": state["slot_names"],
+                                           "params": list(self._trainer.trainable)}
+                for p, arrays in zip(self._trainer.trainable, state["slots"]):
+                    for n, a in zip(state["slot_names"], arrays):
+                        extra[f"{_OPT_PREFIX}{p}/{n}"] = a
+        return meta, extra
+
+    def save_weights(self, filepath, overwrite: bool = True) -> None:
+        """Weights (and, when compiled, the optimizer state) as a native .engine checkpoint."""
+        self.save(filepath)
+
+    def load_weights(self, filepath, skip_mismatch: bool = False) -> None:
+        """Weights from a model file (.engine, .h5, .keras); an .engine checkpoint written by
+        save() also restores the optimizer state, so training resumes where it stopped."""
+        from .. import load
+        from ..formats import native
+
+        loaded = load(filepath)
+        values = loaded.get_weights()
+        mine = {f"{layer.name}/{n}": w for layer in self.layers for n, w in zip(layer.weight_names, layer.weights)}
+        missing = [k for k in mine if k not in values]
+        if missing and not skip_mismatch:
+            raise EngineError(f"{self.name}: {filepath} has no weights named {missing[:5]}"
+                              f"{' ...' if len(missing) > 5 else ''}")
+        for k, w in mine.items():
+            if k in values and np.shape(values[k]) != np.shape(w):
+                raise EngineError(f"{self.name}: weight '{k}' has shape {np.shape(w)}, {filepath} holds "
+                                  f"{np.shape(values[k])}")
+        self._store_values({k: v for k, v in values.items() if k in mine})
+        meta = loaded.metadata.get("training", {}) if isinstance(loaded.metadata, dict) else {}
+        if isinstance(meta, str):
+            meta = json.loads(meta)
+        state = meta.get("optimizer_state")
+        if state and getattr(self, "compiled", False):
+            extra = native.load_extra(filepath)
+            slots = [[extra[f"{_OPT_PREFIX}{p}/{n}"] for n in state["slot_names"]] for p in state["params"]]
+            self._trainer = None
+            self.optimizer.set_state({"iterations": state["iterations"], "slot_names": state["slot_names"],
+                                      "slots": slots})
