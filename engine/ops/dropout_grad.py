@@ -171,7 +171,10 @@ def dropout_training(gb, node):
     if len(node.outputs) > 1 and node.outputs[1]:
         raise ShapeError(f"{where(node)}: the mask output is not supported in a training graph")
     rate = _rate(node) if "rate" in node.attrs else _onnx_rate(gb, node)
-    seed = _seed(node) if "seed" in node.attrs else zlib.crc32(node.name.encode())
+    if "seed" in node.attrs:
+        seed = _seed(node)
+    else:  # an ONNX node: from its name and the training's seed
+        seed = (zlib.crc32(node.name.encode()) ^ (int(gb.settings.get("seed", 0)) << 32)) & 0x7FFFFFFFFFFFFFFF
     counter = gb.settings.get("step_counter") or gb.const(np.zeros(1, np.int64), "dropout/step")
     attrs = {"rate": rate, "seed": seed}
     shape = gb.shape(x)

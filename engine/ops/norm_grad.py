@@ -28,7 +28,7 @@ from .grad_ops import _mask, _wanted, zero_fill
 from .grad_registry import backward_rule, training_form
 from .norm import channel_shape, channel_view, expand_to
 from .reduce import axis_of, flag_attr, float_attr, int_attr, where
-from .registry import TensorType, register
+from .registry import Tensor, TensorType, get_op, register
 
 
 def _float32(node, dtype: str, what: str = "X") -> None:
@@ -157,8 +157,17 @@ def _bn_backward(gb, node, dy: str, x: str, gamma: str, beta: str, mean: str, st
     return grads
 
 
+def _checked(gb, node) -> None:
+    """The node's own type rule on its inputs, so a bad node is named as the graph has it."""
+    op = get_op(node.op, node.name)
+    if op.check is not None:
+        op.check(node)
+    op.infer(node, [Tensor(gb.shape(i), gb.dtype(i), gb.value(i)) if i else None for i in node.inputs])
+
+
 @training_form("KerasBatchNorm")
 def keras_bn_training(gb, node):
+    _checked(gb, node)
     if flag_attr(node, "frozen", 0):  # Keras: a frozen BatchNormalization runs in inference mode
         gb.add(_copy(gb, node))
         return
@@ -207,11 +216,9 @@ def onnx_bn_training(gb, node):
     if len([o for o in node.outputs if o]) > 1:
         raise ShapeError(f"{where(node)}: the running_mean / running_var outputs (training_mode=1) are not "
                          "supported in a training graph: the running statistics are updated in place")
-    x = node.inputs[0]
+    _checked(gb, node)
     for name, what in zip(node.inputs[:5], ("X", "scale", "B", "input_mean", "input_var")):
         _float32(node, gb.dtype(name), what)
-    if len(gb.shape(x)) < 2:
-        raise ShapeError(f"{where(node)}: X must be (N, C, ...), got shape {gb.shape(x)}")
     attrs = {"axis": 1, "naxes": 1, "epsilon": float_attr(node, "epsilon", 1e-5),
              "momentum": float_attr(node, "momentum", 0.9), "unbiased": 1}
     _emit_train(gb, node, list(node.inputs[:5]), attrs)
