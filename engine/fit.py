@@ -62,6 +62,9 @@ class TrainingMixin:
 
     def _get_trainer(self) -> Trainer:
         graph, trainable, state, key = self._training_parts()
+        if self._trainer is not None and self._trainer_key != key and self._trainer.same_values(graph, trainable, state):
+            self._trainer.load_values(graph)  # weights set from outside: same plans, new values
+            self._trainer_key = key
         if self._trainer is None or self._trainer_key != key:
             seed = self._seed if self._seed is not None else 1234
             self._trainer = Trainer(graph, trainable, state, self.loss, self.optimizer, seed)
@@ -197,7 +200,10 @@ class TrainingMixin:
         trainer = self._get_trainer()
         metrics = self._make_metrics(y, pred_shape)
         loss_mean = Mean(name="loss")
-        rng = np.random.default_rng(seed if seed is not None else self._seed)
+        # One generator per epoch from (seed, epoch): a run resumed at initial_epoch shuffles as
+        # the uninterrupted run did.
+        base = seed if seed is not None else (self._seed if self._seed is not None
+                                              else int(np.random.randint(1 << 31)))
         self.stop_training = False
         cb.on_train_begin({})
         logs: dict = {}
@@ -206,7 +212,7 @@ class TrainingMixin:
             loss_mean.reset_state()
             for m in metrics:
                 m.reset_state()
-            order = rng.permutation(n) if shuffle else None
+            order = np.random.default_rng([base, epoch]).permutation(n) if shuffle else None
             for b in range(steps):
                 idx = slice(b * batch_size % max(n, 1), min(n, b * batch_size % max(n, 1) + batch_size))
                 take = order[idx] if order is not None else np.arange(n)[idx]
@@ -234,8 +240,7 @@ class TrainingMixin:
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
-        cb.on_train_end(logs)
-        self._sync()
+        cb.on_train_end(logs)  # may set weights (EarlyStopping's best): the trainer reloads them
         return self.history
 
     def _make_metrics(self, y, pred_shape):
