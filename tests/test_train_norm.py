@@ -547,3 +547,26 @@ def test_nn_noise_layers_refuse_training(layer):
     model.to_graph()  # inference is fine
     with pytest.raises(UnsupportedOpError, match="training is not supported"):
         model.to_graph(training=True)
+
+
+# -- unsupported configurations: errors that name the node --------------------------------------
+
+def test_training_errors_name_the_node(rng):
+    x64 = rng.standard_normal((3, 4))
+    g = graph_of("Gather", {"ids": np.array([0, 1])}, {"w": x64}, {"axis": 0, "_order": ["w", "ids"]})
+    with pytest.raises(engine.DTypeError, match=r"node 'Gather:y' \(Gather\): training needs float32"):
+        vjp(g, {"ids": np.array([0, 1])}, ["w"], {"y": np.ones((2, 4), np.float32)})
+    for op in ("Softmax", "LayerNormalization"):
+        ws = {"s": np.ones(4)} if op == "LayerNormalization" else {}
+        g = graph_of(op, {"x": x64}, ws, {"axis": -1})
+        with pytest.raises(engine.DTypeError, match=f"node '{op}:y' .*training needs float32"):
+            vjp(g, {"x": x64}, [], {"y": np.ones((3, 4), np.float32)}, wrt_inputs=("x",))
+    x16 = np.ones((3, 4), np.float16)
+    with pytest.raises(engine.DTypeError, match="training dropout needs float32"):
+        vjp(dropout_graph(x16, 0.5), {"x": x16}, [], {"y": np.ones((3, 4), np.float32)}, wrt_inputs=("x",))
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises(ShapeError, match=r"node 'Dropout:y' \(Dropout\): noise_shape \[-1, 2\] does not broadcast"):
+        vjp(dropout_graph(x, 0.5, noise_shape=[-1, 2]), {"x": x}, [], {"y": x}, wrt_inputs=("x",))
+    with pytest.raises(UnsupportedOpError, match="non-adjacent axes"):
+        bn = nn.layers.BatchNormalization(axis=[1, 3], name="bn13")
+        nn.Sequential([nn.Input((2, 3, 4)), bn]).to_graph(training=True)
