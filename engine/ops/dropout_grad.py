@@ -134,8 +134,7 @@ def dropout_train_backward(gb, node, dys):
 
 @backward_rule("DropoutMul")
 def dropout_mul_backward(gb, node, dys):
-    x, m = node.inputs[:2]
-    return [gb.node("DropoutMul", [dys[0], m], base=f"grad/{node.outputs[0]}"), None, None]
+    return [gb.node("DropoutMul", [dys[0], node.inputs[1]], base=f"grad/{node.outputs[0]}"), None, None]
 
 
 # -- the training form of Dropout ---------------------------------------------------------------

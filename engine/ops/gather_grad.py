@@ -18,7 +18,7 @@ from .registry import TensorType, register
 # -- GatherGrad(dy, indices) -> d_data; attrs axis, shape (the data's shape) -----------------
 
 def gather_grad_type(node, ins):
-    dy, idx = ins
+    dy = ins[0]
     if dy.dtype != "float32":
         raise DTypeError(f"node '{node.name}' (GatherGrad): the gradient must be float32, got {dy.dtype}")
     shape = tuple(int(d) for d in node.attrs["shape"])
