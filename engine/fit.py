@@ -275,7 +275,7 @@ class TrainingMixin:
                 m.update_state(y[s], outs[0], sample_weight=bw if m._weighted else None)
             if callbacks is not None:
                 callbacks.on_test_batch_end(b, {"loss": loss_mean.result()})
-        return {"loss": loss_mean.result(), **{m.name: m.result() for m in metrics}}
+        return {"loss": float(loss_mean.result()), **{m.name: float(m.result()) for m in metrics}}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
