@@ -570,3 +570,30 @@ def test_training_errors_name_the_node(rng):
     with pytest.raises(UnsupportedOpError, match="non-adjacent axes"):
         bn = nn.layers.BatchNormalization(axis=[1, 3], name="bn13")
         nn.Sequential([nn.Input((2, 3, 4)), bn]).to_graph(training=True)
+
+
+def test_nn_normalization_trains_like_keras(rng):
+    """Three SGD steps of Dense -> BatchNormalization -> LayerNormalization -> Dense ->
+    BatchNormalization(axis=1) against Keras 3 (torch backend): every weight, the moving
+    statistics included."""
+    from keras_util import keras
+
+    def build(lib, layers, inp):
+        return lib.Sequential([inp, layers.Dense(8, name="d1"), layers.BatchNormalization(momentum=0.9, name="bn"),
+                               layers.LayerNormalization(name="ln"), layers.Dense(3, name="d2"),
+                               layers.BatchNormalization(axis=1, name="bn2")])
+    km = build(keras, keras.layers, keras.Input((5, 6)))
+    em = build(nn, nn.layers, nn.Input((5, 6)))
+    w = [rng.uniform(0.5, 1.5, v.shape) if "variance" in v.path else rng.normal(0, 0.5, v.shape) for v in km.weights]
+    w = [a.astype(np.float32) for a in w]
+    km.set_weights(w)
+    em.set_weights(w)
+    x = rng.standard_normal((4, 5, 6)).astype(np.float32)
+    y = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    km.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    em.compile(optimizer=engine.optimizers.SGD(0.1), loss="mse")
+    for _ in range(3):
+        lk, le = km.train_on_batch(x, y), em.train_on_batch(x, y)
+        np.testing.assert_allclose(le, lk, rtol=1e-5)
+    for v, a, b in zip(km.weights, km.get_weights(), em.get_weights()):
+        close(b, a, v.path, rtol=1e-5, atol=1e-6)
