@@ -417,3 +417,16 @@ def _leaves(outputs: list) -> list:
             seen.add(id(t))
             out.append(t)
     return out
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """Keras's load_model: a saved model (.engine, .h5, .keras, .onnx, ...) as an engine model
+    with predict / evaluate / fit (engine.load). custom_objects are refused: code found in a
+    model file never runs."""
+    from .. import load
+
+    if custom_objects:
+        raise EngineError("load_model: custom_objects are not supported (layers are rebuilt from their "
+                          "configs; custom code is never run)")
+    return load(filepath)
+
