@@ -33,6 +33,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     shape_ops,
     softmax,
     spatial,
+    spatial_grad,
 )
 from .registry import OPS, OpDef, get_op, register
 
