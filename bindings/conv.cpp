@@ -46,7 +46,8 @@ void init_conv(py::module_& m) {
 
   py::enum_<engine::FilterLayout>(m, "FilterLayout")
       .value("HWIO", engine::FilterLayout::HWIO)
-      .value("OIHW", engine::FilterLayout::OIHW);
+      .value("OIHW", engine::FilterLayout::OIHW)
+      .value("DataGrad", engine::FilterLayout::DataGrad);
 
   py::class_<engine::DynamicConv2D, engine::KernelState, std::shared_ptr<engine::DynamicConv2D>>(m, "DynamicConv2D")
       .def(py::init([](engine::Conv2DShape s, engine::FilterLayout layout) {

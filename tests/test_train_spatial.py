@@ -193,6 +193,51 @@ def test_finite_differences_float64():
         np.testing.assert_allclose(got[name], num, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+# The input gradient of a stride-1 conv runs on the forward kernels (FilterLayout.DataGrad):
+# (N, H, W, C, OC, KH, KW, dilations, pads, groups, the algorithm of that conv on AVX-512)
+DATA_GRAD_CASES = [
+    (1, 22, 21, 16, 24, 3, 3, (1, 1), (1, 1, 1, 1), 1, "winograd"),
+    (2, 9, 8, 20, 18, 3, 2, (2, 1), (2, 0, 1, 1), 1, "indirect"),     # dilation, asymmetric pads
+    (2, 6, 7, 12, 10, 1, 1, (1, 1), (0, 0, 0, 0), 2, "pointwise"),
+    (2, 9, 9, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1), 8, "depthwise"),
+    (2, 9, 9, 4, 8, 3, 3, (1, 1), (0, 1, 2, 1), 4, "im2col"),         # depthwise multiplier 2
+    (2, 7, 6, 9, 3, 3, 3, (1, 1), (0, 0, 0, 0), 1, "direct"),          # dy has 3 channels
+    (1, 8, 8, 6, 6, 3, 3, (1, 1), (1, 1, 1, 1), 3, "im2col"),
+]
+
+
+@pytest.mark.parametrize("case", DATA_GRAD_CASES, ids=lambda c: f"{c[-1]}_{c[1]}x{c[2]}x{c[3]}to{c[4]}_g{c[9]}")
+def test_conv2d_input_gradient_on_forward_kernels(case, isa):
+    from grad_helpers import run_step
+    from engine.ops.spatial_grad import data_grad_window
+    from engine.ops.spatial import Window2D, native_shape
+    N, H, W, C, OC, KH, KW, dil, pads, groups, algo = case
+    s = Window2D(N, H, W, C, KH, KW, 1, 1, dil[0], dil[1], *pads, OC=OC, groups=groups)
+    t = data_grad_window(s)
+    assert t is not None and (t.OH, t.OW, t.OC) == (H, W, C)
+    got_algo = _C.DynamicConv2D(native_shape(t), _C.FilterLayout.DataGrad).algorithm
+    if isa == "avx512":
+        assert got_algo == algo
+    rng = np.random.default_rng(12)
+    w, dy = f32(rng, KH, KW, C // groups, OC), f32(rng, N, s.OH, s.OW, OC)
+    want = run_step("conv2d_grad_input", [dy, w], [np.empty((N, H, W, C), np.float32)],
+                    [N, H, W, C, OC, KH, KW, 1, 1, dil[0], dil[1], *pads, groups, 0])[0]
+    g = Graph([Value("dy", dy.shape), Value("w", w.shape)], [Value("dx", (N, H, W, C))],
+              [Node("Conv2DGradInput", ["dy", "w"], ["dx"], {"conv": [N, H, W, C, OC, KH, KW, 1, 1, dil[0], dil[1],
+                                                                      *pads, groups]})], {})
+    plan, args = _plan(g, {"dy": dy, "w": w})
+    assert [step for _, _, step in plan.step_nodes] == ["conv2d_dynamic"]
+    close(plan.run(args, _C.ContextPool())[0], want, rtol=1e-4, atol=2e-5)  # winograd: ~1e-5 of the scale
+
+
+def test_conv2d_input_gradient_falls_back_to_the_scatter():
+    from engine.ops.spatial_grad import data_grad_window
+    from engine.ops.spatial import Window2D
+    assert data_grad_window(Window2D(1, 8, 8, 4, 3, 3, 2, 2, OC=4)) is None               # stride 2
+    assert data_grad_window(Window2D(1, 8, 8, 4, 1, 1, pad_top=1, OC=4)) is None          # pad past the kernel
+    run_conv_case((1, 6, 6, 4, 5, 1, 1, (1, 1), (1, 1), (1, 0, 0, 1), 1), seed=13)
+
+
 # -- NHWC pooling --------------------------------------------------------------------------------
 
 def torch_pool_ref(x, k, s, d, pads, is_max, ceil, include_pad):

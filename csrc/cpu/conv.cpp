@@ -541,7 +541,10 @@ void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index
 
 DynamicConv2D::DynamicConv2D(const Conv2DShape& shape, FilterLayout layout)
     : shape_(shape), layout_(layout), plan_(new ConvLayout(shape)) {
-  ENGINE_CHECK(layout == FilterLayout::HWIO || layout == FilterLayout::OIHW, "conv2d: unknown filter layout");
+  ENGINE_CHECK(layout == FilterLayout::HWIO || layout == FilterLayout::OIHW || layout == FilterLayout::DataGrad,
+               "conv2d: unknown filter layout " + s(static_cast<index_t>(layout)));
+  if (layout == FilterLayout::DataGrad)
+    ENGINE_CHECK(shape.stride_h == 1 && shape.stride_w == 1, "conv2d: a DataGrad filter needs stride 1");
 }
 DynamicConv2D::~DynamicConv2D() = default;
 
@@ -552,7 +555,7 @@ size_t filter_floats(const Conv2DShape& s) { return static_cast<size_t>(s.KH * s
 }  // namespace
 
 size_t DynamicConv2D::workspace_floats() const {
-  const size_t hwio = layout_ == FilterLayout::OIHW ? align16(filter_floats(shape_)) : 0;
+  const size_t hwio = layout_ != FilterLayout::HWIO ? align16(filter_floats(shape_)) : 0;
   return 16 + hwio + align16(plan_->w_floats()) + plan_->bias_floats();
 }
 
@@ -574,6 +577,22 @@ void DynamicConv2D::run(float* y, const float* x, const float* filter, const flo
         const float* src = filter + ci * taps + tap;
         float* dst = t + r * OC;
         for (index_t o = 0; o < OC; ++o) dst[o] = src[o * cg * taps];
+      }
+    });
+    hwio = t;
+    ws += align16(filter_floats(sh));
+  } else if (layout_ == FilterLayout::DataGrad) {
+    // The forward filter KH×KW×fc×C (fc = OC/G, its input channels per group) -> this conv's
+    // KH×KW×(C/G)×OC: W'[kh][kw][o][j·fc + ci] = W[KH-1-kh][KW-1-kw][ci][j·og + o], og = C/G.
+    const index_t taps = sh.KH * sh.KW, G = sh.groups, og = sh.C / G, fc = sh.OC / G, C = sh.C, OC = sh.OC;
+    float* t = ws;
+    parallel_for(taps * og, std::max<index_t>(1, 4096 / std::max<index_t>(1, OC)), [&](std::int64_t r0, std::int64_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const index_t tap = r / og, o = r % og;
+        const float* src = filter + (taps - 1 - tap) * fc * C;  // the tap mirrored in both axes
+        float* dst = t + r * OC;
+        for (index_t j = 0; j < G; ++j)
+          for (index_t ci = 0; ci < fc; ++ci) dst[j * fc + ci] = src[ci * C + j * og + o];
       }
     });
     hwio = t;

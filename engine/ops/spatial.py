@@ -215,12 +215,13 @@ def native_shape(window):
 
 
 def conv2d_dynamic(ctx, s, x, w, b, res, y, layout="HWIO", act=(0, 0.0, 0.0), pool=(0, 0)):
-    """y = act(conv(x) + b + res) with a filter read when the step runs (`layout` "HWIO" or
-    "OIHW"): the conv2d_dynamic step packs it on every call into per-context scratch and runs
-    the kernels of the packed path. s: the Window2D; b, res: "" when absent."""
+    """y = act(conv(x) + b + res) with a filter read when the step runs (`layout` "HWIO",
+    "OIHW" or "DataGrad", see engine/conv.h): the conv2d_dynamic step packs it on every call
+    into per-context scratch and runs the kernels of the packed path. s: the Window2D; b, res:
+    "" when absent."""
     from .. import _C
 
-    code = {"HWIO": _C.FilterLayout.HWIO, "OIHW": _C.FilterLayout.OIHW}[layout]
+    code = {"HWIO": _C.FilterLayout.HWIO, "OIHW": _C.FilterLayout.OIHW, "DataGrad": _C.FilterLayout.DataGrad}[layout]
     ws_floats = _C.DynamicConv2D(native_shape(s), code).workspace_floats
     ws = ctx.scratch((ws_floats,), "float32")
     ctx.kernel("conv2d_dynamic", [x, w, b, res, ws], [y],

@@ -8,6 +8,11 @@ nchw_pool.py), 1-D and 2-D: Conv (groups), ConvTranspose, MaxPool (Y; Indices ha
 AveragePool, GlobalAveragePool, GlobalMaxPool; their gradients are the same native steps on
 NHWC views: tensors are transposed (or, when C or H·W is 1, only reshaped) around them.
 
+The input gradient of a stride-1 conv is itself a conv of dy (the filter flipped and
+transposed per group), so it runs on the forward kernels (winograd, indirect, pointwise,
+depthwise) through conv2d_dynamic with the DataGrad filter layout; other strides use the
+conv2d_grad_input step.
+
 A Conv2D whose fused activation's derivative needs the pre-activation (gelu, silu, elu, ...)
 is split in training graphs (training form) into the Conv2D and an Activation node, so the
 derivative reads the conv's output; relu, sigmoid, tanh and the other activations whose
@@ -30,7 +35,7 @@ from .nchw import _channels, conv_transpose_window, conv_window
 from .nchw_pool import pool_window
 from .nchw_window import int_attr
 from .registry import TensorType, register
-from .spatial import Window2D, conv_params, pool_params
+from .spatial import Window2D, conv2d_dynamic, conv_params, pool_params
 
 # -- grad-only ops ---------------------------------------------------------------------------
 #
@@ -72,9 +77,28 @@ def conv_grad_input_type(node, ins):
     return [TensorType((c[0], c[1], c[2], c[3]), "float32")]
 
 
+def data_grad_window(s: Window2D):
+    """The stride-1 conv of dy that gives dx for the conv `s` (dy correlated with the filter
+    flipped and transposed per group: FilterLayout.DataGrad), or None where there is none
+    (strides, or padding beyond the kernel's extent)."""
+    if s.stride_h != 1 or s.stride_w != 1:
+        return None
+    eh, ew = (s.KH - 1) * s.dil_h, (s.KW - 1) * s.dil_w
+    pads = (eh - s.pad_top, ew - s.pad_left, eh - s.pad_bottom, ew - s.pad_right)
+    if min(pads) < 0:
+        return None
+    t = Window2D(s.N, s.OH, s.OW, s.OC, s.KH, s.KW, 1, 1, s.dil_h, s.dil_w, *pads, OC=s.C, groups=s.groups)
+    return t if (t.OH, t.OW) == (s.H, s.W) else None
+
+
 def conv_grad_input_lower(ctx, node):
     c = _ints(node, "conv", 16)
-    if c[0]:
+    if not c[0]:
+        return
+    t = data_grad_window(_window(c))
+    if t is not None:  # the forward kernels (winograd, indirect, ...) on dy: faster than the scatter
+        conv2d_dynamic(ctx, t, node.inputs[0], node.inputs[1], "", "", node.outputs[0], "DataGrad")
+    else:
         ctx.kernel("conv2d_grad_input", node.inputs[:2], node.outputs[:1], ints=c + [0])
 
 

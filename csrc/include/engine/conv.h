@@ -45,9 +45,12 @@ class PackedConv2D : public KernelState {
   std::unique_ptr<Impl> impl_;
 };
 
-// How a DynamicConv2D's filter is laid out: HWIO (Keras, KH×KW×(C/groups)×OC) or OIHW
-// (ONNX / torch, OC×(C/groups)×KH×KW).
-enum class FilterLayout : int { HWIO = 0, OIHW = 1 };
+// How a DynamicConv2D's filter is laid out: HWIO (Keras, KH×KW×(C/groups)×OC), OIHW (ONNX /
+// torch, OC×(C/groups)×KH×KW), or DataGrad: the HWIO filter of the stride-1 convolution whose
+// input gradient this one computes (KH×KW×(OC/groups)×C: that conv's input has this one's OC
+// channels); this conv then correlates its input (that conv's output gradient) with the filter
+// flipped in space and transposed within each group.
+enum class FilterLayout : int { HWIO = 0, OIHW = 1, DataGrad = 2 };
 
 // A convolution whose filter and bias are read when it runs: weights an optimizer updates
 // between calls. The algorithm is chosen from the shape as PackedConv2D chooses it (the same

@@ -8,7 +8,8 @@
 //                     call into the workspace, then the kernels of conv2d.
 //                     in [x, filter, bias | -1, residual | -1, workspace], out [y];
 //                     ints [N, H, W, C, OC, KH, KW, stride_h, stride_w, dil_h, dil_w, pad_top,
-//                     pad_left, pad_bottom, pad_right, groups, layout (0 HWIO, 1 OIHW), act,
+//                     pad_left, pad_bottom, pad_right, groups, layout (0 HWIO, 1 OIHW,
+//                     2 DataGrad: the input gradient of a stride-1 conv, engine/conv.h), act,
 //                     pool_h, pool_w, workspace floats] (+ [channel offset, channels per pixel
 //                     of y] as conv2d); floats [act_alpha, act_beta]. The workspace (float32,
 //                     at least DynamicConv2D::workspace_floats(); per execution context) is
@@ -59,8 +60,8 @@ StepFn conv2d_dynamic(const StepSpec& s) {
   const index_t batch = c.N;
   ENGINE_CHECK(batch >= 0, "conv2d_dynamic: negative batch");
   c.N = std::max<index_t>(1, batch);  // the layout does not depend on the batch (which may be 0)
-  ENGINE_CHECK(s.i(16) == 0 || s.i(16) == 1, "conv2d_dynamic: layout must be 0 (HWIO) or 1 (OIHW), got " +
-                                                 std::to_string(s.i(16)));
+  ENGINE_CHECK(s.i(16) >= 0 && s.i(16) <= 2, "conv2d_dynamic: layout must be 0 (HWIO), 1 (OIHW) or 2 (DataGrad), got " +
+                                                std::to_string(s.i(16)));
   ENGINE_CHECK(s.i(17) >= 0 && s.i(17) <= static_cast<std::int64_t>(Act::Identity), "conv2d_dynamic: bad activation code");
   const Act act = static_cast<Act>(s.i(17));
   const index_t ph = s.i(18), pw = s.i(19);
