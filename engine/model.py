@@ -23,6 +23,7 @@ import numpy as np
 from . import _C, dtypes
 from .errors import DTypeError, EngineError, ShapeError
 from .graph import Graph
+from .model_training import LoadedModelTraining
 from .passes import optimize, symbolic_shapes
 from .runtime.dynamic import SegmentedPlan, is_dynamic
 from .ops.registry import ValueNeeded
@@ -52,7 +53,7 @@ class _Compiled:
         self.value_inputs: tuple = ()  # indices of inputs whose values are part of a plan's key
 
 
-class Model:
+class Model(LoadedModelTraining):
     def __init__(self, graph: Graph, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE, optimize: bool = True):
         graph.validate()
         self._optimize = optimize
