@@ -395,13 +395,20 @@ def test_onnx_conv_backward(case):
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     conv = F.conv2d if len(kernel) == 2 else F.conv1d
     ty = conv(pad_nchw(tx, begin, end), tw, tb, stride=st, dilation=dl, groups=group)
+    check_onnx_layer("Conv", attrs, {"x": (x, tx), "w": (w, tw), "b": (b, tb)}, ty, rng)
+
+
+def check_onnx_layer(op, attrs, arrays, ty, rng):
+    """The node op(x, w, b) against torch's ty computed from the tensors in arrays
+    ({name: (array, tensor)}): forward, then every gradient."""
+    x = arrays["x"][0]
     dy = f32(rng, *ty.shape)
-    g = Graph([Value("x", (None,) + xs[1:])], [Value("y", (None,) + tuple(ty.shape[1:]))],
-              [Node("Conv", ["x", "w", "b"], ["y"], attrs)], {"w": w, "b": b})
+    g = Graph([Value("x", (None,) + x.shape[1:])], [Value("y", (None,) + tuple(ty.shape[1:]))],
+              [Node(op, ["x", "w", "b"], ["y"], attrs)], {k: arrays[k][0] for k in ("w", "b")})
     np.testing.assert_allclose(engine.Model(g).run(None, {"x": x})[0], ty.detach().numpy(), rtol=1e-4, atol=1e-4)
     got = vjp(g, {"x": x}, ["w", "b"], {"y": dy}, wrt_inputs=("x",))
     ty.backward(torch.tensor(dy))
-    for k, t in (("x", tx), ("w", tw), ("b", tb)):
+    for k, (_, t) in arrays.items():
         close(got[k], t.grad, k)
 
 
@@ -426,15 +433,7 @@ def test_onnx_conv_transpose_backward(case):
               groups=group, dilation=attrs.get("dilations", 1))
     sl = [slice(None), slice(None)] + [slice(pb, full.shape[2 + i] - pe) for i, (pb, pe) in
                                        enumerate(zip(pads[:nd], pads[nd:]))]
-    ty = full[tuple(sl)]
-    dy = f32(rng, *ty.shape)
-    g = Graph([Value("x", (None,) + xs[1:])], [Value("y", (None,) + tuple(ty.shape[1:]))],
-              [Node("ConvTranspose", ["x", "w", "b"], ["y"], attrs)], {"w": w, "b": b})
-    np.testing.assert_allclose(engine.Model(g).run(None, {"x": x})[0], ty.detach().numpy(), rtol=1e-4, atol=1e-4)
-    got = vjp(g, {"x": x}, ["w", "b"], {"y": dy}, wrt_inputs=("x",))
-    ty.backward(torch.tensor(dy))
-    for k, t in (("x", tx), ("w", tw), ("b", tb)):
-        close(got[k], t.grad, k)
+    check_onnx_layer("ConvTranspose", attrs, {"x": (x, tx), "w": (w, tw), "b": (b, tb)}, full[tuple(sl)], rng)
 
 
 # (x shape, attrs)

@@ -183,16 +183,17 @@ def _needs_pre_activation(node) -> bool:
 @training_form("Conv2D")
 def conv2d_training(gb, node):
     """A fused activation whose derivative reads the pre-activation runs after the conv, as an
-    Activation node (the derivative then reads the conv's output); others stay fused."""
+    Activation node (whose rule reads the conv's output); others stay fused (as Dense)."""
+    gb._names.add(node.name)
     if "maxpool" in node.attrs or not _needs_pre_activation(node):
-        gb._names.add(node.name)
         gb.add(Node(node.op, list(node.inputs), list(node.outputs), dict(node.attrs), node.name))
         return
-    y = node.outputs[0]
     act_keys = ("activation", "activation_alpha", "activation_beta")
-    attrs = {k: v for k, v in node.attrs.items() if k not in act_keys}
-    z = gb.node("Conv2D", list(node.inputs), [gb.fresh(f"{y}/linear")], attrs)[0]
-    gb.node("Activation", [z], [y], attrs={k: node.attrs[k] for k in act_keys if k in node.attrs})
+    pre = gb.fresh(f"{node.outputs[0]}/linear")
+    gb.add(Node("Conv2D", list(node.inputs), [pre], {k: v for k, v in node.attrs.items() if k not in act_keys},
+                node.name))
+    gb.add(Node("Activation", [pre], list(node.outputs), {k: v for k, v in node.attrs.items() if k in act_keys},
+                gb.fresh(f"{node.name}/activation")))
 
 
 def _float32(gb, node, names):
@@ -339,13 +340,18 @@ def _window2d(win, n, c, oc=0, groups=1, ceil=False, include_pad=False) -> Windo
                     count_include_pad=include_pad)
 
 
-@backward_rule("Conv")
-def onnx_conv_backward(gb, node, dys):
+def _onnx_conv_parts(gb, node, transposed):
+    """(x, w, b, x's shape, w's shape, (C, OC, group)) of an ONNX Conv / ConvTranspose node."""
     x, w = node.inputs[:2]
     b = node.inputs[2] if len(node.inputs) > 2 else ""
-    _nchw_check(gb, node, x, "convolutions")
+    _nchw_check(gb, node, x, "transposed convolutions" if transposed else "convolutions")
     xs, ws = gb.shape(x), gb.shape(w)
-    _, oc, group = _channels(node, xs, ws, transposed=False)
+    return x, w, b, xs, ws, _channels(node, xs, ws, transposed=transposed)
+
+
+@backward_rule("Conv")
+def onnx_conv_backward(gb, node, dys):
+    x, w, b, xs, ws, (_, oc, group) = _onnx_conv_parts(gb, node, False)
     s = _window2d(conv_window(node, xs, ws), xs[0], xs[1], oc, group)
     base = f"grad/{node.outputs[0]}"
     want = _wanted(gb, x, w, b)
@@ -365,11 +371,7 @@ def onnx_conv_transpose_backward(gb, node, dys):
     # y = ConvTranspose(x, w) is the input gradient of the conv that maps y's shape to x's with
     # the same window (its filter HWIO: w transposed (2, 3, 1, 0)): so dx = that conv of dy,
     # and dw its filter gradient with x in the role of its output gradient.
-    x, w = node.inputs[:2]
-    b = node.inputs[2] if len(node.inputs) > 2 else ""
-    _nchw_check(gb, node, x, "transposed convolutions")
-    xs, ws = gb.shape(x), gb.shape(w)
-    c_in, oc, group = _channels(node, xs, ws, transposed=True)
+    x, w, b, xs, ws, (c_in, oc, group) = _onnx_conv_parts(gb, node, True)
     win = conv_transpose_window(node, xs, ws)
     if min(win.pads_begin + win.pads_end) < 0:
         raise GraphError(f"node '{node.name}' (ConvTranspose): an output grown past the full transposed "
