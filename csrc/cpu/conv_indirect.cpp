@@ -73,22 +73,28 @@ IndirectConv::IndirectConv(const Conv2DShape& s) : s_(s) {
 
 void IndirectConv::pack(float* w, float* bias_out, const float* filter, const float* bias) const {
   const Conv2DShape& s = s_;
-  const index_t K = taps_ * depth_;
-  // Panel p in the kernel's order (block c0, tap, float c of the tap): HWIO row tap·depth + c
-  // (a filter row's KW·C floats are contiguous in HWIO too), columns [32p, 32p + 32).
-  parallel_for(np_, std::max<index_t>(1, (1 << 15) / std::max<index_t>(1, K * NR)), [&](std::int64_t p0, std::int64_t p1) {
-    for (index_t p = p0; p < p1; ++p) {
-      const index_t j0 = p * NR, nj = std::min<index_t>(NR, s.OC - j0);
-      float* d = w + p * K * NR;
-      for (index_t c0 = 0; c0 < depth_; c0 += cb_)
-        for (index_t tap = 0; tap < taps_; ++tap)
-          for (index_t c = c0; c < std::min(depth_, c0 + cb_); ++c, d += NR) {
-            std::memcpy(d, filter + (tap * depth_ + c) * s.OC + j0, nj * sizeof(float));
-            std::fill(d + nj, d + NR, 0.f);
-          }
-      for (index_t j = 0; j < NR; ++j) bias_out[j0 + j] = bias && j < nj ? bias[j0 + j] : 0.f;
+  const index_t K = taps_ * depth_, OC = s.OC, full = OC / NR;  // panels with 32 real channels
+  // Panel p holds, in the kernel's order (block c0, tap, float c of the tap), HWIO row
+  // tap·depth + c (a filter row's KW·C floats are contiguous in HWIO too), columns
+  // [32p, 32p + 32). The filter is read row by row (in order: one stream) and each row is
+  // scattered over the panels.
+  parallel_for(K, std::max<index_t>(1, (1 << 14) / std::max<index_t>(1, OC)), [&](std::int64_t r0, std::int64_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t tap = r / depth_, c = r % depth_, c0 = c / cb_ * cb_;
+      const index_t cbl = std::min(cb_, depth_ - c0);
+      const index_t k = c0 * taps_ + tap * cbl + (c - c0);  // the row's place in every panel
+      const float* src = filter + r * OC;
+      float* d = w + k * NR;
+      for (index_t p = 0; p < full; ++p) std::memcpy(d + p * K * NR, src + p * NR, NR * sizeof(float));
+      if (full < np_) {
+        const index_t nj = OC - full * NR;
+        float* dp = d + full * K * NR;
+        std::memcpy(dp, src + full * NR, nj * sizeof(float));
+        std::fill(dp + nj, dp + NR, 0.f);
+      }
     }
   });
+  for (index_t j = 0; j < np_ * NR; ++j) bias_out[j] = bias && j < OC ? bias[j] : 0.f;
 }
 
 void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act,
