@@ -154,6 +154,17 @@ def test_conv2d_backward_weights_only_and_bias_only():
     close(got["b"], dy.sum(axis=(0, 1, 2)), "db")
 
 
+def test_empty_batch():
+    rng = np.random.default_rng(14)
+    w, b = f32(rng, 3, 3, 4, 5), f32(rng, 5)
+    g = Graph([Value("x", (None, 6, 6, 4))], [Value("y", (None, 2, 2, 5))],
+              [Node("Conv2D", ["x", "w", "b"], ["p"], {"activation": "relu"}),
+               Node("MaxPool2D", ["p"], ["y"], {})], {"w": w, "b": b})
+    got = vjp(g, {"x": np.zeros((0, 6, 6, 4), np.float32)}, ["w", "b"], {"y": np.zeros((0, 2, 2, 5), np.float32)},
+              wrt_inputs=("x",))
+    assert got["x"].shape == (0, 6, 6, 4) and not got["w"].any() and not got["b"].any()
+
+
 def test_conv2d_fused_maxpool_has_no_backward():
     rng = np.random.default_rng(0)
     g = Graph([Value("x", (None, 8, 8, 2))], [Value("y", (None, 3, 3, 4))],

@@ -267,6 +267,8 @@ def pool_type(node, ins):
 def _pool_lower(is_max):
     def lower(ctx, node):
         s = pool_params(node, ctx.shape(node.inputs[0]))
+        if s.N == 0:  # an empty batch: nothing to write
+            return
         ctx.kernel("pool2d", node.inputs[:1], node.outputs,
                    ints=[int(is_max), s.N, s.H, s.W, s.C, s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h,
                          s.dil_w, s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, int(s.ceil_mode),
