@@ -763,3 +763,53 @@ def test_nn_conv3d_training_graph_uses_nodes():
     rng = np.random.default_rng(4)
     with pytest.raises(NoGradientError, match="1-D and 2-D"):
         _train_grads(m, f32(rng, 1, 4, 4, 4, 2), f32(rng, 1, 3, 3, 3, 3))
+
+
+# -- against Keras 3 (torch backend): the gradients of every conv / pool layer ----------------
+
+KERAS_LAYERS = [
+    ((11, 4), lambda L: L.Conv1D(5, 3, padding="same", dilation_rate=2, activation="gelu")),
+    ((12, 3), lambda L: L.Conv1D(4, 4, strides=3, padding="causal")),
+    ((9, 8, 3), lambda L: L.Conv2D(6, (3, 2), strides=2, padding="same", activation="relu")),
+    ((8, 7, 4), lambda L: L.Conv2D(8, 3, groups=2, dilation_rate=(1, 2), activation="swish")),
+    ((10, 3), lambda L: L.DepthwiseConv1D(3, depth_multiplier=2, padding="same")),
+    ((8, 9, 3), lambda L: L.DepthwiseConv2D((3, 3), strides=2, activation="relu6")),
+    ((11, 4), lambda L: L.SeparableConv1D(5, 3, padding="same", activation="tanh")),
+    ((7, 6, 3), lambda L: L.SeparableConv2D(4, 3, depth_multiplier=2, padding="same")),
+    ((6, 3), lambda L: L.Conv1DTranspose(4, 3, strides=2, padding="same")),
+    ((5, 4, 3), lambda L: L.Conv2DTranspose(5, 3, strides=2, padding="same", activation="relu")),
+    ((5, 4, 2), lambda L: L.Conv2DTranspose(3, (2, 3), strides=(2, 1), padding="valid", output_padding=(1, 0))),
+    ((11, 3), lambda L: L.MaxPooling1D(3, strides=2, padding="same")),
+    ((9, 7, 3), lambda L: L.AveragePooling2D(3, strides=2, padding="same")),
+    ((9, 7, 3), lambda L: L.MaxPooling2D((2, 3))),
+    ((7, 3), lambda L: L.GlobalMaxPooling1D()),
+    ((5, 4, 3), lambda L: L.GlobalMaxPooling2D(keepdims=True)),
+    ((3, 4, 2, 3), lambda L: L.GlobalAveragePooling3D()),
+]
+
+
+@pytest.mark.parametrize("shape,make", KERAS_LAYERS, ids=lambda v: "" if callable(v) else "x".join(map(str, v)))
+def test_nn_layers_train_like_keras(shape, make):
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip("needs Keras on the torch backend")
+    rng = np.random.default_rng(15)
+    klayer = make(keras.layers)
+    kmodel = keras.Sequential([keras.Input(shape), klayer])
+    weights = [rng.normal(0, 0.5, tuple(v.shape)).astype(np.float32) for v in kmodel.weights]
+    kmodel.set_weights(weights)
+    x = f32(rng, 2, *shape)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = kmodel(tx)
+    dy = f32(rng, *ty.shape)
+    (ty * torch.tensor(dy)).sum().backward()
+
+    layer = make(nn)
+    model = nn.Sequential([nn.Input(shape), layer])
+    model.set_weights(weights)
+    got, g = _train_grads(model, x, dy)
+    close(got[g.inputs[0].name], tx.grad, "x")
+    for name, v in zip(layer.weight_names, kmodel.weights):
+        close(got[f"{layer.name}/{name}"], v.value.grad, name)

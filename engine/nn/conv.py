@@ -135,7 +135,10 @@ class _Conv(Layer):
                 x = g.node("Pad", [x, pads], f"{out}/causal")
                 padding = "valid"
             x4 = g.node("Unsqueeze", [x, _axes(g, f"{out}/h", [1])], f"{out}/nhwc")
-            k4 = weight_view(g, kernel, f"{out}/kernel2d", (1,) + g.weights[kernel].shape)
+            if g.training:  # the kernel may itself be a node (a depthwise conv's grouped kernel)
+                k4 = g.node("Unsqueeze", [kernel, _axes(g, f"{out}/kh", [0])], f"{out}/kernel2d")
+            else:
+                k4 = g.const(f"{out}/kernel2d", g.weights[kernel].reshape((1,) + g.weights[kernel].shape))
             attrs = self._conv2d_attrs((1,) + self.strides, (1,) + self.dilation_rate, padding, groups)
             y4 = emit_with_activation(g, "Conv2D", [x4, k4] + ins[1:], f"{out}/conv2d", attrs, act)
             return g.node("Squeeze", [y4, _axes(g, f"{out}/sq", [1])], out)
