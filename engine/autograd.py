@@ -35,6 +35,7 @@ from .graph import Graph, Node, Value
 from .ops import get_op
 from .ops.grad_registry import BACKWARD, TRAINING_FORMS, backward_rule, training_form  # noqa: F401
 from .ops.registry import Tensor, TensorType
+from .passes.shapes import _as_type, _foldable
 
 
 
@@ -117,6 +118,10 @@ class GradBuilder:
         for name, t in zip(node.outputs, outs):
             if name:
                 self.types[name] = t
+        if _foldable(op, ins, outs):  # values fixed by the shapes (Shape -> Slice chains)
+            for name, v, t in zip(node.outputs, op.evaluate(node, ins), outs):
+                if name:
+                    self.values[name] = _as_type(v, t, node)
         if any(i in self.requires for i in node.inputs if i):
             self.requires.update(o for o in node.outputs if o)
         self.nodes.append(node)
