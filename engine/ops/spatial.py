@@ -303,9 +303,11 @@ def gap_lower(ctx, node):
         ctx.kernel("reduce", node.inputs[:1], node.outputs, ints=[2, n, hw, c])  # ReduceMax over hw
 
 
-# GlobalAveragePool2D / GlobalMaxPool2D(x NHWC, or channels-last of any rank (N, ..., C)) ->
-# the mean / maximum over every spatial position: (N, C), or (N, 1, ..., 1, C) with keepdims.
-# (engine.nn's global max poolings emit GlobalMaxPool2D in training graphs: its gradient is one
-# native step.)
-register("GlobalAveragePool2D", gap_type, gap_lower, check=lambda node: _flag(node, "keepdims"))
-register("GlobalMaxPool2D", gap_type, gap_lower, check=lambda node: _flag(node, "keepdims"))
+def gap_check(node):
+    _flag(node, "keepdims")
+
+
+# GlobalAveragePool2D(x NHWC, or channels-last of any rank (N, ..., C)) -> the mean over every
+# spatial position: (N, C), or (N, 1, ..., 1, C) with keepdims. (GlobalMaxPool2D, the same
+# with the maximum, is registered with the training ops in spatial_grad.py.)
+register("GlobalAveragePool2D", gap_type, gap_lower, check=gap_check)

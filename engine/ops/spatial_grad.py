@@ -3,7 +3,8 @@ native steps conv2d_grad_input, conv2d_grad_weight, pool2d_grad, global_pool_gra
 docs/training.md). float32.
 
 NHWC ops (engine/ops/spatial.py): Conv2D (filter HWIO, bias, fused activation, residual),
-MaxPool2D, AvgPool2D, GlobalAveragePool2D, GlobalMaxPool2D. ONNX ops over NCHW (nchw.py,
+MaxPool2D, AvgPool2D, GlobalAveragePool2D, and GlobalMaxPool2D (registered here: engine.nn's
+global max poolings emit it in training graphs). ONNX ops over NCHW (nchw.py,
 nchw_pool.py), 1-D and 2-D: Conv (groups), ConvTranspose, MaxPool (Y; Indices has no gradient),
 AveragePool, GlobalAveragePool, GlobalMaxPool; their gradients are the same native steps on
 NHWC views: tensors are transposed (or, when C or H·W is 1, only reshaped) around them.
@@ -35,7 +36,7 @@ from .nchw import _channels, conv_transpose_window, conv_window
 from .nchw_pool import pool_window
 from .nchw_window import int_attr
 from .registry import TensorType, register
-from .spatial import Window2D, conv2d_dynamic, conv_params, pool_params
+from .spatial import Window2D, conv2d_dynamic, conv_params, gap_check, gap_lower, gap_type, pool_params
 
 # -- grad-only ops ---------------------------------------------------------------------------
 #
@@ -171,6 +172,17 @@ def global_pool_grad_lower(ctx, node):
 
 
 register("GlobalPoolGrad", global_pool_grad_type, global_pool_grad_lower)
+
+
+# GlobalMaxPool2D(x channels-last, (N, ..., C)) -> the maximum over every spatial position,
+# (N, C) or with keepdims (N, 1, ..., 1, C): what engine.nn's global max poolings emit in
+# training graphs (inference graphs keep ReduceMax), so that the gradient is one native step
+# (shared by tied maxima, as Keras's reduce_max).
+def global_max_type(node, ins):
+    return gap_type(node, ins)
+
+
+register("GlobalMaxPool2D", global_max_type, gap_lower, check=gap_check)
 
 
 # -- Conv2D (NHWC) -------------------------------------------------------------------------------
