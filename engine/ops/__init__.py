@@ -37,6 +37,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     softmax,
     softmax_grad,
     spatial,
+    spatial_grad,
 )
 from .registry import OPS, OpDef, get_op, register
 
