@@ -41,6 +41,19 @@ def test_mlp_learns_digits(digits):
     assert math.isfinite(loss) and loss < 0.3
 
 
+def test_cnn_learns_digits(digits):
+    from engine.nn import Conv2D, Flatten, MaxPooling2D
+
+    xt, xv, yt, yv = digits
+    engine.nn.set_random_seed(0)
+    m = Sequential([Input((8, 8, 1)), Conv2D(32, (3, 3), activation="relu"), MaxPooling2D((2, 2)), Flatten(),
+                    Dense(64, activation="relu"), Dense(10, activation="softmax")])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    m.fit(xt.reshape(-1, 8, 8, 1), yt, epochs=20, batch_size=32, verbose=0, seed=0)
+    _, acc = m.evaluate(xv.reshape(-1, 8, 8, 1), yv, verbose=0)
+    assert acc >= 0.97
+
+
 def test_one_hot_labels_and_validation_split(digits):
     xt, _, yt, _ = digits
     m = mlp()
