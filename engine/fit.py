@@ -62,6 +62,8 @@ class TrainingMixin:
             raise TrainingError(f"{self._train_name()}: call compile() before {what}()")
 
     def _get_trainer(self) -> Trainer:
+        if self._trainer is not None and self._trainer_key == self._training_parts(key_only=True):
+            return self._trainer  # nothing changed the weights from outside since the last step
         graph, trainable, state, key = self._training_parts()
         if self._trainer is not None and self._trainer_key != key and self._trainer.same_values(graph, trainable, state):
             self._trainer.load_values(graph)  # weights set from outside: same plans, new values
@@ -72,8 +74,15 @@ class TrainingMixin:
             self._trainer_key = key
         return self._trainer
 
+    def _flush_training(self) -> None:
+        """Write back values trained since the last write-back (train_on_batch defers it to the
+        next read of the weights, so a loop of train_on_batch copies nothing per step)."""
+        if self.__dict__.get("_dirty"):
+            self._sync()
+
     def _sync(self) -> None:
         """Write the trained values back to the model (after each epoch and at the end)."""
+        self._dirty = False
         if self._trainer is not None:
             self._store_values(self._trainer.values)
             self._trainer_key = self._training_parts(key_only=True)
@@ -149,11 +158,16 @@ class TrainingMixin:
         return None if w is None else np.ascontiguousarray(w)
 
     def _pred_shape(self, feeds: dict) -> tuple:
-        graph, _ = self._eval_parts()
-        from .passes.shapes import infer
-        one = {k: (1,) + v.shape[1:] for k, v in feeds.items()}
-        t = infer(graph, one, input_dtypes={k: str(v.dtype) for k, v in feeds.items()}).types
-        return t[graph.outputs[0].name].shape
+        """The output's shape for one sample of these inputs (cached per input signature)."""
+        key = (tuple((k, v.shape[1:], str(v.dtype)) for k, v in feeds.items()), self._architecture())
+        cache = self.__dict__.setdefault("_pred_shapes", {})
+        if key not in cache:
+            graph, _ = self._eval_parts()
+            from .passes.shapes import infer
+            one = {k: (1,) + v.shape[1:] for k, v in feeds.items()}
+            t = infer(graph, one, input_dtypes={k: str(v.dtype) for k, v in feeds.items()}).types
+            cache[key] = t[graph.outputs[0].name].shape
+        return cache[key]
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
@@ -308,7 +322,7 @@ class TrainingMixin:
         yy = self._targets(y, n, pred_shape)
         w = self._weights(sample_weight, class_weight, yy, n)
         loss, outs = self._get_trainer().train_batch(feeds, yy, w)
-        self._sync()
+        self._dirty = True  # written back when the weights are next read
         logs = {"loss": loss}
         for m in self._make_metrics(yy, pred_shape):
             m.update_state(yy, outs[0], sample_weight=w if m._weighted else None)

@@ -104,6 +104,7 @@ class Model(LoadedModelTraining):
         onnxruntime's order, `run(None, feeds)` or `run(["y"], feeds)`, returns a list in
         the order asked, as onnxruntime does.
         """
+        self._flush_training()
         ort_style = input_feed is not None or (isinstance(output_names, dict) and not isinstance(feeds, dict))
         if ort_style:
             names, feeds = feeds, (input_feed if input_feed is not None else output_names)
@@ -140,6 +141,7 @@ class Model(LoadedModelTraining):
         Returns an array (one output) or a list of arrays in output order.
 
         With batch_size, runs the inputs in slices of that many rows and concatenates."""
+        self._flush_training()
         if batch_size is None and type(x) is np.ndarray and len(self.outputs) == 1:
             # Fast path: a cached plan exists for exactly this shape (validated when the plan
             # was made), so a contiguous float32 array needs no further checks.
@@ -260,6 +262,7 @@ class Model(LoadedModelTraining):
 
     def get_weights(self) -> dict:
         """{name: array} copies of the weights."""
+        self._flush_training()
         return {k: v.copy() for k, v in self.graph.initializers.items()}
 
     def set_weights(self, weights: dict) -> None:
@@ -288,6 +291,7 @@ class Model(LoadedModelTraining):
     def save(self, path) -> None:
         """Write the model as a native .engine file or directory (atomically): the optimised
         graph (fusions, layout, folded constants), so loading it again does no work twice."""
+        self._flush_training()
         from .formats import native
         native.save(self._compiled.optimized.replace(metadata=self.graph.metadata), path)
 

@@ -54,6 +54,9 @@ class LoadedModelTraining(TrainingMixin):
             raise TrainingError(f"{self.name}: no float32 weights to train")
         return g, trainable, state, key
 
+    def _architecture(self):
+        return id(self.graph.nodes)
+
     def _eval_parts(self):
         return self.graph, id(self._compiled)
 

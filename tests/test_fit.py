@@ -222,3 +222,24 @@ def test_unknown_metric():
 def test_fit_before_compile():
     with pytest.raises(TrainingError, match="compile"):
         mlp().fit(np.zeros((4, 64), np.float32), np.array([0, 1, 2, 3]))
+
+
+def test_train_on_batch_updates_are_visible_to_every_reader(digits):
+    xt, xv, yt, _ = digits
+    m = mlp()
+    m.compile(optimizer=optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    before = m.predict(xv)
+    w0 = m.layers[0].get_weights()[0]
+    for i in range(3):
+        m.train_on_batch(xt[i * 32:(i + 1) * 32], yt[i * 32:(i + 1) * 32])
+    assert not np.array_equal(m.layers[0].get_weights()[0], w0)  # a layer read writes back
+    assert not np.allclose(m.predict(xv), before)
+    ref = mlp()
+    ref.set_weights(m.get_weights())
+    np.testing.assert_array_equal(ref.predict(xv), m.predict(xv))
+    m.set_weights(ref.get_weights())  # weights set from outside: the next step starts from them
+    m.train_on_batch(xt[:32], yt[:32])
+    ref.compile(optimizer=optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+    ref.train_on_batch(xt[:32], yt[:32])
+    for a, b in zip(m.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

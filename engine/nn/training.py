@@ -9,6 +9,8 @@ which of them the optimizer updates.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .. import optimizers as _optimizers
@@ -31,10 +33,15 @@ class NetworkTraining(TrainingMixin):
             self.__dict__["_graphs"] = cached
         return cached[key[0]][1], key[1]
 
+    def _architecture(self):
+        return tuple(id(layer) for layer in self.layers)
+
     def _training_parts(self, key_only: bool = False):
         if key_only:
             return self._layer_versions()
         graph, key = self._graph_for(True)
+        for layer in self.layers:  # reads of a layer's weights write back pending steps first
+            layer._training_owner = weakref.ref(self)
         trainable, state = [], []
         for layer in self.layers:
             names = [f"{layer.name}/{n}" for n in layer.weight_names]
