@@ -146,6 +146,31 @@ class GradBuilder:
         return total
 
 
+# Ops whose outputs carry no gradient (comparisons, shapes, indices): the reverse pass stops there.
+NOT_DIFFERENTIABLE = {"Shape", "Size", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And",
+                      "Or", "Xor", "IsNaN", "IsInf", "ArgMax", "ArgMin", "NonZero", "Sign", "Floor", "Ceil", "Round",
+                      "OneHot", "EyeLike", "Range", "ConstantOfShape"}
+
+
+def check_trainable(graph: Graph, params) -> None:
+    """NoGradientError naming the first op (from the outputs back) that a gradient must cross
+    to reach a trained value but that has no backward rule; for compile(), before any data."""
+    requires = set(params)
+    for node in graph.nodes:
+        if any(i in requires for i in node.inputs if i) and node.op not in NOT_DIFFERENTIABLE:
+            requires.update(o for o in node.outputs if o)
+    wanted = {v.name for v in graph.outputs}
+    for node in reversed(graph.nodes):
+        if not any(o in wanted for o in node.outputs if o) or node.op in NOT_DIFFERENTIABLE:
+            continue
+        if not any(i in requires for i in node.inputs if i):
+            continue
+        if node.op not in BACKWARD and node.op not in TRAINING_FORMS:
+            raise NoGradientError(f"node '{node.name}': op {node.op} has no backward rule, so a model that uses it "
+                                  "cannot be trained (freeze the layers before it, or remove it)")
+        wanted.update(i for i in node.inputs if i)
+
+
 def differentiate(graph: Graph, input_types: dict[str, TensorType], params: list[str],
                   loss: Optional[Callable] = None, settings: Optional[dict] = None,
                   output_grads: Optional[dict] = None):

@@ -19,6 +19,7 @@ import numpy as np
 from . import losses as _losses
 from . import optimizers as _optimizers
 from .errors import EngineError
+from .autograd import check_trainable
 from .train import Trainer
 
 
@@ -53,6 +54,8 @@ class TrainingMixin:
         self._trainer: Optional[Trainer] = None
         self._trainer_key = None
         self.compiled = True
+        graph, trainable = self._training_parts()[:2]
+        check_trainable(graph, trainable)  # an op without a backward rule: say so now
 
     def _train_name(self) -> str:
         return getattr(self, "name", type(self).__name__)

@@ -22,13 +22,13 @@ class LoadedModelTraining(TrainingMixin):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, trainable=None, **kw):
         """Keras's compile; `trainable`: the weight names to train (default: every float
         weight of rank >= 1 but normalisation running statistics)."""
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kw)
         if trainable is not None:
             unknown = [n for n in trainable if n not in self.graph.initializers]
             if unknown:
                 raise TrainingError(f"compile: the model has no weights {unknown[:5]}; its weights are "
                                     f"{sorted(self.graph.initializers)[:20]}")
         self._trainable_names = None if trainable is None else list(trainable)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kw)
 
     @property
     def name(self) -> str:

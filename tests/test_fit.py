@@ -243,3 +243,16 @@ def test_train_on_batch_updates_are_visible_to_every_reader(digits):
     ref.train_on_batch(xt[:32], yt[:32])
     for a, b in zip(m.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_an_op_without_a_backward_rule_is_named_at_compile():
+    from engine.autograd import NoGradientError
+    from engine.graph import Graph, Node, Value
+
+    w = np.ones((4, 3), np.float32)
+    g = Graph([Value("x", (None, 4))], [Value("y", (None, 3))],
+              [Node("Dense", ["x", "w"], ["h"]), Node("Mod", ["h", "k"], ["y"], {"fmod": 1})],
+              {"w": w, "k": np.float32(2.0)})
+    m = engine.Model(g)
+    with pytest.raises(NoGradientError, match="op Mod has no backward rule"):
+        m.compile(optimizer="sgd", loss="mse")
