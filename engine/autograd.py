@@ -34,9 +34,8 @@ from .errors import EngineError, ShapeError
 from .graph import Graph, Node, Value
 from .ops import get_op
 from .ops.grad_registry import BACKWARD, TRAINING_FORMS, backward_rule, training_form  # noqa: F401
-from .ops.registry import Tensor, TensorType
-from .passes.shapes import _as_type, _foldable
-
+from .ops.registry import TensorType
+from .passes.shapes import infer_node
 
 
 class NoGradientError(EngineError):
@@ -109,19 +108,7 @@ class GradBuilder:
         op = get_op(node.op, node.name)
         if op.check is not None:
             op.check(node)
-        ins = [Tensor(self.types[i].shape, self.types[i].dtype, self.values.get(i)) if i else None
-               for i in node.inputs]
-        outs = [TensorType(tuple(int(d) for d in t[0]), t[1]) for t in op.infer(node, ins)]
-        if len(outs) != len(node.outputs):
-            raise ShapeError(f"node '{node.name}' ({node.op}): produces {len(outs)} outputs, "
-                             f"the training graph names {len(node.outputs)}")
-        for name, t in zip(node.outputs, outs):
-            if name:
-                self.types[name] = t
-        if _foldable(op, ins, outs):  # values fixed by the shapes (Shape -> Slice chains)
-            for name, v, t in zip(node.outputs, op.evaluate(node, ins), outs):
-                if name:
-                    self.values[name] = _as_type(v, t, node)
+        infer_node(op, node, self.types, self.values)  # values fixed by the shapes are evaluated
         if any(i in self.requires for i in node.inputs if i):
             self.requires.update(o for o in node.outputs if o)
         self.nodes.append(node)

@@ -18,8 +18,8 @@ import numpy as np
 
 from . import losses as _losses
 from . import optimizers as _optimizers
-from .errors import EngineError
 from .autograd import check_trainable
+from .errors import EngineError
 from .train import Trainer
 
 

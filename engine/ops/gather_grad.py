@@ -14,7 +14,6 @@ from .grad_ops import zero_fill
 from .grad_registry import backward_rule
 from .registry import TensorType, register
 
-
 # -- GatherGrad(dy, indices) -> d_data; attrs axis, shape (the data's shape) -----------------
 
 def gather_grad_type(node, ins):
