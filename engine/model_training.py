@@ -40,10 +40,14 @@ class LoadedModelTraining(TrainingMixin):
             return key
         g = self.graph
         state = []
+        source = {n.outputs[0]: n.inputs[0] for n in g.nodes if n.op == "Identity" and n.inputs}
         for node in g.nodes:
             for k in _STATE_INPUTS.get(node.op, ()):
-                if k < len(node.inputs) and node.inputs[k] in g.initializers:
-                    state.append(node.inputs[k])
+                name = node.inputs[k] if k < len(node.inputs) else ""
+                while name in source:  # exporters pass running statistics through Identity
+                    name = source[name]
+                if name in g.initializers:
+                    state.append(name)
         state = list(dict.fromkeys(state))
         if self._trainable_names is not None:
             trainable = [n for n in self._trainable_names if n not in state]
