@@ -19,7 +19,9 @@ Sections (see benchmarks/README.md for what each column means):
 6. CPU cost: one request per millisecond for ~2 s, each framework in a fresh subprocess:
    process CPU / wall time while paced, and in the second after the last request.
 7. Training: an Adam step over 10 M parameters, engine vs torch.optim.Adam fused / foreach
-   (``benchmarks.train_optim``).
+   (``benchmarks.train_optim``); one train step of the seed-000 CNN (batch 64, 256) and the
+   seed-004 LSTM (batch 64), engine train_on_batch vs PyTorch, and one fit() epoch on
+   scikit-learn digits (CNN, MLP), engine vs Keras 3 (``benchmarks.train_steps``).
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, slow OpenBLAS down; this script re-executes
 itself without them so numpy's figures are OpenBLAS' real ones.
@@ -472,6 +474,15 @@ def main(argv: list[str] | None = None) -> int:
         result["train_optim"] = rows
         print(train_optim.table(rows, format_table))
         print(flush=True)
+        log("[benchmarks] training: train steps and epochs ...")
+        try:
+            from . import train_steps
+            rows = train_steps.run(threads, log, quick=a.quick)
+            result["train_steps"] = rows
+            print(train_steps.table(rows, format_table))
+        except Exception as e:  # e.g. torch missing: the optimizer rows above still stand
+            print(f"Training steps: failed: {type(e).__name__}: {e}")
+        print(flush=True)
     result["meta"]["elapsed_s"] = time.perf_counter() - t_start
     print(f"# done in {result['meta']['elapsed_s']:.0f} s")
     if a.json:
@@ -480,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, f, indent=1, default=float)
         os.replace(tmp, a.json)
         print(f"# rows saved to {a.json}")
-    bad = any(r.get("errors") for r in result.get("models", []) + result.get("train_optim", []))
+    bad = any(r.get("errors") for r in result.get("models", []) + result.get("train_optim", [])
+              + result.get("train_steps", []))
     return 1 if bad else 0
 
 

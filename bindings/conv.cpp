@@ -44,6 +44,23 @@ void init_conv(py::module_& m) {
       .def_property_readonly("algorithm", &engine::PackedConv2D::algorithm,
                              "The algorithm chosen at pack time (pointwise, direct, depthwise, winograd, indirect, im2col).");
 
+  py::enum_<engine::FilterLayout>(m, "FilterLayout")
+      .value("HWIO", engine::FilterLayout::HWIO)
+      .value("OIHW", engine::FilterLayout::OIHW)
+      .value("DataGrad", engine::FilterLayout::DataGrad);
+
+  py::class_<engine::DynamicConv2D, engine::KernelState, std::shared_ptr<engine::DynamicConv2D>>(m, "DynamicConv2D")
+      .def(py::init([](engine::Conv2DShape s, engine::FilterLayout layout) {
+             s.validate();
+             return std::make_shared<engine::DynamicConv2D>(s, layout);
+           }),
+           py::arg("shape"), py::arg("layout") = engine::FilterLayout::HWIO)
+      .def_property_readonly("shape", &engine::DynamicConv2D::shape)
+      .def_property_readonly("algorithm", &engine::DynamicConv2D::algorithm,
+                             "The algorithm the shape takes (as PackedConv2D would choose it now).")
+      .def_property_readonly("workspace_floats", &engine::DynamicConv2D::workspace_floats,
+                             "Floats of workspace each call needs (the conv2d_dynamic step's workspace input).");
+
   m.def("conv2d_nhwc",
         [](py::array y, py::array x, const engine::PackedConv2D& w, engine::Act act, float a, float b,
            py::object residual) {

@@ -34,8 +34,8 @@ from .errors import EngineError, ShapeError
 from .graph import Graph, Node, Value
 from .ops import get_op
 from .ops.grad_registry import BACKWARD, TRAINING_FORMS, backward_rule, training_form  # noqa: F401
-from .ops.registry import Tensor, TensorType
-
+from .ops.registry import TensorType
+from .passes.shapes import infer_node
 
 
 class NoGradientError(EngineError):
@@ -108,15 +108,7 @@ class GradBuilder:
         op = get_op(node.op, node.name)
         if op.check is not None:
             op.check(node)
-        ins = [Tensor(self.types[i].shape, self.types[i].dtype, self.values.get(i)) if i else None
-               for i in node.inputs]
-        outs = [TensorType(tuple(int(d) for d in t[0]), t[1]) for t in op.infer(node, ins)]
-        if len(outs) != len(node.outputs):
-            raise ShapeError(f"node '{node.name}' ({node.op}): produces {len(outs)} outputs, "
-                             f"the training graph names {len(node.outputs)}")
-        for name, t in zip(node.outputs, outs):
-            if name:
-                self.types[name] = t
+        infer_node(op, node, self.types, self.values)  # values fixed by the shapes are evaluated
         if any(i in self.requires for i in node.inputs if i):
             self.requires.update(o for o in node.outputs if o)
         self.nodes.append(node)
@@ -139,6 +131,31 @@ class GradBuilder:
         for g in grads[1:]:
             total = self.node("Add", [total, g], base="grad/sum")
         return total
+
+
+# Ops whose outputs carry no gradient (comparisons, shapes, indices): the reverse pass stops there.
+NOT_DIFFERENTIABLE = {"Shape", "Size", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And",
+                      "Or", "Xor", "IsNaN", "IsInf", "ArgMax", "ArgMin", "NonZero", "Sign", "Floor", "Ceil", "Round",
+                      "OneHot", "EyeLike", "Range", "ConstantOfShape"}
+
+
+def check_trainable(graph: Graph, params) -> None:
+    """NoGradientError naming the first op (from the outputs back) that a gradient must cross
+    to reach a trained value but that has no backward rule; for compile(), before any data."""
+    requires = set(params)
+    for node in graph.nodes:
+        if any(i in requires for i in node.inputs if i) and node.op not in NOT_DIFFERENTIABLE:
+            requires.update(o for o in node.outputs if o)
+    wanted = {v.name for v in graph.outputs}
+    for node in reversed(graph.nodes):
+        if not any(o in wanted for o in node.outputs if o) or node.op in NOT_DIFFERENTIABLE:
+            continue
+        if not any(i in requires for i in node.inputs if i):
+            continue
+        if node.op not in BACKWARD and node.op not in TRAINING_FORMS:
+            raise NoGradientError(f"node '{node.name}': op {node.op} has no backward rule, so a model that uses it "
+                                  "cannot be trained (freeze the layers before it, or remove it)")
+        wanted.update(i for i in node.inputs if i)
 
 
 def differentiate(graph: Graph, input_types: dict[str, TensorType], params: list[str],

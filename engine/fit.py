@@ -18,6 +18,7 @@ import numpy as np
 
 from . import losses as _losses
 from . import optimizers as _optimizers
+from .autograd import check_trainable
 from .errors import EngineError
 from .train import Trainer
 
@@ -47,11 +48,14 @@ class TrainingMixin:
         except EngineError as e:
             raise TrainingError(str(e)) from None
         self.loss = _losses.get(loss)
-        self._metric_ids = list(metrics or []) + list(weighted_metrics or [])
+        # Keras: `metrics` ignore sample weights, `weighted_metrics` use them
+        self._metric_ids = [(m, False) for m in (metrics or [])] + [(m, True) for m in (weighted_metrics or [])]
         self._seed = seed
         self._trainer: Optional[Trainer] = None
         self._trainer_key = None
         self.compiled = True
+        graph, trainable = self._training_parts()[:2]
+        check_trainable(graph, trainable)  # an op without a backward rule: say so now
 
     def _train_name(self) -> str:
         return getattr(self, "name", type(self).__name__)
@@ -61,15 +65,27 @@ class TrainingMixin:
             raise TrainingError(f"{self._train_name()}: call compile() before {what}()")
 
     def _get_trainer(self) -> Trainer:
+        if self._trainer is not None and self._trainer_key == self._training_parts(key_only=True):
+            return self._trainer  # nothing changed the weights from outside since the last step
         graph, trainable, state, key = self._training_parts()
+        if self._trainer is not None and self._trainer_key != key and self._trainer.same_values(graph, trainable, state):
+            self._trainer.load_values(graph)  # weights set from outside: same plans, new values
+            self._trainer_key = key
         if self._trainer is None or self._trainer_key != key:
             seed = self._seed if self._seed is not None else 1234
             self._trainer = Trainer(graph, trainable, state, self.loss, self.optimizer, seed)
             self._trainer_key = key
         return self._trainer
 
+    def _flush_training(self) -> None:
+        """Write back values trained since the last write-back (train_on_batch defers it to the
+        next read of the weights, so a loop of train_on_batch copies nothing per step)."""
+        if self.__dict__.get("_dirty"):
+            self._sync()
+
     def _sync(self) -> None:
         """Write the trained values back to the model (after each epoch and at the end)."""
+        self._dirty = False
         if self._trainer is not None:
             self._store_values(self._trainer.values)
             self._trainer_key = self._training_parts(key_only=True)
@@ -145,18 +161,23 @@ class TrainingMixin:
         return None if w is None else np.ascontiguousarray(w)
 
     def _pred_shape(self, feeds: dict) -> tuple:
-        graph, _ = self._eval_parts()
-        from .passes.shapes import infer
-        one = {k: (1,) + v.shape[1:] for k, v in feeds.items()}
-        t = infer(graph, one, input_dtypes={k: str(v.dtype) for k, v in feeds.items()}).types
-        return t[graph.outputs[0].name].shape
+        """The output's shape for one sample of these inputs (cached per input signature)."""
+        key = (tuple((k, v.shape[1:], str(v.dtype)) for k, v in feeds.items()), self._architecture())
+        cache = self.__dict__.setdefault("_pred_shapes", {})
+        if key not in cache:
+            graph, _ = self._eval_parts()
+            from .passes.shapes import infer
+            one = {k: (1,) + v.shape[1:] for k, v in feeds.items()}
+            t = infer(graph, one, input_dtypes={k: str(v.dtype) for k, v in feeds.items()}).types
+            cache[key] = t[graph.outputs[0].name].shape
+        return cache[key]
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
             steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1, seed=None):
         """Keras's fit. Returns a History; `model.history` keeps it (and is saved with the model)."""
-        from .callbacks import CallbackList, History, ProgbarLogger
+        from .callbacks import CallbackList
         from .metrics import Mean
 
         self._require_compiled("fit")
@@ -187,17 +208,17 @@ class TrainingMixin:
             val = None
         steps = math.ceil(n / batch_size) if steps_per_epoch is None else int(steps_per_epoch)
         verbose = 1 if verbose == "auto" else int(verbose)
-        self.history = History()
         cbs = list(callbacks or [])
-        if verbose:
-            cbs.append(ProgbarLogger())
-        cbs.append(self.history)
-        cb = CallbackList(cbs, model=self)
-        cb.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
+        cb = CallbackList(cbs, add_history=True, add_progbar=verbose != 0, model=self, verbose=verbose,
+                          epochs=epochs, steps=steps)
+        self.history = cb.history
         trainer = self._get_trainer()
         metrics = self._make_metrics(y, pred_shape)
         loss_mean = Mean(name="loss")
-        rng = np.random.default_rng(seed if seed is not None else self._seed)
+        # One generator per epoch from (seed, epoch): a run resumed at initial_epoch shuffles as
+        # the uninterrupted run did.
+        base = seed if seed is not None else (self._seed if self._seed is not None
+                                              else int(np.random.randint(1 << 31)))
         self.stop_training = False
         cb.on_train_begin({})
         logs: dict = {}
@@ -206,7 +227,7 @@ class TrainingMixin:
             loss_mean.reset_state()
             for m in metrics:
                 m.reset_state()
-            order = rng.permutation(n) if shuffle else None
+            order = np.random.default_rng([base, epoch]).permutation(n) if shuffle else None
             for b in range(steps):
                 idx = slice(b * batch_size % max(n, 1), min(n, b * batch_size % max(n, 1) + batch_size))
                 take = order[idx] if order is not None else np.arange(n)[idx]
@@ -222,30 +243,34 @@ class TrainingMixin:
                                         "data; TerminateOnNaN stops quietly instead)")
                 loss_mean.update_state(loss, sample_weight=len(take))
                 for m in metrics:
-                    m.update_state(by, outs[0], sample_weight=bw)
+                    m.update_state(by, outs[0], sample_weight=bw if m._weighted else None)
                 logs = {"loss": loss_mean.result(), **{m.name: m.result() for m in metrics}}
                 cb.on_train_batch_end(b, logs)
                 if self.stop_training:
                     break
             self._sync()
             if val is not None and (epoch + 1) % int(validation_freq) == 0:
-                vlogs = self._evaluate_arrays(*val, validation_batch_size or batch_size, y_shape=pred_shape)
+                cb.on_test_begin({})
+                vlogs = self._evaluate_arrays(*val, validation_batch_size or batch_size, y_shape=pred_shape,
+                                              callbacks=cb)
+                cb.on_test_end(vlogs)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
-        cb.on_train_end(logs)
-        self._sync()
+        cb.on_train_end(logs)  # may set weights (EarlyStopping's best): the trainer reloads them
         return self.history
 
     def _make_metrics(self, y, pred_shape):
         from .metrics import get as get_metric
         out = []
-        for m in getattr(self, "_metric_ids", []):
+        for m, weighted in getattr(self, "_metric_ids", []):
             try:
-                out.append(get_metric(m, self.loss.name, y.shape, (len(y),) + tuple(pred_shape[1:])))
+                metric = get_metric(m, self.loss.name, y.shape, (len(y),) + tuple(pred_shape[1:]))
             except EngineError as e:
                 raise TrainingError(str(e)) from None
+            metric._weighted = weighted
+            out.append(metric)
         return out
 
     def _evaluate_arrays(self, feeds, y, w, batch_size, y_shape=None, callbacks=None):
@@ -264,10 +289,10 @@ class TrainingMixin:
             loss, outs = trainer.eval_batch(graph, bf, np.ascontiguousarray(y[s]), bw, version=version)
             loss_mean.update_state(loss, sample_weight=s.stop - s.start)
             for m in metrics:
-                m.update_state(y[s], outs[0], sample_weight=bw)
+                m.update_state(y[s], outs[0], sample_weight=bw if m._weighted else None)
             if callbacks is not None:
                 callbacks.on_test_batch_end(b, {"loss": loss_mean.result()})
-        return {"loss": loss_mean.result(), **{m.name: m.result() for m in metrics}}
+        return {"loss": float(loss_mean.result()), **{m.name: float(m.result()) for m in metrics}}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
@@ -300,10 +325,10 @@ class TrainingMixin:
         yy = self._targets(y, n, pred_shape)
         w = self._weights(sample_weight, class_weight, yy, n)
         loss, outs = self._get_trainer().train_batch(feeds, yy, w)
-        self._sync()
+        self._dirty = True  # written back when the weights are next read
         logs = {"loss": loss}
         for m in self._make_metrics(yy, pred_shape):
-            m.update_state(yy, outs[0], sample_weight=w)
+            m.update_state(yy, outs[0], sample_weight=w if m._weighted else None)
             logs[m.name] = m.result()
         if return_dict:
             return logs

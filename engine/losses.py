@@ -292,9 +292,9 @@ class CosineSimilarity(Loss):
     def per_sample(self, gb, pred, true):
         pred, true = align(gb, pred, true)
 
-        def l2n(x):  # x / sqrt(max(Σx², ε)), Keras's l2_normalize with epsilon 1e-12
+        def l2n(x):  # x / sqrt(max(Σx², ε²)): Keras 3's normalize, x·min(rsqrt(Σx²), 1/ε), ε = 1e-7
             ss = gb.node("ReduceSumSquare", [x, _i64(gb, [-1])], attrs={"keepdims": 1})
-            inv = gb.node("Reciprocal", [gb.node("Sqrt", [gb.node("Clip", [ss], attrs={"min": 1e-12})])])
+            inv = gb.node("Reciprocal", [gb.node("Sqrt", [gb.node("Clip", [ss], attrs={"min": EPSILON ** 2})])])
             return gb.node("Mul", [x, inv])
         dot = gb.node("ReduceSum", [gb.node("Mul", [l2n(true), l2n(pred)]), _i64(gb, [-1])], attrs={"keepdims": 0})
         return gb.node("Neg", [dot])

@@ -23,6 +23,7 @@ import numpy as np
 from . import _C, dtypes
 from .errors import DTypeError, EngineError, ShapeError
 from .graph import Graph
+from .model_training import LoadedModelTraining
 from .passes import optimize, symbolic_shapes
 from .runtime.dynamic import SegmentedPlan, is_dynamic
 from .ops.registry import ValueNeeded
@@ -52,7 +53,7 @@ class _Compiled:
         self.value_inputs: tuple = ()  # indices of inputs whose values are part of a plan's key
 
 
-class Model:
+class Model(LoadedModelTraining):
     def __init__(self, graph: Graph, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE, optimize: bool = True):
         graph.validate()
         self._optimize = optimize
@@ -103,6 +104,7 @@ class Model:
         onnxruntime's order, `run(None, feeds)` or `run(["y"], feeds)`, returns a list in
         the order asked, as onnxruntime does.
         """
+        self._flush_training()
         ort_style = input_feed is not None or (isinstance(output_names, dict) and not isinstance(feeds, dict))
         if ort_style:
             names, feeds = feeds, (input_feed if input_feed is not None else output_names)
@@ -139,6 +141,7 @@ class Model:
         Returns an array (one output) or a list of arrays in output order.
 
         With batch_size, runs the inputs in slices of that many rows and concatenates."""
+        self._flush_training()
         if batch_size is None and type(x) is np.ndarray and len(self.outputs) == 1:
             # Fast path: a cached plan exists for exactly this shape (validated when the plan
             # was made), so a contiguous float32 array needs no further checks.
@@ -259,6 +262,7 @@ class Model:
 
     def get_weights(self) -> dict:
         """{name: array} copies of the weights."""
+        self._flush_training()
         return {k: v.copy() for k, v in self.graph.initializers.items()}
 
     def set_weights(self, weights: dict) -> None:
@@ -287,6 +291,7 @@ class Model:
     def save(self, path) -> None:
         """Write the model as a native .engine file or directory (atomically): the optimised
         graph (fusions, layout, folded constants), so loading it again does no work twice."""
+        self._flush_training()
         from .formats import native
         native.save(self._compiled.optimized.replace(metadata=self.graph.metadata), path)
 

@@ -19,6 +19,7 @@ from .autograd import GradBuilder, differentiate, training_graph
 from .errors import EngineError
 from .graph import Graph, Node, Value
 from .ops.registry import TensorType
+from .passes import optimize_training
 from .runtime.plan import Plan, Schedule
 
 HYPER = "optimizer/hyper"
@@ -52,6 +53,16 @@ class Trainer:
         self._train: OrderedDict = OrderedDict()
         self._eval: OrderedDict = OrderedDict()
         self.unused: list[str] = []  # trained values no gradient reaches (Keras warns about them)
+
+    def same_values(self, graph: Graph, trainable: list, state: list) -> bool:
+        """Whether `graph` trains the same values (names and shapes) as this trainer."""
+        return (list(trainable) == self.trainable and list(state) == self.state
+                and all(graph.initializers[k].shape == v.shape for k, v in self.values.items()))
+
+    def load_values(self, graph: Graph) -> None:
+        """Copy `graph`'s weights into the trained values (in place: plans point at them)."""
+        for k, v in self.values.items():
+            np.copyto(v, graph.initializers[k], casting="same_kind")
 
     # -- data ------------------------------------------------------------------------------
     def _types(self, feeds: dict, target: np.ndarray, weight) -> dict:
@@ -101,7 +112,7 @@ class Trainer:
         slots = [Value(n, gb.types[n].shape, "float32") for names in slot_inputs for n in names]
         inputs = data + variables + slots + [Value(HYPER, (3,), "float64")]
         consts = {k: v for k, v in g.initializers.items() if k not in self.values}
-        graph = training_graph(gb, inputs, outs, consts)
+        graph = optimize_training(training_graph(gb, inputs, outs, consts))
         bound = {**self.values, HYPER: opt._hyper}
         for i, names in enumerate(slot_inputs):
             bound.update(zip(names, opt._slots[i]))

@@ -1,6 +1,8 @@
 // 2-D convolution, NHWC activations × HWIO filters (see docs/layout.md).
 //
-// Algorithms, chosen once when the filters are packed:
+// Algorithms, chosen from the shape when the filters are packed (PackedConv2D: once; a
+// DynamicConv2D, whose filter is trained, packs it into its caller's workspace on each call
+// and runs the same kernels; its GEMM paths read the HWIO filter in place through sgemm):
 //  * Pointwise: 1×1, stride 1, no padding: the input already is the GEMM's A matrix
 //    (M = N·H·W rows of C), so conv = sgemm_packed on x directly, per group.
 //  * Direct: groups == 1 and a small input depth (first layers, C ≤ 4): vectorised over
@@ -20,6 +22,7 @@
 #include "engine/conv.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -62,16 +65,42 @@ constexpr double kParallelFlops = 1e5;
 
 }  // namespace
 
-struct PackedConv2D::Impl {
+// The algorithm for a shape and the layout of its packed filter (PackedConv2D and
+// DynamicConv2D share it).
+struct ConvLayout {
+  Conv2DShape s;
   Algo algo = Algo::Im2col;
   index_t K = 0;                                  // GEMM depth per group: KH·KW·C/groups
-  std::vector<std::unique_ptr<PackedMatrixB>> b;  // per group (Pointwise / Im2col)
-  std::vector<float> bias;                        // OC (or OCp for Direct); empty = none
-  float* w = nullptr;                             // Direct / Depthwise packed filters (aligned)
-  index_t OCp = 0;
+  index_t OCp = 0;                                // Direct: OC padded to 16
   std::unique_ptr<IndirectConv> indirect;         // Indirect
   std::unique_ptr<WinogradConv> winograd;         // Winograd
-  ~Impl() { std::free(w); }
+
+  explicit ConvLayout(const Conv2DShape& sh);
+  // Floats of the packed filter and of the bias the kernels read (0: the GEMM paths read the
+  // HWIO filter, and they and the depthwise kernel the bias, as given).
+  size_t w_floats() const;
+  size_t bias_floats() const;
+  // The HWIO filter and bias (OC floats or null) into the algorithm's layout (64-byte aligned).
+  void pack(float* w, float* bias_out, const float* filter, const float* bias) const;
+};
+
+// What one call's kernels read.
+struct ConvWeights {
+  const float* w = nullptr;       // packed filter (Direct, Depthwise, Indirect, Winograd)
+  const float* bias = nullptr;    // Direct: OCp, Indirect / Winograd: 32 per panel, else OC (or null)
+  const float* filter = nullptr;  // the HWIO filter (Winograd's special tiles; GEMM paths without b)
+  const std::vector<std::unique_ptr<PackedMatrixB>>* b = nullptr;  // per-group packed B, or null: sgemm on filter
+};
+
+struct PackedConv2D::Impl {
+  ConvLayout layout;
+  float* data = nullptr;                          // packed filter, then bias (aligned)
+  std::vector<float> filter;                      // Winograd: the HWIO filter
+  std::vector<float> bias;                        // the OC biases, where the kernels read them as given
+  std::vector<std::unique_ptr<PackedMatrixB>> b;  // per group (Pointwise / Im2col; Direct's portable fallback)
+  ConvWeights weights;
+  explicit Impl(const Conv2DShape& s) : layout(s) {}
+  ~Impl() { std::free(data); }
 };
 
 void Conv2DShape::validate() const {
@@ -99,60 +128,21 @@ void Conv2DShape::validate() const {
   ENGINE_CHECK(OH() > 0 && OW() > 0, "conv2d: output would be empty (OH=" + s(OH()) + ", OW=" + s(OW()) + ")");
 }
 
-PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const float* bias)
-    : shape_(sh), impl_(new Impl) {
-  sh.validate();
-  Impl& im = *impl_;
-  const index_t G = sh.groups, cg = sh.C / G, og = sh.OC / G, OC = sh.OC;
-  im.K = sh.KH * sh.KW * cg;
+namespace {
+
+Algo choose_algo(const Conv2DShape& sh) {
   const bool unit = sh.KH == 1 && sh.KW == 1 && sh.stride_h == 1 && sh.stride_w == 1 && sh.pad_top == 0 &&
                     sh.pad_left == 0 && sh.pad_bottom == 0 && sh.pad_right == 0;
-  if (G == sh.C && G > 1) im.algo = Algo::Depthwise;
-  else if (unit) im.algo = Algo::Pointwise;
-  else if (G == 1 && sh.C <= 4) im.algo = Algo::Direct;
-  else if (WinogradConv::suits(sh)) im.algo = Algo::Winograd;
-  else if (IndirectConv::suits(sh)) im.algo = Algo::Indirect;
-  else im.algo = Algo::Im2col;
-  if (im.algo == Algo::Winograd) {
-    im.winograd.reset(new WinogradConv(sh, filter, bias));
-    return;
-  }
-  if (im.algo == Algo::Indirect) {
-    im.indirect.reset(new IndirectConv(sh, filter, bias));
-    return;
-  }
-
-  if (im.algo == Algo::Direct) {
-    // [OC/16][KH][KW][C][16], zero-padded; bias padded to OCp.
-    im.OCp = (OC + 15) / 16 * 16;
-    const index_t taps = sh.KH * sh.KW * sh.C;
-    im.w = convk::aligned_floats(static_cast<size_t>(taps * im.OCp));
-    std::memset(im.w, 0, taps * im.OCp * sizeof(float));
-    for (index_t t = 0; t < taps; ++t)
-      for (index_t oc = 0; oc < OC; ++oc) im.w[((oc / 16) * taps + t) * 16 + oc % 16] = filter[t * OC + oc];
-    im.bias.assign(im.OCp, 0.f);
-    if (bias) std::copy(bias, bias + OC, im.bias.begin());
-    // Portable ISA falls back to im2col + GEMM, so pack for that too.
-    im.b.emplace_back(new PackedMatrixB(false, im.K, OC, filter, OC));
-    return;
-  }
-  if (bias) im.bias.assign(bias, bias + OC);
-  if (im.algo == Algo::Depthwise) {
-    // HWIO with I = 1: filter[(kh·KW+kw)·OC + c·mult + m] → [kh][kw][m][c].
-    const index_t M = OC / sh.C, taps = sh.KH * sh.KW;
-    im.w = convk::aligned_floats(static_cast<size_t>(taps * OC));
-    for (index_t t = 0; t < taps; ++t)
-      for (index_t c = 0; c < sh.C; ++c)
-        for (index_t m = 0; m < M; ++m) im.w[(t * M + m) * sh.C + c] = filter[t * OC + c * M + m];
-    return;
-  }
-  // Group g's B is the K×og sub-matrix starting at column g·og of the (K, OC) filter.
-  for (index_t g = 0; g < G; ++g) im.b.emplace_back(new PackedMatrixB(false, im.K, og, filter + g * og, OC));
+  if (sh.groups == sh.C && sh.groups > 1) return Algo::Depthwise;
+  if (unit) return Algo::Pointwise;
+  if (sh.groups == 1 && sh.C <= 4) return Algo::Direct;
+  if (WinogradConv::suits(sh)) return Algo::Winograd;
+  if (IndirectConv::suits(sh)) return Algo::Indirect;
+  return Algo::Im2col;
 }
-PackedConv2D::~PackedConv2D() = default;
 
-const char* PackedConv2D::algorithm() const {
-  switch (impl_->algo) {
+const char* algo_name(Algo a) {
+  switch (a) {
     case Algo::Pointwise: return "pointwise";
     case Algo::Direct: return "direct";
     case Algo::Depthwise: return "depthwise";
@@ -162,6 +152,97 @@ const char* PackedConv2D::algorithm() const {
   }
   return "im2col";
 }
+
+size_t align16(size_t n) { return (n + 15) / 16 * 16; }  // floats, to 64 bytes
+
+}  // namespace
+
+ConvLayout::ConvLayout(const Conv2DShape& sh) : s(sh) {
+  sh.validate();
+  K = sh.KH * sh.KW * (sh.C / sh.groups);
+  algo = choose_algo(sh);
+  if (algo == Algo::Winograd) winograd.reset(new WinogradConv(sh));
+  if (algo == Algo::Indirect) indirect.reset(new IndirectConv(sh));
+  if (algo == Algo::Direct) OCp = (sh.OC + 15) / 16 * 16;
+}
+
+size_t ConvLayout::w_floats() const {
+  switch (algo) {
+    case Algo::Direct: return static_cast<size_t>(s.KH * s.KW * s.C * OCp);
+    case Algo::Depthwise: return static_cast<size_t>(s.KH * s.KW * s.OC);
+    case Algo::Indirect: return indirect->w_floats();
+    case Algo::Winograd: return winograd->u_floats();
+    case Algo::Pointwise:
+    case Algo::Im2col: break;
+  }
+  return 0;
+}
+
+size_t ConvLayout::bias_floats() const {
+  switch (algo) {
+    case Algo::Direct: return static_cast<size_t>(OCp);
+    case Algo::Indirect: return indirect->bias_floats();
+    case Algo::Winograd: return winograd->bias_floats();
+    default: return 0;
+  }
+}
+
+void ConvLayout::pack(float* w, float* bias_out, const float* filter, const float* bias) const {
+  const index_t OC = s.OC;
+  switch (algo) {
+    case Algo::Direct: {  // [OC/16][KH][KW][C][16], zero-padded; bias padded to OCp
+      const index_t taps = s.KH * s.KW * s.C;
+      std::memset(w, 0, taps * OCp * sizeof(float));
+      for (index_t t = 0; t < taps; ++t)
+        for (index_t oc = 0; oc < OC; ++oc) w[((oc / 16) * taps + t) * 16 + oc % 16] = filter[t * OC + oc];
+      for (index_t j = 0; j < OCp; ++j) bias_out[j] = bias && j < OC ? bias[j] : 0.f;
+      return;
+    }
+    case Algo::Depthwise: {  // HWIO with I = 1: filter[(kh·KW+kw)·OC + c·mult + m] → [kh][kw][m][c]
+      const index_t M = OC / s.C, taps = s.KH * s.KW;
+      for (index_t t = 0; t < taps; ++t)
+        for (index_t c = 0; c < s.C; ++c)
+          for (index_t m = 0; m < M; ++m) w[(t * M + m) * s.C + c] = filter[t * OC + c * M + m];
+      return;
+    }
+    case Algo::Indirect: return indirect->pack(w, bias_out, filter, bias);
+    case Algo::Winograd: return winograd->pack(w, bias_out, filter, bias);
+    case Algo::Pointwise:
+    case Algo::Im2col: return;
+  }
+}
+
+PackedConv2D::PackedConv2D(const Conv2DShape& sh, const float* filter, const float* bias)
+    : shape_(sh), impl_(new Impl(sh)) {
+  Impl& im = *impl_;
+  const ConvLayout& L = im.layout;
+  const index_t G = sh.groups, og = sh.OC / G, OC = sh.OC;
+  const size_t wf = align16(L.w_floats()), bf = L.bias_floats();
+  ConvWeights& wt = im.weights;
+  if (wf + bf) {
+    im.data = convk::aligned_floats(wf + bf);
+    L.pack(im.data, im.data + wf, filter, bias);
+    wt.w = im.data;
+    wt.bias = bf ? im.data + wf : nullptr;
+  }
+  if (L.algo == Algo::Winograd) {
+    im.filter.assign(filter, filter + 9 * sh.C * OC);
+    wt.filter = im.filter.data();
+  }
+  if (!bf && bias) {  // the kernel reads OC floats as given: keep a copy
+    im.bias.assign(bias, bias + OC);
+    wt.bias = im.bias.data();
+  }
+  if (L.algo == Algo::Direct)  // the portable ISA falls back to im2col + GEMM: pack for that too
+    im.b.emplace_back(new PackedMatrixB(false, L.K, OC, filter, OC));
+  if (L.algo == Algo::Pointwise || L.algo == Algo::Im2col)
+    // Group g's B is the K×og sub-matrix starting at column g·og of the (K, OC) filter.
+    for (index_t g = 0; g < G; ++g) im.b.emplace_back(new PackedMatrixB(false, L.K, og, filter + g * og, OC));
+  if (!im.b.empty()) wt.b = &im.b;
+}
+PackedConv2D::~PackedConv2D() = default;
+
+const char* PackedConv2D::algorithm() const { return algo_name(impl_->layout.algo); }
 
 namespace {
 
@@ -200,10 +281,19 @@ void im2col(float* col, const float* x, const Conv2DShape& s, index_t g, index_t
   }
 }
 
-void conv_im2col(float* y, index_t ldy, const float* x, const PackedConv2D& pw, index_t batch, const Epilogue& ep) {
-  const Conv2DShape& s = pw.shape();
-  const auto& im = pw.impl();
-  const index_t M = batch * s.OH() * s.OW(), K = im.K, G = s.groups, og = s.OC / G;
+// C (rows × og, row stride ldc) = A (rows × K, row stride lda) · group g's filter, then the
+// epilogue: on the packed B, or on the HWIO filter in place.
+void group_gemm(const ConvLayout& L, const ConvWeights& wt, index_t g, index_t rows, const float* A, index_t lda,
+                float* C, index_t ldc, const Epilogue& e) {
+  const index_t og = L.s.OC / L.s.groups;
+  if (wt.b) sgemm_packed(false, rows, 1.f, A, lda, *(*wt.b)[g], 0.f, C, ldc, e);
+  else sgemm(false, false, rows, og, L.K, 1.f, A, lda, wt.filter + g * og, L.s.OC, 0.f, C, ldc, e);
+}
+
+void conv_im2col(float* y, index_t ldy, const float* x, const ConvLayout& L, const ConvWeights& wt, index_t batch,
+                 const Epilogue& ep) {
+  const Conv2DShape& s = L.s;
+  const index_t M = batch * s.OH() * s.OW(), K = L.K, G = s.groups, og = s.OC / G;
   // Row block: the im2col tile (MB × K floats) stays within ~256 KiB of L2.
   index_t MB = std::max<index_t>(16, (256 * 1024 / 4) / std::max<index_t>(K, 1));
   MB = std::min(MB, M);
@@ -231,7 +321,7 @@ void conv_im2col(float* y, index_t ldy, const float* x, const PackedConv2D& pw, 
       Epilogue e = ep;
       if (e.bias) e.bias += g * og;
       if (e.residual) e.residual += m0 * s.OC + g * og;
-      sgemm_packed(false, rows, 1.f, col, K, *im.b[g], 0.f, y + m0 * ldy + g * og, ldy, e);
+      group_gemm(L, wt, g, rows, col, K, y + m0 * ldy + g * og, ldy, e);
     }
   };
   if (par_blocks) parallel_tasks(nblk, [&](std::int64_t b) { run_block(b); });
@@ -255,14 +345,13 @@ void for_image_rows(float* y, index_t r0, index_t r1, index_t OH, index_t row_fl
   }
 }
 
-void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
-                 Isa isa) {
-  const Conv2DShape& s = pw.shape();
-  const auto& im = pw.impl();
+void conv_direct(float* y, const float* x, const ConvLayout& L, const ConvWeights& wt, index_t batch, Act act,
+                 float a, float b, Isa isa) {
+  const Conv2DShape& s = L.s;
   const index_t OH = s.OH(), OW = s.OW();
   const bool padded = s.pad_top || s.pad_left || s.pad_bottom || s.pad_right;
   const index_t Hp = s.H + s.pad_top + s.pad_bottom, Wp = s.W + s.pad_left + s.pad_right;
-  convk::DirectArgs da{nullptr, Hp, Wp, s.C, im.w, im.bias.data(), s.OC, im.OCp, s.KH, s.KW,
+  convk::DirectArgs da{nullptr, Hp, Wp, s.C, wt.w, wt.bias, s.OC, L.OCp, s.KH, s.KW,
                        s.stride_h, s.stride_w, s.dil_h, s.dil_w, OW, in_kernel_act(act) ? act : Act::None, a};
   const bool post_act = !in_kernel_act(act);
   const double row_flops = 2.0 * OW * s.OC * s.KH * s.KW * s.C;
@@ -301,12 +390,11 @@ void conv_direct(float* y, const float* x, const PackedConv2D& pw, index_t batch
   });
 }
 
-void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
-                    Isa isa) {
-  const Conv2DShape& s = pw.shape();
-  const auto& im = pw.impl();
+void conv_depthwise(float* y, const float* x, const ConvLayout& L, const ConvWeights& wt, index_t batch, Act act,
+                    float a, float b, Isa isa) {
+  const Conv2DShape& s = L.s;
   const index_t OH = s.OH(), OW = s.OW();
-  convk::DepthwiseArgs da{nullptr, s.H, s.W, s.C, s.OC / s.C, im.w, im.bias.empty() ? nullptr : im.bias.data(),
+  convk::DepthwiseArgs da{nullptr, s.H, s.W, s.C, s.OC / s.C, wt.w, wt.bias,
                           s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h, s.dil_w, s.pad_top, s.pad_left, OW,
                           in_depthwise_act(act) ? act : Act::None, a, b};
   const bool post_act = !in_depthwise_act(act);
@@ -324,42 +412,39 @@ void conv_depthwise(float* y, const float* x, const PackedConv2D& pw, index_t ba
   });
 }
 
-}  // namespace
-
-void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
-                 const float* residual, index_t ldy) {
+void conv_run(float* y, const float* x, const ConvLayout& L, const ConvWeights& wt, index_t batch, Act act,
+              float a, float b, const float* residual, index_t ldy) {
   ENGINE_CHECK(batch >= 0, "conv2d: batch must be >= 0, got " + s(batch));
-  const Conv2DShape& sh = pw.shape();
+  const Conv2DShape& sh = L.s;
   if (ldy == 0) ldy = sh.OC;
   ENGINE_CHECK(ldy >= sh.OC, "conv2d: output row stride " + s(ldy) + " is below OC = " + s(sh.OC));
   ENGINE_CHECK(residual != y || ldy == sh.OC, "conv2d: a residual that is the output needs ldy = OC");
   if (batch == 0) return;
-  const auto& im = pw.impl();
   const Isa isa = cpu_isa();
   Epilogue ep;
-  ep.bias = im.bias.empty() ? nullptr : im.bias.data();
+  ep.bias = wt.bias;
   ep.act = act;
   ep.act_alpha = a;
   ep.act_beta = b;
   ep.residual = residual;
   ep.ldr = sh.OC;
-  switch (im.algo) {
+  switch (L.algo) {
     case Algo::Pointwise: {
       const index_t G = sh.groups, cg = sh.C / G, og = sh.OC / G, M = batch * sh.H * sh.W;
       for (index_t g = 0; g < G; ++g) {
         Epilogue e = ep;
         if (e.bias) e.bias += g * og;
         if (e.residual) e.residual += g * og;
-        sgemm_packed(false, M, 1.f, x + g * cg, sh.C, *im.b[g], 0.f, y + g * og, ldy, e);
+        group_gemm(L, wt, g, M, x + g * cg, sh.C, y + g * og, ldy, e);
       }
       return;
     }
     case Algo::Indirect:
-      return im.indirect->run(y, ldy, x, residual, batch, act, a, b);
+      return L.indirect->run(y, ldy, x, residual, batch, act, a, b, wt.w, wt.bias);
     case Algo::Winograd:
-      return im.winograd->run(y, ldy, x, residual, batch, act, a, b);
+      return L.winograd->run(y, ldy, x, residual, batch, act, a, b, wt.w, wt.bias, wt.filter);
     case Algo::Im2col:
-      return conv_im2col(y, ldy, x, pw, batch, ep);
+      return conv_im2col(y, ldy, x, L, wt, batch, ep);
     case Algo::Direct:
     case Algo::Depthwise:
       break;
@@ -375,13 +460,13 @@ void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch
     std::memcpy(copy, y, n * sizeof(float));
     residual = copy;
   }
-  if (im.algo == Algo::Depthwise) conv_depthwise(out, x, pw, batch, kact, a, b, isa);
-  else if (isa != Isa::Portable) conv_direct(out, x, pw, batch, kact, a, b, isa);
+  if (L.algo == Algo::Depthwise) conv_depthwise(out, x, L, wt, batch, kact, a, b, isa);
+  else if (isa != Isa::Portable) conv_direct(out, x, L, wt, batch, kact, a, b, isa);
   else {
     Epilogue e = ep;
     e.residual = nullptr;
     e.act = kact;
-    conv_im2col(out, sh.OC, x, pw, batch, e);
+    conv_im2col(out, sh.OC, x, L, wt, batch, e);
   }
   if (residual)
     parallel_for(n, 1 << 16, [&](std::int64_t i0, std::int64_t i1) {
@@ -392,9 +477,9 @@ void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch
     for (index_t m = 0; m < n / sh.OC; ++m) std::memcpy(y + m * ldy, out + m * sh.OC, sh.OC * sizeof(float));
 }
 
-void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, index_t ph,
-                         index_t pwid, Act act, float a, float b) {
-  const Conv2DShape& s = pw.shape();
+void conv_maxpool_run(float* y, const float* x, const ConvLayout& L, const ConvWeights& wt, index_t batch, index_t ph,
+                      index_t pwid, Act act, float a, float b) {
+  const Conv2DShape& s = L.s;
   const index_t OH = s.OH(), OW = s.OW(), OC = s.OC;
   ENGINE_CHECK(batch >= 0, "conv2d_maxpool: batch must be >= 0, got " + std::to_string(batch));
   ENGINE_CHECK(ph >= 1 && pwid >= 1 && ph <= OH && pwid <= OW,
@@ -405,19 +490,18 @@ void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index
   Pool2DShape band;  // one pooled row from a band of ph conv rows
   band.H = ph, band.W = OW, band.C = OC, band.KH = ph, band.KW = pwid, band.stride_h = ph,
   band.stride_w = pwid;
-  const auto& im = pw.impl();
   const Isa isa = cpu_isa();
   const bool padded = s.pad_top || s.pad_left || s.pad_bottom || s.pad_right;
-  if (im.algo != Algo::Direct || isa == Isa::Portable || padded) {
+  if (L.algo != Algo::Direct || isa == Isa::Portable || padded) {
     // Two steps through a per-thread buffer (still one plan step, no arena buffer).
     float* tmp = band_scratch(static_cast<size_t>(batch * OH * OW * OC));
-    conv2d_nhwc(tmp, x, pw, batch, act, a, b);
+    conv_run(tmp, x, L, wt, batch, act, a, b, nullptr, 0);
     Pool2DShape ps = band;
     ps.N = batch, ps.H = OH;
     maxpool2d_nhwc(y, tmp, ps);
     return;
   }
-  convk::DirectArgs da{nullptr, s.H, s.W, s.C, im.w, im.bias.data(), OC, im.OCp, s.KH, s.KW,
+  convk::DirectArgs da{nullptr, s.H, s.W, s.C, wt.w, wt.bias, OC, L.OCp, s.KH, s.KW,
                        s.stride_h, s.stride_w, s.dil_h, s.dil_w, OW, in_kernel_act(act) ? act : Act::None, a};
   const bool post_act = !in_kernel_act(act);
   auto fn = isa == Isa::Avx512 ? convk::direct_rows_avx512 : convk::direct_rows_avx2;
@@ -436,6 +520,98 @@ void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index
       maxpool2d_nhwc(y + (n * PH + p) * PW * OC, rows, band);
     }
   });
+}
+
+}  // namespace
+
+void conv2d_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, Act act, float a, float b,
+                 const float* residual, index_t ldy) {
+  conv_run(y, x, pw.impl().layout, pw.impl().weights, batch, act, a, b, residual, ldy);
+}
+
+void conv2d_maxpool_nhwc(float* y, const float* x, const PackedConv2D& pw, index_t batch, index_t ph,
+                         index_t pwid, Act act, float a, float b) {
+  conv_maxpool_run(y, x, pw.impl().layout, pw.impl().weights, batch, ph, pwid, act, a, b);
+}
+
+// ---- DynamicConv2D: the filter packed on every call, into the caller's workspace ------------
+//
+// Workspace (floats, each part 64-byte aligned from an aligned start): slack to align the
+// start, the HWIO copy of an OIHW filter, the packed filter, the packed bias.
+
+DynamicConv2D::DynamicConv2D(const Conv2DShape& shape, FilterLayout layout)
+    : shape_(shape), layout_(layout), plan_(new ConvLayout(shape)) {
+  ENGINE_CHECK(layout == FilterLayout::HWIO || layout == FilterLayout::OIHW || layout == FilterLayout::DataGrad,
+               "conv2d: unknown filter layout " + s(static_cast<index_t>(layout)));
+  if (layout == FilterLayout::DataGrad)
+    ENGINE_CHECK(shape.stride_h == 1 && shape.stride_w == 1, "conv2d: a DataGrad filter needs stride 1");
+}
+DynamicConv2D::~DynamicConv2D() = default;
+
+const char* DynamicConv2D::algorithm() const { return algo_name(plan_->algo); }
+
+namespace {
+size_t filter_floats(const Conv2DShape& s) { return static_cast<size_t>(s.KH * s.KW * (s.C / s.groups) * s.OC); }
+}  // namespace
+
+size_t DynamicConv2D::workspace_floats() const {
+  const size_t hwio = layout_ != FilterLayout::HWIO ? align16(filter_floats(shape_)) : 0;
+  return 16 + hwio + align16(plan_->w_floats()) + plan_->bias_floats();
+}
+
+void DynamicConv2D::run(float* y, const float* x, const float* filter, const float* bias, float* workspace,
+                        index_t batch, Act act, float a, float b, const float* residual, index_t ldy, index_t pool_h,
+                        index_t pool_w) const {
+  ENGINE_CHECK(batch >= 0, "conv2d: batch must be >= 0, got " + s(batch));
+  if (batch == 0) return;
+  const ConvLayout& L = *plan_;
+  const Conv2DShape& sh = shape_;
+  float* ws = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(workspace) + 63) / 64 * 64);
+  const float* hwio = filter;
+  if (layout_ == FilterLayout::OIHW) {  // [o][ci][kh][kw] -> [kh][kw][ci][o]
+    const index_t taps = sh.KH * sh.KW, cg = sh.C / sh.groups, OC = sh.OC;
+    float* t = ws;
+    parallel_for(taps * cg, std::max<index_t>(1, 4096 / std::max<index_t>(1, OC)), [&](std::int64_t r0, std::int64_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const index_t tap = r / cg, ci = r % cg;
+        const float* src = filter + ci * taps + tap;
+        float* dst = t + r * OC;
+        for (index_t o = 0; o < OC; ++o) dst[o] = src[o * cg * taps];
+      }
+    });
+    hwio = t;
+    ws += align16(filter_floats(sh));
+  } else if (layout_ == FilterLayout::DataGrad) {
+    // The forward filter KH×KW×fc×C (fc = OC/G, its input channels per group) -> this conv's
+    // KH×KW×(C/G)×OC: W'[kh][kw][o][j·fc + ci] = W[KH-1-kh][KW-1-kw][ci][j·og + o], og = C/G.
+    const index_t taps = sh.KH * sh.KW, G = sh.groups, og = sh.C / G, fc = sh.OC / G, C = sh.C, OC = sh.OC;
+    float* t = ws;
+    parallel_for(taps * og, std::max<index_t>(1, 4096 / std::max<index_t>(1, OC)), [&](std::int64_t r0, std::int64_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const index_t tap = r / og, o = r % og;
+        const float* src = filter + (taps - 1 - tap) * fc * C;  // the tap mirrored in both axes
+        float* dst = t + r * OC;
+        for (index_t j = 0; j < G; ++j)
+          for (index_t ci = 0; ci < fc; ++ci) dst[j * fc + ci] = src[ci * C + j * og + o];
+      }
+    });
+    hwio = t;
+    ws += align16(filter_floats(sh));
+  }
+  ConvWeights wt;
+  wt.filter = hwio;
+  wt.bias = bias;
+  const size_t wf = align16(L.w_floats());
+  if (wf) {
+    L.pack(ws, ws + wf, hwio, bias);
+    wt.w = ws;
+    if (L.bias_floats()) wt.bias = ws + wf;
+  }
+  if (pool_h > 0) {
+    ENGINE_CHECK(residual == nullptr && (ldy == 0 || ldy == sh.OC), "conv2d: a fused max-pool takes no residual or output stride");
+    return conv_maxpool_run(y, x, L, wt, batch, pool_h, pool_w, act, a, b);
+  }
+  conv_run(y, x, L, wt, batch, act, a, b, residual, ldy);
 }
 
 }  // namespace engine

@@ -61,7 +61,7 @@ bool IndirectConv::suits(const Conv2DShape& s) {
   return s.groups == 1 && s.C > 4 && cpu_isa() == Isa::Avx512 && s.C <= (index_t(1) << 20);
 }
 
-IndirectConv::IndirectConv(const Conv2DShape& s, const float* filter, const float* bias) : s_(s) {
+IndirectConv::IndirectConv(const Conv2DShape& s) : s_(s) {
   rows_ = s.dil_w == 1 && s.KW > 1 && s.C < 16;
   taps_ = rows_ ? s.KH : s.KH * s.KW;
   depth_ = rows_ ? s.KW * s.C : s.C;
@@ -69,31 +69,36 @@ IndirectConv::IndirectConv(const Conv2DShape& s, const float* filter, const floa
   // Blocks of the sum: with several taps, 64 floats of 16 pixels' input (~12 KiB for a 3×3
   // filter) stay in L1 while the taps sweep them; one tap needs no blocking.
   cb_ = taps_ > 1 ? std::min<index_t>(depth_, 64) : depth_;
-  const index_t K = taps_ * depth_;
-  w_ = convk::aligned_floats(static_cast<size_t>(np_ * K * NR));
-  bias_ = convk::aligned_floats(static_cast<size_t>(np_ * NR));
-  // Panel p in the kernel's order (block c0, tap, float c of the tap): HWIO row tap·depth + c
-  // (a filter row's KW·C floats are contiguous in HWIO too), columns [32p, 32p + 32).
-  for (index_t p = 0; p < np_; ++p) {
-    const index_t j0 = p * NR, nj = std::min<index_t>(NR, s.OC - j0);
-    float* d = w_ + p * K * NR;
-    for (index_t c0 = 0; c0 < depth_; c0 += cb_)
-      for (index_t tap = 0; tap < taps_; ++tap)
-        for (index_t c = c0; c < std::min(depth_, c0 + cb_); ++c, d += NR) {
-          std::memcpy(d, filter + (tap * depth_ + c) * s.OC + j0, nj * sizeof(float));
-          std::fill(d + nj, d + NR, 0.f);
-        }
-    for (index_t j = 0; j < NR; ++j) bias_[j0 + j] = bias && j < nj ? bias[j0 + j] : 0.f;
-  }
 }
 
-IndirectConv::~IndirectConv() {
-  std::free(w_);
-  std::free(bias_);
+void IndirectConv::pack(float* w, float* bias_out, const float* filter, const float* bias) const {
+  const Conv2DShape& s = s_;
+  const index_t K = taps_ * depth_, OC = s.OC, full = OC / NR;  // panels with 32 real channels
+  // Panel p holds, in the kernel's order (block c0, tap, float c of the tap), HWIO row
+  // tap·depth + c (a filter row's KW·C floats are contiguous in HWIO too), columns
+  // [32p, 32p + 32). The filter is read row by row (in order: one stream) and each row is
+  // scattered over the panels.
+  parallel_for(K, std::max<index_t>(1, (1 << 14) / std::max<index_t>(1, OC)), [&](std::int64_t r0, std::int64_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const index_t tap = r / depth_, c = r % depth_, c0 = c / cb_ * cb_;
+      const index_t cbl = std::min(cb_, depth_ - c0);
+      const index_t k = c0 * taps_ + tap * cbl + (c - c0);  // the row's place in every panel
+      const float* src = filter + r * OC;
+      float* d = w + k * NR;
+      for (index_t p = 0; p < full; ++p) std::memcpy(d + p * K * NR, src + p * NR, NR * sizeof(float));
+      if (full < np_) {
+        const index_t nj = OC - full * NR;
+        float* dp = d + full * K * NR;
+        std::memcpy(dp, src + full * NR, nj * sizeof(float));
+        std::fill(dp + nj, dp + NR, 0.f);
+      }
+    }
+  });
+  for (index_t j = 0; j < np_ * NR; ++j) bias_out[j] = bias && j < OC ? bias[j] : 0.f;
 }
 
 void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act,
-                       float a, float b) const {
+                       float a, float b, const float* wp, const float* pbias) const {
   const Conv2DShape& s = s_;
   const index_t OH = s.OH(), OW = s.OW(), P = OH * OW, M = batch * P, OC = s.OC, C = s.C;
   const index_t taps = taps_, depth = depth_, K = taps * depth, mt = (M + MR - 1) / MR;
@@ -194,8 +199,8 @@ void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, 
         t.taps = taps;
         t.C = depth;
         t.cb = cb_;
-        t.b = w_ + p * K * NR;
-        t.bias = bias_ + p * NR;
+        t.b = wp + p * K * NR;
+        t.bias = pbias + p * NR;
         t.n = static_cast<int>(std::min<index_t>(NR, OC - p * NR));
         t.act = post_act ? Act::None : act;
         t.alpha = a;
@@ -215,7 +220,7 @@ void IndirectConv::run(float* y, index_t ldy, const float* x, const float* res, 
           // panel a share each, so memory streams the filter evenly instead of in bursts.
           const index_t lines = K * NR * 4 / 64, share = (lines + tn_ - 2) / (tn_ - 1);
           const index_t l0 = std::min(lines, (ti - 1) * share);
-          t.pf = w_ + (p + 1) * K * NR + l0 * 16;
+          t.pf = wp + (p + 1) * K * NR + l0 * 16;
           t.pf_lines = std::min(share, lines - l0);
           t.pf_step = static_cast<int>(std::min<index_t>(8, (t.pf_lines + K / 4) / std::max<index_t>(1, K / 4)));
         }

@@ -2,7 +2,7 @@
 // Convolutional Neural Networks", 2016).
 //
 //   Pack:  U = G g Gᵀ per (input, output) channel pair: 36 matrices C×OC, each packed as the
-//          indirect kernel's 32-channel panels.
+//          indirect kernel's 32-channel panels (once, or per call for a trained filter).
 //   Run:   output tiles of 4×4 pixels (T = N·⌈OH/4⌉·⌈OW/4⌉) in blocks whose transformed
 //          inputs and products stay in L2; per block:
 //            V[rq] = (Bᵀ d B)[rq]   for each tile's 6×6 input patch     (TB × C per rq)
@@ -42,38 +42,39 @@ bool WinogradConv::suits(const Conv2DShape& s) {
          36.0 * s.C * s.OC * 4 <= 4.5 * 1024 * 1024 && cpu_isa() == Isa::Avx512;
 }
 
-WinogradConv::WinogradConv(const Conv2DShape& s, const float* filter, const float* bias) : s_(s) {
-  const index_t C = s.C, OC = s.OC;
-  np_ = (OC + NR - 1) / NR;
-  u_ = convk::aligned_floats(static_cast<size_t>(36 * np_ * C * NR));
-  bias_ = convk::aligned_floats(static_cast<size_t>(np_ * NR));
-  g_ = convk::aligned_floats(static_cast<size_t>(9 * C * OC));
-  std::copy(filter, filter + 9 * C * OC, g_);
-  std::fill(u_, u_ + 36 * np_ * C * NR, 0.f);
-  for (index_t j = 0; j < np_ * NR; ++j) bias_[j] = bias && j < OC ? bias[j] : 0.f;
-  for (index_t c = 0; c < C; ++c)
-    for (index_t o = 0; o < OC; ++o) {
-      double g[3][3], t[6][3];
-      for (int kh = 0; kh < 3; ++kh)
-        for (int kw = 0; kw < 3; ++kw) g[kh][kw] = filter[((kh * 3 + kw) * C + c) * OC + o];
-      for (int r = 0; r < 6; ++r)  // t = G g
-        for (int kw = 0; kw < 3; ++kw) t[r][kw] = kG[r][0] * g[0][kw] + kG[r][1] * g[1][kw] + kG[r][2] * g[2][kw];
-      for (int r = 0; r < 6; ++r)
-        for (int q = 0; q < 6; ++q) {  // U = t Gᵀ
-          const double u = t[r][0] * kG[q][0] + t[r][1] * kG[q][1] + t[r][2] * kG[q][2];
-          u_[(((r * 6 + q) * np_ + o / NR) * C + c) * NR + o % NR] = static_cast<float>(u);
-        }
-    }
-}
+WinogradConv::WinogradConv(const Conv2DShape& s) : s_(s) { np_ = (s.OC + NR - 1) / NR; }
 
-WinogradConv::~WinogradConv() {
-  std::free(u_);
-  std::free(bias_);
-  std::free(g_);
+void WinogradConv::pack(float* u, float* bias_out, const float* filter, const float* bias) const {
+  const index_t C = s_.C, OC = s_.OC, np = np_;
+  for (index_t j = 0; j < np * NR; ++j) bias_out[j] = bias && j < OC ? bias[j] : 0.f;
+  // Per input channel and 32-channel panel: t = G g, U = t Gᵀ (in double), vectorised over the
+  // panel's output channels (contiguous in HWIO and in U); padded channels are zeros.
+  parallel_for(C, std::max<index_t>(1, 2048 / std::max<index_t>(1, OC)), [&](std::int64_t c0, std::int64_t c1) {
+    for (index_t c = c0; c < c1; ++c)
+      for (index_t p = 0; p < np; ++p) {
+        const index_t o0 = p * NR, no = std::min<index_t>(NR, OC - o0);
+        double g[3][3][NR], t[6][3][NR];
+        for (int kh = 0; kh < 3; ++kh)
+          for (int kw = 0; kw < 3; ++kw) {
+            const float* src = filter + ((kh * 3 + kw) * C + c) * OC + o0;
+            for (index_t o = 0; o < NR; ++o) g[kh][kw][o] = o < no ? src[o] : 0.0;
+          }
+        for (int r = 0; r < 6; ++r)  // t = G g
+          for (int kw = 0; kw < 3; ++kw)
+            for (index_t o = 0; o < NR; ++o)
+              t[r][kw][o] = kG[r][0] * g[0][kw][o] + kG[r][1] * g[1][kw][o] + kG[r][2] * g[2][kw][o];
+        for (int r = 0; r < 6; ++r)
+          for (int q = 0; q < 6; ++q) {  // U = t Gᵀ
+            float* dst = u + (((r * 6 + q) * np + p) * C + c) * NR;
+            for (index_t o = 0; o < NR; ++o)
+              dst[o] = static_cast<float>(t[r][0][o] * kG[q][0] + t[r][1][o] * kG[q][1] + t[r][2][o] * kG[q][2]);
+          }
+      }
+  });
 }
 
 void WinogradConv::run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act, float a,
-                       float b) const {
+                       float b, const float* U, const float* ub, const float* hwio) const {
   const Conv2DShape& s = s_;
   const index_t C = s.C, OC = s.OC, OCp = np_ * NR, OH = s.OH(), OW = s.OW();
   const index_t th = (OH + 3) / 4, tw = (OW + 3) / 4, TI = th * tw, T = batch * TI;
@@ -107,13 +108,13 @@ void WinogradConv::run(float* y, index_t ldy, const float* x, const float* res, 
         const index_t oh = oh0 + r, ow = ow0 + q, px = (n * OH + oh) * OW + ow;
         float* yp = y + px * ldy;
         for (index_t o = 0; o < OC; ++o) {
-          float acc = bias_[o];
+          float acc = ub[o];
           for (index_t kh = 0; kh < 3; ++kh)
             for (index_t kw = 0; kw < 3; ++kw) {
               const index_t ih = oh + kh - s.pad_top, iw = ow + kw - s.pad_left;
               if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
               const float* xp = img + (ih * s.W + iw) * C;
-              const float* gp = g_ + (kh * 3 + kw) * C * OC + o;
+              const float* gp = hwio + (kh * 3 + kw) * C * OC + o;
               for (index_t c = 0; c < C; ++c) acc += xp[c] * gp[c * OC];
             }
           if (res) acc += res[px * OC + o];
@@ -140,7 +141,7 @@ void WinogradConv::run(float* y, index_t ldy, const float* x, const float* res, 
         g.taps = 1;
         g.C = C;
         g.cb = C;
-        g.b = u_ + (rq * np_ + p) * C * NR;
+        g.b = U + (rq * np_ + p) * C * NR;
         g.bias = kZeros;
         g.ldy = OCp;
         g.n = NR;
@@ -164,7 +165,7 @@ void WinogradConv::run(float* y, index_t ldy, const float* x, const float* res, 
       o.m = Mx + (t - t0) * OCp;
       o.ms = TB * OCp;
       o.OC = OC;
-      o.bias = bias_;
+      o.bias = ub;
       const index_t px = (n * OH + 4 * i) * OW + 4 * j;
       o.y = y + px * ldy;
       o.y_row = OW * ldy;

@@ -10,15 +10,20 @@ namespace engine {
 
 class WinogradConv {
  public:
-  // filter HWIO (3×3×C×OC), bias OC floats or null.
-  WinogradConv(const Conv2DShape& s, const float* filter, const float* bias);
-  ~WinogradConv();
-  WinogradConv(const WinogradConv&) = delete;
-  WinogradConv& operator=(const WinogradConv&) = delete;
+  // The layout for this shape; the transformed filters live wherever the caller keeps them.
+  explicit WinogradConv(const Conv2DShape& s);
 
-  // As IndirectConv::run: y = act(conv(x) + bias [+ res]), output pixel stride ldy.
-  void run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act, float a,
-           float b) const;
+  // Floats of the transformed filters U and of the padded bias.
+  size_t u_floats() const { return static_cast<size_t>(36 * np_ * s_.C * 32); }
+  size_t bias_floats() const { return static_cast<size_t>(np_ * 32); }
+  // filter HWIO (3×3×C×OC), bias OC floats or null, into u / bias_out (64-byte aligned).
+  void pack(float* u, float* bias_out, const float* filter, const float* bias) const;
+
+  // As IndirectConv::run: y = act(conv(x) + bias [+ res]), output pixel stride ldy, with u and
+  // bias from pack() and g the HWIO filter itself (tiles whose transformed input has an inf or
+  // NaN are computed directly from it).
+  void run(float* y, index_t ldy, const float* x, const float* res, index_t batch, Act act, float a, float b,
+           const float* u, const float* bias, const float* g) const;
 
   // 3×3, stride 1, no dilation, groups 1, C and OC >= 16, enough output pixels to amortise
   // the transforms and a transformed filter (4× the filter) that streams in reasonable time;
@@ -27,10 +32,8 @@ class WinogradConv {
 
  private:
   Conv2DShape s_;
-  index_t np_ = 0;           // 32-channel panels of OC
-  float* u_ = nullptr;       // [36][np][C][32]: G g Gᵀ, one packed GEMM operand per (r, q)
-  float* bias_ = nullptr;    // np·32
-  float* g_ = nullptr;       // the HWIO filter: tiles with an inf / NaN input are computed directly
+  index_t np_ = 0;  // 32-channel panels of OC
+  // U = G g Gᵀ: [36][np][C][32], one packed GEMM operand per (r, q); bias [np·32].
 };
 
 }  // namespace engine

@@ -10,7 +10,7 @@ from .activations import Act
 from .initializers import set_random_seed
 from .layers import *  # noqa: F401,F403  (every layer class and Keras's aliases)
 from .layers import LAYERS, Layer
-from .models import Model, Sequential
+from .models import Model, Sequential, load_model
 from .tensor import Input, KerasTensor
 
-__all__ = ["Input", "KerasTensor", "Sequential", "Model", "Layer", "set_random_seed", "ops", "Act"] + sorted(LAYERS)
+__all__ = ["Input", "KerasTensor", "Sequential", "Model", "load_model", "Layer", "set_random_seed", "ops", "Act"] + sorted(LAYERS)

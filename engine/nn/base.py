@@ -321,6 +321,9 @@ class Layer:
     def weights(self) -> list[np.ndarray]:
         """The layer's weight arrays in Keras's order (read-only: change them with
         set_weights, which every model using this layer notices)."""
+        owner = self.__dict__.get("_training_owner")
+        if owner is not None and owner() is not None:
+            owner()._flush_training()  # values train_on_batch has not written back yet
         return list(self._weights) + [w for s in self._sublayers for w in s.weights]
 
     @weights.setter

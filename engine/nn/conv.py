@@ -5,7 +5,9 @@ filters); depthwise (k..., in, multiplier); transposed (k..., filters, in)).
 How each runs: 2-D convolutions are the engine's NHWC `Conv2D` op (activation fused); 1-D ones
 are the same op over a height of 1; 3-D ones and the transposed ones are the ONNX `Conv` /
 `ConvTranspose` ops (NCHW), with a transpose on each side. 'same' padding puts the odd pixel
-at the end (TensorFlow's rule, which Keras follows); Conv1D's 'causal' pads the start.
+at the end (TensorFlow's rule, which Keras follows); Conv1D's 'causal' pads the start. A
+kernel an op reads in another layout is a constant at inference and a Reshape / Transpose
+node of the trained weight in a training graph (weight_view).
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ def conv_out(n, k: int, s: int, d: int, padding: str):
 
 def _axes(g, out: str, axes) -> str:
     return g.const(f"{out}/axes", np.array(list(axes), np.int64))
+
+
+def weight_view(g, name: str, out: str, shape=None, perm=None) -> str:
+    """Weight `name` reshaped to `shape` or transposed by `perm`, as the kernel the op reads:
+    a constant at inference; in a training graph (g.training) a Reshape / Transpose node on the
+    trained weight, so its gradient reaches the layer's weight."""
+    if g.training:
+        if perm is not None:
+            return g.node("Transpose", [name], out, {"perm": list(perm)})
+        return g.node("Reshape", [name], out, {"shape": [int(d) for d in shape]})
+    w = g.weights[name]
+    return g.const(out, np.ascontiguousarray(w.transpose(perm)) if perm is not None else w.reshape(shape))
 
 
 def to_channels_first(g, x: str, rank: int, out: str) -> str:
@@ -121,14 +135,16 @@ class _Conv(Layer):
                 x = g.node("Pad", [x, pads], f"{out}/causal")
                 padding = "valid"
             x4 = g.node("Unsqueeze", [x, _axes(g, f"{out}/h", [1])], f"{out}/nhwc")
-            k4 = g.const(f"{out}/kernel2d", g.weights[kernel].reshape((1,) + g.weights[kernel].shape))
+            if g.training:  # the kernel may itself be a node (a depthwise conv's grouped kernel)
+                k4 = g.node("Unsqueeze", [kernel, _axes(g, f"{out}/kh", [0])], f"{out}/kernel2d")
+            else:
+                k4 = g.const(f"{out}/kernel2d", g.weights[kernel].reshape((1,) + g.weights[kernel].shape))
             attrs = self._conv2d_attrs((1,) + self.strides, (1,) + self.dilation_rate, padding, groups)
             y4 = emit_with_activation(g, "Conv2D", [x4, k4] + ins[1:], f"{out}/conv2d", attrs, act)
             return g.node("Squeeze", [y4, _axes(g, f"{out}/sq", [1])], out)
         # 3-D: ONNX Conv on NCDHW
         xc = to_channels_first(g, x, 3, f"{out}/ncdhw")
-        w = g.weights[kernel]
-        wc = g.const(f"{out}/oidhw", np.ascontiguousarray(w.transpose(4, 3, 0, 1, 2)))
+        wc = weight_view(g, kernel, f"{out}/oidhw", perm=(4, 3, 0, 1, 2))
         attrs = {"strides": list(self.strides), "dilations": list(self.dilation_rate), "group": groups,
                  "kernel_shape": list(ksize), "auto_pad": "SAME_UPPER" if self.padding == "same" else "VALID"}
         yc = g.node("Conv", [xc, wc] + ([bias] if bias else []), f"{out}/conv", attrs)
@@ -195,7 +211,7 @@ class _DepthwiseConv(_Conv):
 
     def _grouped_kernel(self, g, ref: str, out: str) -> str:
         w = g.weights[ref]  # (k..., in, mult) -> (k..., 1, in·mult): output channel c·mult + m
-        return g.const(f"{out}/grouped_kernel", w.reshape(w.shape[:-2] + (1, w.shape[-2] * w.shape[-1])))
+        return weight_view(g, ref, f"{out}/grouped_kernel", w.shape[:-2] + (1, w.shape[-2] * w.shape[-1]))
 
 
 class DepthwiseConv1D(_DepthwiseConv):
@@ -244,8 +260,7 @@ class _SeparableConv(_DepthwiseConv):
         refs = self._weight_refs(g)
         depth = self._emit_conv(g, x, f"{out}/depthwise", self._grouped_kernel(g, refs[0], out), None,
                                 self.in_channels, self.kernel_size, activations.Act("linear"))
-        pw = g.weights[refs[1]]
-        kernel = g.const(f"{out}/pointwise_matrix", pw.reshape(pw.shape[-2:]))
+        kernel = weight_view(g, refs[1], f"{out}/pointwise_matrix", g.weights[refs[1]].shape[-2:])
         return emit_with_activation(g, "Dense", [depth, kernel] + refs[2:], out, {}, self.activation)
 
 
@@ -315,8 +330,8 @@ class _ConvTranspose(_Conv):
         refs = self._weight_refs(g)
         r = self.rank
         xc = to_channels_first(g, x, r, f"{out}/ncx")
-        w = g.weights[refs[0]]  # (k..., out, in) -> ONNX (in, out, k...)
-        wc = g.const(f"{out}/iok", np.ascontiguousarray(w.transpose(r + 1, r, *range(r))))
+        # (k..., out, in) -> ONNX (in, out, k...)
+        wc = weight_view(g, refs[0], f"{out}/iok", perm=(r + 1, r, *range(r)))
         crops = self._crops()
         attrs = {"strides": list(self.strides), "dilations": list(self.dilation_rate),
                  "kernel_shape": list(self.kernel_size),

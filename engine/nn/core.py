@@ -1,12 +1,15 @@
 """Core layers: Dense, Activation, Embedding, Masking, Identity, and the layers that are the
-identity at inference (Dropout and its spatial / noise variants)."""
+identity at inference (Dropout and its spatial / noise variants; in training graphs they drop,
+see Dropout)."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
 from ..dtypes import code
-from ..errors import EngineError, ShapeError
+from ..errors import EngineError, ShapeError, UnsupportedOpError
 from . import activations, initializers
 from .base import Layer
 from .ops import NotEqual
@@ -82,7 +85,11 @@ class Identity(Layer):
 
 
 class Dropout(Layer):
-    """Identity at inference (training arrives with the training issue)."""
+    """Identity at inference. In training graphs a `Dropout` node (rate, seed): each step
+    drops elements with probability `rate` and scales the rest by 1 / (1 - rate), the mask
+    drawn from (seed, step) (engine/ops/dropout_grad.py). `noise_shape` (Keras's, None for the
+    input's dim) shares one draw along the dims where it is 1. The seed is `seed`, or derived
+    from the layer's name and engine.nn.set_random_seed."""
 
     supports_masking = True
 
@@ -90,20 +97,65 @@ class Dropout(Layer):
         super().__init__(**kw)
         if not 0 <= rate <= 1:
             raise EngineError(f"{self.name}: rate must be in [0, 1], got {rate}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise EngineError(f"{self.name}: seed must be an int or None, got {seed!r}")
         self.rate, self.noise_shape, self.seed = rate, noise_shape, seed
 
+    def _noise(self):
+        """The mask's shape for the Dropout node (-1: the input's dim), or None: the input's."""
+        if self.noise_shape is None:
+            return None
+        return [-1 if d is None else int(d) for d in self.noise_shape]
+
+    def _training_attrs(self) -> dict:
+        attrs = {"rate": float(self.rate), "seed": dropout_seed(self)}
+        noise = self._noise()
+        if noise is not None:
+            attrs["noise_shape"] = noise
+        return attrs
+
     def emit(self, g, x, out):
-        return g.node("Identity", [x], out)
+        if not g.training or self.rate == 0:
+            return g.node("Identity", [x], out)
+        return g.node("Dropout", [x], out, self._training_attrs())
+
+
+def dropout_seed(layer) -> int:
+    """The layer's seed, else one derived from its name and the global seed (a per-process
+    random one until set_random_seed is called)."""
+    if layer.seed is not None:
+        return int(layer.seed) & 0x7FFFFFFFFFFFFFFF
+    base = initializers.random_seed()
+    if base is None:
+        base = _process_seed()
+    digest = hashlib.blake2b(f"{base}/{layer.name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFFFFFFFFFF
+
+
+def _process_seed(cache=[]) -> int:  # noqa: B006  (drawn once per process)
+    if not cache:
+        cache.append(int(np.random.SeedSequence().entropy % (1 << 62)))
+    return cache[0]
 
 
 class SpatialDropout1D(Dropout):
+    """Drops whole channels: one draw per (sample, channel), shared along the other dims."""
+
     supports_masking = False
+    ndim = 3
 
     def __init__(self, rate: float, seed=None, **kw):
         super().__init__(rate, seed=seed, **kw)
 
+    def _noise(self):
+        if len(self.input_shape) != self.ndim:
+            raise ShapeError(f"{self.name}: expects a rank-{self.ndim} input, got {self.input_shape}")
+        return [-1] + [1] * (self.ndim - 2) + [-1]
+
 
 class SpatialDropout2D(SpatialDropout1D):
+    ndim = 4
+
     def __init__(self, rate: float, data_format=None, seed=None, **kw):
         from .base import check_data_format
         super().__init__(rate, seed=seed, **kw)
@@ -111,15 +163,30 @@ class SpatialDropout2D(SpatialDropout1D):
 
 
 class SpatialDropout3D(SpatialDropout2D):
-    pass
+    ndim = 5
+
+
+def _no_noise_training(layer, g, x, out, what: str, active: bool):
+    if g.training and active:
+        raise UnsupportedOpError(f"{layer.name} ({type(layer).__name__}): training is not supported ({what}); "
+                                 "remove the layer or freeze the layers before it")
+    return g.node("Identity", [x], out)
 
 
 class GaussianDropout(Dropout):
-    pass
+    def emit(self, g, x, out):
+        return _no_noise_training(self, g, x, out, "it needs Gaussian noise, which no kernel draws yet",
+                                  self.rate > 0)
 
 
 class AlphaDropout(Dropout):
-    pass
+    """Keeps the mean and variance of SELU outputs: dropped elements take SELU's negative
+    saturation value, then an affine transform (Keras's formula)."""
+
+    def emit(self, g, x, out):
+        if not g.training or self.rate == 0:
+            return g.node("Identity", [x], out)
+        return g.node("Dropout", [x], out, {**self._training_attrs(), "alpha": 1})
 
 
 class GaussianNoise(Dropout):
@@ -127,11 +194,19 @@ class GaussianNoise(Dropout):
         super().__init__(0.0, seed=seed, **kw)
         self.stddev = stddev
 
+    def emit(self, g, x, out):
+        return _no_noise_training(self, g, x, out, "it needs Gaussian noise, which no kernel draws yet",
+                                  self.stddev > 0)
+
 
 class ActivityRegularization(Dropout):
     def __init__(self, l1: float = 0.0, l2: float = 0.0, **kw):
         super().__init__(0.0, **kw)
         self.l1, self.l2 = l1, l2
+
+    def emit(self, g, x, out):
+        return _no_noise_training(self, g, x, out, "its l1 / l2 penalty is a loss term, which training does "
+                                  "not add yet", bool(self.l1 or self.l2))
 
 
 class Embedding(Layer):

@@ -11,12 +11,20 @@ import numpy as np
 from ..errors import EngineError
 
 _rng = np.random.default_rng()
+_seed: list = [None]  # the last set_random_seed (None: never set)
 
 
 def set_random_seed(seed: int) -> None:
-    """Make weight initialisation reproducible (like keras.utils.set_random_seed)."""
+    """Make weight initialisation and the dropout masks of layers without a seed
+    reproducible (like keras.utils.set_random_seed)."""
     global _rng
     _rng = np.random.default_rng(seed)
+    _seed[0] = int(seed)
+
+
+def random_seed():
+    """The seed set_random_seed was last called with, or None."""
+    return _seed[0]
 
 
 def _fans(shape) -> tuple[int, int]:

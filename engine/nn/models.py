@@ -55,6 +55,7 @@ class _Network(NetworkTraining):
         return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights) -> None:
+        self._dirty = False  # values a train_on_batch left pending are replaced, not written back
         self._ensure_built()
         weights = list(weights)
         expected = sum(len(layer.weights) for layer in self.layers)
@@ -91,6 +92,7 @@ class _Network(NetworkTraining):
     def to_graph(self, training: bool = False) -> Graph:
         """The engine Graph of this model, weights included (training: the forward a
         training graph is built on, see GraphBuilder)."""
+        self._flush_training()
         inputs, outputs = self._trace()
         calls = _calls_in_order(outputs)
         seen: dict[str, Layer] = {}
@@ -136,6 +138,7 @@ class _Network(NetworkTraining):
 
     def compile_runtime(self) -> RuntimeModel:
         """The runtime Model for the current weights (rebuilt after any weight change)."""
+        self._flush_training()
         epoch = weights_epoch()
         if self._runtime is not None and self._runtime_epoch != epoch:
             if self._layer_versions() != self._runtime_versions:
@@ -417,3 +420,16 @@ def _leaves(outputs: list) -> list:
             seen.add(id(t))
             out.append(t)
     return out
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """Keras's load_model: a saved model (.engine, .h5, .keras, .onnx, ...) as an engine model
+    with predict / evaluate / fit (engine.load). custom_objects are refused: code found in a
+    model file never runs."""
+    from .. import load
+
+    if custom_objects:
+        raise EngineError("load_model: custom_objects are not supported (layers are rebuilt from their "
+                          "configs; custom code is never run)")
+    return load(filepath)
+

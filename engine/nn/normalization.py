@@ -31,6 +31,7 @@ class BatchNormalization(Layer):
     weights gamma, beta, moving_mean, moving_variance (gamma/beta only with scale/center)."""
 
     supports_masking = True
+    consumes_mask = True  # training refuses one (Keras computes masked batch statistics)
     non_trainable_names = ("moving_mean", "moving_variance")
 
     def __init__(self, axis=-1, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
@@ -59,7 +60,9 @@ class BatchNormalization(Layer):
         init = dict(zip(["gamma", "beta", "moving_mean", "moving_variance"], self.inits))
         self._create([(n, shape, init[n]) for n in names])
 
-    def emit(self, g, x, out):
+    def emit(self, g, x, out, mask=None):
+        if g.training:
+            return self._emit_training(g, x, out, mask)
         w = dict(zip(self.weight_names, self.weights))
         inv = 1.0 / np.sqrt(w["moving_variance"].astype(np.float64) + self.epsilon)
         scale = inv * w["gamma"] if self.scale else inv
@@ -69,6 +72,21 @@ class BatchNormalization(Layer):
         add = g.const(f"{out}/shift", _broadcast(shift.astype(np.float32), self.input_shape, self.axes, rank))
         g.node("Mul", [x, mul], f"{out}/scaled")
         return g.node("Add", [f"{out}/scaled", add], out)
+
+    def _emit_training(self, g, x, out, mask):
+        """One KerasBatchNorm node on the weights (engine/ops/norm.py; its training form uses
+        batch statistics and updates the moving ones, or, with trainable=False, the moving
+        statistics as Keras's frozen layer does)."""
+        if self.axes != list(range(self.axes[0], self.axes[-1] + 1)):
+            raise UnsupportedOpError(f"{self.name}: training over non-adjacent axes {self.axes} is not supported")
+        if mask is not None and self.trainable:
+            raise UnsupportedOpError(f"{self.name}: training with a mask (Keras's masked batch statistics) is not "
+                                     "supported")
+        w = dict(zip(self.weight_names, self._weight_refs(g)))
+        ins = [x, w.get("gamma", ""), w.get("beta", ""), w["moving_mean"], w["moving_variance"]]
+        return g.node("KerasBatchNorm", ins, out, {"axis": self.axes[0], "naxes": len(self.axes),
+                                                   "epsilon": self.epsilon, "momentum": float(self.momentum),
+                                                   "frozen": int(not self.trainable)})
 
 
 class LayerNormalization(Layer):

@@ -3,7 +3,9 @@
 2-D pools are the engine's NHWC `MaxPool2D` / `AvgPool2D` ops, 1-D ones the same over a
 height of 1, 3-D ones the ONNX pools between transposes. An average with 'same' padding
 divides by the number of input pixels in each window (TensorFlow's and Keras's rule).
-GlobalAveragePooling1D averages only the unmasked steps when its input carries a mask.
+GlobalAveragePooling1D averages only the unmasked steps when its input carries a mask. In a
+training graph the global poolings are the native channels-last GlobalAveragePool2D /
+GlobalMaxPool2D ops at every rank (a max's gradient is shared by tied maxima, as in Keras).
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ class _GlobalPooling(Layer):
         return (n,) + (1,) * self.rank + (c,) if self.keepdims else (n, c)
 
     def emit(self, g, x, out, mask=None):
-        if self.rank == 2 and not self.is_max:
-            return g.node("GlobalAveragePool2D", [x], out, {"keepdims": self.keepdims})
+        if (self.rank == 2 and not self.is_max) or g.training:
+            # Training graphs: the native global pools for every rank (one gradient step each).
+            op = "GlobalMaxPool2D" if self.is_max else "GlobalAveragePool2D"
+            return g.node(op, [x], out, {"keepdims": self.keepdims})
         axes = _axes(g, out, range(1, self.rank + 1))
         op = "ReduceMax" if self.is_max else "ReduceMean"
         return g.node(op, [x, axes], out, {"keepdims": int(self.keepdims)})

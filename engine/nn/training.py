@@ -9,7 +9,7 @@ which of them the optimizer updates.
 
 from __future__ import annotations
 
-import json
+import weakref
 
 import numpy as np
 
@@ -33,10 +33,15 @@ class NetworkTraining(TrainingMixin):
             self.__dict__["_graphs"] = cached
         return cached[key[0]][1], key[1]
 
+    def _architecture(self):
+        return tuple(id(layer) for layer in self.layers)
+
     def _training_parts(self, key_only: bool = False):
         if key_only:
             return self._layer_versions()
         graph, key = self._graph_for(True)
+        for layer in self.layers:  # reads of a layer's weights write back pending steps first
+            layer._training_owner = weakref.ref(self)
         trainable, state = [], []
         for layer in self.layers:
             names = [f"{layer.name}/{n}" for n in layer.weight_names]
@@ -78,6 +83,7 @@ class NetworkTraining(TrainingMixin):
     def _training_metadata(self) -> tuple[dict, dict]:
         """(JSON-able metadata, extra tensors) describing the training state, for save()."""
         meta, extra = {}, {}
+        meta["weight_order"] = [f"{layer.name}/{n}" for layer in self.layers for n in layer.weight_names]
         history = getattr(self, "history", None)
         if history is not None and getattr(history, "history", None):
             meta["history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
@@ -107,6 +113,18 @@ class NetworkTraining(TrainingMixin):
         loaded = load(filepath)
         values = loaded.get_weights()
         mine = {f"{layer.name}/{n}": w for layer in self.layers for n, w in zip(layer.weight_names, layer.weights)}
+        meta = loaded.metadata.get("training", {}) if isinstance(loaded.metadata, dict) else {}
+        order = meta.get("weight_order")
+        if order and any(k not in values for k in mine) and len(order) == len(mine):
+            # the same architecture built again gets other layer names: match by order (as Keras)
+            renamed = dict(zip(order, mine))
+            state = meta.get("optimizer_state")
+            if state:
+                state["params"] = [renamed.get(p, p) for p in state["params"]]
+            extra_names = renamed
+            values = {renamed[k]: v for k, v in values.items() if k in renamed}
+        else:
+            extra_names = {}
         missing = [k for k in mine if k not in values]
         if missing and not skip_mismatch:
             raise EngineError(f"{self.name}: {filepath} has no weights named {missing[:5]}"
@@ -116,13 +134,15 @@ class NetworkTraining(TrainingMixin):
                 raise EngineError(f"{self.name}: weight '{k}' has shape {np.shape(w)}, {filepath} holds "
                                   f"{np.shape(values[k])}")
         self._store_values({k: v for k, v in values.items() if k in mine})
-        meta = loaded.metadata.get("training", {}) if isinstance(loaded.metadata, dict) else {}
-        if isinstance(meta, str):
-            meta = json.loads(meta)
         state = meta.get("optimizer_state")
         if state and getattr(self, "compiled", False):
             extra = native.load_extra(filepath)
-            slots = [[extra[f"{_OPT_PREFIX}{p}/{n}"] for n in state["slot_names"]] for p in state["params"]]
+            back = {v: k for k, v in extra_names.items()}
+            slots = [[extra[f"{_OPT_PREFIX}{back.get(p, p)}/{n}"] for n in state["slot_names"]] for p in state["params"]]
+            mine_order = list(self._training_parts()[1])
+            if state["params"] != mine_order:
+                raise EngineError(f"{self.name}: the checkpoint's optimizer state is for weights "
+                                  f"{state['params'][:4]}..., this model trains {mine_order[:4]}...")
             self._trainer = None
             self.optimizer.set_state({"iterations": state["iterations"], "slot_names": state["slot_names"],
                                       "slots": slots})

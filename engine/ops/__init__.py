@@ -10,10 +10,12 @@ from . import (  # noqa: F401  (each module registers its ops)
     compare,
     control,
     conv_concat,
+    dropout_grad,
     einsum,
     elementwise,
     elementwise_grad,
     gather,
+    gather_grad,
     generate,
     grad_ops,
     linear,
@@ -25,6 +27,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     nchw,
     optimizer_ops,
     norm,
+    norm_grad,
     pad,
     reduce,
     reduce_grad,
@@ -33,7 +36,9 @@ from . import (  # noqa: F401  (each module registers its ops)
     rnn_grad,
     shape_ops,
     softmax,
+    softmax_grad,
     spatial,
+    spatial_grad,
 )
 from .registry import OPS, OpDef, get_op, register
 

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+from ..graph import Node
 from .activations import resolve
-from .grad_registry import backward_rule
+from .elementwise_grad import FROM_Y, NEEDS_NOTHING
+from .grad_registry import backward_rule, training_form
+
+_ACT_ATTRS = ("activation", "activation_alpha", "activation_beta")
 
 
 def activation_backward(gb, node, dy: str, y: str, x_pre=None) -> str:
     """dy through the fused `activation` attribute of node (y its output). Activations whose
     derivative reads the pre-activation are not fused in training graphs (see
-    autograd.unfuse), so y is what the derivative needs."""
+    dense_training), so y is what the derivative needs."""
     act, a, b = resolve(node.attrs, node.name)
     if act == 0:
         return dy
     return gb.node("ActGrad", [dy, x_pre or "", y], attrs={"act": act, "alpha": a, "beta": b},
                    base=f"grad/{node.outputs[0]}/act")
+
+
+@training_form("Dense")
+def dense_training(gb, node):
+    """Dense in a training graph: the activation stays fused when its derivative reads only the
+    output (relu, sigmoid, tanh, ...); otherwise Dense without it, then an Activation node,
+    whose rule reads the pre-activation."""
+    act, _, _ = resolve(node.attrs, node.name)
+    gb._names.add(node.name)
+    if act == 0 or act in FROM_Y or act in NEEDS_NOTHING:
+        gb.add(Node(node.op, list(node.inputs), list(node.outputs), dict(node.attrs), node.name))
+        return
+    pre = gb.fresh(f"{node.outputs[0]}/linear")
+    gb.add(Node("Dense", list(node.inputs), [pre], {k: v for k, v in node.attrs.items() if k not in _ACT_ATTRS},
+                node.name))
+    gb.add(Node("Activation", [pre], list(node.outputs), {k: v for k, v in node.attrs.items() if k in _ACT_ATTRS},
+                gb.fresh(f"{node.name}/activation")))
 
 
 @backward_rule("Dense")

@@ -1,11 +1,12 @@
 """ONNX Conv and ConvTranspose over NCHW tensors (1..3 spatial dims); the pools are in
 nchw_pool.py (imported below so that they register with this family).
 
-Conv, float32, 1-D or 2-D with constant filters: the OIHW filter is transposed to HWIO and
-packed once (PackedConv2D, cached by weight name and geometry), the input transposed to NHWC
-in scratch, the engine's conv2d run, and the result transposed back (no transposes when C
-or OC is 1 or the image is one pixel). Everything else (3-D, filters computed at run time,
-float64) runs the N-d im2col + GEMM kernel. float16 is computed in float32.
+Conv, float32, 1-D or 2-D: the OIHW filter is transposed to HWIO and packed once
+(PackedConv2D, cached by weight name and geometry) when it is a weight, or on every call by the
+conv2d_dynamic step when it is not known when planning (a trained filter, a training graph's
+input); the input is transposed to NHWC in scratch, the engine's conv2d run, and the result
+transposed back (no transposes when C or OC is 1 or the image is one pixel). Everything else
+(3-D, float64) runs the N-d im2col + GEMM kernel. float16 is computed in float32.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .nchw_types import check_dtype, same_dtypes, stable_weight
 from .nchw_window import (Window, auto_pad_attr, check_window_attrs, forward_window, int_attr, ints_attr,
                           spatial_rank)
 from .registry import TensorType, register
-from .spatial import Window2D
+from .spatial import Window2D, conv2d_dynamic, known_weights
 
 FLOATS = ("float32", "float64", "float16")
 
@@ -92,13 +93,14 @@ def _conv(ctx, node, x, w, b, y):
     win = conv_window(node, xs, ws)
     if N == 0 or OC == 0 or 0 in win.out:
         return
-    if (ctx.dtype(x) == "float32" and win.nd <= 2 and C > 0 and min(win.inp) > 0 and stable_weight(ctx, w)
-            and (not b or stable_weight(ctx, b))):
-        return _conv2d_nhwc(ctx, node, x, w, b, y, win, group)
+    stable = stable_weight(ctx, w) and (not b or stable_weight(ctx, b))
+    if ctx.dtype(x) == "float32" and win.nd <= 2 and C > 0 and min(win.inp) > 0 and (
+            stable or not known_weights(ctx, w, b)):
+        return _conv2d_nhwc(ctx, node, x, w, b, y, win, group, stable)
     ctx.kernel("nchw_conv", [x, w, b], [y], ints=[N, C, OC, group, *win.ints()])
 
 
-def _conv2d_nhwc(ctx, node, x, w, b, y, win, group):
+def _conv2d_nhwc(ctx, node, x, w, b, y, win, group, packed_once):
     """1-D / 2-D float32 conv on the engine's NHWC kernel (1-D as H = 1)."""
     xs, ws = ctx.shape(x), ctx.shape(w)
     N, C, OC = xs[0], xs[1], ws[0]
@@ -114,8 +116,14 @@ def _conv2d_nhwc(ctx, node, x, w, b, y, win, group):
         f = f.reshape(OC, C // group, KH, KW).transpose(2, 3, 1, 0)  # OIHW -> HWIO
         return ctx.pack_conv2d(geo, f, ctx.value(b) if b else None)
 
-    key = ("nchw_conv2d", w, b, H, W, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, group)
-    packed = ctx.cached(key, pack)
+    if packed_once:
+        key = ("nchw_conv2d", w, b, H, W, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, group)
+        packed = ctx.cached(key, pack)
+        conv = lambda xi, yo: ctx.kernel("conv2d", [xi], [yo], ints=[N, 0, 0, 0], floats=[0.0, 0.0],  # noqa: E731
+                                         state=packed)
+    else:  # a trained (or computed) filter: the OIHW filter packed on every call
+        geo.N = N
+        conv = lambda xi, yo: conv2d_dynamic(ctx, geo, xi, w, b, "", yo, "OIHW")  # noqa: E731
     # NCHW and NHWC are the same bytes when C == 1 or H·W == 1: no transpose then.
     xt = x
     if C > 1 and H * W > 1:
@@ -123,10 +131,10 @@ def _conv2d_nhwc(ctx, node, x, w, b, y, win, group):
         ctx.kernel("nchw_transpose", [x], [xt], dtype="any", ints=[N, C, H * W])
     if OC > 1 and OH * OW > 1:
         yt = ctx.scratch((N, OH, OW, OC), "float32")
-        ctx.kernel("conv2d", [xt], [yt], ints=[N, 0, 0, 0], floats=[0.0, 0.0], state=packed)
+        conv(xt, yt)
         ctx.kernel("nchw_transpose", [yt], [y], dtype="any", ints=[N, OH * OW, OC])
     else:
-        ctx.kernel("conv2d", [xt], [y], ints=[N, 0, 0, 0], floats=[0.0, 0.0], state=packed)
+        conv(xt, y)
 
 
 # Conv(X, W, [B]); attrs auto_pad, dilations, group, kernel_shape, pads, strides.

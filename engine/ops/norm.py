@@ -82,13 +82,13 @@ def layer_type(node, ins):
         p = ins[i] if i < len(ins) else None
         _param_type(node, x, p, what)
         _affine_shape(node, p, x.shape, axis, what)
-    out = [TensorType(x.shape, x.dtype)]
-    if node.op == "LayerNormalization":
-        stat = TensorType(x.shape[:axis] + (1,) * (len(x.shape) - axis), "float32")
-        out += [stat, stat][:max(0, len(node.outputs) - 1)]
-    elif len(node.outputs) > 1:
-        raise ShapeError(f"{where(node)}: has one output, the graph names {len(node.outputs)}")
-    return out
+    if len(node.outputs) > 3:
+        raise ShapeError(f"{where(node)}: has at most 3 outputs (Y, Mean, InvStdDev), the graph names "
+                         f"{len(node.outputs)}")
+    # Mean / InvStdDev: ONNX outputs of LayerNormalization; RMSNormalization has them too here
+    # (Mean all zeros) so that training graphs keep the per-row statistics (norm_grad.py).
+    stat = TensorType(x.shape[:axis] + (1,) * (len(x.shape) - axis), "float32")
+    return [TensorType(x.shape, x.dtype)] + [stat, stat][:max(0, len(node.outputs) - 1)]
 
 
 def expand_to(ctx, name: str, shape) -> str:
@@ -290,6 +290,74 @@ def batch_lower(ctx, node):
 
 
 register("BatchNormalization", batch_type, batch_lower, check=_batch_check)
+
+
+# -- KerasBatchNorm ------------------------------------------------------------------------------
+# engine.nn's BatchNormalization in a training graph: KerasBatchNorm(x, gamma | "", beta | "",
+# moving_mean, moving_variance) -> y, the channel axes being attrs axis (the first) and naxes
+# (contiguous, default 1); every parameter has their shape. Attrs epsilon, momentum (Keras's:
+# m = m·momentum + batch·(1 − momentum)), frozen (1: a layer with trainable=False, which uses
+# the moving statistics in training too). Lowered here with the moving statistics (inference);
+# training uses batch statistics through the training form in norm_grad.py.
+
+def _keras_bn_check(node):
+    int_attr(node, "axis")
+    if int_attr(node, "naxes", 1) < 1:
+        raise GraphError(f"{where(node)}: naxes must be >= 1")
+    float_attr(node, "epsilon", 1e-3)
+    momentum = float_attr(node, "momentum", 0.99)
+    if not 0 <= momentum <= 1:
+        raise GraphError(f"{where(node)}: momentum must be in [0, 1], got {momentum}")
+    flag_attr(node, "frozen", 0)
+
+
+def channel_view(node, shape) -> tuple[int, int, int]:
+    """(N, C, S) of `shape` around its channel axes attrs (axis, naxes): N the size before
+    them, C theirs, S after them."""
+    rank = len(shape)
+    axis = axis_of(node, int_attr(node, "axis"), max(rank, 1))
+    end = axis + int_attr(node, "naxes", 1)
+    if end > rank:
+        raise ShapeError(f"{where(node)}: channel axes {axis}..{end - 1} exceed the input's rank {rank}")
+    return math.prod(shape[:axis]), math.prod(shape[axis:end]), math.prod(shape[end:])
+
+
+def channel_shape(node, shape) -> tuple:
+    axis = axis_of(node, int_attr(node, "axis"), max(len(shape), 1))
+    return tuple(shape[axis:axis + int_attr(node, "naxes", 1)])
+
+
+def keras_bn_type(node, ins):
+    _keras_bn_check(node)
+    x = ins[0]
+    require_dtype(node, x.dtype, ("float32",))
+    if len(ins) != 5 or ins[3] is None or ins[4] is None:
+        raise ShapeError(f"{where(node)}: expects inputs [x, gamma, beta, moving_mean, moving_variance] "
+                         "(gamma / beta may be absent)")
+    channel_view(node, x.shape)
+    want = channel_shape(node, x.shape)
+    for p, what in zip(ins[1:], ("gamma", "beta", "moving_mean", "moving_variance")):
+        if p is None:
+            continue
+        require_dtype(node, p.dtype, ("float32",), what)
+        if tuple(p.shape) != want:
+            raise ShapeError(f"{where(node)}: {what} must have shape {want} (the channel axes of X {x.shape}), "
+                             f"got {p.shape}")
+    return [TensorType(x.shape, x.dtype)]
+
+
+def keras_bn_lower(ctx, node):
+    x, gamma, beta, mean, var = node.inputs
+    N, C, S = channel_view(node, ctx.shape(x))
+    if not N * C * S:
+        return
+    gamma = gamma or ctx.constant(np.ones(C, np.float32))
+    beta = beta or ctx.constant(np.zeros(C, np.float32))
+    ctx.kernel("batchnorm", [x, gamma, beta, mean, var], node.outputs[:1], ints=[N, C, S],
+               floats=[float_attr(node, "epsilon", 1e-3)])
+
+
+register("KerasBatchNorm", keras_bn_type, keras_bn_lower, check=_keras_bn_check)
 
 
 # -- LRN -----------------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def reduce_extreme_backward(gb, node, dys):
     # Gradient shared by every position equal to the extreme (as Keras's reduce_max does).
     x = node.inputs[0]
     dx, axes = _spread(gb, node, dys[0])
+    if not axes:  # noop_with_empty_axes and no axes: the identity
+        return [dx, None]
     y = node.outputs[0]
     shape = gb.shape(x)
     kept = tuple(1 if d in axes else s for d, s in enumerate(shape))

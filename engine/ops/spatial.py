@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import GraphError, ShapeError
@@ -183,19 +184,56 @@ def conv_lower(ctx, node):
     x, w_name = node.inputs[0], node.inputs[1]
     b_name = node.inputs[2] if len(node.inputs) > 2 else ""
     res = _residual(node)
-    s = conv_params(node, ctx.shape(x), ctx.const(w_name).shape)
+    s = conv_params(node, ctx.shape(x), ctx.shape(w_name))
+    act, a, b = resolve(node.attrs, node.name)
+    pool = _fused_pool(node, s) or (0, 0)
+    if not known_weights(ctx, w_name, b_name):  # trained (a training graph's inputs): packed per call
+        conv2d_dynamic(ctx, s, x, w_name, b_name, res, node.outputs[0], "HWIO", (act, a, b), pool)
+        return
     key = ("conv", w_name, b_name, s.H, s.W)  # packing is independent of the batch size
     packed = ctx.cached(key, lambda: ctx.pack_conv2d(
         s, ctx.const(w_name), ctx.const(b_name) if b_name else None))
-    act, a, b = resolve(node.attrs, node.name)
-    pool = _fused_pool(node, s) or (0, 0)
     ctx.kernel("conv2d", [x, res] if res else [x], node.outputs, ints=[s.N, act, pool[0], pool[1]],
                floats=[a, b], state=packed)
 
 
+def known_weights(ctx, *names) -> bool:
+    """Whether every named weight ("" = absent) is known when planning, so it can be packed once."""
+    return all(not n or ctx.value(n) is not None for n in names)
+
+
+def native_shape(window):
+    """The native Conv2DShape of a Window2D (batch at least 1: layouts do not depend on it)."""
+    from .. import _C
+
+    s = _C.Conv2DShape()
+    for field in ("N", "H", "W", "C", "OC", "KH", "KW", "stride_h", "stride_w", "dil_h", "dil_w",
+                  "pad_top", "pad_left", "pad_bottom", "pad_right", "groups"):
+        setattr(s, field, getattr(window, field))
+    s.N = max(1, s.N)
+    return s
+
+
+def conv2d_dynamic(ctx, s, x, w, b, res, y, layout="HWIO", act=(0, 0.0, 0.0), pool=(0, 0)):
+    """y = act(conv(x) + b + res) with a filter read when the step runs (`layout` "HWIO",
+    "OIHW" or "DataGrad", see engine/conv.h): the conv2d_dynamic step packs it on every call
+    into per-context scratch and runs the kernels of the packed path. s: the Window2D; b, res:
+    "" when absent."""
+    from .. import _C
+
+    code = {"HWIO": _C.FilterLayout.HWIO, "OIHW": _C.FilterLayout.OIHW, "DataGrad": _C.FilterLayout.DataGrad}[layout]
+    ws_floats = _C.DynamicConv2D(native_shape(s), code).workspace_floats
+    ws = ctx.scratch((ws_floats,), "float32")
+    ctx.kernel("conv2d_dynamic", [x, w, b, res, ws], [y],
+               ints=[s.N, s.H, s.W, s.C, s.OC, s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h, s.dil_w, s.pad_top,
+                     s.pad_left, s.pad_bottom, s.pad_right, s.groups, int(code), act[0], pool[0], pool[1], ws_floats],
+               floats=[act[1], act[2]])
+
+
 # Conv2D(x NHWC, filter HWIO, [bias], [residual]); attrs: strides, padding, dilations, groups,
 # activation, and maxpool [ph, pw] when a following non-overlapping max-pool was fused in (a
-# pass sets it). residual (output-shaped, passes/fuse_residual.py) is added before the
+# pass sets it). A filter (or bias) not known when planning (a trained one) is packed by the step
+# on every call. residual (output-shaped, passes/fuse_residual.py) is added before the
 # activation: y = act(conv(x) + bias + residual).
 register("Conv2D", conv_type, conv_lower, check=conv_check)
 
@@ -229,6 +267,8 @@ def pool_type(node, ins):
 def _pool_lower(is_max):
     def lower(ctx, node):
         s = pool_params(node, ctx.shape(node.inputs[0]))
+        if s.N == 0:  # an empty batch: nothing to write
+            return
         ctx.kernel("pool2d", node.inputs[:1], node.outputs,
                    ints=[int(is_max), s.N, s.H, s.W, s.C, s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h,
                          s.dil_w, s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, int(s.ceil_mode),
@@ -242,16 +282,32 @@ register("MaxPool2D", pool_type, _pool_lower(True), check=pool_check)
 register("AvgPool2D", pool_type, _pool_lower(False), check=pool_check)
 
 
+def _check_channels_last(node, x):
+    if len(x) < 3:
+        raise ShapeError(f"node '{node.name}' ({node.op}): expected a channels-last input (N, ..., C), got shape {x}")
+
+
 def gap_type(node, ins):
-    _check_nhwc(node, ins[0].shape)
-    n, _, _, c = ins[0].shape
-    return [TensorType((n, 1, 1, c) if _flag(node, "keepdims") else (n, c), ins[0].dtype)]
+    x = ins[0].shape
+    _check_channels_last(node, x)
+    n, c = x[0], x[-1]
+    return [TensorType((n,) + (1,) * (len(x) - 2) + (c,) if _flag(node, "keepdims") else (n, c), ins[0].dtype)]
 
 
 def gap_lower(ctx, node):
-    n, h, w, c = ctx.shape(node.inputs[0])
-    ctx.kernel("global_avgpool", node.inputs[:1], node.outputs, ints=[n, h * w, c])
+    shape = ctx.shape(node.inputs[0])
+    n, hw, c = shape[0], math.prod(shape[1:-1]), shape[-1]
+    if node.op == "GlobalAveragePool2D":
+        ctx.kernel("global_avgpool", node.inputs[:1], node.outputs, ints=[n, hw, c])
+    elif n * c:
+        ctx.kernel("reduce", node.inputs[:1], node.outputs, ints=[2, n, hw, c])  # ReduceMax over hw
 
 
-# GlobalAveragePool2D(x NHWC) -> (N, C), or (N, 1, 1, C) with keepdims.
-register("GlobalAveragePool2D", gap_type, gap_lower, check=lambda node: _flag(node, "keepdims"))
+def gap_check(node):
+    _flag(node, "keepdims")
+
+
+# GlobalAveragePool2D(x NHWC, or channels-last of any rank (N, ..., C)) -> the mean over every
+# spatial position: (N, C), or (N, 1, ..., 1, C) with keepdims. (GlobalMaxPool2D, the same
+# with the maximum, is registered with the training ops in spatial_grad.py.)
+register("GlobalAveragePool2D", gap_type, gap_lower, check=gap_check)

@@ -24,6 +24,18 @@ PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_gelu, fold_pad_i
             eliminate_dead_code)
 
 
+# Training graphs (engine/train.py) are built on the unfused forward; these passes then fuse
+# what the reverse pass leaves fusable (an activation whose input nothing else reads goes
+# into its Dense/Conv2D epilogue). Layout and BatchNorm folding are inference-only.
+TRAINING_PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_activations, eliminate_dead_code)
+
+
+def optimize_training(graph):
+    for p in TRAINING_PIPELINE:
+        graph = p(graph)
+    return graph
+
+
 def optimize(graph):
     """The passes run on every graph before planning (engine.load(..., optimize=False) skips them)."""
     for p in PIPELINE:
@@ -32,6 +44,6 @@ def optimize(graph):
 
 
 __all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations", "fuse_concat_convs",
-           "fuse_conv_maxpool", "fuse_gelu", "fuse_residual", "infer_shapes", "optimize", "probe_types", "simplify",
+           "fuse_conv_maxpool", "fuse_gelu", "fuse_residual", "infer_shapes", "optimize", "optimize_training", "probe_types", "simplify",
            "symbolic_shapes", "to_dense", "to_nhwc",
-           "PIPELINE"]
+           "PIPELINE", "TRAINING_PIPELINE"]

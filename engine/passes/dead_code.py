@@ -10,7 +10,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     live = {v.name for v in graph.outputs}
     kept = []
     for node in reversed(graph.nodes):
-        if any(o in live for o in node.outputs if o):
+        if not node.outputs or any(o in live for o in node.outputs if o):  # no outputs: updates in place
             kept.append(node)
             live.update(i for i in node.inputs if i)
     kept.reverse()

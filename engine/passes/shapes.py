@@ -58,21 +58,28 @@ def infer(graph: Graph, input_shapes: dict[str, tuple], fold: bool = True,
         op = ops[k] if ops is not None else get_op(node.op, node.name)
         if op.execute is not None:  # output shapes depend on data: nothing is fixed after here
             raise DynamicShapes(f"node '{node.name}' ({node.op}) has data-dependent output shapes")
-        ins = [Tensor(types[i].shape, types[i].dtype, values.get(i)) if i else None for i in node.inputs]
-        outs = [TensorType(tuple(int(d) for d in t[0]), t[1]) for t in op.infer(node, ins)]
-        if len(outs) != len(node.outputs):
-            raise ShapeError(f"node '{node.name}' ({node.op}): produces {len(outs)} outputs, "
-                             f"graph names {len(node.outputs)}")
-        for name, t in zip(node.outputs, outs):
-            if name:
-                types[name] = t
-        if fold and _foldable(op, ins, outs):
-            vals = op.evaluate(node, ins)
-            for name, v, t in zip(node.outputs, vals, outs):
-                if name:
-                    values[name] = _as_type(v, t, node)
+        if infer_node(op, node, types, values, fold):
             folded.add(id(node))
     return Inferred(types, values, folded)
+
+
+def infer_node(op, node, types: dict, values: dict, fold: bool = True) -> bool:
+    """Add one node's output types to `types` (and, when its inputs are known, its output
+    values to `values`); True if it was evaluated."""
+    ins = [Tensor(types[i].shape, types[i].dtype, values.get(i)) if i else None for i in node.inputs]
+    outs = [TensorType(tuple(int(d) for d in t[0]), t[1]) for t in op.infer(node, ins)]
+    if len(outs) != len(node.outputs):
+        raise ShapeError(f"node '{node.name}' ({node.op}): produces {len(outs)} outputs, "
+                         f"graph names {len(node.outputs)}")
+    for name, t in zip(node.outputs, outs):
+        if name:
+            types[name] = t
+    if not (fold and _foldable(op, ins, outs)):
+        return False
+    for name, v, t in zip(node.outputs, op.evaluate(node, ins), outs):
+        if name:
+            values[name] = _as_type(v, t, node)
+    return True
 
 
 def _foldable(op, ins, outs) -> bool:

@@ -1,8 +1,10 @@
 // 2-D convolution in NHWC with HWIO filters (Keras's layouts), groups (incl. depthwise),
 // stride, dilation and explicit padding; bias and activation fused into the epilogue.
-// Filters are transformed once (PackedConv2D) into what the chosen algorithm wants.
+// Filters are transformed once (PackedConv2D) into what the chosen algorithm wants, or, for a
+// filter that changes between calls (a trained one), on every call (DynamicConv2D).
 #pragma once
 
+#include <cstddef>
 #include <memory>
 
 #include "engine/common.h"
@@ -21,6 +23,9 @@ struct Conv2DShape {
   void validate() const;  // throws engine::Error naming the bad field
 };
 
+// The chosen algorithm, its packed layout and the kernels that run it (conv.cpp).
+struct ConvLayout;
+
 class PackedConv2D : public KernelState {
  public:
   // filter: HWIO, KH×KW×(C/groups)×OC, contiguous. bias: OC entries or null.
@@ -38,6 +43,41 @@ class PackedConv2D : public KernelState {
  private:
   Conv2DShape shape_;
   std::unique_ptr<Impl> impl_;
+};
+
+// How a DynamicConv2D's filter is laid out: HWIO (Keras, KH×KW×(C/groups)×OC), OIHW (ONNX /
+// torch, OC×(C/groups)×KH×KW), or DataGrad: the HWIO filter of the stride-1 convolution whose
+// input gradient this one computes (KH×KW×(OC/groups)×C: that conv's input has this one's OC
+// channels); this conv then correlates its input (that conv's output gradient) with the filter
+// flipped in space and transposed within each group.
+enum class FilterLayout : int { HWIO = 0, OIHW = 1, DataGrad = 2 };
+
+// A convolution whose filter and bias are read when it runs: weights an optimizer updates
+// between calls. The algorithm is chosen from the shape as PackedConv2D chooses it (the same
+// kernels, the same results); each call packs the filter and bias into the caller's
+// workspace (workspace_floats() floats, any alignment), so nothing is allocated per call and
+// calls on different workspaces may run at once.
+class DynamicConv2D : public KernelState {
+ public:
+  explicit DynamicConv2D(const Conv2DShape& shape, FilterLayout layout = FilterLayout::HWIO);
+  ~DynamicConv2D();
+  DynamicConv2D(const DynamicConv2D&) = delete;
+  DynamicConv2D& operator=(const DynamicConv2D&) = delete;
+  const Conv2DShape& shape() const { return shape_; }
+  FilterLayout layout() const { return layout_; }
+  const char* algorithm() const;
+  std::size_t workspace_floats() const;
+
+  // As conv2d_nhwc (pool_h = 0) or conv2d_maxpool_nhwc (pool_h, pool_w >= 1: no residual,
+  // ldy = OC), with the filter (in layout()) and bias (OC floats or null) given now.
+  void run(float* y, const float* x, const float* filter, const float* bias, float* workspace, index_t batch,
+           Act act = Act::None, float act_alpha = 0.f, float act_beta = 0.f, const float* residual = nullptr,
+           index_t ldy = 0, index_t pool_h = 0, index_t pool_w = 0) const;
+
+ private:
+  Conv2DShape shape_;
+  FilterLayout layout_;
+  std::unique_ptr<ConvLayout> plan_;
 };
 
 // y: N×OH×OW×OC, x: N×H×W×C. shape.N may differ from the packed shape's N (batch size
