@@ -133,6 +133,7 @@ struct Backward {
     index_t owner[rnnk::kMaxRows];
     float* const tl = tile + r0 * ts;
     for (index_t s = s1 - 1; s >= s0; --s) {
+      if (s >= 1) prefetch(r0, r1, s - 1);
       int m = 0;
       for (index_t b = r0; b < r1; ++b) {
         const index_t k = (s - s0) * B + b;  // the row in the block's dG
@@ -176,6 +177,19 @@ struct Backward {
         if (io.accumulate_dx) add(dx, tl + k * ts + Hp, In);
         else std::memcpy(dx, tl + k * ts + Hp, sizeof(float) * In);
       }
+    }
+  }
+
+  // Step s's tape and dY rows, requested while the step before it (in this backward order)
+  // computes: a step's rows sit a whole step of the batch apart from the last one's, a jump the
+  // hardware prefetchers do not follow.
+  void prefetch(index_t r0, index_t r1, index_t s) const {
+    for (index_t b = r0; b < r1; ++b) {
+      if (s >= len(b)) continue;
+      const char* p = reinterpret_cast<const char*>(io.tape + (s * B + b) * width);
+      for (index_t o = 0; o < width * index_t(sizeof(float)); o += 64) __builtin_prefetch(p + o);
+      if (const float* d = dy(b, time(b, s)))
+        for (index_t o = 0; o < H; o += 16) __builtin_prefetch(d + o);
     }
   }
 
