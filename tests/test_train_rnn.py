@@ -610,3 +610,20 @@ def test_nn_fit_recurrent(layer):
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
     for w0, w1 in zip(before, rec.get_weights()):
         assert not np.allclose(w0, w1)
+
+
+def test_grads_same_for_any_thread_count(set_threads):
+    """The backward's chunks of rows and blocks of steps are fixed by the shapes, its sums made in
+    order: one thread or two give the same bits. (Not with sequence_lens or masks: the forward
+    then groups the running rows into tiles by its threads' row ranges, and a one-row tile sums
+    in another order.)"""
+    rng = np.random.default_rng(22)
+    a = layer_arrays("LSTM", rng, 25, 40, 8, 64, "bidirectional", 1, None, True)
+    attrs = {"direction": "bidirectional", "layout": 1}
+    dys = output_grads("LSTM", rng, a, attrs)
+    got = []
+    for n in (1, 2):
+        set_threads(n)
+        got.append(engine_grads("LSTM", attrs, a, dys))
+    for k in got[0]:
+        np.testing.assert_array_equal(got[0][k], got[1][k], err_msg=k)
