@@ -183,9 +183,9 @@ struct Lane {
 
 // fn(n, rows, lanes) over every row and every vector of units of blocks [j0, j0 + nb),
 // RNN_LANES (row, lane) pairs a call (n = std::integral_constant<int, RNN_LANES>), the
-// remainder in pairs, then one by one: the gate math of one lane is a chain of ~100 dependent operations,
-// several lanes written side by side overlap (out-of-order execution alone does not reach
-// far enough ahead).
+// remainder in pairs, then one by one: the gate math of one lane is a chain of ~100 dependent
+// operations, several lanes written side by side overlap (out-of-order execution alone does not
+// reach far enough ahead).
 template <class F>
 static inline void for_lanes(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt,
                              index_t j0, index_t nb, F fn) {
