@@ -412,6 +412,9 @@ def test_keras_weight_layout_op():
             k["B"] = np.ascontiguousarray(kb[0] + kb[1])
         got = engine_grads(op, {**attrs, "weight_layout": "keras"}, k, dys)
         assert_grads({n: got[n] for n in ("X", "h0")}, {n: want[n] for n in ("X", "h0")})
+        # frozen Keras weights: constants, packed once by the forward
+        frozen = engine_grads(op, {**attrs, "weight_layout": "keras"}, k, dys, params=())
+        assert_grads({n: frozen[n] for n in ("X", "h0")}, {n: want[n] for n in ("X", "h0")})
         assert_grads({"W": got["W"], "R": got["R"]}, {"W": keras(want["W"]), "R": keras(want["R"])})
         wb = want["B"][0].reshape(2, -1)
         kwb = np.stack([keras(wb[i][None, :, None])[0] for i in range(2)])
