@@ -35,14 +35,16 @@ int source_gate(RnnCell cell, bool lbr, int p, int g, bool recurrent) {
 }  // namespace
 
 void rnn_pack_bias(float* dst, const float* wb, const float* rb, RnnCell cell, bool linear_before_reset,
-                   index_t hidden) {
+                   index_t hidden, bool keras_layout) {
   const RnnLayout L = rnn_layout(cell, linear_before_reset, hidden);
   const index_t H = hidden;
   std::memset(dst, 0, sizeof(float) * L.cols);
   for (int p = 0; p < L.parts; ++p)
     for (int g = 0; g < L.groups[p]; ++g) {
-      const int sw = wb ? source_gate(cell, linear_before_reset, p, g, false) : -1;
-      const int sr = rb ? source_gate(cell, linear_before_reset, p, g, true) : -1;
+      int sw = wb ? source_gate(cell, linear_before_reset, p, g, false) : -1;
+      int sr = rb ? source_gate(cell, linear_before_reset, p, g, true) : -1;
+      if (sw >= 0) sw = rnn_weight_gate(cell, keras_layout, sw);
+      if (sr >= 0) sr = rnn_weight_gate(cell, keras_layout, sr);
       for (index_t u = 0; u < H; ++u) {
         float* d = dst + L.offset[p] + ((u / kRnnBlock) * L.groups[p] + g) * kRnnBlock + u % kRnnBlock;
         *d = (sw >= 0 ? wb[sw * H + u] : 0.f) + (sr >= 0 ? rb[sr * H + u] : 0.f);
@@ -51,9 +53,11 @@ void rnn_pack_bias(float* dst, const float* wb, const float* rb, RnnCell cell, b
 }
 
 void rnn_pack_weights(float* dst, const float* src, index_t K, RnnCell cell, bool linear_before_reset,
-                      index_t hidden, bool recurrent) {
+                      index_t hidden, bool recurrent, bool keras_layout) {
   const RnnLayout L = rnn_layout(cell, linear_before_reset, hidden);
   const index_t H = hidden;
+  // Element (gate row n, k) of ONNX's G·H × K form: src[n·K + k]; Keras's K × G·H: src[k·G·H + n].
+  const index_t row_stride = keras_layout ? 1 : K, k_stride = keras_layout ? rnn_gates(cell) * H : 1;
   std::memset(dst, 0, sizeof(float) * K * L.cols);
   for (int p = 0; p < L.parts; ++p)
     for (int g = 0; g < L.groups[p]; ++g) {
@@ -64,8 +68,8 @@ void rnn_pack_weights(float* dst, const float* src, index_t K, RnnCell cell, boo
         const index_t c0 = L.tile_col(p, i), ld = L.tile_cols(p, i);
         const index_t col = L.offset[p] + (j * L.groups[p] + g) * kRnnBlock + u % kRnnBlock;
         float* d = dst + K * c0 + (col - c0);  // the tile's K × ld panel
-        const float* s = src + (sg * H + u) * K;
-        for (index_t k = 0; k < K; ++k) d[k * ld] = s[k];
+        const float* s = src + (rnn_weight_gate(cell, keras_layout, sg) * H + u) * row_stride;
+        for (index_t k = 0; k < K; ++k) d[k * ld] = s[k * k_stride];
       }
     }
 }

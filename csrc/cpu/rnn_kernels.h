@@ -41,6 +41,38 @@ struct CellRow {
   float* y;   // this step's Y row, or null
   float* z;   // GRU split: z between the phases
   float* rh;  // GRU split: r ⊙ h_prev, the h gate's left operand
+  float* tape = nullptr;  // training (Kernels::cells_tape): this step's tape row (engine/rnn.h)
+};
+
+// Backward gate math (rnn_backward.cpp): per step, from dh (and dc), the gate gradients dG of
+// the pre-activations, in the weights' column order.
+enum class GradPhase : int {
+  Whole = 0,  // every cell but GRU without linear_before_reset
+  GruH,       // GRU without linear_before_reset: z and h̃ first (h̃'s product with Rₕ comes next)
+  GruR,       // then r, from that product (GradRow::t)
+};
+
+struct GradParams {
+  RnnCell cell;
+  GradPhase phase;
+  bool input_forget;
+  RnnActivation f, g, h;
+  index_t hidden;
+  int col[4];  // dG's column block of ONNX gate g (rnn_weight_gate)
+  // This chunk's bias gradient sums, added to: G·H columns (dG's order), then H more for GRU
+  // linear_before_reset's recurrent h bias (dpre_h̃ ⊙ r).
+  float* db;
+};
+
+// One batch row at one step (H floats each unless said).
+struct GradRow {
+  const float* tape;  // the step's tape row
+  const float* dy;    // the step's dY row, or null
+  float* dh;          // in: dh from the later steps; out: dh_prev but for its product with R (GruR: adds t ⊙ r)
+  float* dc;          // LSTM: in dc, out dc_prev
+  float* dg;          // out: the G·H gate gradients (GruR: only r's)
+  float* dgr;         // GRU linear_before_reset: out dpre_h̃ ⊙ r, R's h gradient rows
+  const float* t;     // GruR: (dpre_h̃)·Rₕ, the gradient of r ⊙ h_prev
 };
 
 struct Kernels {
@@ -55,6 +87,11 @@ struct Kernels {
   // blocks' columns (block j0 + i's group g at column (i·groups + g)·kRnnBlock, row m at m·ldt).
   void (*cells)(const CellParams& p, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
                 index_t nb);
+  // The same, also writing each row's tape (training; CellRow::tape set).
+  void (*cells_tape)(const CellParams& p, int rows, const CellRow* row, const float* tile, index_t ldt,
+                     index_t j0, index_t nb);
+  // Backward gate math for rows[0:rows] at one step.
+  void (*cells_backward)(const GradParams& p, int rows, const GradRow* row);
 };
 
 const Kernels& kernels_portable();

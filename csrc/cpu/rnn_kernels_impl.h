@@ -169,13 +169,23 @@ struct Lane {
     if (n == W) store(p + u, v);
     else store_partial(p + u, v, n);
   }
+  // A store that bypasses the caches when it can (a whole aligned vector): for the training
+  // tape, read back only by the backward pass (the writer fences, see rnn_loop.cpp).
+  void st_stream(float* p, vf v) const {
+#if EW_W == 16 && defined(__AVX512F__)
+    if (n == W && (reinterpret_cast<std::uintptr_t>(p + u) & 63) == 0) return _mm512_stream_ps(p + u, (__m512)v);
+#elif EW_W == 8 && defined(__AVX__)
+    if (n == W && (reinterpret_cast<std::uintptr_t>(p + u) & 31) == 0) return _mm256_stream_ps(p + u, (__m256)v);
+#endif
+    st(p, v);
+  }
 };
 
 // fn(n, rows, lanes) over every row and every vector of units of blocks [j0, j0 + nb),
 // RNN_LANES (row, lane) pairs a call (n = std::integral_constant<int, RNN_LANES>), the
-// remainder one by one: the gate math of one lane is a chain of ~100 dependent operations,
-// several lanes written side by side overlap (out-of-order execution alone does not reach
-// far enough ahead).
+// remainder in pairs, then one by one: the gate math of one lane is a chain of ~100 dependent
+// operations, several lanes written side by side overlap (out-of-order execution alone does not
+// reach far enough ahead).
 template <class F>
 static inline void for_lanes(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt,
                              index_t j0, index_t nb, F fn) {
@@ -197,7 +207,10 @@ static inline void for_lanes(const CellParams& P, int rows, const CellRow* row, 
         }
       }
     }
-  for (int i = 0; i < k; ++i) fn(std::integral_constant<int, 1>{}, r + i, l + i);
+  int i = 0;
+  if constexpr (RNN_LANES > 2)  // a remainder of 2 or 3 (6 rows of one vector: 4 + 2) still overlaps
+    for (; i + 2 <= k; i += 2) fn(std::integral_constant<int, 2>{}, r + i, l + i);
+  for (; i < k; ++i) fn(std::integral_constant<int, 1>{}, r + i, l + i);
 }
 
 // Activation policies: the cells' default activations inlined, or any (a switch per vector).
@@ -228,13 +241,20 @@ static inline void put_h(const Lane& L, const CellRow& r, vf h) {
   L.st(r.h_next, h);
   if (r.y) L.st(r.y, h);
 }
+// Training: values into fields 0, 1, ... of the step's tape row (engine/rnn.h), field f at f·H.
+static inline void tape_put(const Lane&, float*, index_t, int) {}
+template <class... V>
+static inline void tape_put(const Lane& L, float* tape, index_t H, int field, vf v, V... rest) {
+  L.st_stream(tape + field * H, v);
+  tape_put(L, tape, H, field + 1, rest...);
+}
 // GRU's state update from z, the h gate and the previous state.
 static inline vf gru_update(const Lane& L, const CellRow& r, vf z, vf hh) {
   return (splat(1.f) - z) * hh + z * L.ld(r.h_prev);
 }
 
 // ONNX gate order i, o, f, c; peepholes i, o, f.
-template <bool kGeneral, class F, class G, class Hf, class C>
+template <bool kTape, bool kGeneral, class F, class G, class Hf, class C>
 static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const CellRow* row, const float* tile,
                  index_t ldt, index_t j0, index_t nb) {
   const index_t H = P.hidden;
@@ -254,11 +274,13 @@ static void lstm(const CellParams& P, F fa, G ga, Hf ha, C cl, int rows, const C
     if (kGeneral && P.p) FOR_LANES go[k] += L[k].ld(P.p + H) * c[k];
     FOR_LANES go[k] = fa(cl(go[k]));
     FOR_LANES L[k].st(r[k]->c, c[k]), put_h(L[k], *r[k], go[k] * ha(c[k]));
+    if constexpr (kTape)
+      FOR_LANES tape_put(L[k], r[k]->tape, H, 0, gi[k], go[k], gf[k], gc[k], cp[k], L[k].ld(r[k]->h_prev));
   });
 }
 
 // Groups z, r, x·Wₕᵀ + Wbₕ, h·Rₕᵀ + Rbₕ (linear_before_reset).
-template <class F, class G, class C>
+template <bool kTape, class F, class G, class C>
 static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                 index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -268,10 +290,12 @@ static void gru(const CellParams& P, F fa, G ga, C cl, int rows, const CellRow* 
     FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
     FOR_LANES hh[k] = ga(cl(L[k].gate(2) + rg[k] * L[k].gate(3)));
     FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], z[k], hh[k]));
+    if constexpr (kTape) FOR_LANES tape_put(L[k], r[k]->tape, P.hidden, 0, z[k], rg[k], hh[k], L[k].gate(3),
+                                                      L[k].ld(r[k]->h_prev));
   });
 }
 
-template <class F, class C>
+template <bool kTape, class F, class C>
 static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                 index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -279,11 +303,12 @@ static void rnn(const CellParams& P, F fa, C cl, int rows, const CellRow* row, c
     vf h[N];
     FOR_LANES h[k] = fa(cl(L[k].gate(0)));
     FOR_LANES put_h(L[k], *r[k], h[k]);
+    if constexpr (kTape) FOR_LANES tape_put(L[k], r[k]->tape, P.hidden, 0, h[k], L[k].ld(r[k]->h_prev));
   });
 }
 
 // GRU without linear_before_reset, part 0: z and r ⊙ h_prev for part 1's product.
-template <class F, class C>
+template <bool kTape, class F, class C>
 static void gru_zr(const CellParams& P, F fa, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                    index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -292,14 +317,17 @@ static void gru_zr(const CellParams& P, F fa, C cl, int rows, const CellRow* row
     FOR_LANES z[k] = fa(cl(L[k].gate(0)));
     FOR_LANES rg[k] = fa(cl(L[k].gate(1)));
     FOR_LANES {
+      const vf hp = L[k].ld(r[k]->h_prev), rh = rg[k] * hp;
       L[k].st(r[k]->z, z[k]);
-      L[k].st(r[k]->rh, rg[k] * L[k].ld(r[k]->h_prev));
+      L[k].st(r[k]->rh, rh);
+      if constexpr (kTape)
+        tape_put(L[k], r[k]->tape, P.hidden, 0, z[k], rg[k]), tape_put(L[k], r[k]->tape, P.hidden, 3, rh, hp);
     }
   });
 }
 
 // Part 1: the h gate and the state update.
-template <class G, class C>
+template <bool kTape, class G, class C>
 static void gru_h(const CellParams& P, G ga, C cl, int rows, const CellRow* row, const float* tile, index_t ldt,
                   index_t j0, index_t nb) {
   for_lanes(P, rows, row, tile, ldt, j0, nb, [&](auto n, const CellRow* const* r, const Lane* L) {
@@ -307,11 +335,14 @@ static void gru_h(const CellParams& P, G ga, C cl, int rows, const CellRow* row,
     vf hh[N];
     FOR_LANES hh[k] = ga(cl(L[k].gate(0)));
     FOR_LANES put_h(L[k], *r[k], gru_update(L[k], *r[k], L[k].ld(r[k]->z), hh[k]));
+    if constexpr (kTape) FOR_LANES L[k].st_stream(r[k]->tape + 2 * P.hidden, hh[k]);
   });
 }
 
 #undef FOR_LANES
 
+// kTape: also the training tape (CellRow::tape, never null then).
+template <bool kTape>
 static void cells(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
                   index_t nb) {
   const float inf = __builtin_huge_valf();
@@ -322,22 +353,161 @@ static void cells(const CellParams& P, int rows, const CellRow* row, const float
     case Phase::Whole:
       if (P.cell == RnnCell::Lstm) {
         if (plain && P.h.act == RnnAct::Tanh && !P.p && !P.input_forget)
-          return lstm<false>(P, Sig{}, Tanh{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-        return lstm<true>(P, fa, ga, ha, cl, rows, row, tile, ldt, j0, nb);
+          return lstm<kTape, false>(P, Sig{}, Tanh{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+        return lstm<kTape, true>(P, fa, ga, ha, cl, rows, row, tile, ldt, j0, nb);
       }
       if (P.cell == RnnCell::Gru) {
-        if (plain) return gru(P, Sig{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-        return gru(P, fa, ga, cl, rows, row, tile, ldt, j0, nb);
+        if (plain) return gru<kTape>(P, Sig{}, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+        return gru<kTape>(P, fa, ga, cl, rows, row, tile, ldt, j0, nb);
       }
-      if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh) return rnn(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-      return rnn(P, fa, cl, rows, row, tile, ldt, j0, nb);
+      if (!(P.clip > 0.f) && P.f.act == RnnAct::Tanh)
+        return rnn<kTape>(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return rnn<kTape>(P, fa, cl, rows, row, tile, ldt, j0, nb);
     case Phase::GruZr:
-      if (plain) return gru_zr(P, Sig{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-      return gru_zr(P, fa, cl, rows, row, tile, ldt, j0, nb);
+      if (plain) return gru_zr<kTape>(P, Sig{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return gru_zr<kTape>(P, fa, cl, rows, row, tile, ldt, j0, nb);
     case Phase::GruH:
-      if (plain) return gru_h(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
-      return gru_h(P, ga, cl, rows, row, tile, ldt, j0, nb);
+      if (plain) return gru_h<kTape>(P, Tanh{}, NoClip{}, rows, row, tile, ldt, j0, nb);
+      return gru_h<kTape>(P, ga, cl, rows, row, tile, ldt, j0, nb);
   }
 }
 
-static const Kernels kKernelSet = {RNN_MR, &tile, &cells};
+// ---------------------------------------------------------------------------------------
+// Backward gate math (training; engine/rnn.h lists the tape's fields). Each activation's
+// derivative comes from its output y (rnn_backward_supports says which can).
+
+static inline vf dact(vf y, const RnnActivation& a) {
+  const vf zero = splat(0.f), one = splat(1.f);
+  switch (a.act) {
+    case RnnAct::Sigmoid: return y * (one - y);
+    case RnnAct::Tanh: return one - y * y;
+    case RnnAct::Relu: return y > zero ? one : zero;
+    case RnnAct::HardSigmoid: return y > zero && y < one ? bcast(a.alpha) : zero;
+    case RnnAct::Affine: return bcast(a.alpha);
+    case RnnAct::LeakyRelu: return y > zero ? one : bcast(a.alpha);
+    case RnnAct::ScaledTanh: return bcast(a.beta) * (bcast(a.alpha) - y * y * bcast(1.f / a.alpha));
+    case RnnAct::Elu: return y > zero ? one : y + bcast(a.alpha);
+    case RnnAct::Softsign: {
+      const vf d = one - vabs(y);
+      return d * d;
+    }
+    case RnnAct::Softplus: return one - v_exp(-y);
+    default: return zero;  // refused before (rnn_backward_supports)
+  }
+}
+struct DSig {
+  vf operator()(vf y) const { return y * (splat(1.f) - y); }
+};
+struct DTanh {
+  vf operator()(vf y) const { return splat(1.f) - y * y; }
+};
+struct DAny {
+  RnnActivation a;
+  vf operator()(vf y) const { return dact(y, a); }
+};
+
+// fn(row, lane) for every row and every vector of its H units (a partial one last).
+template <class F>
+static inline void for_units(index_t H, int rows, const GradRow* row, F fn) {
+  for (int m = 0; m < rows; ++m)
+    for (index_t u = 0; u < H; u += W) fn(row[m], Lane{nullptr, nullptr, u, std::min<index_t>(W, H - u)});
+}
+
+// dh of the step's output: from the later steps plus the step's dY.
+static inline vf dh_of(const Lane& L, const GradRow& r) {
+  const vf dh = L.ld(r.dh);
+  return r.dy ? dh + L.ld(r.dy) : dh;
+}
+static inline void add_to(const Lane& L, float* p, vf v) { L.st(p, L.ld(p) + v); }
+
+// h(c) is recomputed from c = f ⊙ c_prev + i ⊙ c̃ (ha: the h activation, dha its derivative).
+template <class F, class G, class Ha, class Hd>
+static void lstm_backward(const GradParams& P, F df, G dg, Ha ha, Hd dh_act, int rows, const GradRow* row) {
+  const index_t H = P.hidden;
+  float* const dgi = P.db + P.col[0] * H;
+  float* const dgo = P.db + P.col[1] * H;
+  float* const dgf = P.db + P.col[2] * H;
+  float* const dgc = P.db + P.col[3] * H;
+  for_units(H, rows, row, [&](const GradRow& r, const Lane& L) {
+    const float* tp = r.tape;
+    const vf i = L.ld(tp), o = L.ld(tp + H), f = L.ld(tp + 2 * H), g = L.ld(tp + 3 * H);
+    const vf cp = L.ld(tp + 4 * H), hc = ha(f * cp + i * g);
+    const vf dh = dh_of(L, r);
+    const vf dc = L.ld(r.dc) + dh * o * dh_act(hc);
+    const vf dpo = dh * hc * df(o);
+    const vf dpi = (P.input_forget ? dc * (g - cp) : dc * g) * df(i);
+    const vf dpf = P.input_forget ? splat(0.f) : dc * cp * df(f);
+    const vf dpg = dc * i * dg(g);
+    L.st(r.dg + P.col[0] * H, dpi), L.st(r.dg + P.col[1] * H, dpo);
+    L.st(r.dg + P.col[2] * H, dpf), L.st(r.dg + P.col[3] * H, dpg);
+    L.st(r.dc, dc * f);
+    L.st(r.dh, splat(0.f));
+    add_to(L, dgi, dpi), add_to(L, dgo, dpo), add_to(L, dgf, dpf), add_to(L, dgc, dpg);
+  });
+}
+
+// GRU: h = (1 - z) ⊙ h̃ + z ⊙ h_prev. Whole: linear_before_reset (h̃'s recurrent part is
+// r ⊙ (h·Rₕᵀ + Rbₕ)).
+template <class F, class G>
+static void gru_backward(const GradParams& P, F df, G dg, int rows, const GradRow* row) {
+  const index_t H = P.hidden;
+  float* const dbz = P.db + P.col[0] * H;
+  float* const dbr = P.db + P.col[1] * H;
+  float* const dbh = P.db + P.col[2] * H;
+  float* const dbrh = P.db + 3 * H;  // linear_before_reset's Rbₕ
+  for_units(H, rows, row, [&](const GradRow& r, const Lane& L) {
+    const float* tp = r.tape;
+    if (P.phase == GradPhase::GruR) {  // r from t = d(r ⊙ h_prev)
+      const vf t = L.ld(r.t), rg = L.ld(tp + H), hp = L.ld(tp + 4 * H);
+      const vf dpr = t * hp * df(rg);
+      L.st(r.dg + P.col[1] * H, dpr);
+      add_to(L, r.dh, t * rg);
+      add_to(L, dbr, dpr);
+      return;
+    }
+    const vf z = L.ld(tp), n = L.ld(tp + 2 * H), hp = L.ld(tp + 4 * H);
+    const vf dh = dh_of(L, r);
+    const vf dpn = dh * (splat(1.f) - z) * dg(n);
+    const vf dpz = dh * (hp - n) * df(z);
+    L.st(r.dg + P.col[0] * H, dpz), L.st(r.dg + P.col[2] * H, dpn);
+    L.st(r.dh, dh * z);
+    add_to(L, dbz, dpz), add_to(L, dbh, dpn);
+    if (P.phase == GradPhase::Whole) {
+      const vf rg = L.ld(tp + H), hr = L.ld(tp + 3 * H);
+      const vf dpr = dpn * hr * df(rg), dgr = dpn * rg;
+      L.st(r.dg + P.col[1] * H, dpr);
+      L.st(r.dgr, dgr);
+      add_to(L, dbr, dpr), add_to(L, dbrh, dgr);
+    }
+  });
+}
+
+template <class F>
+static void rnn_backward_cell(const GradParams& P, F df, int rows, const GradRow* row) {
+  const index_t H = P.hidden;
+  for_units(H, rows, row, [&](const GradRow& r, const Lane& L) {
+    const vf dp = dh_of(L, r) * df(L.ld(r.tape));
+    L.st(r.dg, dp);
+    L.st(r.dh, splat(0.f));
+    add_to(L, P.db, dp);
+  });
+}
+
+static void cells_backward(const GradParams& P, int rows, const GradRow* row) {
+  const DAny f{P.f}, g{P.g}, h{P.h};
+  const bool sig = P.f.act == RnnAct::Sigmoid, tanh_g = P.g.act == RnnAct::Tanh;
+  switch (P.cell) {
+    case RnnCell::Lstm:
+      if (sig && tanh_g && P.h.act == RnnAct::Tanh)
+        return lstm_backward(P, DSig{}, DTanh{}, Tanh{}, DTanh{}, rows, row);
+      return lstm_backward(P, f, g, Any{P.h}, h, rows, row);
+    case RnnCell::Gru:
+      if (sig && tanh_g) return gru_backward(P, DSig{}, DTanh{}, rows, row);
+      return gru_backward(P, f, g, rows, row);
+    case RnnCell::Rnn:
+      if (P.f.act == RnnAct::Tanh) return rnn_backward_cell(P, DTanh{}, rows, row);
+      return rnn_backward_cell(P, f, rows, row);
+  }
+}
+
+static const Kernels kKernelSet = {RNN_MR, &tile, &cells<false>, &cells<true>, &cells_backward};

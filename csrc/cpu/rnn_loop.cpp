@@ -19,6 +19,7 @@
 //    started) or never (nested call) leaves its share to the others instead of stalling them.
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 
@@ -85,6 +86,7 @@ struct Loop {
   const rnnk::Kernels& K;
   RnnLayout L;
   index_t B, H, In, T, steps = 0;
+  index_t tape_width = 0, tape_x = 0;  // the tape's row width and x's offset in it
   index_t slice_blocks = 1;  // units mode: slices are whole multiples of every part's tile group
   const float *wp, *rp, *bias;
   float *hs[2], *cs, *zb, *rh, *xw;  // xw: null unless projecting first
@@ -97,6 +99,7 @@ struct Loop {
   bool on(index_t b, index_t t) const { return !io.mask || io.mask[b * cfg.seq_len + t]; }
   bool running(index_t b, index_t s) const { return s < len(b) && on(b, time(b, s)); }
   const float* x(index_t b, index_t t) const { return io.x + t * io.x_t + b * io.x_b; }
+  float* tape_row(index_t b, index_t s) const { return io.tape ? io.tape + (s * B + b) * tape_width : nullptr; }
 
   CellParams params(int part) const {
     CellParams P;
@@ -151,8 +154,12 @@ struct Loop {
       R.a2[m] = a2base + b * H;
       if (xw) R.xrow[m] = xw + (t * B + b) * L.cols;
       R.row[m] = {hp + b * H, hn + b * H, cs ? cs + b * H : nullptr, io.y ? io.y + t * io.y_t + b * io.y_b : nullptr,
-                  zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr};
+                  zb ? zb + b * H : nullptr, rh ? rh + b * H : nullptr, tape_row(b, s)};
     }
+  }
+  void cells(const CellParams& P, int rows, const CellRow* row, const float* tile, index_t ldt, index_t j0,
+             index_t nb) const {
+    (io.tape ? K.cells_tape : K.cells)(P, rows, row, tile, ldt, j0, nb);
   }
   // tile[0:m][0:n] = the product for tile group i of `part`.
   void product(RowTile& R, int part, index_t i, float* tile, index_t ldt) const {
@@ -182,7 +189,7 @@ struct Loop {
       gather(R, b, r1, s, a2base);
       if (R.m > 0) {
         for (index_t k = 0; k < i1 - i0; ++k) product(R, part, group(k), tile + L.tile_col(part, group(k)) - c0, wide);
-        K.cells(P, R.m, R.row, tile, wide, i0 * nbt, wide / gw);
+        cells(P, R.m, R.row, tile, wide, i0 * nbt, wide / gw);
       }
     } else {
       alignas(64) float tile[rnnk::kMaxRows * rnnk::kMaxTileCols];
@@ -192,11 +199,25 @@ struct Loop {
           gather(R, b, r1, s, a2base);
           if (R.m == 0) break;
           product(R, part, i, tile, n);
-          K.cells(P, R.m, R.row, tile, n, i * nbt, n / gw);
+          cells(P, R.m, R.row, tile, n, i * nbt, n / gw);
         }
       }
     }
     if (part == L.parts - 1) carry(s, r0, r1, j0, j1);
+    if (io.tape && part == 0 && j0 == 0)  // the step's inputs into the tape (x, once per row)
+      for (index_t b = r0; b < r1; ++b)
+        if (running(b, s)) stream_copy(tape_row(b, s) + tape_x, x(b, time(b, s)), In);
+  }
+
+  // dst[0:n] = src[0:n], bypassing the caches where dst is aligned (the tape).
+  static void stream_copy(float* dst, const float* src, index_t n) {
+    index_t k = 0;
+#if defined(__x86_64__)
+    if ((reinterpret_cast<std::uintptr_t>(dst) & 15) == 0) {
+      for (; k + 4 <= n; k += 4) _mm_stream_ps(dst + k, _mm_loadu_ps(src + k));
+    }
+#endif
+    for (; k < n; ++k) dst[k] = src[k];
   }
 
   // Rows not running at step s keep their state; a masked row's Y repeats its last output.
@@ -207,7 +228,12 @@ struct Loop {
     for (index_t b = r0; b < r1; ++b) {
       if (running(b, s)) continue;
       std::memcpy(hn + b * H + u0, hp + b * H + u0, sizeof(float) * n);
-      if (s >= len(b) || !io.y) continue;
+      if (s >= len(b)) continue;
+      if (float* tp = tape_row(b, s)) {  // a masked step's tape row is zeros
+        for (index_t f = 0; f < tape_x; f += H) std::memset(tp + f + u0, 0, sizeof(float) * n);
+        if (j0 == 0) std::memset(tp + tape_x, 0, sizeof(float) * (tape_width - tape_x));
+      }
+      if (!io.y) continue;
       float* y = io.y + time(b, s) * io.y_t + b * io.y_b + u0;
       if (cfg.zero_output_for_mask || first_on[b] >= s) std::memset(y, 0, sizeof(float) * n);
       else std::memcpy(y, hp + b * H + u0, sizeof(float) * n);
@@ -223,6 +249,9 @@ struct Loop {
       --q;
     }
     step(q / L.parts, static_cast<int>(q % L.parts), r0, r1, j0, j1);
+#if defined(__x86_64__)
+    if (io.tape) _mm_sfence();  // the tape's streaming stores, visible before this item counts as done
+#endif
   }
 
   void rows_range(index_t r0, index_t r1) const {
@@ -338,9 +367,14 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
   const RnnLayout& L = lp.L;
   lp.slice_blocks = std::max(L.tile_blocks[0], L.tile_blocks[L.parts - 1]);
   lp.xw = project_first(cfg, L) ? ws + at.xw : nullptr;
+  if (cfg.tape) {
+    ENGINE_CHECK(io.tape, "rnn: the tape is missing");
+    lp.tape_width = rnn_tape_width(cfg.cell, H, In);
+    lp.tape_x = rnn_tape_fields(cfg.cell) * H;
+  }
   if (cfg.pack_weights) {
-    rnn_pack_weights(ws + at.w, io.w, In, cfg.cell, cfg.linear_before_reset, H, false);
-    rnn_pack_weights(ws + at.r, io.r, H, cfg.cell, cfg.linear_before_reset, H, true);
+    rnn_pack_weights(ws + at.w, io.w, In, cfg.cell, cfg.linear_before_reset, H, false, cfg.keras_layout);
+    rnn_pack_weights(ws + at.r, io.r, H, cfg.cell, cfg.linear_before_reset, H, true, cfg.keras_layout);
     lp.wp = ws + at.w, lp.rp = ws + at.r;
   } else {
     lp.wp = io.w, lp.rp = io.r;
@@ -348,7 +382,7 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
   if (io.bias) {
     lp.bias = io.bias;
   } else {
-    rnn_pack_bias(ws + at.bias, io.wb, io.rb, cfg.cell, cfg.linear_before_reset, H);
+    rnn_pack_bias(ws + at.bias, io.wb, io.rb, cfg.cell, cfg.linear_before_reset, H, cfg.keras_layout);
     lp.bias = ws + at.bias;
   }
   lp.hs[0] = ws + at.h, lp.hs[1] = ws + at.h + B * H;
@@ -374,9 +408,11 @@ void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* ws) {
     }
     lp.first_on = first;
   }
-  if (io.y)
-    for (index_t b = 0; b < B; ++b)
-      for (index_t t = lp.len(b); t < T; ++t) std::memset(io.y + t * io.y_t + b * io.y_b, 0, sizeof(float) * H);
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = lp.len(b); t < T; ++t) {  // past the row's end (t: as a time, and as a step)
+      if (io.y) std::memset(io.y + t * io.y_t + b * io.y_b, 0, sizeof(float) * H);
+      if (float* tp = lp.tape_row(b, t)) std::memset(tp, 0, sizeof(float) * lp.tape_width);
+    }
   lp.run();
   // Final states; a sequence of length 0 reports zeros (as onnxruntime does).
   const float* hf = lp.hs[lp.steps & 1];

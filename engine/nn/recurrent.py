@@ -6,6 +6,9 @@ LSTM i,f,c,o and GRU z,r,h; GRU's bias (2, 3·units) with reset_after); they are
 ONNX's (W (1, G·units, in), LSTM gates i,o,f,c) when the graph is emitted, so get_weights /
 set_weights stay Keras's. `recurrent_activation` is the op's f activation, `activation` its
 g (and h). Input (batch, steps, features) is the op's layout 1, so nothing is transposed.
+In training graphs (GraphBuilder.training) the op reads the Keras weights themselves
+(weight_layout="keras", engine/ops/rnn.py), so gradients land on them and nothing is
+converted per step.
 
 Keras semantics kept: `go_backwards` returns the sequence in processing order (reversed);
 masks (from Embedding(mask_zero=True), Masking, or mask=) skip steps, keep the state and
@@ -182,9 +185,15 @@ class _RNN(Layer):
     def emit_rnn(self, g, x: str, out: str, mask=None, states=(), keras_order: bool = True) -> tuple:
         """(output, [final states]) of this layer on value x; with keras_order=False a
         go_backwards sequence output stays in input time order (for Bidirectional)."""
-        W, R, B = self.onnx_weights()
-        ins = [x, g.const(f"{self.name}/onnx_W", W), g.const(f"{self.name}/onnx_R", R),
-               g.const(f"{self.name}/onnx_B", B) if B is not None else "", ""]
+        attrs = self._op_attrs()
+        if g.training:  # the trained Keras weights, read in their own layout
+            refs = self._weight_refs(g)
+            ins = [x, refs[0], refs[1], refs[2] if self.use_bias else "", ""]
+            attrs["weight_layout"] = "keras"
+        else:
+            W, R, B = self.onnx_weights()
+            ins = [x, g.const(f"{self.name}/onnx_W", W), g.const(f"{self.name}/onnx_R", R),
+                   g.const(f"{self.name}/onnx_B", B) if B is not None else "", ""]
         s = [g.node("Unsqueeze", [v, g.const(f"{out}/state_axis", _i64([1]))], f"{out}/initial_{i}")
              for i, v in enumerate(states)]
         ins += [s[0] if s else ""] + ([s[1] if s else ""] if self.onnx == "LSTM" else [""]) + [""]
@@ -197,7 +206,7 @@ class _RNN(Layer):
                  f"{out}/Y_c" if self.onnx == "LSTM" and self.return_state else ""]
         while names[-1] == "":
             names.pop()
-        g.node(self.onnx, ins, names, self._op_attrs(), out)
+        g.node(self.onnx, ins, names, attrs, out)
         finals = [_squeeze(g, f"{out}/Y_h", 1, f"{out}/state_h")] if need_h else []
         if self.onnx == "LSTM" and self.return_state:
             finals.append(_squeeze(g, f"{out}/Y_c", 1, f"{out}/state_c"))
@@ -206,9 +215,17 @@ class _RNN(Layer):
             _squeeze(g, f"{out}/Y", 2, seq)
             y = reverse_time(g, seq, out) if seq != out else out
         elif mask is not None:  # the output of the last step processed (masked steps repeat or zero it)
-            idx = g.const(f"{out}/last", np.array(0 if self.go_backwards else -1, np.int64))
-            g.node("Gather", [f"{out}/Y", idx], f"{out}/last_step", {"axis": 1})
-            y = _squeeze(g, f"{out}/last_step", 1, out)
+            if g.training:  # as a one-step Slice (Y is (batch, steps, 1, units)), which has a backward rule
+                start, end = (0, 1) if self.go_backwards else (-1, np.iinfo(np.int64).max)
+                g.node("Slice", [f"{out}/Y", g.const(f"{out}/last_start", _i64([start])),
+                                 g.const(f"{out}/last_end", _i64([end])),
+                                 g.const(f"{out}/last_axis", _i64([1]))], f"{out}/last_steps")
+                g.node("Squeeze", [f"{out}/last_steps", g.const(f"{out}/last_axes", _i64([1, 2]))], out)
+                y = out
+            else:
+                idx = g.const(f"{out}/last", np.array(0 if self.go_backwards else -1, np.int64))
+                g.node("Gather", [f"{out}/Y", idx], f"{out}/last_step", {"axis": 1})
+                y = _squeeze(g, f"{out}/last_step", 1, out)
         else:
             y = g.node("Identity", [finals[0]], out)
         return y, finals

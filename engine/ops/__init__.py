@@ -33,6 +33,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     reduce_grad,
     resize,
     rnn,
+    rnn_grad,
     shape_ops,
     softmax,
     softmax_grad,

@@ -53,7 +53,18 @@ struct RnnConfig {
   bool masked = false;
   bool zero_output_for_mask = false;
   bool pack_weights = false;         // W, R come raw (RnnIO::w_raw, r_raw): pack per call
+  // W, R and the biases in Keras's layout and gate order instead of ONNX's (rnn_weight_gate):
+  // kernel (In × G·H), recurrent_kernel (H × G·H), biases G·H each (Keras LSTM i,f,c,o).
+  bool keras_layout = false;
+  bool tape = false;                 // training: RnnIO::tape receives what rnn_backward reads
 };
+
+// The column block of ONNX gate g (LSTM i,o,f,c; GRU z,r,h) in the weights' gate order: g for
+// ONNX's layout, Keras's i,f,c,o for an LSTM in Keras's (GRU and RNN orders are the same).
+inline int rnn_weight_gate(RnnCell cell, bool keras_layout, int g) {
+  static constexpr int kKerasLstm[4] = {0, 3, 1, 2};
+  return keras_layout && cell == RnnCell::Lstm ? kKerasLstm[g] : g;
+}
 
 // The packed weight layout. Hidden units go in blocks of kRnnBlock; per block the columns of
 // the gates the cell needs together sit side by side (column (j·groups + g)·kRnnBlock + u of a
@@ -85,15 +96,16 @@ struct RnnLayout {
 RnnLayout rnn_layout(RnnCell cell, bool linear_before_reset, index_t hidden);
 
 // dst (K × layout.cols floats, tile panels as above) = src (G·H × K, ONNX W or R of one
-// direction) packed; `recurrent` says which (it decides GRU linear_before_reset's h groups).
-// Padding is zero.
+// direction; with keras_layout Keras's K × G·H kernel or recurrent_kernel) packed;
+// `recurrent` says which (it decides GRU linear_before_reset's h groups). Padding is zero.
 void rnn_pack_weights(float* dst, const float* src, index_t K, RnnCell cell, bool linear_before_reset,
-                      index_t hidden, bool recurrent);
+                      index_t hidden, bool recurrent, bool keras_layout = false);
 
 // dst (layout.cols floats, plain column order): the biases each packed column adds, Wb and Rb
-// (G·H each, ONNX order; either may be null) summed where W's and R's rows meet.
+// (G·H each, ONNX order, or Keras's with keras_layout; either may be null) summed where W's and
+// R's rows meet.
 void rnn_pack_bias(float* dst, const float* wb, const float* rb, RnnCell cell, bool linear_before_reset,
-                   index_t hidden);
+                   index_t hidden, bool keras_layout = false);
 
 // One direction's data. Strides are in floats; optional pointers may be null.
 struct RnnIO {
@@ -121,6 +133,9 @@ struct RnnIO {
   // Per (batch row, time step) flags, row b's step t at mask[b·seq_len + t] (Keras's (batch,
   // time) layout whatever the layout of X); 0 skips the step (RnnConfig::masked must be set).
   const bool* mask = nullptr;
+  // With cfg.tape: the tape, seq_len·batch rows of rnn_tape_width floats in step order: row
+  // s·batch + b is batch row b's s-th step (time step s, or len - 1 - s for a reverse layer).
+  float* tape = nullptr;
 };
 
 // Floats of workspace rnn_run needs.
@@ -128,5 +143,52 @@ index_t rnn_workspace_floats(const RnnConfig& cfg);
 
 // Runs one direction. seq_lens must already be checked (0 <= len <= seq_len).
 void rnn_run(const RnnConfig& cfg, const RnnIO& io, float* workspace);
+
+// ---------------------------------------------------------------------------------------
+// Training: backpropagation through time (csrc/cpu/rnn_backward.cpp).
+//
+// The tape row of a step that ran holds, H floats each (activations applied):
+//   LSTM  i, o, f, c̃ (the gates), c_prev, h_prev
+//   GRU   z, r, h̃, then linear_before_reset: h·Rₕᵀ + Rbₕ, else r ⊙ h_prev; then h_prev
+//   RNN   h, h_prev
+// then the step's input x (In floats; the row padded to a multiple of 16 floats), so that
+// (h_prev, x) is one operand of the weight gradients. A row of a step that did not run (past
+// the row's length, or masked) is zeros. Default activations and any whose derivative follows
+// from its output (rnn_backward_supports); no clip, no peepholes.
+int rnn_tape_fields(RnnCell cell);  // the H-wide fields
+index_t rnn_tape_width(RnnCell cell, index_t hidden, index_t input);
+bool rnn_backward_supports(const RnnActivation& a);
+
+// One direction's gradients. X and dX are N × In matrices (N = seq_len·batch), the row of time
+// step t, batch row b at t·row_t + b·row_b; the tape's rows are in step order (RnnIO::tape);
+// other strides in floats. Outputs are optional (null: not computed).
+struct RnnGradIO {
+  index_t row_t = 0, row_b = 0;  // X's and dX's rows
+  // This direction's raw weights: ONNX W (G·H × In), R (G·H × H); Keras's kernel (In × G·H),
+  // recurrent_kernel (H × G·H) with cfg.keras_layout.
+  const float* w = nullptr;
+  const float* r = nullptr;
+  const float* tape = nullptr;  // N × rnn_tape_width rows
+  // Output gradients (null: none reaches that output); layouts as RnnIO's y, y_h, y_c.
+  const float* dy = nullptr;
+  index_t dy_t = 0, dy_b = 0;
+  const float* dy_h = nullptr;
+  const float* dy_c = nullptr;
+  index_t state_b = 0;  // dy_h, dy_c, dh0, dc0: row b at ptr + b·state_b
+  const std::int32_t* seq_lens = nullptr;
+  const bool* mask = nullptr;
+  float* dx = nullptr;  // N × In; accumulate_dx adds into it (the second direction)
+  bool accumulate_dx = false;
+  float* dw = nullptr;  // W's layout
+  float* dr = nullptr;  // R's layout
+  // Bias gradients: input biases (G·H), then recurrent biases (G·H) when bias_parts is 2.
+  float* db = nullptr;
+  int bias_parts = 2;
+  float* dh0 = nullptr;
+  float* dc0 = nullptr;
+};
+
+index_t rnn_grad_workspace_floats(const RnnConfig& cfg);
+void rnn_backward(const RnnConfig& cfg, const RnnGradIO& io, float* workspace);
 
 }  // namespace engine
