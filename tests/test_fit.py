@@ -256,3 +256,17 @@ def test_an_op_without_a_backward_rule_is_named_at_compile():
     m = engine.Model(g)
     with pytest.raises(NoGradientError, match="op Mod has no backward rule"):
         m.compile(optimizer="sgd", loss="mse")
+
+
+def test_wrapped_layers_train():
+    from engine.nn import LSTM, Bidirectional
+
+    engine.nn.set_random_seed(0)
+    m = Sequential([Input((6, 3)), Bidirectional(LSTM(4)), Dense(1)])
+    m.compile(optimizer=optimizers.SGD(0.1), loss="mse")
+    before = m.get_weights()
+    rng = np.random.default_rng(0)
+    m.fit(rng.random((8, 6, 3), dtype=np.float32), rng.random((8, 1), dtype=np.float32), epochs=1, verbose=0)
+    after = m.get_weights()
+    assert len(before) == len(after) == 8
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))  # both directions' weights moved

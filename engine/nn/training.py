@@ -44,15 +44,14 @@ class NetworkTraining(TrainingMixin):
             layer._training_owner = weakref.ref(self)
         trainable, state = [], []
         for layer in self.layers:
-            names = [f"{layer.name}/{n}" for n in layer.weight_names]
-            fixed = set(getattr(layer, "non_trainable_names", ()))
-            for full, short in zip(names, layer.weight_names):
+            for full, short, owner, frozen in _named_weights(layer):
                 if full not in graph.initializers:
                     continue
-                if layer.trainable and short not in fixed:
-                    trainable.append(full)
-                elif short in fixed:
+                fixed = short in getattr(owner, "non_trainable_names", ())
+                if fixed:
                     state.append(full)
+                elif not frozen:
+                    trainable.append(full)
         if not trainable:
             raise TrainingError(f"{self.name}: no trainable weights (every layer is frozen)")
         return graph, trainable, state, key
@@ -62,13 +61,11 @@ class NetworkTraining(TrainingMixin):
 
     def _store_values(self, values: dict) -> None:
         for layer in self.layers:
-            names = [f"{layer.name}/{n}" for n in layer.weight_names]
+            names = [full for full, _, _, _ in _named_weights(layer)]  # the order of layer.weights
             if not any(n in values for n in names):
                 continue
             current = layer.get_weights()
-            new = [np.array(values[n], copy=True) if n in values else w
-                   for n, w in zip(names, current[:len(names)])] + current[len(names):]
-            layer._assign(new)
+            layer._assign([np.array(values[n], copy=True) if n in values else w for n, w in zip(names, current)])
 
     def _input_names(self):
         return [v.name for v in self._graph_for(False)[0].inputs]
@@ -83,7 +80,7 @@ class NetworkTraining(TrainingMixin):
     def _training_metadata(self) -> tuple[dict, dict]:
         """(JSON-able metadata, extra tensors) describing the training state, for save()."""
         meta, extra = {}, {}
-        meta["weight_order"] = [f"{layer.name}/{n}" for layer in self.layers for n in layer.weight_names]
+        meta["weight_order"] = [full for layer in self.layers for full, _, _, _ in _named_weights(layer)]
         history = getattr(self, "history", None)
         if history is not None and getattr(history, "history", None):
             meta["history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
@@ -112,7 +109,8 @@ class NetworkTraining(TrainingMixin):
 
         loaded = load(filepath)
         values = loaded.get_weights()
-        mine = {f"{layer.name}/{n}": w for layer in self.layers for n, w in zip(layer.weight_names, layer.weights)}
+        mine = {full: w for layer in self.layers
+                for (full, _, _, _), w in zip(_named_weights(layer), layer.weights)}
         meta = loaded.metadata.get("training", {}) if isinstance(loaded.metadata, dict) else {}
         order = meta.get("weight_order")
         if order and any(k not in values for k in mine) and len(order) == len(mine):
@@ -146,3 +144,14 @@ class NetworkTraining(TrainingMixin):
             self._trainer = None
             self.optimizer.set_state({"iterations": state["iterations"], "slot_names": state["slot_names"],
                                       "slots": slots})
+
+
+def _named_weights(layer, frozen: bool = False) -> list:
+    """(graph name, weight name, owning layer, frozen) of every weight of `layer`, its wrapped
+    layers' included (Bidirectional, TimeDistributed), in the order of layer.weights."""
+    frozen = frozen or not layer.trainable
+    out = [(f"{layer.name}/{n}", n, layer, frozen) for n in layer.weight_names]
+    for sub in layer._sublayers:
+        out += _named_weights(sub, frozen)
+    return out
+
