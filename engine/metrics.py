@@ -437,8 +437,6 @@ class Accuracy(MeanMetricWrapper):
     def __init__(self, name="accuracy", dtype=None):
         super().__init__(accuracy, name=name, dtype=dtype)
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
 
 
 class BinaryAccuracy(MeanMetricWrapper):
@@ -450,8 +448,6 @@ class BinaryAccuracy(MeanMetricWrapper):
         super().__init__(binary_accuracy, name=name, dtype=dtype, threshold=threshold)
         self.threshold = threshold
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype, "threshold": self.threshold}
 
 
 class CategoricalAccuracy(MeanMetricWrapper):
@@ -462,8 +458,6 @@ class CategoricalAccuracy(MeanMetricWrapper):
     def __init__(self, name="categorical_accuracy", dtype=None):
         super().__init__(categorical_accuracy, name=name, dtype=dtype)
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
 
 
 class SparseCategoricalAccuracy(MeanMetricWrapper):
@@ -474,8 +468,6 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
     def __init__(self, name="sparse_categorical_accuracy", dtype=None):
         super().__init__(sparse_categorical_accuracy, name=name, dtype=dtype)
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
 
 
 class TopKCategoricalAccuracy(MeanMetricWrapper):
@@ -487,8 +479,6 @@ class TopKCategoricalAccuracy(MeanMetricWrapper):
         super().__init__(top_k_categorical_accuracy, name=name, dtype=dtype, k=k)
         self.k = k
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype, "k": self.k}
 
 
 class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
@@ -500,8 +490,6 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
         super().__init__(sparse_top_k_categorical_accuracy, name=name, dtype=dtype, k=k)
         self.k = k
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype, "k": self.k}
 
 
 class MeanSquaredError(MeanMetricWrapper):
@@ -510,8 +498,6 @@ class MeanSquaredError(MeanMetricWrapper):
     def __init__(self, name="mean_squared_error", dtype=None):
         super().__init__(mean_squared_error, name=name, dtype=dtype)
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
 
 
 class MeanAbsoluteError(MeanMetricWrapper):
@@ -520,8 +506,6 @@ class MeanAbsoluteError(MeanMetricWrapper):
     def __init__(self, name="mean_absolute_error", dtype=None):
         super().__init__(mean_absolute_error, name=name, dtype=dtype)
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
 
 
 class MeanAbsolutePercentageError(MeanMetricWrapper):
@@ -530,8 +514,6 @@ class MeanAbsolutePercentageError(MeanMetricWrapper):
     def __init__(self, name="mean_absolute_percentage_error", dtype=None):
         super().__init__(mean_absolute_percentage_error, name=name, dtype=dtype)
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
 
 
 class MeanSquaredLogarithmicError(MeanMetricWrapper):
@@ -540,8 +522,6 @@ class MeanSquaredLogarithmicError(MeanMetricWrapper):
     def __init__(self, name="mean_squared_logarithmic_error", dtype=None):
         super().__init__(mean_squared_logarithmic_error, name=name, dtype=dtype)
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
 
 
 class RootMeanSquaredError(Mean):
