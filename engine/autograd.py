@@ -236,11 +236,13 @@ def training_graph(gb: GradBuilder, inputs: list[Value], outputs: list[str], ini
     return g
 
 
-def vjp(graph: Graph, feeds: dict, params: list[str], output_grads: dict, wrt_inputs: tuple = ()) -> dict:
+def vjp(graph: Graph, feeds: dict, params: list[str], output_grads: dict, wrt_inputs: tuple = (),
+        optimize: bool = False) -> dict:
     """Gradients of `params` (initializers) and `wrt_inputs` (graph inputs) given the
     gradients of the graph's outputs (`output_grads`: {output name: array}), computed by
     planning and running the training graph once. Gradients that nothing reaches are zeros.
-    The tool the backward rules are tested with (against torch's autograd)."""
+    The tool the backward rules are tested with (against torch's autograd); optimize=True
+    also runs the training passes."""
     from . import _C
     from .runtime.plan import Plan, Schedule
 
@@ -269,6 +271,9 @@ def vjp(graph: Graph, feeds: dict, params: list[str], output_grads: dict, wrt_in
     feeds_all.update({dy_names[o]: dtypes.contiguous(np.asarray(v, np.float32)) for o, v in output_grads.items()})
     ins = [Value(k, gb.shape(k), gb.dtype(k)) for k in feeds_all]
     g = training_graph(gb, ins, out_names, {k: v for k, v in graph.initializers.items() if k not in params})
+    if optimize:  # the training passes a Trainer runs (fusions of the reverse pass)
+        from .passes import optimize_training
+        g = optimize_training(g)
     plan = Plan(Schedule(g), {k: v.shape for k, v in feeds_all.items()}, {},
                 input_dtypes={k: dtypes.from_numpy(v.dtype) for k, v in feeds_all.items()})
     results = plan.run([feeds_all[v.name] for v in g.inputs], _C.ContextPool())

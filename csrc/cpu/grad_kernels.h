@@ -14,6 +14,7 @@ namespace gradk {
 struct PoolGeom {
   index_t H, W, C, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr;
   bool count_include_pad;
+  bool relu = false;  // max pooling of a ReLU's output: its derivative applied too (dy only where x > 0 or NaN)
 };
 
 // One image of a depthwise convolution: C input channels, M filters each (OC = C·M).

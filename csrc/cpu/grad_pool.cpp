@@ -32,10 +32,10 @@ void zero_slice(float* p, index_t pixels, index_t C, index_t c0, index_t c1) {
 }
 
 template <bool kMax>
-void pool_backward(float* dx, const float* dy, const float* x, const Pool2DShape& s) {
+void pool_backward(float* dx, const float* dy, const float* x, const Pool2DShape& s, bool relu = false) {
   s.validate();
   const gradk::PoolGeom g{s.H, s.W, s.C, s.OH(), s.OW(), s.KH, s.KW, s.stride_h, s.stride_w, s.dil_h, s.dil_w,
-                          s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, s.count_include_pad};
+                          s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, s.count_include_pad, relu};
   const auto& k = gradk::kernels();
   const index_t in_img = s.H * s.W * s.C, out_img = g.OH * g.OW * s.C;
   tasks(s.N, s.C, static_cast<double>(out_img) * s.KH * s.KW + in_img, [&](index_t n, index_t c0, index_t c1) {
@@ -52,8 +52,8 @@ void check_global(const char* what, index_t N, index_t HW, index_t C) {
 
 }  // namespace
 
-void maxpool2d_backward(float* dx, const float* dy, const float* x, const Pool2DShape& s) {
-  pool_backward<true>(dx, dy, x, s);
+void maxpool2d_backward(float* dx, const float* dy, const float* x, const Pool2DShape& s, bool relu) {
+  pool_backward<true>(dx, dy, x, s, relu);
 }
 
 void avgpool2d_backward(float* dx, const float* dy, const Pool2DShape& s) { pool_backward<false>(dx, dy, nullptr, s); }

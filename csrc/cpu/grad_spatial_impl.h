@@ -90,7 +90,8 @@ void maxpool(float* dx, const float* dy, const float* x, const gradk::PoolGeom& 
           at = take ? bcasti(static_cast<std::int32_t>(pix)) : at;
         }
       if (direct) {
-        const vf gv = ldn(gy + c, cnt);
+        vf gv = ldn(gy + c, cnt);
+        if (g.relu) gv = ((best > zero) | (best != best)) ? gv : zero;
         for (index_t kh = kh0; kh < kh1; ++kh)
           for (index_t kw = kw0; kw < kw1; ++kw) {
             const index_t pix = pix0 + kh * g.dh * g.W + kw * g.dw;
@@ -98,7 +99,10 @@ void maxpool(float* dx, const float* dy, const float* x, const gradk::PoolGeom& 
           }
       } else {
         std::memcpy(lanes, &at, sizeof at);
-        for (index_t l = 0; l < cnt; ++l) dx[static_cast<index_t>(lanes[l]) * C + c + l] += gy[c + l];
+        for (index_t l = 0; l < cnt; ++l) {
+          const index_t i = static_cast<index_t>(lanes[l]) * C + c + l;
+          if (!g.relu || !(x[i] <= 0.f)) dx[i] += gy[c + l];
+        }
       }
     }
   });

@@ -133,7 +133,8 @@ def conv_grad_weight_lower(ctx, node):
 register("Conv2DGradWeight", conv_grad_weight_type, conv_grad_weight_lower)
 
 
-# Pool2DGrad(dy, x | "") -> dx (N, H, W, C); max pooling needs x
+# Pool2DGrad(dy, x | "") -> dx (N, H, W, C); max pooling needs x. attr relu (max only): x is a
+# ReLU's output and dx also carries the ReLU's derivative (passes/fuse_pool_relu_grad.py).
 def pool_grad_type(node, ins):
     _f32(node, ins)
     p = _ints(node, "pool", 17)
@@ -142,8 +143,9 @@ def pool_grad_type(node, ins):
 
 def pool_grad_lower(ctx, node):
     p = _ints(node, "pool", 17)
+    relu = [1] if node.attrs.get("relu") else []  # x is a ReLU's output: its backward folded in
     if p[1] and math.prod(ctx.shape(node.inputs[0])):
-        ctx.kernel("pool2d_grad", [node.inputs[0], node.inputs[1] if p[0] else ""], node.outputs[:1], ints=p)
+        ctx.kernel("pool2d_grad", [node.inputs[0], node.inputs[1] if p[0] else ""], node.outputs[:1], ints=p + relu)
     elif math.prod(ctx.shape(node.outputs[0])):
         zero_fill(ctx, node.outputs[0])
 

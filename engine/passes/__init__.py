@@ -9,6 +9,7 @@ from .fuse_activation import fuse_activations
 from .fuse_concat import fuse_concat_convs
 from .fuse_conv_pool import fuse_conv_maxpool
 from .fuse_gelu import fuse_gelu
+from .fuse_pool_relu_grad import fuse_pool_relu_grad
 from .fuse_residual import fuse_residual
 from .layout import to_nhwc
 from .shapes import infer_shapes, probe_types, symbolic_shapes
@@ -26,8 +27,10 @@ PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_gelu, fold_pad_i
 
 # Training graphs (engine/train.py) are built on the unfused forward; these passes then fuse
 # what the reverse pass leaves fusable (an activation whose input nothing else reads goes
-# into its Dense/Conv2D epilogue). Layout and BatchNorm folding are inference-only.
-TRAINING_PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_activations, eliminate_dead_code)
+# into its Dense/Conv2D epilogue; a ReLU's backward into the max-pool backward after it).
+# Layout and BatchNorm folding are inference-only.
+TRAINING_PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_activations, fuse_pool_relu_grad,
+                     eliminate_dead_code)
 
 
 def optimize_training(graph):
@@ -44,6 +47,6 @@ def optimize(graph):
 
 
 __all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations", "fuse_concat_convs",
-           "fuse_conv_maxpool", "fuse_gelu", "fuse_residual", "infer_shapes", "optimize", "optimize_training", "probe_types", "simplify",
+           "fuse_conv_maxpool", "fuse_gelu", "fuse_pool_relu_grad", "fuse_residual", "infer_shapes", "optimize", "optimize_training", "probe_types", "simplify",
            "symbolic_shapes", "to_dense", "to_nhwc",
            "PIPELINE", "TRAINING_PIPELINE"]

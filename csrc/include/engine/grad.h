@@ -95,7 +95,9 @@ void conv2d_backward_filter(float* dw, float* db, const float* dy, const float* 
 // ---- pooling (NHWC, the forward's Pool2DShape); dx is overwritten -------------------------
 
 // dy goes to the window's first maximum (a NaN wins, the last one: torch's rule).
-void maxpool2d_backward(float* dx, const float* dy, const float* x, const Pool2DShape& s);
+// relu: x is a ReLU's output and dx also carries the ReLU's derivative (dy where x > 0 or NaN):
+// the ReLU backward folded into this pass.
+void maxpool2d_backward(float* dx, const float* dy, const float* x, const Pool2DShape& s, bool relu = false);
 // dy / divisor to every tap the forward averaged (its count_include_pad rule).
 void avgpool2d_backward(float* dx, const float* dy, const Pool2DShape& s);
 // dx: N×HW×C, dy: N×C.

@@ -17,7 +17,8 @@
 //                        (x N×H×W×C, dy N×OH×OW×OC, w KH×KW×(C/groups)×OC as conv2d_nhwc)
 //   pool2d_grad:         in [dy, x | -1], out [dx]; ints as pool2d [is_max, N, H, W, C, KH, KW,
 //                        stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, pad_bottom,
-//                        pad_right, ceil_mode, count_include_pad]; max pooling needs x.
+//                        pad_right, ceil_mode, count_include_pad] (+ relu: 1 folds the backward of
+//                        the ReLU that produced x into this pass); max pooling needs x.
 //   global_pool_grad:    in [dy (N×C), x (N×HW×C) | -1], out [dx]; ints [N, HW, C, kind]
 //                        kind 0 average, 1 max (all to the first maximum, as max pooling),
 //                        2 max with ties sharing (amax, Keras's reduce_max); max needs x.
@@ -130,7 +131,8 @@ StepFn conv2d_grad_weight(const StepSpec& s) {
 }
 
 StepFn pool2d_grad(const StepSpec& s) {
-  s.expect(2, 1, 17);
+  ENGINE_CHECK(s.ints.size() == 17 || s.ints.size() == 18, "pool2d_grad: expected 17 or 18 ints");
+  ENGINE_CHECK(s.in.size() == 2 && s.out.size() == 1, "pool2d_grad: expected inputs [dy, x] and output [dx]");
   Pool2DShape p;
   const bool is_max = flag(s, 0, "is_max");
   p.N = s.i(1), p.H = s.i(2), p.W = s.i(3), p.C = s.i(4), p.KH = s.i(5), p.KW = s.i(6);
@@ -142,9 +144,11 @@ StepFn pool2d_grad(const StepSpec& s) {
   if (is_max) need_input(s, 1, "x", "max pooling");
   check_f32(s);
   const int dy = s.in[0], x = s.in[1], dx = s.out[0];
+  const bool relu = s.ints.size() == 18 && flag(s, 17, "relu");
+  ENGINE_CHECK(!relu || is_max, "pool2d_grad: relu applies to max pooling only");
   if (is_max)
     return [=](void* const* sl) {
-      maxpool2d_backward(slot<float>(sl, dx), slot<const float>(sl, dy), slot<const float>(sl, x), p);
+      maxpool2d_backward(slot<float>(sl, dx), slot<const float>(sl, dy), slot<const float>(sl, x), p, relu);
     };
   return [=](void* const* sl) { avgpool2d_backward(slot<float>(sl, dx), slot<const float>(sl, dy), p); };
 }
