@@ -52,29 +52,37 @@ def _keras_predict(model):
     return run
 
 
-def _torch_module(weights: list):
-    """The same net in torch: Keras gates i,f,c,o are torch's i,f,g,o; Keras's one bias goes
-    into bias_ih (bias_hh zero); Dense kernels (in, out) are Linear weights transposed."""
+def torch_seed004(weights: list):
+    """The seed-004 net in torch with these (Keras-layout) weights, sizes read from them: Keras
+    gates i,f,c,o are torch's i,f,g,o; Keras's one bias goes into bias_ih (bias_hh zero);
+    Dense kernels (in, out) are Linear weights transposed. (benchmarks.train_steps trains it.)"""
     import torch
     from torch import nn
+
+    emb, kernel, rec, bias, w1, b1, w2, b2 = weights
+    vocab, embed = emb.shape
+    units, dense = rec.shape[0], w1.shape[1]
 
     class Seed004(nn.Module):
         def __init__(self):
             super().__init__()
-            self.emb, self.lstm = nn.Embedding(VOCAB, EMBED), nn.LSTM(EMBED, UNITS, batch_first=True)
-            self.fc1, self.fc2 = nn.Linear(UNITS, DENSE), nn.Linear(DENSE, 1)
+            self.emb, self.lstm = nn.Embedding(vocab, embed), nn.LSTM(embed, units, batch_first=True)
+            self.fc1, self.fc2 = nn.Linear(units, dense), nn.Linear(dense, 1)
 
         def forward(self, ids):
             h, _ = self.lstm(self.emb(ids))
             return self.fc2(torch.relu(self.fc1(h)))
 
-    emb, kernel, rec, bias, w1, b1, w2, b2 = weights
-    m = Seed004().eval()
+    m = Seed004()
     sd = {"emb.weight": emb, "lstm.weight_ih_l0": kernel.T, "lstm.weight_hh_l0": rec.T, "lstm.bias_ih_l0": bias,
           "lstm.bias_hh_l0": np.zeros_like(bias), "fc1.weight": w1.T, "fc1.bias": b1, "fc2.weight": w2.T,
           "fc2.bias": b2}
     m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
     return m
+
+
+def _torch_module(weights: list):
+    return torch_seed004(weights).eval()
 
 
 def _torch_predict(module, threads: int):

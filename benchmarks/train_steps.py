@@ -116,26 +116,9 @@ def _engine_lstm(weights):
 
 
 def _torch_lstm(weights):
-    import torch
-    from torch import nn
+    from .keras_models import torch_seed004
 
-    class Seed004(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb, self.lstm = nn.Embedding(VOCAB, EMBED), nn.LSTM(EMBED, UNITS, batch_first=True)
-            self.fc1, self.fc2 = nn.Linear(UNITS, DENSE), nn.Linear(DENSE, 1)
-
-        def forward(self, ids):
-            h, _ = self.lstm(self.emb(ids))
-            return self.fc2(torch.relu(self.fc1(h)))
-
-    emb, kernel, rec, bias, w1, b1, w2, b2 = weights
-    sd = {"emb.weight": emb, "lstm.weight_ih_l0": kernel.T, "lstm.weight_hh_l0": rec.T, "lstm.bias_ih_l0": bias,
-          "lstm.bias_hh_l0": np.zeros_like(bias), "fc1.weight": w1.T, "fc1.bias": b1, "fc2.weight": w2.T,
-          "fc2.bias": b2}
-    m = Seed004()
-    m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
-    return m
+    return torch_seed004(weights)
 
 
 # ----------------------------------------------------------------------------- one training step
