@@ -15,6 +15,9 @@ void init_system(py::module_& m) {
         if (n < 1) throw engine::Error("set_num_threads: expected n >= 1, got " + std::to_string(n));
         engine::set_num_threads(n);
       }, py::arg("n"));
+  m.def("set_thread_serial", &engine::set_thread_serial, py::arg("serial"),
+        "Run this thread's kernels inline instead of on the pool (a server instance with one thread).");
+  m.def("thread_serial", &engine::thread_serial, "Whether this thread runs its kernels inline.");
   m.def("scratch_bytes", &engine::scratch_bytes, "Kernel scratch held by all threads, in bytes.");
   m.def("thread_scratch_bytes", &engine::thread_scratch_bytes, "Kernel scratch held by the calling thread.");
   m.def("scratch_keep", &engine::scratch_keep, "Per-thread scratch kept between calls, in bytes.");

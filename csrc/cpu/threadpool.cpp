@@ -32,6 +32,10 @@ namespace engine {
 namespace {
 
 thread_local bool t_inside_task = false;
+// Set on threads that must not use the pool (a server's model instances with one thread
+// each): their kernels run inline, so instances compute in parallel instead of queueing
+// for the one pool.
+thread_local bool t_serial = false;
 
 // How long a worker keeps polling for the next job before it sleeps. Long enough to bridge
 // the gap between two kernels of one plan, short enough that a caller at one request a
@@ -216,6 +220,9 @@ int num_threads() {
 
 int cpu_count() { return available_cpus(); }
 
+void set_thread_serial(bool serial) { t_serial = serial; }
+bool thread_serial() { return t_serial; }
+
 void set_num_threads(int n) {
   if (n < 1) n = 1;
   std::lock_guard<std::mutex> lk(g_config_mu);
@@ -229,7 +236,7 @@ void release_worker_scratch() {
 
 void parallel_tasks(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {
   if (ntasks <= 0) return;
-  if (ntasks == 1 || t_inside_task || pool().size() == 1) {
+  if (ntasks == 1 || t_inside_task || t_serial || pool().size() == 1) {
     for (std::int64_t t = 0; t < ntasks; ++t) fn(t);
     return;
   }
@@ -239,7 +246,7 @@ void parallel_tasks(std::int64_t ntasks, FunctionRef<void(std::int64_t)> fn) {
 void parallel_for(std::int64_t n, std::int64_t grain, FunctionRef<void(std::int64_t, std::int64_t)> fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
-  std::int64_t chunks = std::min<std::int64_t>(num_threads(), (n + grain - 1) / grain);
+  std::int64_t chunks = t_serial ? 1 : std::min<std::int64_t>(num_threads(), (n + grain - 1) / grain);
   if (chunks <= 1) {
     fn(0, n);
     return;

@@ -31,6 +31,9 @@ class FunctionRef<R(Args...)> {
 int num_threads();
 void set_num_threads(int n);  // resizes the pool (waits for a running job)
 int cpu_count();              // CPUs this process may use (affinity mask)
+// The calling thread runs its kernels inline, never on the pool (per thread; default off).
+void set_thread_serial(bool serial);
+bool thread_serial();
 void release_worker_scratch(); // each pool worker frees its kernel scratch (engine/scratch.h)
 
 // Runs fn(task) for task in [0, ntasks), spread over the pool; returns when all are done.
