@@ -1,11 +1,11 @@
-# The two commands: `make demo` (main job) and `make test`. Each sets itself up: a virtual
+# The two commands: `make serve` (main job) and `make test`. Each sets itself up: a virtual
 # environment in .venv, the dependencies, and an editable build of the native extension.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: demo test bench build clean
+.PHONY: serve demo test bench build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +13,18 @@ $(STAMP): pyproject.toml
 	# Build tools in the venv so rebuilds need no isolated build environment.
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
 	$(PY) -m pip install --quiet numpy "safetensors>=0.4" "onnx>=1.15" "pytest>=7" "torch==2.13.0" \
-		"onnxruntime>=1.17" "transformers>=4.40" "onnxscript>=0.2" "scikit-learn>=1.3" "h5py>=3" "keras==3.15.1"
+		"onnxruntime>=1.17" "transformers>=4.40" "onnxscript>=0.2" "scikit-learn>=1.3" "h5py>=3" "keras==3.15.1" \
+		"uvicorn>=0.30" "uvloop>=0.19" "httptools>=0.6" "orjson>=3.9" "prometheus-client>=0.20" "tritonclient[http]>=2.40"
 	touch $@
 
 # Rebuilds only what changed (build/ keeps the CMake tree between runs).
 build: $(STAMP)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e ".[test]"
+
+# Serves ./models (writing the demo model first when it is empty) on 127.0.0.1:8000 (HTTP)
+# and :8001 (socket protocol). ARGS="--http-port 9000 ..." passes options to `engine serve`.
+serve: build
+	$(VENV)/bin/engine serve $(ARGS)
 
 demo: build
 	$(VENV)/bin/engine demo

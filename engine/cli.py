@@ -1,4 +1,4 @@
-"""`engine demo | info | predict` (serving arrives with `engine serve`)."""
+"""`engine demo | info | predict | serve`."""
 
 from __future__ import annotations
 
@@ -157,6 +157,8 @@ def main(argv=None) -> int:
     pp.add_argument("input", help=".npy file (one-input models) or .npz with an array per input name")
     pp.add_argument("-o", "--output", help="write the result to this .npy (or .npz: every output)")
     pp.set_defaults(fn=_predict)
+    from .serve.cli import add_parser as add_serve_parser
+    add_serve_parser(sub)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -123,9 +123,9 @@ class ModelManager:
             raise NotFoundError(f"no model named {name!r} in the repository {self.repository}")
         with self._sync_lock:
             self._unloaded.discard(name)
-            self._reconcile(scan_model(folder))
-            if name in self._model_errors:
-                raise EngineError(self._model_errors[name])
+            failures = self._reconcile(scan_model(folder))
+            if failures:
+                raise EngineError(f"model '{name}': " + "; ".join(failures))
             if not self._routes.get(name):
                 reasons = [s.reason for (m, _), s in self._status.items() if m == name and s.reason]
                 raise EngineError(f"model '{name}' has no version that loaded: " + ("; ".join(reasons) or "no versions"))
@@ -139,12 +139,13 @@ class ModelManager:
             self._unloaded.add(name)
             self._retire_model(name, "unloaded by request")
 
-    def _reconcile(self, entry: ModelEntry) -> None:
+    def _reconcile(self, entry: ModelEntry) -> list:
+        """Load what the entry wants, retire what it no longer has; the load failures."""
         name = entry.name
         if entry.config is None:  # keep serving what we have; say why nothing changes
             self._model_errors[name] = entry.config_error
             log.error("model %s: %s", name, entry.config_error)
-            return
+            return [entry.config_error]
         self._model_errors.pop(name, None)
         present = {v: f for v, f in entry.versions.items()}
         for v, f in present.items():
@@ -153,40 +154,54 @@ class ModelManager:
         loadable = [v for v, f in present.items() if isinstance(f, VersionFiles)]
         wanted = entry.config.selects(loadable)
         serving = {sv.version: sv for sv in self._routes.get(name, ())}
+        failures = []
         for v in wanted:
             files = present[v]
             fp = files.fingerprint + entry.config_fingerprint
             old = self._status.get((name, v))
             if v in serving and old is not None and old.fingerprint == fp:
                 continue
-            if old is not None and old.state == "failed" and old.fingerprint == fp:
+            if old is not None and old.fingerprint == fp and (old.state == "failed" or v in serving):
                 continue  # same bytes failed before: do not retry on every poll
-            self._load_version(name, v, files, entry, fp)
+            why = self._load_version(name, v, files, entry, fp)
+            if why:
+                failures.append(f"version {v}: {why}")
+        # Retire only against what is ready now: a wanted version that failed to load leaves
+        # the one it would have replaced serving.
+        ready_now = {sv.version for sv in self._routes.get(name, ())}
+        keep = entry.config.selects([v for v in loadable if v in ready_now])
         for v, sv in serving.items():
-            if v not in wanted:
+            if v not in keep:
                 reason = "removed from the repository" if v not in present else "no longer selected by the version policy"
                 self._retire(name, [sv], reason)
         for (m, v), st in list(self._status.items()):
             if m == name and v not in present and st.state == "failed":
                 del self._status[(m, v)]
+        return failures
 
-    def _load_version(self, name: str, v: int, files: VersionFiles, entry: ModelEntry, fp: tuple) -> None:
-        self._set_status(VersionStatus(name, v, "loading", path=str(files.path), fingerprint=fp))
+    def _load_version(self, name: str, v: int, files: VersionFiles, entry: ModelEntry, fp: tuple) -> Optional[str]:
+        """Load, warm and publish one version; the reason it failed, or None."""
+        prev = self._status.get((name, v))
+        if prev is None or prev.state != "ready":
+            self._set_status(VersionStatus(name, v, "loading", path=str(files.path), fingerprint=fp))
         t0 = time.perf_counter()
         try:
             sv = ServedVersion(name, v, files, entry.config, self.metrics)
         except Exception as e:  # any failure to load is reported; the previous version serves on
             reason = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
             log.error("model %s version %d failed to load: %s", name, v, reason)
-            serving = any(s.version == v for s in self._routes.get(name, ()))
-            self._set_status(VersionStatus(name, v, "failed", reason, str(files.path), fingerprint=fp))
-            if serving:  # the old bytes of this version are still loaded and serving
+            if any(s.version == v for s in self._routes.get(name, ())) and prev is not None:
+                # the old bytes of this version are still loaded: they keep serving, and say so
                 log.error("model %s version %d: the previously loaded file keeps serving", name, v)
-            return
+                self._set_status(replace(prev, reason=f"reload failed, the previous file serves: {reason}",
+                                         fingerprint=fp))
+            else:
+                self._set_status(VersionStatus(name, v, "failed", reason, str(files.path), fingerprint=fp))
+            return reason
         self.metrics.load_seconds.labels(name, str(v)).set(time.perf_counter() - t0)
         if self._closed:
             sv.close()
-            return
+            return None
         old = [s for s in self._routes.get(name, ()) if s.version == v]
         versions = tuple(sorted([s for s in self._routes.get(name, ()) if s.version != v] + [sv],
                                 key=lambda s: s.version))
@@ -196,6 +211,7 @@ class ModelManager:
         log.info("model %s version %d ready (%.0f ms, sha256 %s)", name, v, sv.load_seconds * 1e3, sv.sha256[:12])
         if old:
             self._drain(old)
+        return None
 
     def _retire_model(self, name: str, reason: str) -> None:
         self._retire(name, list(self._routes.get(name, ())), reason)
