@@ -292,3 +292,30 @@ def _wait_for(cond, timeout=20.0):
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def test_pth_state_dict_served_in_its_architecture(repo):
+    torch = pytest.importorskip("torch")
+    from engine import nn
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    folder = repo / "tnet" / "1"
+    folder.mkdir(parents=True)
+    torch.save(module.state_dict(), folder / "model.pth")
+    nn.Sequential([nn.Input((6,), name="x"), nn.Dense(5, activation="relu"), nn.Dense(3, name="probs")]).save(
+        folder / "net.keras")
+    (repo / "tnet" / "config.json").write_text(json.dumps({"architecture": "net.keras"}))
+    mgr = started(repo)
+    x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
+    _, y = infer_sync(mgr, "tnet", x)
+    np.testing.assert_allclose(y, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    mgr.close()
+
+
+def test_pth_without_architecture_is_reported(repo):
+    folder = repo / "tnet" / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.pth").write_bytes(b"PK\x03\x04")
+    mgr = started(repo)
+    assert "architecture" in mgr.status("tnet")[0].reason
+    mgr.close()

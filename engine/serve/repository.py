@@ -92,7 +92,7 @@ def _version_files(d: Path, config: Optional[ModelConfig]):
     if path.suffix == ".pth":
         if config is None or not config.architecture:
             return (f"{path}: a .pth state dict holds weights only; name the network it fills with "
-                    "\"architecture\" (an .engine/.keras/.h5 file in the same folder) in config.json")
+                    "\"architecture\" (a .keras file or Keras model JSON in the same folder) in config.json")
         arch = d / config.architecture
         if not arch.is_file():
             return f"{arch}: the architecture file config.json names is missing"

@@ -128,10 +128,33 @@ def _load(files: VersionFiles):
     import engine
     if files.architecture is None:
         return engine.load(files.path)
-    from .. import nn
-    net = nn.load_model(files.architecture)
-    net.load_state_dict(str(files.path))
+    net = _architecture(files.architecture)
+    net.load_state_dict(str(files.path))  # the restricted reader: never unpickles code
     return engine.Model(net.to_graph())
+
+
+def _architecture(path):
+    """The engine.nn network a .pth state dict fills: a Keras model config, from a .keras
+    archive's config.json or a JSON file (Keras's model.to_json()). Layers are rebuilt from
+    their configs; no code in the file runs."""
+    import json
+    import zipfile
+
+    from ..errors import ModelFormatError
+    from ..formats.keras_config import ConfigReader
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as z:
+                info = z.getinfo("config.json")
+                if info.file_size > 64 << 20:
+                    raise ModelFormatError(f"{path}: config.json is {info.file_size} bytes")
+                text = z.read(info)
+        else:
+            text = path.read_bytes()
+        config = json.loads(text)
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
+        raise ModelFormatError(f"{path}: not a Keras model config (.keras or .json): {e}") from None
+    return ConfigReader(str(path), False).model(config).model
 
 
 def _batch_limit(model, config: ModelConfig, path) -> int:
