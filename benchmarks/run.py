@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fast smoke run: fewer sizes, repeats and seconds")
     ap.add_argument("--json", metavar="PATH", help="also save all rows and metadata as JSON")
     ap.add_argument("--only", default="gemm,models,first,onnx,keras,cpu,train",
-                    help="comma-separated sections (default: %(default)s)")
+                    help="comma-separated sections (default: %(default)s; also: serve)")
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
                     help="comma-separated subset of %(default)s")
@@ -482,6 +482,12 @@ def main(argv: list[str] | None = None) -> int:
             print(train_steps.table(rows, format_table))
         except Exception as e:  # e.g. torch missing: the optimizer rows above still stand
             print(f"Training steps: failed: {type(e).__name__}: {e}")
+        print(flush=True)
+    if "serve" in sections:  # not in the default list: ~2 minutes of servers and load
+        from . import serve_bench
+        log("[benchmarks] serving (servers and load generator in subprocesses, ~2 min) ...")
+        result["serve"] = serve_bench.run(threads, a.quick, log)
+        print(serve_bench.report(result["serve"], format_table))
         print(flush=True)
     result["meta"]["elapsed_s"] = time.perf_counter() - t_start
     print(f"# done in {result['meta']['elapsed_s']:.0f} s")
