@@ -319,3 +319,20 @@ def test_pth_without_architecture_is_reported(repo):
     mgr = started(repo)
     assert "architecture" in mgr.status("tnet")[0].reason
     mgr.close()
+
+
+def test_onnx_symbolic_batch_dim_is_batched(repo):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 3), torch.nn.Softmax(-1))
+    folder = repo / "lin" / "1"
+    folder.mkdir(parents=True)
+    torch.onnx.export(module, (torch.zeros(2, 6),), str(folder / "model.onnx"), input_names=["x"],
+                      output_names=["probs"], dynamic_axes={"x": {0: "batch"}, "probs": {0: "batch"}}, dynamo=False)
+    mgr = started(repo)
+    sv = mgr.resolve("lin")
+    assert sv.max_batch_size == 64 and sv.inputs[0].shape == (-1, 6)
+    x = np.random.default_rng(0).random((3, 6), dtype=np.float32)
+    _, y = infer_sync(mgr, "lin", x)
+    np.testing.assert_allclose(y, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    mgr.close()

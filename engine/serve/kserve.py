@@ -25,6 +25,10 @@ import orjson
 from .tensors import NotFoundError, RequestError, dtype_to_datatype, numpy_dtype
 
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
+# Looked up per tensor, so dicts rather than the functions (np.dtype.name alone costs ~2 us).
+_NUMERIC = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
+_NUMPY = {d: numpy_dtype(d) for d in _NUMERIC}
+_DATATYPE = {v: k for k, v in _NUMPY.items()}
 
 
 class InferRequest(NamedTuple):
@@ -49,7 +53,11 @@ def dumps(obj) -> bytes:
 
 
 def decode_request(body: bytes, header_length: Optional[int]) -> InferRequest:
-    """Parse an inference request body; RequestError (400) names the input and field at fault."""
+    """Parse an inference request body; RequestError (400) names the input and field at fault.
+
+    >>> decode_request(b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}', None).inputs
+    {'x': array([1., 2.], dtype=float32)}
+    """
     if header_length is None:
         header, binary = body, None
     else:
@@ -57,7 +65,13 @@ def decode_request(body: bytes, header_length: Optional[int]) -> InferRequest:
             raise RequestError(f"Inference-Header-Content-Length is {header_length}, but the body is "
                                f"{len(body)} bytes")
         header, binary = memoryview(body)[:header_length], body
-    req = loads(header, "the inference request")
+    try:
+        req = orjson.loads(header)
+    except orjson.JSONDecodeError as e:
+        hint = ""
+        if header_length is None and b'"binary_data_size"' in body:
+            hint = " (binary tensor data needs the Inference-Header-Content-Length header)"
+        raise RequestError(f"the inference request is not valid JSON: {e}{hint}") from None
     if not isinstance(req, dict):
         raise RequestError("the inference request must be a JSON object")
     specs = req.get("inputs")
@@ -91,17 +105,17 @@ def _input(spec, i: int, binary, offset: int):
     datatype, shape = spec.get("datatype"), spec.get("shape")
     if datatype == "BYTES":
         raise RequestError(f"input '{name}': datatype BYTES is not supported by this server")
-    if not isinstance(datatype, str):
-        raise RequestError(f"input '{name}' needs a 'datatype' string such as \"FP32\"")
-    try:
-        dtype = numpy_dtype(datatype)
-    except RequestError as e:
-        raise RequestError(f"input '{name}': {e}") from None
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    dtype = _NUMPY.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        if not isinstance(datatype, str):
+            raise RequestError(f"input '{name}' needs a 'datatype' string such as \"FP32\"")
+        try:
+            numpy_dtype(datatype)  # raises, naming the datatypes there are
+        except RequestError as e:
+            raise RequestError(f"input '{name}': {e}") from None
+    count = _count(shape)
+    if count is None:
         raise RequestError(f"input '{name}' needs a 'shape' list of non-negative integers, got {shape!r}")
-    count = 1
-    for d in shape:
-        count *= d
     params = _parameters(spec, f"input '{name}'")
     if "shared_memory_region" in params:
         raise RequestError(f"input '{name}': shared memory is not supported; send the data in the body")
@@ -129,6 +143,18 @@ def _input(spec, i: int, binary, offset: int):
     if not arr.flags.aligned:  # an odd offset: kernels may assume aligned elements
         arr = arr.copy()
     return name, arr, size
+
+
+def _count(shape) -> Optional[int]:
+    """Elements in `shape`, or None if it is not a list of non-negative ints."""
+    if type(shape) is not list:
+        return None
+    count = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            return None
+        count *= d
+    return count
 
 
 def _parameters(obj: dict, what: str) -> dict:
@@ -172,14 +198,39 @@ def check_outputs(req: InferRequest, served) -> None:
                                     f"'{name}'; its outputs are {sorted(names)}")
 
 
-# What JSON values may fill each kind of tensor: numbers into floats, integers into integers
-# (range-checked), true/false into BOOL. Strings, nulls and ragged lists are refused, not guessed at.
-_ACCEPTS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
+# What JSON values may fill each kind of tensor. Float tensors read values as numpy's float()
+# does (numbers, and like pydantic's lax mode numeric strings and true/false); integer tensors
+# take integers only (range-checked), BOOL true/false. Nulls, other strings, objects and ragged
+# lists are refused, never guessed at.
+_ACCEPTS = {"f": "iufbU", "i": "iu", "u": "iu", "b": "b"}
 _KIND_NAMES = {"f": "numbers", "i": "integers", "u": "integers", "b": "true/false values"}
+_GOT = {"U": "strings", "S": "strings", "O": "nulls or objects", "b": "true/false values",
+        "f": "non-integer numbers", "i": "integers", "u": "integers"}
 
 
 def json_array(data, dtype: np.dtype, what: str) -> np.ndarray:
-    """JSON numbers (a number, or flat or nested lists) as an array of `dtype`."""
+    """JSON values (a number, or flat or nested lists) as an array of `dtype`.
+
+    >>> json_array([[1, 2.5]], np.dtype("float32"), "input 'x'")
+    array([[1. , 2.5]], dtype=float32)
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, not warned of
+        a = _json_array(data, dtype, what)
+    if dtype.kind == "f" and not np.isfinite(a).all():
+        raise RequestError(f"{what}: values beyond the range of {_DATATYPE[dtype]}")
+    return a
+
+
+def _json_array(data, dtype: np.dtype, what: str) -> np.ndarray:
+    if dtype.kind == "f" and type(data) is list and data and type(data[0]) is not list:
+        # The common case, a flat list of numbers, in one pass (np.array scans twice). A null
+        # reads as NaN, which JSON cannot otherwise carry: the strict path below names it.
+        try:
+            a = np.fromiter(data, dtype, len(data))
+        except (TypeError, ValueError):
+            a = None
+        if a is not None and np.isfinite(a).all():
+            return a
     try:
         a = np.array(data)
     except (ValueError, TypeError, OverflowError):
@@ -188,25 +239,26 @@ def json_array(data, dtype: np.dtype, what: str) -> np.ndarray:
         return a.astype(dtype)
     want = dtype.kind
     if a.dtype.kind not in _ACCEPTS[want]:
-        got = "ragged lists or mixed values" if a.dtype.kind == "O" else f"{a.dtype.kind!r}-kind values"
-        if a.dtype.kind in "US":
-            got = "strings"
-        elif a.dtype.kind in "iuf":
-            got = "non-integer numbers" if want in "iu" else "numbers"
-        elif a.dtype.kind == "b":
-            got = "true/false values"
-        raise RequestError(f"{what}: {dtype_to_datatype(dtype.name)} data must be {_KIND_NAMES[want]}, got {got}")
+        got = _GOT.get(a.dtype.kind, "other values")
+        raise RequestError(f"{what}: {_DATATYPE[dtype]} data must be {_KIND_NAMES[want]}, got {got}")
     if want in "iu" and a.dtype != dtype:
         info = np.iinfo(dtype)
         lo, hi = a.min(), a.max()
         if lo < info.min or hi > info.max:
-            raise RequestError(f"{what}: values from {lo} to {hi} do not fit {dtype_to_datatype(dtype.name)} "
+            raise RequestError(f"{what}: values from {lo} to {hi} do not fit {_DATATYPE[dtype]} "
                                f"({info.min} to {info.max})")
-    return a.astype(dtype, copy=False)
+    try:
+        return a.astype(dtype, copy=False)
+    except ValueError:  # a string that is not a number
+        raise RequestError(f"{what}: {_DATATYPE[dtype]} data must be numbers, got strings") from None
 
 
 def encode_response(served, outputs: dict, req: InferRequest) -> tuple:
-    """(body, json header length or None when nothing is binary)."""
+    """(body, json header length or None when nothing is binary) answering `req` with `outputs`
+    ({name: array}) computed by `served` (a ServedVersion).
+
+    >>> body, header_length = encode_response(served, {"probs": y}, req)
+    """
     if req.outputs is None:
         wanted = [(s.name, req.binary_output) for s in served.outputs]
     else:
@@ -217,7 +269,8 @@ def encode_response(served, outputs: dict, req: InferRequest) -> tuple:
         if a is None:
             raise NotFoundError(f"model '{served.name}' version {served.version} produced no output '{name}'")
         a = np.ascontiguousarray(a)
-        entry = {"name": name, "datatype": dtype_to_datatype(a.dtype.name), "shape": a.shape}
+        entry = {"name": name, "datatype": _DATATYPE.get(a.dtype) or dtype_to_datatype(a.dtype.name),
+                 "shape": a.shape}
         if binary:
             entry["parameters"] = {"binary_data_size": a.nbytes}
             blobs.append(a)

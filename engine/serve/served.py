@@ -161,7 +161,8 @@ def _batch_limit(model, config: ModelConfig, path) -> int:
     """The rows one batched call may hold: the config's, when every input has a free first dim."""
     if not config.max_batch_size:
         return 0
-    fixed = [i.name for i in model.inputs if not i.shape or i.shape[0] is not None]
+    # None or a symbolic name ('batch' in an ONNX export) is free; an int is fixed.
+    fixed = [i.name for i in model.inputs if not i.shape or isinstance(i.shape[0], int)]
     if not fixed:
         return config.max_batch_size
     if config.raw.get("max_batch_size"):
