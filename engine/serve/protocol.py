@@ -4,17 +4,19 @@ Pure functions over bytes, no I/O: socket_server.py and client.py do the reading
 and a load generator can build frames with `encode_request` and read answers with
 `FrameReader` + `decode_response`. docs/protocol.md is the specification; this file follows it.
 
-Every frame (little-endian):
+Every frame (little-endian; docs/protocol.md has the byte tables):
 
     u32 length       bytes after this field (the frame is 4 + length bytes)
     u8  kind         AUTH 1, REQUEST 2, RESPONSE 3, ERROR 4
     u8  proto        PROTOCOL_VERSION (1)
     u16 flags        ERROR: bit 0 = the server closes the connection after this frame
     u64 request_id   chosen by the client; echoed by the answer; 0 on connection-level errors
-    ...              the body (below), starting at offset 16
 
-Tensor data is placed at an offset that is a multiple of 8 from the frame's first byte, so a
-frame held in its own buffer decodes into numpy arrays that view the buffer (aligned, no copy).
+A REQUEST or RESPONSE then has a metadata block (model, version, tensor names, datatypes,
+shapes) whose length is its first field, then the tensors' raw bytes, each starting at a
+multiple of 8 from the frame's first byte: a frame held in its own buffer decodes into numpy
+arrays that view it (aligned, no copy). The metadata of a stream of requests repeats, so a
+decoder parses each distinct metadata block once and keeps the result (bounded cache).
 
     import numpy as np
     from engine.serve import protocol
@@ -51,14 +53,18 @@ _CODE_BY_NP = {dt: c for c, dt in _NP_BY_CODE.items() if dt is not None}
 _NAME_BY_CODE = {c: n for n, c in DATATYPE_CODES.items()}
 
 _HEADER = struct.Struct("<IBBHQ")          # length, kind, proto, flags, request_id
+_META = struct.Struct("<II")               # metadata bytes, reserved
 _REQ = struct.Struct("<QHHHH")             # version, model_len, n_inputs, n_outputs, reserved
 _RESP = struct.Struct("<QHHI32s")          # version, model_len, n_outputs, reserved, sha256
 _ERR = struct.Struct("<HHI")               # code, reserved, message_len
 _TENSOR = struct.Struct("<HBB")            # name_len, datatype, ndim
 _U16 = struct.Struct("<H")
-_DIMS = [struct.Struct("<Q" + "Q" * n) for n in range(33)]  # nbytes, then ndim dims
+_DIMS = [struct.Struct("<" + "Q" * (n + 1)) for n in range(33)]  # ndim dims, then nbytes
 MAX_NDIM = len(_DIMS) - 1
+META_AT = HEADER_BYTES + _META.size        # 24: where the metadata begins
 _PAD = b"\0" * 8
+_CACHE_ENTRIES = 4096                      # distinct metadata blocks remembered (per kind)
+_CACHE_KEY_BYTES = 2048                    # longer metadata is parsed every time
 
 
 class ProtocolError(RequestError):
@@ -122,29 +128,65 @@ def _name(s: str, what: str) -> bytes:
     return b
 
 
-def _tensor_parts(parts: list, at: int, name: str, a: np.ndarray) -> int:
-    """Append one tensor's pieces to `parts` (the frame so far is `at` bytes); return the new size."""
-    code = _CODE_BY_NP.get(a.dtype)
-    if code is None:
-        raise RequestError(f"tensor '{name}': dtype {a.dtype} has no protocol datatype")
-    if a.ndim > MAX_NDIM:
-        raise RequestError(f"tensor '{name}': {a.ndim} dims; the protocol allows {MAX_NDIM}")
-    nb = _name(name, "tensor")
-    head = _TENSOR.pack(len(nb), code, a.ndim) + nb
-    at += len(head)
-    pad = -at & 7
-    if not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a)
-    dims = _DIMS[a.ndim].pack(a.nbytes, *a.shape)
-    parts.append(head + _PAD[:pad] + dims)
-    if a.nbytes:
-        parts.append(a.reshape(-1).view(np.uint8).data if a.nbytes > 4096 else a.tobytes())
-    return at + pad + len(dims) + a.nbytes
+def _arrays(tensors: dict) -> tuple:
+    """The arrays as the wire wants them (C order, little-endian) and their signature."""
+    arrays, sig = [], []
+    for name, a in tensors.items():
+        if type(a) is not np.ndarray:
+            a = np.asarray(a)
+        if not a.flags.c_contiguous or a.dtype.byteorder == ">":
+            a = np.ascontiguousarray(a, a.dtype.newbyteorder("<"))
+        arrays.append(a)
+        sig.append((name, a.dtype, a.shape))
+    return arrays, tuple(sig)
 
 
-def _with_header(kind: int, request_id: int, parts: list, size: int, flags: int = 0) -> list:
-    parts[0] = _HEADER.pack(size - 4, kind, PROTOCOL_VERSION, flags, request_id) + parts[0]
-    return parts
+_LAYOUTS: dict = {}
+
+
+def _layout(key: tuple, meta: bytes, sig: tuple) -> tuple:
+    """(pieces, size): pieces[0] is everything from the metadata-length field to the first
+    tensor's data, pieces[i] the zero padding before tensor i's data. Cached by `key`: a
+    client sends, and a server answers, the same signature over and over."""
+    for name, dtype, shape in sig:
+        code = _CODE_BY_NP.get(dtype)
+        if code is None:
+            raise RequestError(f"tensor '{name}': dtype {dtype} has no protocol datatype")
+        if len(shape) > MAX_NDIM:
+            raise RequestError(f"tensor '{name}': {len(shape)} dims; the protocol allows {MAX_NDIM}")
+        nb = _name(name, "tensor")
+        meta += _TENSOR.pack(len(nb), code, len(shape)) + nb + _DIMS[len(shape)].pack(*shape, _nbytes(dtype, shape))
+    at = META_AT + len(meta)
+    pieces, pad = [], b""
+    for _, dtype, shape in sig:
+        pad = _PAD[:-at & 7]
+        pieces.append(pad)
+        at += len(pad) + _nbytes(dtype, shape)
+    first = _META.pack(len(meta), 0) + meta + (pieces[0] if pieces else b"")
+    pieces[:1] = [first]
+    if len(_LAYOUTS) >= _CACHE_ENTRIES:  # many signatures (free dims): start over rather than grow
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = hit = (tuple(pieces), at)
+    return hit
+
+
+def _nbytes(dtype: np.dtype, shape: tuple) -> int:
+    n = dtype.itemsize
+    for d in shape:
+        n *= d
+    return n
+
+
+def _frame(kind: int, request_id: int, layout: tuple, arrays: list) -> tuple:
+    pieces, size = layout
+    parts = [_HEADER.pack(size - 4, kind, PROTOCOL_VERSION, 0, request_id), pieces[0]]
+    if arrays:
+        parts.append(arrays[0])
+        for pad, a in zip(pieces[1:], arrays[1:]):
+            if pad:
+                parts.append(pad)
+            parts.append(a)
+    return parts, size
 
 
 def encode_request(request_id: int, model: str, inputs: dict, version: Optional[int] = None,
@@ -153,38 +195,41 @@ def encode_request(request_id: int, model: str, inputs: dict, version: Optional[
 
         frame = encode_request(7, "digits", {"x": x}, version=2, outputs=["probs"])
     """
-    return b"".join(encode_request_parts(request_id, model, inputs, version, outputs))
+    return b"".join(encode_request_parts(request_id, model, inputs, version, outputs)[0])
 
 
 def encode_request_parts(request_id: int, model: str, inputs: dict, version: Optional[int] = None,
-                         outputs: Optional[list] = None) -> list:
-    """The REQUEST frame as a list of buffers (large tensors by reference, for sendmsg)."""
-    mb = _name(model, "model")
-    outputs = list(outputs or ())
-    body = [_REQ.pack(version or 0, len(mb), len(inputs), len(outputs), 0), mb]
-    for o in outputs:
-        ob = _name(o, "output")
-        body.append(_U16.pack(len(ob)) + ob)
-    first = b"".join(body)
-    parts = [first]
-    size = HEADER_BYTES + len(first)
-    for name, a in inputs.items():
-        size = _tensor_parts(parts, size, name, np.asarray(a))
-    return _with_header(REQUEST, request_id, parts, size)
+                         outputs: Optional[list] = None) -> tuple:
+    """(buffers, frame size): the REQUEST frame in pieces, the arrays by reference, for
+    b"".join or sendmsg (len() of an array piece is not its byte count: use the size)."""
+    arrays, sig = _arrays(inputs)
+    outs = tuple(outputs) if outputs else ()
+    key = (REQUEST, model, version or 0, outs, sig)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        mb = _name(model, "model")
+        meta = [_REQ.pack(version or 0, len(mb), len(sig), len(outs), 0), mb]
+        for o in outs:
+            ob = _name(o, "output")
+            meta.append(_U16.pack(len(ob)) + ob)
+        layout = _layout(key, b"".join(meta), sig)
+    return _frame(REQUEST, request_id, layout, arrays)
 
 
-def encode_response_parts(request_id: int, model: str, version: int, sha256: str, outputs: dict) -> list:
-    """A RESPONSE frame as a list of buffers (join them, or hand them to sendmsg)."""
-    mb = _name(model, "model")
-    parts = [_RESP.pack(version, len(mb), len(outputs), 0, bytes.fromhex(sha256)) + mb]
-    size = HEADER_BYTES + len(parts[0])
-    for name, a in outputs.items():
-        size = _tensor_parts(parts, size, name, a)
-    return _with_header(RESPONSE, request_id, parts, size)
+def encode_response_parts(request_id: int, model: str, version: int, sha256: str, outputs: dict) -> tuple:
+    """(buffers, frame size): a RESPONSE frame in pieces, as encode_request_parts."""
+    arrays, sig = _arrays(outputs)
+    key = (RESPONSE, model, version, sha256, sig)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        mb = _name(model, "model")
+        meta = _RESP.pack(version, len(mb), len(sig), 0, bytes.fromhex(sha256)) + mb
+        layout = _layout(key, meta, sig)
+    return _frame(RESPONSE, request_id, layout, arrays)
 
 
 def encode_response(request_id: int, model: str, version: int, sha256: str, outputs: dict) -> bytes:
-    return b"".join(encode_response_parts(request_id, model, version, sha256, outputs))
+    return b"".join(encode_response_parts(request_id, model, version, sha256, outputs)[0])
 
 
 def encode_error(request_id: int, code: int, message: str, closing: bool = False) -> bytes:
@@ -204,98 +249,134 @@ def encode_auth(token: str, request_id: int = 0) -> bytes:
 # -- decoding -------------------------------------------------------------------------------
 
 
-def _read_name(buf, at: int, n: int, end: int, what: str) -> str:
-    if at + n > end:
-        raise ProtocolError(f"{what} name runs past the end of the frame")
-    try:
-        return str(buf[at:at + n], "utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError(f"{what} name is not UTF-8") from None
+class _Meta:
+    """Reads a metadata block, checking every length against where the block ends."""
+    __slots__ = ("buf", "at", "end")
+
+    def __init__(self, buf, at: int, end: int):
+        self.buf, self.at, self.end = buf, at, end
+
+    def take(self, st: struct.Struct, what: str) -> tuple:
+        if self.at + st.size > self.end:
+            raise ProtocolError(f"{what} runs past the end of the metadata")
+        v = st.unpack_from(self.buf, self.at)
+        self.at += st.size
+        return v
+
+    def text(self, n: int, what: str) -> str:
+        if self.at + n > self.end:
+            raise ProtocolError(f"{what} runs past the end of the metadata")
+        try:
+            s = str(self.buf[self.at:self.at + n], "utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{what} is not UTF-8") from None
+        self.at += n
+        return s
+
+    def tensors(self, n: int, data_at: int) -> tuple:
+        """n descriptors -> ((name, dtype, count, offset, shape), ...) and the frame's end."""
+        out, names = [], set()
+        for _ in range(n):
+            nlen, code, ndim = self.take(_TENSOR, "a tensor descriptor")
+            name = self.text(nlen, "a tensor name")
+            if ndim > MAX_NDIM:
+                raise ProtocolError(f"tensor '{name}': {ndim} dims; the protocol allows {MAX_NDIM}")
+            *shape, nbytes = self.take(_DIMS[ndim], f"tensor '{name}' shape")
+            dt = _NP_BY_CODE.get(code)
+            if dt is None:
+                if code in _NAME_BY_CODE:
+                    raise RequestError(f"tensor '{name}': datatype {_NAME_BY_CODE[code]} has no numpy type; "
+                                       "send FP32")
+                raise ProtocolError(f"tensor '{name}': unknown datatype code {code}")
+            count = 1
+            for d in shape:
+                count *= d
+            if count * dt.itemsize != nbytes:
+                raise RequestError(f"tensor '{name}': shape {shape} of {_NAME_BY_CODE[code]} is "
+                                   f"{count * dt.itemsize} bytes, but {nbytes} bytes of data were sent")
+            if name in names:
+                raise RequestError(f"tensor '{name}' sent twice")
+            names.add(name)
+            data_at += -data_at & 7
+            out.append((name, dt, count, data_at, tuple(shape)))
+            data_at += nbytes
+        if self.at != self.end:
+            raise ProtocolError(f"the metadata has {self.end - self.at} bytes after its last tensor")
+        return tuple(out), data_at
 
 
-def _read_tensor(buf, at: int, end: int, copy: bool):
-    """One tensor at `at`; returns (name, array, next offset)."""
-    if at + 4 > end:
-        raise ProtocolError("tensor header runs past the end of the frame")
-    n, code, ndim = _TENSOR.unpack_from(buf, at)
-    name = _read_name(buf, at + 4, n, end, "tensor")
-    at = (at + 4 + n + 7) & ~7
-    if ndim > MAX_NDIM:
-        raise ProtocolError(f"tensor '{name}': {ndim} dims; the protocol allows {MAX_NDIM}")
-    st = _DIMS[ndim]
-    if at + st.size > end:
-        raise ProtocolError(f"tensor '{name}': shape runs past the end of the frame")
-    nbytes, *shape = st.unpack_from(buf, at)
-    at += st.size
-    dt = _NP_BY_CODE.get(code)
-    if dt is None:
-        if code in _NAME_BY_CODE:
-            raise RequestError(f"tensor '{name}': datatype {_NAME_BY_CODE[code]} has no numpy type; send FP32")
-        raise ProtocolError(f"tensor '{name}': unknown datatype code {code}")
-    count = 1
-    for d in shape:
-        count *= d
-    if count * dt.itemsize != nbytes:
-        raise RequestError(f"tensor '{name}': shape {shape} of {_NAME_BY_CODE[code]} is {count * dt.itemsize} "
-                           f"bytes, but {nbytes} bytes of data were sent")
-    if at + nbytes > end:
-        raise ProtocolError(f"tensor '{name}': {nbytes} bytes of data run past the end of the frame")
-    a = np.frombuffer(buf, dt, count, at).reshape(shape)
-    if copy or not a.flags.aligned:
-        a = a.copy()
-    return name, a, at + nbytes
+def _meta_key(frame: Frame) -> tuple:
+    """(key, metadata end) of a REQUEST/RESPONSE frame; the key is the metadata's bytes."""
+    buf, size = frame.buf, frame.size
+    if size < META_AT:
+        raise ProtocolError("frame too short for its metadata")
+    (mlen, _) = _META.unpack_from(buf, HEADER_BYTES)
+    end = META_AT + mlen
+    if end > size:
+        raise ProtocolError(f"metadata of {mlen} bytes runs past the end of the frame")
+    return (bytes(buf[HEADER_BYTES:end]) if mlen <= _CACHE_KEY_BYTES else None), end
+
+
+def _remember(cache: dict, key, value) -> None:
+    if key is not None:
+        if len(cache) >= _CACHE_ENTRIES:
+            cache.clear()
+        cache[key] = value
+
+
+def _views(frame: Frame, tensors: tuple, data_end: int, copy: bool) -> dict:
+    if data_end != frame.size:
+        raise ProtocolError(f"the frame is {frame.size} bytes, its tensors say {data_end}")
+    buf, out = frame.buf, {}
+    for name, dt, count, at, shape in tensors:
+        a = np.frombuffer(buf, dt, count, at).reshape(shape)
+        if copy or not a.flags.aligned:
+            a = a.copy()
+        out[name] = a
+    return out
+
+
+_REQUESTS: dict = {}
+_RESPONSES: dict = {}
 
 
 def decode_request(frame: Frame) -> Request:
     """A REQUEST frame -> Request(request_id, model, version or None, inputs, outputs or None).
     Input arrays view the frame's buffer (read-only when it is bytes). Raises ProtocolError
     (layout) or RequestError (contents), both status 400."""
-    buf, end = frame.buf, frame.size
-    if end < HEADER_BYTES + _REQ.size:
-        raise ProtocolError("REQUEST frame too short")
-    version, mlen, n_in, n_out, _ = _REQ.unpack_from(buf, HEADER_BYTES)
-    at = HEADER_BYTES + _REQ.size
-    model = _read_name(buf, at, mlen, end, "model")
-    at += mlen
-    outputs = None
-    if n_out:
-        outputs = []
-        for _ in range(n_out):
-            if at + 2 > end:
-                raise ProtocolError("output names run past the end of the frame")
-            (n,) = _U16.unpack_from(buf, at)
-            outputs.append(_read_name(buf, at + 2, n, end, "output"))
-            at += 2 + n
-    inputs = {}
-    for _ in range(n_in):
-        name, a, at = _read_tensor(buf, at, end, False)
-        if name in inputs:
-            raise RequestError(f"input '{name}' sent twice")
-        inputs[name] = a
-    if at != end:
-        raise ProtocolError(f"REQUEST frame has {end - at} bytes after its last tensor")
-    return Request(frame.request_id, model, version or None, inputs, outputs)
+    key, end = _meta_key(frame)
+    hit = _REQUESTS.get(key) if key is not None else None
+    if hit is None:
+        m = _Meta(frame.buf, META_AT, end)
+        version, mlen, n_in, n_out, _ = m.take(_REQ, "the request header")
+        model = m.text(mlen, "the model name")
+        outputs = tuple(m.text(m.take(_U16, "an output name")[0], "an output name") for _ in range(n_out))
+        tensors, data_end = m.tensors(n_in, end)
+        hit = (model, version or None, list(outputs) if outputs else None, tensors, data_end)
+        _remember(_REQUESTS, key, hit)
+    model, version, outputs, tensors, data_end = hit
+    return Request(frame.request_id, model, version, _views(frame, tensors, data_end, False),
+                   list(outputs) if outputs else None)
 
 
 def decode_response(frame: Frame, copy: bool = True):
     """A RESPONSE or ERROR frame -> (request_id, Result); an ERROR frame raises ServerError
     (with .request_id and .closing). With copy=False the output arrays view the frame."""
-    buf, end = frame.buf, frame.size
     if frame.kind == ERROR:
         raise decode_error(frame)
     if frame.kind != RESPONSE:
         raise ProtocolError(f"expected a RESPONSE frame, got kind {frame.kind}", fatal=True)
-    if end < HEADER_BYTES + _RESP.size:
-        raise ProtocolError("RESPONSE frame too short", fatal=True)
-    version, mlen, n_out, _, sha = _RESP.unpack_from(buf, HEADER_BYTES)
-    at = HEADER_BYTES + _RESP.size
-    model = _read_name(buf, at, mlen, end, "model")
-    at += mlen
-    outputs = {}
-    for _ in range(n_out):
-        name, a, at = _read_tensor(buf, at, end, copy)
-        outputs[name] = a
-    return frame.request_id, Result(outputs, model, version, sha.hex())
+    key, end = _meta_key(frame)
+    hit = _RESPONSES.get(key) if key is not None else None
+    if hit is None:
+        m = _Meta(frame.buf, META_AT, end)
+        version, mlen, n_out, _, sha = m.take(_RESP, "the response header")
+        model = m.text(mlen, "the model name")
+        tensors, data_end = m.tensors(n_out, end)
+        hit = (model, version, sha.hex(), tensors, data_end)
+        _remember(_RESPONSES, key, hit)
+    model, version, sha, tensors, data_end = hit
+    return frame.request_id, Result(_views(frame, tensors, data_end, copy), model, version, sha)
 
 
 def decode_error(frame: Frame) -> ServerError:
@@ -357,6 +438,11 @@ class FrameReader:
         return size
 
     def feed(self, data) -> list:
+        if self._part is None and not self._head and len(data) >= HEADER_BYTES:
+            length, kind, proto, flags, rid = _HEADER.unpack_from(data)
+            if length + 4 == len(data) and proto == PROTOCOL_VERSION and kind in KINDS \
+                    and length + 4 <= self.max_frame_bytes:  # the usual case: one whole frame
+                return [Frame(kind, flags, rid, data, length + 4)]
         frames = []
         mv = memoryview(data)
         n = len(mv)
