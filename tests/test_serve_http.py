@@ -520,8 +520,11 @@ def test_metrics_count_requests_and_latency(server, refs):
     def delta(name, lab=labels):
         key = (name, tuple(sorted(lab)))
         return after.get(key, 0) - before.get(key, 0)
-    assert delta("engine_requests_total") == 5
+    assert delta("engine_requests_total") == 3  # accepted; the two refused are failures
     assert delta("engine_request_seconds_count") == 3
+    assert delta("engine_request_queue_seconds_count") == delta("engine_request_compute_seconds_count") == 3
+    assert delta("engine_batch_size_sum") == 3
+    assert after[("engine_requests_in_flight", tuple(sorted(labels)))] == 0
     assert delta("engine_request_seconds_bucket", labels + (("le", "+Inf"),)) == 3
     assert delta("engine_request_failures_total", labels + (("reason", "RequestError"),)) == 2
     assert after[("engine_model_state", tuple(sorted(labels + (("engine_model_state", "ready"),))))] == 1

@@ -124,8 +124,9 @@ def test_64_concurrent_clients_get_their_own_rows(repo, inline):
     assert not errs
     for i, x in enumerate(xs):
         np.testing.assert_allclose(out[i], ref_model.predict(x), rtol=1e-6, atol=1e-7)
-    sizes = mgr.metrics.batch_size.labels("digits", "1")._sum.get()
-    assert sizes >= 64 * 5 / 64  # every request rode in a counted batch
+    snap = mgr.metrics.for_version("digits", 1).snapshot()
+    assert snap["requests"] == snap["completed"] == 64 * 5 and snap["in_flight"] == 0
+    assert snap["batch_size"][1] == 64 * 5  # the batch sizes add up to every request
     mgr.close()
 
 

@@ -36,13 +36,14 @@ _SCAN_LIMIT = 256  # queued requests of other signatures looked past per batch
 class Pending:
     """One request in the queue. `done(outputs, error)` is called exactly once, from an
     instance thread (or from close() with an error)."""
-    __slots__ = ("feeds", "rows", "key", "done", "t_enqueue", "t_start", "t_end", "batch_size")
+    __slots__ = ("feeds", "rows", "key", "done", "t_received", "t_enqueue", "t_start", "t_end", "batch_size")
 
     def __init__(self, feeds: dict, rows: int, key, done: Callable):
         self.feeds = feeds
         self.rows = rows
         self.key = key
         self.done = done
+        self.t_received = 0.0  # when the front end got it (for the total latency); 0: at enqueue
         self.t_enqueue = 0.0
         self.t_start = 0.0
         self.t_end = 0.0
@@ -75,21 +76,34 @@ class Batcher:
 
     # -- submitting -------------------------------------------------------------------
 
-    def submit(self, p: Pending) -> bool:
-        """Queue a request; False when the batcher is closed (the caller reports it)."""
+    def submit(self, p: Pending, wake: bool = True) -> bool:
+        """Queue a request; False when the batcher is closed (the caller reports it).
+        wake=False queues without waking an instance thread: for a front end that queues
+        several requests and then submits the last with submit_inline, which takes them all."""
         p.t_enqueue = time.perf_counter()
+        if not p.t_received:
+            p.t_received = p.t_enqueue
         with self._cond:
             if self._closed:
                 return False
             self._queue.append(p)
-            self._cond.notify()
+            if wake:
+                self._cond.notify()
         return True
+
+    def wake(self) -> None:
+        """Wake an instance thread if requests queued with wake=False are still waiting."""
+        with self._cond:
+            if self._queue and self._free:
+                self._cond.notify()
 
     def submit_inline(self, p: Pending, max_batches: int = 8) -> bool:
         """Queue a request and, if an instance slot is free, run batches on this thread
         (this request's first) until the queue is empty or max_batches ran; then any work
         left goes to the instance threads. False when closed."""
         p.t_enqueue = time.perf_counter()
+        if not p.t_received:
+            p.t_received = p.t_enqueue
         cond = self._cond
         with cond:
             if self._closed:

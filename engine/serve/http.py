@@ -335,7 +335,6 @@ class HttpApp:
         except EngineError:
             return
         if served.metrics is not None:
-            served.metrics.requests.inc()
             served.metrics.failure(type(error).__name__)
 
     async def _body(self, r: _Request) -> bytes:

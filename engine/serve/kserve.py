@@ -215,22 +215,31 @@ def json_array(data, dtype: np.dtype, what: str) -> np.ndarray:
     array([[1. , 2.5]], dtype=float32)
     """
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, not warned of
+        if dtype.kind == "f" and type(data) is list and data and type(data[0]) is not list:
+            # The common case, a flat list of numbers, in one pass (np.array scans twice). A null
+            # reads as NaN and a value past the type's range as inf: both fall through to the
+            # strict path, which names them.
+            try:
+                a = np.fromiter(data, dtype, len(data))
+            except (TypeError, ValueError):
+                a = None
+            if a is not None and _finite(a):
+                return a
         a = _json_array(data, dtype, what)
-    if dtype.kind == "f" and not np.isfinite(a).all():
+    if dtype.kind == "f" and not _finite(a):
         raise RequestError(f"{what}: values beyond the range of {_DATATYPE[dtype]}")
     return a
 
 
+def _finite(a: np.ndarray) -> bool:
+    # isfinite(sum) is one reduction instead of an array of bools: inf or nan anywhere makes
+    # the sum non-finite; finite values can only overflow it when they are near the type's max
+    # (then the exact check decides).
+    total = a.sum(dtype=np.float64)
+    return bool(np.isfinite(total)) or bool(np.isfinite(a).all())
+
+
 def _json_array(data, dtype: np.dtype, what: str) -> np.ndarray:
-    if dtype.kind == "f" and type(data) is list and data and type(data[0]) is not list:
-        # The common case, a flat list of numbers, in one pass (np.array scans twice). A null
-        # reads as NaN, which JSON cannot otherwise carry: the strict path below names it.
-        try:
-            a = np.fromiter(data, dtype, len(data))
-        except (TypeError, ValueError):
-            a = None
-        if a is not None and np.isfinite(a).all():
-            return a
     try:
         a = np.array(data)
     except (ValueError, TypeError, OverflowError):

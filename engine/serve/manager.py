@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -279,34 +280,26 @@ class ModelManager:
         raise NotFoundError(f"model '{name}' has no version {version}; ready: {[s.version for s in versions]}")
 
     def infer(self, name: str, version: Optional[int], inputs: dict, done: Callable,
-              t_received: Optional[float] = None, inline: bool = False) -> ServedVersion:
+              t_received: Optional[float] = None, inline: Optional[bool] = False) -> ServedVersion:
         """Check and queue a request. done(served_version, outputs, error) is called once, from
-        an instance thread (with inline=True, possibly this thread, before infer returns: for
-        front ends that own their thread, never an event loop). Bad requests raise here
-        (NotFoundError, RequestError, UnavailableError) and are counted as failures."""
-        t_received = time.perf_counter() if t_received is None else t_received
+        an instance thread. inline=True may run the batch on this thread, before infer returns
+        (front ends that own their thread; never an event loop); inline=None queues without
+        waking anyone, for a front end that submits several requests and the last one inline.
+        Bad requests raise here (NotFoundError, RequestError, UnavailableError) and are
+        counted as failures."""
         for _ in range(3):  # a version closing between resolve and submit: route again
             sv = self.resolve(name, version)
             m = sv.metrics
             try:
                 p = sv.prepare(inputs)
             except EngineError as e:
-                m.requests.inc()
                 m.failure(type(e).__name__)
                 raise
-            m.inflight.inc()
-
-            def finish(outputs, error, sv=sv, m=m):
-                m.inflight.dec()
-                m.total.observe(time.perf_counter() - t_received)
-                if error is not None:
-                    m.failure("compute")
-                done(sv, outputs, error)
-
-            if sv.submit(p, finish, inline):
-                m.requests.inc()
+            p.t_received = t_received or 0.0
+            m.accept()  # before submit: an inline batch may finish before submit returns
+            if sv.submit(p, partial(done, sv), inline):
                 return sv
-            m.inflight.dec()
+            m.abandon()
         raise UnavailableError(f"model '{name}' is being unloaded")
 
     # -- status -----------------------------------------------------------------------

@@ -83,9 +83,13 @@ class ServedVersion:
             feeds[spec.model_name] = a
         return Pending(feeds, rows or 1, tuple(key), None)
 
-    def submit(self, p: Pending, done: Callable, inline: bool = False) -> bool:
+    def submit(self, p: Pending, done: Callable, inline: Optional[bool] = False) -> bool:
+        """inline True: run on this thread if a slot is free; False: wake an instance thread;
+        None: queue only (a later inline submit, or a running batch, takes it)."""
         p.done = done
-        return self.batcher.submit_inline(p) if inline else self.batcher.submit(p)
+        if inline:
+            return self.batcher.submit_inline(p)
+        return self.batcher.submit(p, wake=inline is not None)
 
     def _run(self, feeds: dict) -> dict:
         if self._single:

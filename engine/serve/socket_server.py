@@ -260,6 +260,7 @@ class _Connection:
         self.changed = threading.Condition(self.lock)  # an answer went out, or the outbox drained
         self.outbox: deque = deque()                    # [memoryview, counts as an answer]
         self.unanswered = 0                             # requests received, answer not yet sent
+        self.quiet = set()                              # versions with requests queued unwoken this read
         self.closed = False
         self.authed = server.token is None
         self.waiters = 0                                # threads waiting on `changed`
@@ -343,14 +344,22 @@ class _Connection:
             for i, f in enumerate(frames):
                 if self.unanswered >= self.max_inflight:
                     _flush_gathered()  # some of those unanswered may be waiting right here
+                    self._wake_quiet()
                     if not self._wait_capacity():
                         return -1
                 if not self._handle(f, i == last):
                     return -1
         finally:
+            self._wake_quiet()
             _flush_gathered()
             _local.gathered = None
         return len(frames)
+
+    def _wake_quiet(self) -> None:
+        """Requests queued without waking anyone are normally taken by the read's last request,
+        run inline; if that one failed or was no request, an instance thread takes them."""
+        while self.quiet:
+            self.quiet.pop().batcher.wake()
 
     def _handle(self, f: P.Frame, run: bool) -> bool:
         """`run`: the last frame of this read; the earlier ones only queue (see _request)."""
@@ -389,7 +398,9 @@ class _Connection:
             def done(sv, outputs, error, wanted=req.outputs):
                 self._answer(rid, sv, outputs, error, wanted)
 
-            self.manager.infer(req.model, req.version, inputs, done, inline=run)
+            sv = self.manager.infer(req.model, req.version, inputs, done, inline=True if run else None)
+            if not run:
+                self.quiet.add(sv)
         except EngineError as e:
             self._reply(P.encode_error(rid, getattr(e, "status", 400), str(e)))
         except Exception as e:  # never let one request take the connection down
