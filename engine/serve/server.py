@@ -90,10 +90,11 @@ class Server:
         import uvicorn
 
         from .http import create_app
+        from .http_protocol import timed_protocol
         app = create_app(self.manager, token=self.token, limits=self.limits)
         self._http_sock = _bind(self.host, self._http_port)
         config = uvicorn.Config(
-            app, loop=_loop(), http="httptools", lifespan="off", log_level="warning", access_log=False,
+            app, loop=_loop(), http=timed_protocol(self.limits.read_timeout_s), lifespan="off", log_level="warning", access_log=False,
             timeout_keep_alive=max(1, int(self.limits.idle_timeout_s)),
             limit_concurrency=self.limits.max_connections, backlog=2048,
             timeout_graceful_shutdown=max(1, int(self.drain_timeout)), server_header=False)
