@@ -14,7 +14,7 @@ from engine.serve.config import ConfigError, parse_config, read_config
 from engine.serve.manager import ModelManager
 from engine.serve.repository import sha256_file
 from engine.serve.tensors import NotFoundError, RequestError, UnavailableError
-from serve_helpers import digits_model, images, remove_version, write_version
+from serve_helpers import images, remove_version, write_version
 
 
 def infer_sync(mgr, name, x, version=None, inline=False, timeout=10):

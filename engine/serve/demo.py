@@ -26,7 +26,8 @@ def write_demo(repo: Path, epochs: int = 20, seed: int = 0, log=print) -> Path:
         from sklearn.datasets import load_digits
     except ImportError:
         raise EngineError("serve: the demo model trains on scikit-learn's digits; install it with "
-                          "pip install 'engine[demo]' (make serve does), or point --repository at your models") from None
+                          "pip install 'engine[demo]' (make serve does), or point --repository at your "
+                          "models") from None
     from .. import nn
 
     digits = load_digits()

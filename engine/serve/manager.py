@@ -129,7 +129,8 @@ class ModelManager:
                 raise EngineError(f"model '{name}': " + "; ".join(failures))
             if not self._routes.get(name):
                 reasons = [s.reason for (m, _), s in self._status.items() if m == name and s.reason]
-                raise EngineError(f"model '{name}' has no version that loaded: " + ("; ".join(reasons) or "no versions"))
+                why = "; ".join(reasons) or "no versions"
+                raise EngineError(f"model '{name}' has no version that loaded: {why}")
 
     def unload_model(self, name: str) -> None:
         """The repository API's unload: drain and unload every version; the poller leaves
@@ -173,7 +174,8 @@ class ModelManager:
         keep = entry.config.selects([v for v in loadable if v in ready_now])
         for v, sv in serving.items():
             if v not in keep:
-                reason = "removed from the repository" if v not in present else "no longer selected by the version policy"
+                reason = ("removed from the repository" if v not in present
+                          else "no longer selected by the version policy")
                 self._retire(name, [sv], reason)
         for (m, v), st in list(self._status.items()):
             if m == name and v not in present and st.state == "failed":

@@ -94,10 +94,12 @@ class Server:
         app = create_app(self.manager, token=self.token, limits=self.limits)
         self._http_sock = _bind(self.host, self._http_port)
         config = uvicorn.Config(
-            app, loop=_loop(), http=timed_protocol(self.limits.read_timeout_s), lifespan="off", log_level="warning", access_log=False,
+            app, loop=_loop(), http=timed_protocol(self.limits.read_timeout_s), lifespan="off",
+            log_level="warning", access_log=False,
             timeout_keep_alive=max(1, int(self.limits.idle_timeout_s)),
             limit_concurrency=self.limits.max_connections, backlog=2048,
-            timeout_graceful_shutdown=max(1, int(self.drain_timeout)), server_header=False)
+            timeout_graceful_shutdown=max(1, int(self.drain_timeout)), server_header=False,
+            proxy_headers=False)  # X-Forwarded-* are not ours to trust; nothing here uses the client address
         self._uvicorn = uvicorn.Server(config)
         self._http_thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._http_sock]},
                                              name="engine-serve-http", daemon=True)
