@@ -14,8 +14,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
 	$(PY) -m pip install --quiet numpy "safetensors>=0.4" "onnx>=1.15" "pytest>=7" "torch==2.13.0" \
 		"onnxruntime>=1.17" "transformers>=4.40" "onnxscript>=0.2" "scikit-learn>=1.3" "h5py>=3" "keras==3.15.1" \
-		"uvicorn>=0.30" "uvloop>=0.19" "httptools>=0.6" "orjson>=3.9" "prometheus-client>=0.20" "tritonclient[http]>=2.40"
+		"uvicorn>=0.30" "uvloop>=0.19" "httptools>=0.6" "orjson>=3.9" "prometheus-client>=0.20" "tritonclient[http]>=2.40" \
+		"selenium>=4.20" "jsonschema>=4" "matplotlib>=3.7"
 	touch $@
+
+# The dashboard tests drive Debian's chromium through its chromedriver (no browser download).
+# Installed here when missing and we may (root with apt-get: CI and the development machines).
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver for the dashboard tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+			|| echo "warning: could not install chromium; the dashboard tests will be skipped"; \
+	else \
+		echo "note: install chromium and chromium-driver for the dashboard tests (they are skipped without them)"; \
+	fi
 
 # Rebuilds only what changed (build/ keeps the CMake tree between runs).
 build: $(STAMP)
@@ -29,7 +42,7 @@ serve: build
 demo: build
 	$(VENV)/bin/engine demo
 
-test: build
+test: build $(CHROMEDRIVER)
 	$(PY) -m pytest -q tests
 
 bench: build
