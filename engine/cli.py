@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     pp.set_defaults(fn=_predict)
     from .serve.cli import add_parser as add_serve_parser
     add_serve_parser(sub)
+    from .bench.cli import add_parser as add_bench_parser
+    add_bench_parser(sub)
     args = p.parse_args(argv)
     try:
         return args.fn(args)
