@@ -78,7 +78,8 @@ def _banner(server, repo: Path) -> None:
     auth = "" if server.token is None else ' -H "Authorization: Bearer $(cat TOKEN_FILE)"'
     if server.http_address:
         base = f"http://{server.http_address}"
-        print(f"\n  KServe v2 HTTP:    {base}/v2   (models: {base}/v2/repository/index, POST)")
+        print(f"\n  dashboard:         {base}/")
+        print(f"  KServe v2 HTTP:    {base}/v2   (models: {base}/v2/repository/index, POST)")
         print(f"  TF Serving REST:   {base}/v1/models/<model>:predict")
         print(f"  Prometheus:        {base}/metrics")
         req = repo / "digits" / "request.json"

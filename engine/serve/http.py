@@ -15,6 +15,8 @@ Routes (KServe v2 / Open Inference Protocol as Triton serves it, TF Serving REST
     POST /v1/models/{m}[/versions/{v}]:predict              TF Serving rows or columns (tfserving.py)
     GET  /v1/models/{m}[/versions/{v}]                      TF Serving model status
     GET  /metrics                                           Prometheus text format
+    GET  /, /dashboard/...                                  the dashboard page and files (dashboard.py), no token
+    GET  /dashboard/api/models | /dashboard/api/stats       the dashboard's JSON
 
 Inference never runs on the event loop: manager.infer queues the request and its batcher's
 instance thread calls back; _Completions hands results to the loop, one wake-up per burst, so
@@ -39,6 +41,7 @@ from .. import __version__
 from ..errors import EngineError
 from . import kserve, tfserving
 from .auth import bearer_matches
+from .dashboard import Dashboard, is_public
 from .limits import Limits
 from .metrics import CONTENT_TYPE_LATEST
 from .tensors import RequestError
@@ -186,6 +189,7 @@ class HttpApp:
         self.token = token
         self.limits = limits
         self._state: Optional[_LoopState] = None
+        self._dashboard = Dashboard(manager)
         self._fixed = {
             "/v2/health/live": (_GET, self._live),
             "/v2/health/ready": (_GET, self._ready),
@@ -204,7 +208,7 @@ class HttpApp:
         r, close = None, False
         try:
             r = _Request(scope, receive, t0)
-            if self.token is not None and not r.path.startswith("/v2/health/") and \
+            if self.token is not None and not r.path.startswith("/v2/health/") and not is_public(r.path) and \
                     not bearer_matches(self.token, r.authorization):
                 raise HttpError(401, f"missing or wrong bearer token: {_TOKEN_HINT}",
                                 ((b"www-authenticate", b"Bearer"),))
@@ -239,6 +243,9 @@ class HttpApp:
                 _allow(r, _POST)
                 return await self._unload(r, name)
             raise _no_route(r)
+        if path == "/" or path.startswith("/dashboard/"):
+            _allow(r, _GET)
+            return self._dashboard.route(path)
         route = self._fixed.get(path)
         if route is None:
             raise _no_route(r)
