@@ -126,7 +126,7 @@ def test_make_serve_writes_the_demo_and_answers_v2_infer(tmp_path):
 
 def _readme_curl_lines():
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"Call it with:\n\n```bash\n(.*?)```", text, flags=re.S).group(1)
+    block = re.search(r"call it with:\n\n```bash\n(.*?)```", text, flags=re.S).group(1)
     lines = [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.startswith("curl ")]
     assert len(lines) >= 3
     return lines
