@@ -101,7 +101,11 @@ class OpenVINO(Peer):
     def load(self, path, threads):
         import openvino as ov
         core = ov.Core()
-        self.compiled = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads})
+        # f32, as the other frameworks (on a bf16-capable CPU its default is bf16), one stream
+        # of `threads` threads, tuned for latency: the same settings as benchmarks/models.py.
+        self.compiled = core.compile_model(path, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+            "INFERENCE_NUM_THREADS": str(int(threads))})
         self.request = self.compiled.create_infer_request()
 
     def run(self, feeds):

@@ -88,7 +88,8 @@ def write_plot(result: dict, path: str) -> None:
         ax.boxplot([r["latencies_ms"] for r in rows], showfliers=True)
         ax.set_xticks(range(1, len(rows) + 1), [r["framework"] for r in rows])
         ax.set_title(f"batch {batch}")
-        ax.set_ylabel("latency (ms)")
+        ax.set_ylabel("latency (ms, log scale)")
+        ax.set_yscale("log")  # a few slow outliers would otherwise flatten every box
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
