@@ -317,3 +317,21 @@ def test_token_is_enforced_and_prompted(repo, browser):
         browser.find_element(By.CSS_SELECTOR, '[data-model="digits"] [data-action="unload"]').click()
         _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-model="digits"] [data-state="UNAVAILABLE"]'))
         assert [st.state for st in s.manager.status("digits")] == ["unavailable"]
+
+
+def test_models_never_loaded_are_listed_for_loading(tmp_path):
+    """control="none" loads nothing: the page still lists the repository's models, not loaded."""
+    import urllib.request
+    from engine.serve import Server
+    from serve_helpers import write_version
+    repo = tmp_path / "models"
+    write_version(repo, "digits", 1)
+    with Server(repo, http_port=0, socket_port=None, control="none") as s:
+        with urllib.request.urlopen(f"http://{s.http_address}/dashboard/api/models", timeout=10) as r:
+            models = json.loads(r.read())["models"]
+        assert [(m["name"], [(v["version"], v["state"], v["reason"]) for v in m["versions"]]) for m in models] == \
+            [("digits", [(1, "UNAVAILABLE", "not loaded")])]
+        s.manager.load_model("digits")
+        with urllib.request.urlopen(f"http://{s.http_address}/dashboard/api/models", timeout=10) as r:
+            models = json.loads(r.read())["models"]
+        assert models[0]["versions"][0]["state"] == "READY"

@@ -26,6 +26,7 @@ from ..errors import EngineError
 from . import kserve
 from .config import read_config
 from .metrics import _BATCH_BUCKETS, _LATENCY_BUCKETS
+from .repository import scan
 
 STATIC_DIR = Path(__file__).with_name("dashboard")
 API_PREFIX = "/dashboard/api/"
@@ -91,8 +92,9 @@ class Dashboard:
 
 
 def models_state(manager) -> dict:
-    """Every model the manager knows, its versions with state and reason, and for the ready
-    ones what they serve (signature, file hash and size, the History saved by fit)."""
+    """Every model the manager knows (and those in the repository it never loaded), their
+    versions with state and reason, and for the ready ones what they serve (signature, file
+    hash and size, the History saved by fit)."""
     models: dict = {}
     for e in manager.index():
         m = models.setdefault(e["name"], {"name": e["name"], "error": "", "config": None, "versions": []})
@@ -102,6 +104,11 @@ def models_state(manager) -> dict:
         v = {"version": int(e["version"]), "state": e["state"], "reason": e["reason"],
              "sha256": e.get("sha256", ""), "size": e.get("size", 0), "load_seconds": e.get("load_seconds")}
         m["versions"].append(v)
+    for name, entry in scan(manager.repository).items():  # on disk, never loaded: Load offers it
+        if name not in models:
+            models[name] = {"name": name, "error": entry.config_error or "", "config": None, "versions": [
+                {"version": v, "state": "UNAVAILABLE", "reason": "not loaded", "sha256": "", "size": 0,
+                 "load_seconds": None} for v in sorted(entry.versions)]}
     for name, m in models.items():
         ready = {sv.version: sv for sv in manager.ready_versions(name)}
         for v in m["versions"]:
