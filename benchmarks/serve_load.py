@@ -3,25 +3,9 @@
     python -m benchmarks.serve_load --kind v2json --address 127.0.0.1:8000 --model cnn \\
         --input x.npy --expect y.npy --concurrency 16 --duration 3 --warmup 0.5
 
-N virtual clients each send their next request as soon as the answer to the previous one
-arrives, for ``--warmup`` + ``--duration`` seconds; every latency is recorded and the timed
-window's rps, p50, p90 and p99 are printed as one JSON line, with the error count (any non-200
-answer, lost connection or request left unanswered counts) and the CPU this process used.
-
-Kinds:
-
-* ``v2json`` / ``v2binary``: KServe v2 ``POST /v2/models/<m>/infer``, JSON tensor or the binary
-  tensor extension. One raw keep-alive HTTP/1.1 connection per virtual client on asyncio + uvloop,
-  the request bytes encoded once, the answer parsed no further than its status line and
-  Content-Length: a few microseconds of CPU per request, far less than any server spends.
-* ``socket``: the engine's binary protocol (``engine/serve/protocol.py``). Concurrency is the
-  number of requests in flight, pipelined over ``min(concurrency, 4)`` connections; each slot
-  keeps its own pre-encoded frame (its request id is the slot number, unique among the requests
-  in flight) and sends it again when its answer arrives.
-
-Before anything is timed, one request of the kind is sent on a plain blocking socket and its
-answer decoded in full and compared with ``--expect`` (``--verify none`` skips this, for the
-trivial server only), so a benchmark never times error answers.
+The generator itself (closed loop, the kinds v2json / v2binary / socket, the check of the first
+answer) is `engine/bench/loadgen.py`, shared with `engine bench http://...`; this module is its
+command line for the serving benchmark, plus the canned-answer server.
 
 ``--trivial-server`` runs a minimal HTTP server (a canned 200 answer to every request) to
 show what this generator can drive and what it costs per request; ``--server-pid`` makes the

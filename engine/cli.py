@@ -97,30 +97,8 @@ def _info(args) -> int:
 
 
 def _read_inputs(path: str, model) -> dict:
-    """{input name: array} from a .npy (the model's one input) or .npz (arrays by input name,
-    or one array for a one-input model). Never unpickles."""
-    from engine import EngineError
-
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise EngineError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise EngineError(f"{path}: not a readable .npy/.npz array file ({e})") from None
-    if isinstance(data, np.ndarray):
-        if len(model.inputs) != 1:
-            raise EngineError(f"{path}: the model has {len(model.inputs)} inputs "
-                              f"{[i.name for i in model.inputs]}; give a .npz with one array each")
-        return {model.inputs[0].name: data}
-    with data:
-        arrays = {k: data[k] for k in data.files}
-    names = [i.name for i in model.inputs]
-    if len(arrays) == 1 and len(names) == 1:
-        return {names[0]: next(iter(arrays.values()))}
-    missing = sorted(set(names) - set(arrays))
-    if missing:
-        raise EngineError(f"{path}: no array for input(s) {missing} (the file holds {sorted(arrays)})")
-    return {n: arrays[n] for n in names}
+    from .array_files import read_input_arrays
+    return read_input_arrays(path, [i.name for i in model.inputs])
 
 
 def _predict(args) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..array_files import read_input_arrays
 from ..errors import EngineError
 
 
@@ -85,26 +86,8 @@ def make_inputs(signature, batch: int, shapes: dict, seed: int) -> dict:
 
 
 def read_inputs(path: str, signature) -> dict:
-    """{input name: array} from a .npz (one array per input name, or one array for a one-input
-    model). Never unpickles."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise EngineError(f"bench: --input {path}: no such file") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise EngineError(f"bench: --input {path}: not a readable .npz ({e})") from None
-    names = [n for n, _, _ in signature]
-    if isinstance(data, np.ndarray):
-        arrays = {"arr_0": data}
-    else:
-        with data:
-            arrays = {k: data[k] for k in data.files}
-    if len(arrays) == 1 and len(names) == 1:
-        return {names[0]: next(iter(arrays.values()))}
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise EngineError(f"bench: --input {path}: no array for input(s) {missing} (it holds {sorted(arrays)})")
-    return {n: arrays[n] for n in names}
+    """{input name: array} from a .npz (or .npy for a one-input model). Never unpickles."""
+    return read_input_arrays(path, [n for n, _, _ in signature], "bench: --input ")
 
 
 def _fmt(shape) -> str:
