@@ -34,14 +34,21 @@ static inline vi bci(std::int32_t x) {
 }
 
 // Keys per tile, and the register blocking of the two micro-kernels: scores MK keys × SNV row
-// vectors, P·V PR rows × PNV vectors of v columns (AVX-512: 32 registers; else 16).
+// vectors, P·V PR rows × PNV vectors of v columns (AVX-512: 32 registers; else 16). P·V runs over
+// all Rp rows (a multiple of W, so of PR): padded lanes hold finite values nobody reads.
 constexpr index_t kTile = 128;
-constexpr int kMK = W == 16 ? 12 : 6, kSNV = 2;
-constexpr int kPR = W == 16 ? 6 : 6, kPNV = W == 16 ? 4 : 2;
+constexpr int kMK = 6, kSNV = W == 16 ? 4 : 2;
+constexpr int kPR = 4, kPNV = W == 16 ? 4 : 2;
+static_assert(W % kPR == 0, "P·V row blocking must divide the vector width");
 
-// Sᵀ[j][r0 .. r0 + NV·W) = Σ_d K[j][d] · Qᵀ[d][r0 ..] for MK keys from j.
+// Sᵀ[j][r0 .. r0 + NV·W) = Σ_d K[j][d] · Qᵀ[d][r0 ..] for `cnt` (<= MK) keys from j: a short group
+// reads its last key again for the missing ones (full register blocking) and stores `cnt` rows.
 template <int MK, int NV>
-static inline void score_tile(float* St, index_t Rp, const float* Qt, const float* k, index_t ldk, index_t dk) {
+static inline void score_tile(float* St, index_t Rp, const float* Qt, const float* k, index_t ldk, index_t dk,
+                              index_t cnt) {
+  const float* kr[MK];
+#pragma GCC unroll 16
+  for (int m = 0; m < MK; ++m) kr[m] = k + std::min<index_t>(m, cnt - 1) * ldk;
   vf acc[MK][NV];
 #pragma GCC unroll 16
   for (int m = 0; m < MK; ++m)
@@ -53,22 +60,22 @@ static inline void score_tile(float* St, index_t Rp, const float* Qt, const floa
     for (int n = 0; n < NV; ++n) qv[n] = load(Qt + d * Rp + n * W);
 #pragma GCC unroll 16
     for (int m = 0; m < MK; ++m) {
-      const vf kb = bc(k[m * ldk + d]);
+      const vf kb = bc(kr[m][d]);
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) acc[m][n] += kb * qv[n];
     }
   }
 #pragma GCC unroll 16
   for (int m = 0; m < MK; ++m)
+    if (m < cnt)
 #pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) store(St + m * Rp + n * W, acc[m][n]);
+      for (int n = 0; n < NV; ++n) store(St + m * Rp + n * W, acc[m][n]);
 }
 
 template <int NV>
 static void score_rows(float* St, index_t Rp, const float* Qt, const float* k, index_t ldk, index_t dk, index_t n) {
-  index_t j = 0;
-  for (; j + kMK <= n; j += kMK) score_tile<kMK, NV>(St + j * Rp, Rp, Qt, k + j * ldk, ldk, dk);
-  for (; j < n; ++j) score_tile<1, NV>(St + j * Rp, Rp, Qt, k + j * ldk, ldk, dk);
+  for (index_t j = 0; j < n; j += kMK)
+    score_tile<kMK, NV>(St + j * Rp, Rp, Qt, k + j * ldk, ldk, dk, std::min<index_t>(kMK, n - j));
 }
 
 // acc[r][c0 ..] = alpha[r]·acc[r][c0 ..] (or 0 when first) + Σ_j P[j][r] · V[j][c0 ..] for MR rows
@@ -134,8 +141,8 @@ void flash_block(const FlashBlock& f) {
     for (index_t r = rows; r < Rp; ++r) qt[r] = 0.f;
   }
   index_t max_lo = 0, min_hi = f.c1;
-  for (index_t r = 0; r < Rp; ++r) {
-    const index_t a = r < rows ? f.lo[r] : 0, b = r < rows ? f.hi[r] : 0;
+  for (index_t r = 0; r < Rp; ++r) {  // padded rows: every key (their lanes stay finite)
+    const index_t a = r < rows ? f.lo[r] : f.c0, b = r < rows ? f.hi[r] : f.c1;
     lo[r] = static_cast<std::int32_t>(a), hi[r] = static_cast<std::int32_t>(b);
     max_lo = std::max(max_lo, a), min_hi = std::min(min_hi, b);
     M[r] = -kInf, L[r] = 0.f;
@@ -205,10 +212,8 @@ void flash_block(const FlashBlock& f) {
       store(alpha + rb, al);
     }
     const float* vt = f.v + j0 * f.ldv;
-    index_t r = 0;
-    for (; r + kPR <= rows; r += kPR)
+    for (index_t r = 0; r < Rp; r += kPR)
       pv_rows<kPR>(acc + r * dvp, dvp, alpha + r, St + r, Rp, vt, f.ldv, n, dv, first);
-    for (; r < rows; ++r) pv_rows<1>(acc + r * dvp, dvp, alpha + r, St + r, Rp, vt, f.ldv, n, dv, first);
     first = false;
   }
   // y = acc / sum; a row that never saw a finite score gets zeros.
