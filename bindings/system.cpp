@@ -1,6 +1,7 @@
 // Thread pool and CPU dispatch controls.
 #include <pybind11/pybind11.h>
 
+#include "engine/attention.h"
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
 #include "engine/scratch.h"
@@ -37,6 +38,18 @@ void init_system(py::module_& m) {
         else throw engine::Error("set_isa: expected 'avx512', 'avx2' or 'portable', got '" + name + "'");
         engine::set_isa(isa);
       }, py::arg("name"), "Cap the ISA (for tests); clamped to what the CPU supports.");
+  m.def("set_attention_kernel", [](const std::string& name) {
+        engine::AttentionKernel k;
+        if (name == "auto") k = engine::AttentionKernel::Auto;
+        else if (name == "block") k = engine::AttentionKernel::Block;
+        else if (name == "flash") k = engine::AttentionKernel::Flash;
+        else throw engine::Error("set_attention_kernel: expected 'auto', 'block' or 'flash', got '" + name + "'");
+        engine::set_attention_kernel(k);
+      }, py::arg("name"), "Float attention's block kernel (for tests and benchmarks): 'auto', 'block' or 'flash'.");
+  m.def("attention_kernel", [] {
+        const char* names[] = {"auto", "block", "flash"};
+        return std::string(names[static_cast<int>(engine::attention_kernel())]);
+      });
 }
 
 void init_enums(py::module_& m) {

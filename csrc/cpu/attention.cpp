@@ -10,15 +10,18 @@
 #include "engine/scratch.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "engine/cpu_features.h"
 #include "engine/elementwise.h"
 #include "engine/gemm.h"
 #include "engine/threadpool.h"
+#include "cpu/attention_flash.h"
 
 namespace engine {
 
@@ -122,6 +125,21 @@ void softmax_rows(double* s, index_t rows, index_t n) {
   }
 }
 
+// The flash kernel (attention_flash.h) for float blocks when the scores are not an output.
+// Queries per block: kFlashRows, fewer when the pool needs tasks; below kFlashMinRows query rows
+// (decode) the materialised block is as cheap, and the flash kernel's rows-along-lanes layout
+// would leave most lanes idle.
+constexpr index_t kFlashRows = 64, kFlashMinRows = 16;
+std::atomic<int> g_kernel{static_cast<int>(AttentionKernel::Auto)};
+
+void (*flash_kernel())(const FlashBlock&) {
+  switch (cpu_isa()) {
+    case Isa::Avx512: return att_flash_avx512::flash_block;
+    case Isa::Avx2: return att_flash_avx2::flash_block;
+    default: return att_flash_portable::flash_block;
+  }
+}
+
 template <class T>
 struct Attention {
   HeadView<T> y, qk;
@@ -180,6 +198,37 @@ struct Attention {
     return any;
   }
 
+  // The same block as block() through the flash kernel (float, no qk output).
+  void flash(void (*kernel)(const FlashBlock&), index_t b, index_t h, index_t i0, index_t i1) const {
+    const index_t rows = i1 - i0, kvh = h / group, dv = d.v_head_dim;
+    index_t lo[kMaxBlockRows], hi[kMaxBlockRows];
+    index_t c0 = d.kv_len, c1 = 0;
+    for (index_t r = 0; r < rows; ++r) {
+      key_range(b, i0 + r, lo[r], hi[r]);
+      if (lo[r] < hi[r]) c0 = std::min(c0, lo[r]), c1 = std::max(c1, hi[r]);
+    }
+    if (dv == 0) return;
+    if (c1 <= c0) {
+      for (index_t r = 0; r < rows; ++r) std::fill(y.row(b, h, i0 + r), y.row(b, h, i0 + r) + dv, T(0));
+      return;
+    }
+    FlashBlock f;
+    f.q = (q.row(b, h, i0)), f.ldq = q.sr;
+    f.k = (k.row(b, kvh, 0)), f.ldk = k.sr;
+    f.v = (v.row(b, kvh, 0)), f.ldv = v.sr;
+    f.y = y.row(b, h, i0), f.ldy = y.sr;
+    f.rows = rows, f.dk = d.head_dim, f.dv = dv;
+    f.scale = static_cast<float>(o.scale), f.softcap = static_cast<float>(o.softcap);
+    f.lo = lo, f.hi = hi, f.c0 = c0, f.c1 = c1;
+    if (m.data) {
+      const index_t off = b * m.sb + h * m.sh + i0 * m.sq;
+      f.mask = m.boolean ? static_cast<const void*>(static_cast<const std::uint8_t*>(m.data) + off)
+                         : static_cast<const void*>(static_cast<const T*>(m.data) + off);
+      f.boolean = m.boolean, f.msq = m.sq;
+    }
+    kernel(f);
+  }
+
   void block(index_t b, index_t h, index_t i0, index_t i1) const {
     const index_t rows = i1 - i0, L = d.kv_len, kvh = h / group, dv = d.v_head_dim;
     index_t lo[kMaxBlockRows], hi[kMaxBlockRows];
@@ -233,6 +282,34 @@ void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<cons
   ENGINE_CHECK(dims.kv_heads > 0 && dims.q_heads % dims.kv_heads == 0, "attention: q_heads % kv_heads != 0");
   if (dims.batch == 0 || dims.q_heads == 0 || dims.q_len == 0) return;
   const Attention<T> A{y, qk, q, k, v, dims, mask, opt, dims.q_heads / dims.kv_heads};
+  const int kernel = g_kernel.load(std::memory_order_relaxed);
+  if constexpr (std::is_same<T, float>::value) {
+  if (!qk.data && kernel != static_cast<int>(AttentionKernel::Block) &&
+      (kernel == static_cast<int>(AttentionKernel::Flash) || dims.q_len >= kFlashMinRows)) {
+    // Tasks of (block, batch·head), the blocks nearest the end first: under a causal mask they
+    // carry the most keys, so the pool's dynamic hand-out balances the tail.
+    const index_t heads = dims.batch * dims.q_heads;
+    index_t target = kFlashRows;
+    while (target > kFlashMinRows && heads * ((dims.q_len + target - 1) / target) < 4 * num_threads()) target /= 2;
+    const index_t nblk = (dims.q_len + target - 1) / target;
+    const index_t rows = (dims.q_len + nblk - 1) / nblk;
+    const index_t tasks = heads * nblk;
+    const double work = static_cast<double>(dims.q_len) * heads * std::max<index_t>(dims.kv_len, 1) *
+                        (dims.head_dim + dims.v_head_dim + 16);
+    auto fk = flash_kernel();
+    auto run = [&](std::int64_t t) {
+      const index_t blk = nblk - 1 - t / heads, bh = t % heads;
+      const index_t i0 = blk * rows, i1 = std::min(dims.q_len, i0 + rows);
+      if (i0 < i1) A.flash(fk, bh / dims.q_heads, bh % dims.q_heads, i0, i1);
+    };
+    if (work < (1 << 18)) {
+      for (index_t t = 0; t < tasks; ++t) run(t);
+    } else {
+      parallel_tasks(tasks, run);
+    }
+    return;
+  }
+  }
   const bool banded = (opt.causal || opt.left_window >= 0 || opt.right_window >= 0) && !qk.data;
   const index_t tall = banded ? std::clamp<index_t>(dims.kv_len / 8, 2 * kMinBlockRows, 128) : kMaxBlockRows;
   index_t target = std::min(tall,
@@ -253,6 +330,9 @@ void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<cons
     }
   });
 }
+
+void set_attention_kernel(AttentionKernel k) { g_kernel.store(static_cast<int>(k), std::memory_order_relaxed); }
+AttentionKernel attention_kernel() { return static_cast<AttentionKernel>(g_kernel.load(std::memory_order_relaxed)); }
 
 template void attention<float>(HeadView<float>, HeadView<float>, HeadView<const float>, HeadView<const float>,
                                HeadView<const float>, const AttentionDims&, const AttentionMask&,

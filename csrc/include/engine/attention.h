@@ -3,7 +3,9 @@
 //
 // attention() works per (batch, query head, block of query rows): S = scale·Q·Kᵀ, softcap,
 // bias (attn_mask, causal and sliding-window frontiers, padding), softmax, S·V. The block
-// (attention_block in attention.cpp) is the unit a tiled online-softmax version replaces.
+// (Attention::block in attention.cpp) materialises the scores of the keys its rows may attend;
+// for float without a qk output the tiled online-softmax kernel (cpu/attention_flash.h) runs
+// instead from 16 query rows on (set_attention_kernel).
 // Compute type = element type: float (float16 callers convert to float first) or double.
 #pragma once
 
@@ -54,6 +56,14 @@ struct AttentionOptions {
 template <class T>
 void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<const T> k, HeadView<const T> v,
                const AttentionDims& dims, const AttentionMask& mask, const AttentionOptions& opt);
+
+// Which block kernel attention() uses for float when the scores are not an output: Auto (the
+// tiled online-softmax "flash" kernel from 16 query rows on, the materialised block below),
+// Block (always materialised: S for all keys, softmax, S·V) or Flash (always flash). Process-wide;
+// for tests and benchmarks.
+enum class AttentionKernel { Auto = 0, Block = 1, Flash = 2 };
+void set_attention_kernel(AttentionKernel k);
+AttentionKernel attention_kernel();
 
 // Rotary embedding of rows of head_dim elements: row (b, s, h) at x.row(b, h, s). The first
 // `rot_dim` elements rotate by the angle of position pos[b·seq + s] (or s's own cache row when

@@ -1,0 +1,21 @@
+// The flash attention block compiled for avx512 (vector width 16 floats); see attention_flash_impl.h.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/attention_flash.h"
+#include "engine/scratch.h"
+
+namespace engine {
+namespace att_flash_avx512 {
+#define EW_W 16
+#include "cpu/elementwise_vmath.h"
+#include "cpu/attention_flash_impl.h"
+#undef EW_W
+}  // namespace att_flash_avx512
+}  // namespace engine

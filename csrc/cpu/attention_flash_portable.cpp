@@ -1,0 +1,21 @@
+// The flash attention block compiled for portable (vector width 4 floats); see attention_flash_impl.h.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/attention_flash.h"
+#include "engine/scratch.h"
+
+namespace engine {
+namespace att_flash_portable {
+#define EW_W 4
+#include "cpu/elementwise_vmath.h"
+#include "cpu/attention_flash_impl.h"
+#undef EW_W
+}  // namespace att_flash_portable
+}  // namespace engine
