@@ -1,7 +1,7 @@
 // The flash attention block (see attention_flash.h), written once over the vector type of
 // elementwise_vmath.h and compiled per ISA by attention_flash_{avx512,avx2,portable}.cpp, which
 // include it inside their own namespace after EW_W, the standard headers and elementwise_vmath.h.
-// No includes here on purpose.
+// The only include here is vec_broadcast.h, which needs the same context.
 //
 // Layout: the block's rows run along the vector lanes. Qᵀ (dk × Rp, Rp = rows rounded up to W,
 // scale folded in) is packed once per block; a tile's scores are Sᵀ (n keys × Rp), so the score
@@ -10,28 +10,7 @@
 // broadcasts P (Sᵀ row j, consecutive rows) and reads V rows straight from V. Lanes past `rows`
 // carry zeros and are never written out.
 
-static inline vf bc(float f) {
-#if EW_W == 16 && defined(__AVX512F__)
-  return (vf)_mm512_set1_ps(f);
-#elif EW_W == 8 && defined(__AVX__)
-  return (vf)_mm256_set1_ps(f);
-#elif EW_W == 4 && defined(__SSE__)
-  return (vf)_mm_set1_ps(f);
-#else
-  return splat(f);
-#endif
-}
-static inline vi bci(std::int32_t x) {
-#if EW_W == 16 && defined(__AVX512F__)
-  return (vi)_mm512_set1_epi32(x);
-#elif EW_W == 8 && defined(__AVX__)
-  return (vi)_mm256_set1_epi32(x);
-#elif EW_W == 4 && defined(__SSE2__)
-  return (vi)_mm_set1_epi32(x);
-#else
-  return splati(x);
-#endif
-}
+#include "cpu/vec_broadcast.h"
 
 // Keys per tile, and the register blocking of the two micro-kernels: scores MK keys × SNV row
 // vectors, P·V PR rows × PNV vectors of v columns (AVX-512: 32 registers; else 16). P·V runs over
@@ -53,14 +32,14 @@ static inline void score_tile(float* St, index_t Rp, const float* Qt, const floa
 #pragma GCC unroll 16
   for (int m = 0; m < MK; ++m)
 #pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) acc[m][n] = bc(0.f);
+    for (int n = 0; n < NV; ++n) acc[m][n] = bcast(0.f);
   for (index_t d = 0; d < dk; ++d) {
     vf qv[NV];
 #pragma GCC unroll 4
     for (int n = 0; n < NV; ++n) qv[n] = load(Qt + d * Rp + n * W);
 #pragma GCC unroll 16
     for (int m = 0; m < MK; ++m) {
-      const vf kb = bc(kr[m][d]);
+      const vf kb = bcast(kr[m][d]);
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) acc[m][n] += kb * qv[n];
     }
@@ -86,9 +65,9 @@ static inline void pv_tile(float* acc, index_t lda, const float* alpha, const fl
   vf a[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
-    const vf s = bc(first ? 0.f : alpha[m]);
+    const vf s = bcast(first ? 0.f : alpha[m]);
 #pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) a[m][c] = first ? bc(0.f) : load(acc + m * lda + c * W) * s;
+    for (int c = 0; c < NV; ++c) a[m][c] = first ? bcast(0.f) : load(acc + m * lda + c * W) * s;
   }
   for (index_t j = 0; j < n; ++j) {
     vf vv[NV];
@@ -97,7 +76,7 @@ static inline void pv_tile(float* acc, index_t lda, const float* alpha, const fl
       vv[c] = c == NV - 1 && last < W ? load_partial(v + j * ldv + c * W, last) : load(v + j * ldv + c * W);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const vf p = bc(St[j * Rp + m]);
+      const vf p = bcast(St[j * Rp + m]);
 #pragma GCC unroll 4
       for (int c = 0; c < NV; ++c) a[m][c] += p * vv[c];
     }
@@ -148,7 +127,7 @@ void flash_block(const FlashBlock& f) {
     M[r] = -kInf, L[r] = 0.f;
   }
   const bool cap = f.softcap > 0;
-  const vf vcap = bc(f.softcap), vinv = bc(cap ? 1.f / f.softcap : 1.f), ninf = bc(-kInf), zero = bc(0.f);
+  const vf vcap = bcast(f.softcap), vinv = bcast(cap ? 1.f / f.softcap : 1.f), ninf = bcast(-kInf), zero = bcast(0.f);
   const float* fmask = static_cast<const float*>(f.mask);
   const std::uint8_t* bmask = static_cast<const std::uint8_t*>(f.mask);
 
@@ -171,7 +150,7 @@ void flash_block(const FlashBlock& f) {
             for (index_t j = 0; j < n; ++j)
               if (!bmask[j0 + j]) store(s + j * Rp, ninf);
           } else {
-            for (index_t j = 0; j < n; ++j) store(s + j * Rp, load(s + j * Rp) + bc(fmask[j0 + j]));
+            for (index_t j = 0; j < n; ++j) store(s + j * Rp, load(s + j * Rp) + bcast(fmask[j0 + j]));
           }
         } else {
           for (index_t l = 0; l < live; ++l) {
@@ -190,7 +169,7 @@ void flash_block(const FlashBlock& f) {
         std::memcpy(&vlo, lo + rb, sizeof vlo);
         std::memcpy(&vhi, hi + rb, sizeof vhi);
         for (index_t j = 0; j < n; ++j) {
-          const vi jj = bci(static_cast<std::int32_t>(j0 + j));
+          const vi jj = bcasti(static_cast<std::int32_t>(j0 + j));
           store(s + j * Rp, (jj >= vlo) & (jj < vhi) ? load(s + j * Rp) : ninf);
         }
       }
@@ -220,7 +199,7 @@ void flash_block(const FlashBlock& f) {
   const index_t nvec = dvp / W, tail = dv - (nvec - 1) * W;
   for (index_t r = 0; r < rows; ++r) {
     const bool none = M[r] == -kInf || !(L[r] > 0.f);
-    const vf inv = bc(none ? 0.f : 1.f / L[r]);
+    const vf inv = bcast(none ? 0.f : 1.f / L[r]);
     float* yr = f.y + r * f.ldy;
     const float* ar = acc + r * dvp;
     for (index_t c = 0; c + 1 < nvec; ++c) store(yr + c * W, none ? zero : load(ar + c * W) * inv);

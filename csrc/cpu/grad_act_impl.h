@@ -1,36 +1,14 @@
 // Backward loops over elements and rows, compiled once per ISA (see grad_kernels.h): the
 // activation derivatives, softmax / log-softmax backward, one row of softmax cross-entropy,
 // and dropout with its Philox4x32-10 draws. Included inside a per-ISA namespace after EW_W,
-// the standard headers, elementwise_vmath.h and grad_kernels.h; no includes here.
+// the standard headers, elementwise_vmath.h and grad_kernels.h; the only include here is the
+// shared broadcast helpers (vec_broadcast.h), which need the same context.
 //
 // Each derivative follows torch's backward formula for the op (aten/src/ATen/native/cpu/
 // Activation.cpp, BinaryOpsKernel.cpp, FunctionsManual.cpp), including which side of a
 // comparison a NaN or a boundary value takes, so a NaN propagates exactly where torch's does.
 
-// One value in every lane as a single broadcast instruction (elementwise_vmath.h's splat fills
-// lanes one by one, which GCC keeps as a chain of masked inserts inside loops).
-static inline vf bcast(float f) {
-#if EW_W == 16 && defined(__AVX512F__)
-  return (vf)_mm512_set1_ps(f);
-#elif EW_W == 8 && defined(__AVX__)
-  return (vf)_mm256_set1_ps(f);
-#elif EW_W == 4 && defined(__SSE__)
-  return (vf)_mm_set1_ps(f);
-#else
-  return splat(f);
-#endif
-}
-static inline vi bcasti(std::int32_t v) {
-#if EW_W == 16 && defined(__AVX512F__)
-  return (vi)_mm512_set1_epi32(v);
-#elif EW_W == 8 && defined(__AVX__)
-  return (vi)_mm256_set1_epi32(v);
-#elif EW_W == 4 && defined(__SSE2__)
-  return (vi)_mm_set1_epi32(v);
-#else
-  return splati(v);
-#endif
-}
+#include "cpu/vec_broadcast.h"
 
 template <class F>
 static inline void grad_loop(float* dx, const float* dy, const float* s, index_t n, F f) {
