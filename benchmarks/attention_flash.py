@@ -30,14 +30,13 @@ def attention_model(S: int, H: int, D: int, causal: bool) -> bytes:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)]).SerializeToString()
 
 
-def main() -> None:
-    threads = int(os.environ.get("ENGINE_NUM_THREADS", "2"))
+def run(threads: int, log=print, sizes=(512, 2048)) -> list[dict]:
+    """One row per (S, causal): median microseconds of the block and flash kernels and torch SDPA."""
     _C.set_num_threads(threads)
     torch.set_num_threads(threads)
     H, D = 12, 64
-    print(f"threads={threads} isa={_C.cpu_isa()} torch={torch.__version__}")
-    print(f"{'S':>5} {'causal':>6} {'block ms':>9} {'flash ms':>9} {'torch ms':>9} {'flash/block':>11} {'torch/flash':>11}")
-    for S in (512, 2048):
+    rows = []
+    for S in sizes:
         for causal in (False, True):
             rng = np.random.default_rng(S)
             q, k, v = (rng.standard_normal((1, H, S, D)).astype(np.float32) for _ in range(3))
@@ -63,8 +62,25 @@ def main() -> None:
             fns = {"block": run_kernel("block"), "flash": run_kernel("flash"), "torch": run_torch}
             us = round_robin(fns, None, rounds=3, min_time=0.5, min_calls=5)
             _C.set_attention_kernel("auto")
-            b, f, t = us["block"] / 1e3, us["flash"] / 1e3, us["torch"] / 1e3
-            print(f"{S:>5} {int(causal):>6} {b:>9.3f} {f:>9.3f} {t:>9.3f} {b / f:>11.2f} {t / f:>11.2f}")
+            rows.append({"seq": S, "heads": H, "head_dim": D, "causal": causal, "latency_us": us,
+                         "torch_over_flash": us["torch"] / us["flash"]})
+            log(f"  attention S={S} causal={int(causal)}: " + ", ".join(f"{k} {v / 1e3:.3f} ms" for k, v in us.items()))
+    return rows
+
+
+def table(rows, format_table) -> str:
+    body = [[r["seq"], int(r["causal"]), f"{r['latency_us']['block'] / 1e3:.3f}", f"{r['latency_us']['flash'] / 1e3:.3f}",
+             f"{r['latency_us']['torch'] / 1e3:.3f}", f"{r['latency_us']['block'] / r['latency_us']['flash']:.2f}",
+             f"{r['torch_over_flash']:.2f}"] for r in rows]
+    return format_table(["seq", "causal", "block ms", "flash ms", "torch SDPA ms", "flash/block", "torch/flash"], body,
+                        "Attention kernel alone (batch 1, 12 heads, head dim 64, float32): median ms (target torch/flash >= 1.5)")
+
+
+def main() -> None:
+    from .run import format_table
+    threads = int(os.environ.get("ENGINE_NUM_THREADS", "2"))
+    print(f"threads={threads} isa={_C.cpu_isa()} torch={torch.__version__}")
+    print(table(run(threads, log=lambda m: None), format_table))
 
 
 if __name__ == "__main__":

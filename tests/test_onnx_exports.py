@@ -11,7 +11,7 @@ from exports import HF_MODELS, SEED_MODELS, export, onnxruntime_outputs
 
 CASES = [(m, False) for m in SEED_MODELS + HF_MODELS] + [("seed_cnn", True), ("seed_lstm", True), ("bert", True),
                                                           ("resnet", True)]
-DEEP = {"resnet", "mobilenet", "vit", "bert", "gpt2"}
+DEEP = {"resnet", "mobilenet", "vit", "bert", "minilm", "gpt2"}
 
 
 def _feeds_at_batch(feeds: dict, batch: int) -> dict:
