@@ -65,7 +65,8 @@ static void key_rows(float* C, index_t ldc, const float* Tt, index_t Rp, const f
     index_t c = 0;
     for (; c + kKNV <= nvec; c += kKNV)
       key_tile<kMK, kKNV>(cj + c * W, ldc, tj, Rp, A + c * W, lda, rows, c + kKNV == nvec ? tail : W, cnt);
-    for (; c < nvec; ++c) key_tile<kMK, 1>(cj + c * W, ldc, tj, Rp, A + c * W, lda, rows, c + 1 == nvec ? tail : W, cnt);
+    for (; c < nvec; ++c)
+      key_tile<kMK, 1>(cj + c * W, ldc, tj, Rp, A + c * W, lda, rows, c + 1 == nvec ? tail : W, cnt);
   }
 }
 
