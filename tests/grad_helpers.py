@@ -7,7 +7,7 @@ import numpy as np
 
 from engine import _C
 
-CODES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int32): 6, np.dtype(np.int64): 7,
+CODES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.bool_): 9, np.dtype(np.int32): 6, np.dtype(np.int64): 7,
          np.dtype(np.float64): 11}
 
 

@@ -21,7 +21,9 @@
 #include "engine/elementwise.h"
 #include "engine/gemm.h"
 #include "engine/threadpool.h"
+#include "cpu/attention_dropout.h"
 #include "cpu/attention_flash.h"
+#include "cpu/attention_range.h"
 
 namespace engine {
 
@@ -149,23 +151,8 @@ struct Attention {
   AttentionOptions o;
   index_t group;  // query heads per kv head
 
-  // Keys [lo, hi) query row i of batch b may attend before attn_mask values: padding, causal
-  // and window frontiers, the mask's length.
   void key_range(index_t b, index_t i, index_t& lo, index_t& hi) const {
-    const index_t L = d.kv_len;
-    lo = 0, hi = L;
-    index_t offset = o.past_len;
-    if (o.nonpad_kv_seqlen) {
-      const index_t valid = std::min<std::int64_t>(std::max<std::int64_t>(o.nonpad_kv_seqlen[b], -L - d.q_len), L);
-      hi = std::max<index_t>(0, valid);
-      offset = valid - d.q_len;
-    }
-    const index_t p = i + offset;  // the query's absolute position
-    if (o.causal) hi = std::min(hi, p + 1);
-    if (o.left_window >= 0) lo = std::max(lo, p - o.left_window);
-    if (o.right_window >= 0) hi = std::min(hi, p + o.right_window + 1);
-    if (m.data) hi = std::min(hi, m.len);
-    if (hi < lo) hi = lo;
+    attention_key_range(d, m, o, b, i, lo, hi);
   }
 
   // Adds row i's bias to its scores s (columns c0 .. c0+n): -inf outside [lo, hi) and where a
@@ -207,9 +194,10 @@ struct Attention {
       key_range(b, i0 + r, lo[r], hi[r]);
       if (lo[r] < hi[r]) c0 = std::min(c0, lo[r]), c1 = std::max(c1, hi[r]);
     }
-    if (dv == 0) return;
-    if (c1 <= c0) {
+    float* lse = o.lse ? o.lse + (b * d.q_heads + h) * d.q_len + i0 : nullptr;
+    if (dv == 0 || c1 <= c0) {  // (no values: the backward's gradients are 0 whatever lse says)
       for (index_t r = 0; r < rows; ++r) std::fill(y.row(b, h, i0 + r), y.row(b, h, i0 + r) + dv, T(0));
+      if (lse) std::fill(lse, lse + rows, std::numeric_limits<float>::infinity());
       return;
     }
     FlashBlock f;
@@ -225,6 +213,13 @@ struct Attention {
       f.mask = m.boolean ? static_cast<const void*>(static_cast<const std::uint8_t*>(m.data) + off)
                          : static_cast<const void*>(static_cast<const T*>(m.data) + off);
       f.boolean = m.boolean, f.msq = m.sq;
+    }
+    f.lse = lse;
+    if (o.dropout.rate > 0) {
+      f.drop_threshold = attdrop::threshold(o.dropout.rate);
+      f.drop_scale = static_cast<float>(1.0 / (1.0 - o.dropout.rate));
+      f.drop_key = attdrop::head_key(o.dropout, b * d.q_heads + h);
+      f.row0 = i0;
     }
     kernel(f);
   }
@@ -283,9 +278,13 @@ void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<cons
   if (dims.batch == 0 || dims.q_heads == 0 || dims.q_len == 0) return;
   const Attention<T> A{y, qk, q, k, v, dims, mask, opt, dims.q_heads / dims.kv_heads};
   const int kernel = g_kernel.load(std::memory_order_relaxed);
+  const bool training = opt.lse || opt.dropout.rate > 0;  // only the flash kernel writes lse, drops
+  ENGINE_CHECK(!training || (std::is_same<T, float>::value && !qk.data),
+               "attention: lse and dropout need float32 and no qk output");
+  ENGINE_CHECK(opt.dropout.rate >= 0 && opt.dropout.rate < 1, "attention: dropout rate must be in [0, 1)");
   if constexpr (std::is_same<T, float>::value) {
-  if (!qk.data && kernel != static_cast<int>(AttentionKernel::Block) &&
-      (kernel == static_cast<int>(AttentionKernel::Flash) || dims.q_len >= kFlashMinRows)) {
+  if (training || (!qk.data && kernel != static_cast<int>(AttentionKernel::Block) &&
+                   (kernel == static_cast<int>(AttentionKernel::Flash) || dims.q_len >= kFlashMinRows))) {
     // Tasks of (block, batch·head), the blocks nearest the end first: under a causal mask they
     // carry the most keys, so the pool's dynamic hand-out balances the tail.
     const index_t heads = dims.batch * dims.q_heads;

@@ -1,7 +1,8 @@
 // The tiled online-softmax ("flash") form of one attention block, float32: for a block of query
 // rows it walks the keys in tiles, S = scale·Q·Kᵀ for the tile only, softcap, mask, causal and
 // window frontiers, a running max and sum per row with the accumulator rescaled as the max
-// grows, acc += P·V; y = acc / sum at the end. The score matrix is never materialised: buffers
+// grows, acc += P·V; y = acc / sum at the end (in training also the rows' log-sum-exp, and
+// dropout on P·V's probabilities). The score matrix is never materialised: buffers
 // are O(rows·(tile + head_dim + v_head_dim)). Compiled per ISA (attention_flash_impl.h).
 #pragma once
 
@@ -25,6 +26,13 @@ struct FlashBlock {
   const void* mask = nullptr;        // null: none; row r's value for key j at mask[r·msq + j]
   bool boolean = false;              // bool mask (uint8, nonzero = attend) or additive float
   index_t msq = 0;
+  // Training: row r's log-sum-exp at lse[r] (+inf for a row with no key), and dropout
+  // (attention_dropout.h): threshold 0 is none; row r is query row0 + r under the head's key.
+  float* lse = nullptr;
+  std::uint32_t drop_threshold = 0;
+  float drop_scale = 1.f;
+  std::uint64_t drop_key = 0;
+  index_t row0 = 0;
 };
 
 namespace att_flash_avx512 { void flash_block(const FlashBlock& f); }

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #endif
 
+#include "cpu/attention_dropout.h"
 #include "cpu/attention_flash.h"
 #include "engine/scratch.h"
 

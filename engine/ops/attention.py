@@ -42,7 +42,7 @@ def attention_check(node) -> None:
         raise GraphError(f"{_where(node)}: at most 4 outputs, got {len(node.outputs)}")
 
 
-class _AttnDims:
+class AttnDims:
     """Sizes of one Attention node, checked against every input."""
 
     def __init__(self, node, ins):
@@ -120,16 +120,27 @@ class _AttnDims:
 
 
 def attention_type(node, ins):
-    d = _AttnDims(node, ins)
+    d = AttnDims(node, ins)
     t = d.dtype
     types = [TensorType(d.y_shape, t), TensorType((d.B, d.Hkv, d.Lt, d.D), t), TensorType((d.B, d.Hkv, d.Lt, d.Dv), t),
              TensorType((d.B, d.Hq, d.Sq, d.Lt), t)]
     return types[:len(node.outputs)]
 
 
+def mask_layout(ctx, mask: str, d: AttnDims) -> tuple:
+    """The kernels' description of attn_mask: kind (0 none, 1 bool, 2 additive), [keys, batch
+    stride, head stride, row stride] (0 on broadcast dims) and its element count."""
+    if not mask:
+        return 0, [0, 0, 0, 0], 0
+    full = d.mask
+    st = strides_of(full)
+    return 1 if ctx.dtype(mask) == "bool" else 2, [full[3]] + [st[i] if full[i] > 1 else 0 for i in range(3)], \
+        math.prod(full)
+
+
 def attention_lower(ctx, node):
     ins = list(node.inputs) + [""] * (7 - len(node.inputs))
-    d = _AttnDims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in node.inputs])
+    d = AttnDims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in node.inputs])
     q, k, v, mask, pk, pv, nonpad = ins
     outs = list(node.outputs) + [""] * (4 - len(node.outputs))
     dt = d.dtype
@@ -143,13 +154,7 @@ def attention_lower(ctx, node):
     has_qk = bool(outs[3])
     if has_qk:
         kouts.append(outs[3])
-    mask_kind, mask_geom, mask_elems = 0, [0, 0, 0, 0], 0
-    if mask:
-        mask_kind = 1 if ctx.dtype(mask) == "bool" else 2
-        full = d.mask
-        st = strides_of(full)
-        mask_geom = [full[3]] + [st[i] if full[i] > 1 else 0 for i in range(3)]
-        mask_elems = math.prod(full)
+    mask_kind, mask_geom, mask_elems = mask_layout(ctx, mask, d)
     scratch = [""] * 6
     if dt == "float16":  # float32 stand-ins for the float16 values (same layouts)
         f32 = lambda shape: ctx.scratch(shape, "float32")  # noqa: E731

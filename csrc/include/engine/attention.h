@@ -39,6 +39,14 @@ struct AttentionMask {
   index_t sb = 0, sh = 0, sq = 0;
 };
 
+// Attention dropout (training): probability (b, h, i, j) is kept, times 1/(1 − rate), when a
+// counter-based hash of (seed, step, b·q_heads + h, i, j) clears the rate (cpu/attention_dropout.h),
+// so the backward draws the same mask again instead of storing it. rate 0: none.
+struct AttentionDropout {
+  double rate = 0.0;  // [0, 1)
+  std::uint64_t seed = 0, step = 0;
+};
+
 struct AttentionOptions {
   double scale = 1.0;          // applied to Q·Kᵀ
   double softcap = 0.0;        // > 0: s = softcap·tanh(s / softcap), before the bias
@@ -49,6 +57,11 @@ struct AttentionOptions {
   // Per batch: keys [0, n) are valid and the offset is n - q_len (an external cache); null: none.
   const std::int64_t* nonpad_kv_seqlen = nullptr;
   int qk_mode = 0;             // what `qk` receives: 0 scaled Q·Kᵀ, 1 + softcap, 2 + bias, 3 softmax
+  // Training (float, no qk output; the flash kernel runs): per (b, q head, row) the log-sum-exp
+  // of the row's biased scores at lse[(b·q_heads + h)·q_len + i] (+inf for a row with no key),
+  // what attention_backward() recomputes the probabilities from; and attention dropout.
+  float* lse = nullptr;
+  AttentionDropout dropout;
 };
 
 // y (q rows of v_head_dim) per (b, q head); qk (kv_len columns; data null: not wanted).
@@ -56,6 +69,20 @@ struct AttentionOptions {
 template <class T>
 void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<const T> k, HeadView<const T> v,
                const AttentionDims& dims, const AttentionMask& mask, const AttentionOptions& opt);
+
+// The backward of attention() in float32 (training): dq, dk, dv (overwritten) from q, k, v, the
+// forward's output o, its gradient dout and the forward's lse, with the forward's mask and options
+// (dropout included; no softcap). Flash-attention-2 structure (cpu/attention_grad.h): the
+// probabilities are recomputed per query tile and key block from lse, never stored whole; work is
+// split over (batch, kv head) and, when those are fewer than the threads, over key ranges.
+void attention_backward(HeadView<float> dq, HeadView<float> dk, HeadView<float> dv, HeadView<const float> q,
+                        HeadView<const float> k, HeadView<const float> v, HeadView<const float> o,
+                        HeadView<const float> dout, const float* lse, const AttentionDims& dims,
+                        const AttentionMask& mask, const AttentionOptions& opt);
+
+// The multipliers attention dropout applies: out (batch, q_heads, q_len, kv_len), each 0 or
+// 1/(1 − rate). For tests: the mask the kernels draw, without running them.
+void attention_dropout_mask(float* out, const AttentionDims& dims, const AttentionDropout& drop);
 
 // Which block kernel attention() uses for float when the scores are not an output: Auto (the
 // tiled online-softmax "flash" kernel from 16 query rows on, the materialised block below),

@@ -41,7 +41,8 @@ enum ScratchTag : int {
   kScratchGemmPackA = 1, kScratchGemmPackB, kScratchGemmPartial,
   kScratchConvCols, kScratchConvBand, kScratchConvResidual, kScratchConvStrided, kScratchConvIndirect,
   kScratchConvWinograd, kScratchConvNdCols, kScratchConvNdCols2, kScratchConvNdPanel,
-  kScratchAttentionScores, kScratchAttentionFlash, kScratchNormIn, kScratchNormOut, kScratchRotary, kScratchTopK,
+  kScratchAttentionScores, kScratchAttentionFlash, kScratchAttentionGrad, kScratchAttentionGradPartial,
+  kScratchNormIn, kScratchNormOut, kScratchRotary, kScratchTopK,
 };
 
 // A per-thread buffer of n elements of T (contents unspecified).

@@ -18,6 +18,7 @@ void register_reduce_steps(KernelRegistry& r);
 void register_nchw_steps(KernelRegistry& r);
 void register_rnn_steps(KernelRegistry& r);
 void register_attention_steps(KernelRegistry& r);
+void register_attention_grad_steps(KernelRegistry& r);
 void register_resize_steps(KernelRegistry& r);
 void register_optim_steps(KernelRegistry& r);
 void register_grad_steps(KernelRegistry& r);
@@ -34,6 +35,7 @@ inline void register_all_kernels(KernelRegistry& r) {
   register_nchw_steps(r);
   register_rnn_steps(r);
   register_attention_steps(r);
+  register_attention_grad_steps(r);
   register_resize_steps(r);
   register_optim_steps(r);
   register_grad_steps(r);

@@ -1,6 +1,7 @@
 // Parameter checks shared by the backward steps (grad_*_steps.cpp).
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,34 @@ inline std::vector<int> masked_outputs(const StepSpec& s, std::int64_t mask, int
 
 inline void need_input(const StepSpec& s, size_t k, const char* what, const char* for_what) {
   ENGINE_CHECK(s.in[k] >= 0, s.name + ": " + for_what + " needs " + what + " (input " + str(static_cast<std::int64_t>(k)) + ")");
+}
+
+// The step counter of seeded dropout, read at run time: int64[1], or the optimizers' float64
+// hyper buffer [lr, step, grad_scale]. Absent (slot -1): step 0.
+struct StepCounter {
+  int at = -1;
+  bool f64 = false;
+  std::uint64_t read(void* const* sl) const {
+    if (at < 0) return 0;
+    if (!f64) return static_cast<std::uint64_t>(*slot<const std::int64_t>(sl, at));
+    const double v = slot<const double>(sl, at)[1];
+    ENGINE_CHECK(v >= 0 && v <= 9.0e15 && v == std::floor(v), "dropout: step must be a whole number >= 0, got " +
+                                                                   std::to_string(v));
+    return static_cast<std::uint64_t>(v);
+  }
+};
+
+// Input k as a step counter (its type must be stated).
+inline StepCounter step_counter(const StepSpec& s, size_t k) {
+  StepCounter c;
+  c.at = s.in[k];
+  if (c.at < 0) return c;
+  ENGINE_CHECK(s.in_types.size() == s.in.size(), s.name + ": input types are required (one per input)");
+  const DType t = s.in_types[k];
+  ENGINE_CHECK(t == DType::I64 || t == DType::F64,
+               s.name + ": the counter must be int64[1] or the float64 hyper buffer, got " + dtype_name(t));
+  c.f64 = t == DType::F64;
+  return c;
 }
 
 inline float* out_ptr(void* const* sl, int k) { return k >= 0 ? slot<float>(sl, k) : nullptr; }

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "engine/grad.h"
+#include "runtime/kernels/grad_step_util.h"
 #include "runtime/kernels/families.h"
 #include "runtime/registry.h"
 
@@ -126,30 +127,6 @@ StepFn softmax_xent(const StepSpec& s) {
 }
 
 
-// The step counter: int64[1], or the optimizers' float64 hyper buffer [lr, step, grad_scale].
-struct Counter {
-  int at = -1;  // slot
-  bool f64 = false;
-  std::uint64_t read(void* const* sl) const {
-    if (!f64) return static_cast<std::uint64_t>(*slot<const std::int64_t>(sl, at));
-    const double v = slot<const double>(sl, at)[1];
-    ENGINE_CHECK(v >= 0 && v <= 9.0e15 && v == std::floor(v), "dropout: step must be a whole number >= 0, got " +
-                                                                   std::to_string(v));
-    return static_cast<std::uint64_t>(v);
-  }
-};
-
-Counter counter(const StepSpec& s, size_t k) {
-  Counter c;
-  c.at = s.in[k];
-  if (c.at < 0) return c;
-  const DType t = in_type(s, k);
-  ENGINE_CHECK(t == DType::I64 || t == DType::F64,
-               s.name + ": the counter must be int64[1] or the float64 hyper buffer, got " + dtype_name(t));
-  c.f64 = t == DType::F64;
-  return c;
-}
-
 void dropout_params(const StepSpec& s, index_t& n, std::uint64_t& seed, double& rate) {
   n = s.i(0);
   ENGINE_CHECK(n >= 0, s.name + ": n < 0");
@@ -168,7 +145,7 @@ StepFn dropout_fwd(const StepSpec& s) {
   dropout_params(s, n, seed, rate);
   ENGINE_CHECK(s.in[0] >= 0 && s.in[1] >= 0, "dropout_fwd: x and the counter are required");
   need_f32(s, 0, "x");
-  const Counter ctr = counter(s, 1);
+  const gradstep::StepCounter ctr = gradstep::step_counter(s, 1);
   if (s.out.size() == 2 && !s.out_types.empty())
     ENGINE_CHECK(s.out_types[1] == DType::U8, std::string("dropout_fwd: the mask must be uint8, got ") +
                                                   dtype_name(s.out_types[1]));
@@ -192,7 +169,7 @@ StepFn dropout_grad(const StepSpec& s) {
   if (s.in[1] >= 0 && s.in_types.size() == s.in.size())
     ENGINE_CHECK(s.in_types[1] == DType::U8, std::string("dropout_grad: the mask must be uint8, got ") +
                                                  dtype_name(s.in_types[1]));
-  const Counter ctr = s.in[1] >= 0 ? Counter{} : counter(s, 2);
+  const gradstep::StepCounter ctr = s.in[1] >= 0 ? gradstep::StepCounter{} : gradstep::step_counter(s, 2);
   const int dy = s.in[0], mask = s.in[1], dx = s.out[0];
   return [=](void* const* sl) {
     dropout_backward(slot<float>(sl, dx), slot<const float>(sl, dy),

@@ -1,0 +1,22 @@
+// The attention backward tile compiled for avx512 (vector width 16 floats); see attention_grad_impl.h.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/attention_dropout.h"
+#include "cpu/attention_grad.h"
+#include "engine/scratch.h"
+
+namespace engine {
+namespace att_grad_avx512 {
+#define EW_W 16
+#include "cpu/elementwise_vmath.h"
+#include "cpu/attention_grad_impl.h"
+#undef EW_W
+}  // namespace att_grad_avx512
+}  // namespace engine

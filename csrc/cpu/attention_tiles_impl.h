@@ -1,0 +1,135 @@
+// Register-blocked micro-kernels of the attention kernels, with the block's query rows along the
+// vector lanes: the flash forward (attention_flash_impl.h) and the backward (attention_grad_impl.h).
+// Included inside a per-ISA namespace after EW_W, the standard headers and elementwise_vmath.h;
+// the only include here is vec_broadcast.h, which needs the same context.
+//
+// A score-like tile is stored transposed, Tᵀ (keys × Rp, Rp = rows rounded up to W): row j of
+// it holds key j's values for every query row, so per-row quantities (max, sum, log-sum-exp) are
+// vertical vector operations over W rows at a time.
+
+#include "cpu/vec_broadcast.h"
+
+// The register blocking of the micro-kernels: scores MK keys × SNV row vectors, P·V PR rows ×
+// PNV vectors of v columns (AVX-512: 32 registers; else 16). P·V runs over all Rp rows (a
+// multiple of W, so of PR): padded lanes hold finite values nobody reads.
+constexpr int kMK = 6, kSNV = W == 16 ? 4 : 2;
+constexpr int kPR = 4, kPNV = W == 16 ? 4 : 2;
+static_assert(W % kPR == 0, "P·V row blocking must divide the vector width");
+
+// Sᵀ[j][r0 .. r0 + NV·W) = Σ_d K[j][d] · Qᵀ[d][r0 ..] for `cnt` (<= MK) keys from j: a short group
+// reads its last key again for the missing ones (full register blocking) and stores `cnt` rows.
+template <int MK, int NV>
+static inline void score_tile(float* St, index_t Rp, const float* Qt, const float* k, index_t ldk, index_t dk,
+                              index_t cnt) {
+  const float* kr[MK];
+#pragma GCC unroll 16
+  for (int m = 0; m < MK; ++m) kr[m] = k + std::min<index_t>(m, cnt - 1) * ldk;
+  vf acc[MK][NV];
+#pragma GCC unroll 16
+  for (int m = 0; m < MK; ++m)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[m][n] = bcast(0.f);
+  for (index_t d = 0; d < dk; ++d) {
+    vf qv[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) qv[n] = load(Qt + d * Rp + n * W);
+#pragma GCC unroll 16
+    for (int m = 0; m < MK; ++m) {
+      const vf kb = bcast(kr[m][d]);
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) acc[m][n] += kb * qv[n];
+    }
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < MK; ++m)
+    if (m < cnt)
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) store(St + m * Rp + n * W, acc[m][n]);
+}
+
+template <int NV>
+static void score_rows(float* St, index_t Rp, const float* Qt, const float* k, index_t ldk, index_t dk, index_t n) {
+  for (index_t j = 0; j < n; j += kMK)
+    score_tile<kMK, NV>(St + j * Rp, Rp, Qt, k + j * ldk, ldk, dk, std::min<index_t>(kMK, n - j));
+}
+
+// acc[r][c0 ..] = alpha[r]·acc[r][c0 ..] (or 0 when first; alpha null: 1) + Σ_j P[j][r] · V[j][c0 ..]
+// for MR rows from r0 and NV column vectors; the last vector holds `last` (<= W) columns.
+template <int MR, int NV>
+static inline void pv_tile(float* acc, index_t lda, const float* alpha, const float* St, index_t Rp, const float* v,
+                           index_t ldv, index_t n, index_t last, bool first) {
+  vf a[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) {
+    const vf s = bcast(first ? 0.f : alpha ? alpha[m] : 1.f);
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) a[m][c] = first ? bcast(0.f) : load(acc + m * lda + c * W) * s;
+  }
+  for (index_t j = 0; j < n; ++j) {
+    vf vv[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c)
+      vv[c] = c == NV - 1 && last < W ? load_partial(v + j * ldv + c * W, last) : load(v + j * ldv + c * W);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const vf p = bcast(St[j * Rp + m]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) a[m][c] += p * vv[c];
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) store(acc + m * lda + c * W, a[m][c]);
+}
+
+template <int MR>
+static void pv_rows(float* acc, index_t lda, const float* alpha, const float* St, index_t Rp, const float* v,
+                    index_t ldv, index_t n, index_t dv, bool first) {
+  const index_t nvec = (dv + W - 1) / W, tail = dv - (nvec - 1) * W;
+  index_t c = 0;
+  for (; c + kPNV <= nvec; c += kPNV)
+    pv_tile<MR, kPNV>(acc + c * W, lda, alpha, St, Rp, v + c * W, ldv, n, c + kPNV == nvec ? tail : W, first);
+  for (; c < nvec; ++c) pv_tile<MR, 1>(acc + c * W, lda, alpha, St, Rp, v + c * W, ldv, n, c + 1 == nvec ? tail : W, first);
+}
+
+// The bias of the W query rows from rb (`live` of them real) on a score tile s (Sᵀ + rb: n keys
+// from j0, row stride Rp): the attn_mask (null: none; bool: -inf where false, additive: added;
+// msq 0: one mask row for every query row; else row r's value for key j at mask[r·msq + j]) and,
+// unless `inside` (every row attends every key of the tile), -inf outside each row's [lo, hi).
+static inline void bias_scores(float* s, index_t Rp, index_t n, index_t j0, index_t rb, index_t live,
+                               const void* mask, bool boolean, index_t msq, const std::int32_t* lo,
+                               const std::int32_t* hi, bool inside) {
+  const vf ninf = bcast(-kInf);
+  const float* fmask = static_cast<const float*>(mask);
+  const std::uint8_t* bmask = static_cast<const std::uint8_t*>(mask);
+  if (mask) {
+    if (msq == 0) {
+      if (boolean) {
+        for (index_t j = 0; j < n; ++j)
+          if (!bmask[j0 + j]) store(s + j * Rp, ninf);
+      } else {
+        for (index_t j = 0; j < n; ++j) store(s + j * Rp, load(s + j * Rp) + bcast(fmask[j0 + j]));
+      }
+    } else {
+      for (index_t l = 0; l < live; ++l) {
+        const index_t off = (rb + l) * msq + j0;
+        if (boolean) {
+          for (index_t j = 0; j < n; ++j)
+            if (!bmask[off + j]) s[j * Rp + l] = -kInf;
+        } else {
+          for (index_t j = 0; j < n; ++j) s[j * Rp + l] += fmask[off + j];
+        }
+      }
+    }
+  }
+  if (!inside) {
+    vi vlo, vhi;
+    std::memcpy(&vlo, lo + rb, sizeof vlo);
+    std::memcpy(&vhi, hi + rb, sizeof vhi);
+    for (index_t j = 0; j < n; ++j) {
+      const vi jj = bcasti(static_cast<std::int32_t>(j0 + j));
+      store(s + j * Rp, (jj >= vlo) & (jj < vhi) ? load(s + j * Rp) : ninf);
+    }
+  }
+}
