@@ -1,6 +1,7 @@
 """Every engine.nn layer, by family (kept for `from engine.nn.layers import Dense`)."""
 
 from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from .attention import MultiHeadAttention
 from .base import GraphBuilder, Layer, weights_epoch
 from .conv import (Conv1D, Conv1DTranspose, Conv2D, Conv2DTranspose, Conv3D, Conv3DTranspose, DepthwiseConv1D,
                    DepthwiseConv2D, SeparableConv1D, SeparableConv2D)
@@ -15,6 +16,7 @@ from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed
 from .reshaping import (Cropping1D, Cropping2D, Cropping3D, Flatten, Permute, RepeatVector, Reshape, UpSampling1D,
                         UpSampling2D, UpSampling3D, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D)
+from .transformer import TransformerDecoderLayer, TransformerEncoderLayer
 
 # Keras's aliases
 Convolution1D, Convolution2D, Convolution3D = Conv1D, Conv2D, Conv3D
