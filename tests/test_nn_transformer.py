@@ -12,55 +12,9 @@ import engine
 from engine import nn
 
 torch = pytest.importorskip("torch")
+from torch_transformer import causal, decoder_weights, encoder_weights, randomized  # noqa: E402
 
 ATOL = 2e-5
-
-
-def randomized(module, seed=0):
-    """torch's module in eval mode with random weights (LayerNorm's gamma/beta included)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        for m in module.modules():
-            if isinstance(m, torch.nn.LayerNorm):
-                m.weight += 1.0
-    return module.eval()
-
-
-def attention_weights(mha) -> list:
-    """torch MultiheadAttention → Keras's query, key, value, attention_output kernels and biases."""
-    E, H = mha.embed_dim, mha.num_heads
-    w, b = mha.in_proj_weight.detach().numpy(), mha.in_proj_bias.detach().numpy()
-    out = []
-    for i in range(3):
-        out += [w[i * E:(i + 1) * E].T.reshape(E, H, E // H), b[i * E:(i + 1) * E].reshape(H, E // H)]
-    return out + [mha.out_proj.weight.detach().numpy().T.reshape(H, E // H, E), mha.out_proj.bias.detach().numpy()]
-
-
-def params(*modules) -> list:
-    """LayerNorm (gamma, beta) and Linear (kernel (in, out), bias) weights in Keras's layouts."""
-    out = []
-    for m in modules:
-        w, b = m.weight.detach().numpy(), m.bias.detach().numpy()
-        out += [w.T if isinstance(m, torch.nn.Linear) else w, b]
-    return out
-
-
-def encoder_weights(t) -> list:  # keras_hub's order
-    return attention_weights(t.self_attn) + params(t.norm1, t.norm2, t.linear1, t.linear2)
-
-
-def decoder_weights(t, cross=True) -> list:
-    out = attention_weights(t.self_attn) + params(t.norm1)
-    if cross:
-        out += attention_weights(t.multihead_attn) + params(t.norm2)
-    return out + params(t.linear1, t.linear2, t.norm3)
-
-
-def causal(T):
-    """torch's causal mask (True hides a key)."""
-    return torch.ones(T, T, dtype=torch.bool).triu(1)
 
 
 def close(got, want, what):
