@@ -16,7 +16,6 @@ from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN, TimeDistributed
 from .reshaping import (Cropping1D, Cropping2D, Cropping3D, Flatten, Permute, RepeatVector, Reshape, UpSampling1D,
                         UpSampling2D, UpSampling3D, ZeroPadding1D, ZeroPadding2D, ZeroPadding3D)
-from .transformer import TransformerDecoderLayer, TransformerEncoderLayer
 
 # Keras's aliases
 Convolution1D, Convolution2D, Convolution3D = Conv1D, Conv2D, Conv3D
@@ -30,4 +29,9 @@ GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPool3D = GlobalMaxPooling1D, GlobalMa
 LAYERS = {name: obj for name, obj in dict(globals()).items()
           if isinstance(obj, type) and issubclass(obj, Layer) and obj is not Layer and not name.startswith("_")}
 
-__all__ = sorted(LAYERS) + ["GraphBuilder", "Layer", "weights_epoch", "LAYERS"]
+# engine.nn's own layers, which are no Keras class (keras_hub's are custom objects to Keras):
+# neither read from nor written to Keras files.
+from .transformer import TransformerDecoderLayer, TransformerEncoderLayer  # noqa: E402
+
+__all__ = sorted(LAYERS) + ["TransformerDecoderLayer", "TransformerEncoderLayer", "GraphBuilder", "Layer",
+                            "weights_epoch", "LAYERS"]
