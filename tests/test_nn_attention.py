@@ -213,5 +213,7 @@ def test_bad_arguments_are_clear_errors():
         nn.MultiHeadAttention(2, 4)(x, x, attention_mask=nn.Input((), dtype="bool"))
     with pytest.raises(engine.EngineError, match="attention_mask must be a symbolic tensor"):
         nn.MultiHeadAttention(2, 4)(x, x, attention_mask=np.ones((5, 5), bool))
+    with pytest.raises(engine.EngineError, match="value is required"):
+        nn.MultiHeadAttention(2, 4)(x, None)
     with pytest.raises(engine.ShapeError, match="same length"):
         nn.MultiHeadAttention(2, 4)(x, nn.Input((6, 8)), key=nn.Input((7, 8)))

@@ -56,9 +56,12 @@ def tensor_call(layer: Layer, inputs: list, masks: list, extra: dict, options: d
     return call.outputs if len(out_shapes) > 1 else call.outputs[0]
 
 
-def check_tensor(layer: Layer, t, what: str, ranks: tuple = ()) -> None:
-    """`t` is None or a symbolic tensor whose rank is one of `ranks` (any when empty)."""
+def check_tensor(layer: Layer, t, what: str, ranks: tuple = (), required: bool = False) -> None:
+    """`t` is a symbolic tensor whose rank is one of `ranks` (any when empty), or None when
+    not required."""
     if t is None:
+        if required:
+            raise EngineError(f"{layer.name}: {what} is required")
         return
     if not isinstance(t, KerasTensor):
         raise EngineError(f"{layer.name}: {what} must be a symbolic tensor (from Input() or a layer), "
@@ -142,10 +145,7 @@ class MultiHeadAttention(Layer):
     def __call__(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
                  return_attention_scores: bool = False, training=None, use_causal_mask: bool = False):
         for what, t in (("query", query), ("value", value), ("key", key)):
-            if what != "key" or t is not None:
-                check_tensor(self, t, what)
-                if t is None:
-                    raise EngineError(f"{self.name}: {what} is required")
+            check_tensor(self, t, what, required=what != "key")
         query_mask = query.mask if query_mask is None else query_mask
         value_mask = value.mask if value_mask is None else value_mask
         key_mask = key.mask if key_mask is None and key is not None else key_mask

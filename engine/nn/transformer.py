@@ -65,7 +65,7 @@ class _TransformerBlock(Layer):
                 Dropout(self.dropout, name=f"{self.name}/feedforward_dropout"))
 
     def _residual_block(self, g, x: str, out: str, norm: LayerNormalization, body) -> str:
-        """x + dropout(body(x)) with `norm` before body (normalize_first) or after the sum."""
+        """x + body(x), with `norm` applied to body's input (normalize_first) or to the sum."""
         h = norm.emit(g, x, f"{out}/norm") if self.normalize_first else x
         y = g.node("Add", [body(h), x], f"{out}/sum")
         return y if self.normalize_first else norm.emit(g, y, f"{out}/norm")
@@ -111,7 +111,7 @@ class TransformerEncoderLayer(_TransformerBlock):
                            self._ffn_layers[0], self._ffn_layers[1]]
 
     def __call__(self, inputs, padding_mask=None, attention_mask=None, training=None):
-        check_tensor(self, inputs, "inputs")
+        check_tensor(self, inputs, "inputs", required=True)
         padding_mask = _padding(self, padding_mask, inputs, "padding_mask")
         check_tensor(self, attention_mask, "attention_mask", (3,))
         extra = {} if attention_mask is None else {"attention_mask": attention_mask}
@@ -169,7 +169,7 @@ class TransformerDecoderLayer(_TransformerBlock):
     def __call__(self, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None,
                  decoder_attention_mask=None, encoder_padding_mask=None, encoder_attention_mask=None,
                  use_causal_mask: bool = True, training=None):
-        check_tensor(self, decoder_sequence, "decoder_sequence")
+        check_tensor(self, decoder_sequence, "decoder_sequence", required=True)
         check_tensor(self, encoder_sequence, "encoder_sequence")
         if self.built and (encoder_sequence is None) != (self.cross_attention is None):
             raise EngineError(f"{self.name}: built {'with' if self.cross_attention else 'without'} cross-attention; "
