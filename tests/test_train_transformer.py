@@ -13,7 +13,9 @@ from engine import losses, nn, optimizers
 torch = pytest.importorskip("torch")
 from torch_transformer import encoder_weights, randomized  # noqa: E402
 
-pytestmark = pytest.mark.skipif("Attention" not in engine.ops.grad_registry.BACKWARD,
+# Attention trains through its training form (AttentionTrain, whose backward rule is registered
+# under that name), so the form is what tells whether attention training is merged.
+pytestmark = pytest.mark.skipif("Attention" not in engine.ops.grad_registry.TRAINING_FORMS,
                                 reason="attention backward not merged yet")
 
 V, E, H, F, C, T = 13, 8, 2, 16, 3, 6
@@ -62,6 +64,7 @@ def test_training_steps_match_torch(optimizer):
     else:
         ours, theirs = optimizers.Adam(1e-2, convention="torch"), torch.optim.Adam(twin.parameters(), lr=1e-2)
     model.compile(optimizer=ours, loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    names = [f"{layer.name}/{n}" for layer in model.layers for n in layer.all_weight_names()]
     for step in range(3):
         xb, yb = x[4 * step:4 * step + 4], y[4 * step:4 * step + 4]
         loss = model.fit(xb, yb, batch_size=4, epochs=1, shuffle=False, verbose=0).history["loss"][0]
@@ -70,5 +73,9 @@ def test_training_steps_match_torch(optimizer):
         want.backward()
         theirs.step()
         assert loss == pytest.approx(want.item(), rel=1e-5), f"step {step}"
-        for i, (a, b) in enumerate(zip(model.get_weights(), twin.keras_weights())):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"step {step}: weight {i}")
+        for name, a, b in zip(names, model.get_weights(), twin.keras_weights()):
+            if optimizer == "adam" and name.endswith("/key/bias"):
+                # zero gradient in exact arithmetic (it adds one q·b to every score of a query):
+                # Adam turns its rounding noise into steps of ±lr
+                continue
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"step {step}: {name}")
