@@ -62,8 +62,8 @@ def from_torch(module, example_inputs, **kwargs) -> Model:
     return _from_torch(module, example_inputs, **kwargs)
 
 
-def __getattr__(name):  # engine.nn, engine.optimizers, engine.schedules imported on first use
-    if name in ("nn", "optimizers", "schedules"):
+def __getattr__(name):  # engine.nn, engine.optimizers, engine.schedules, engine.models imported on first use
+    if name in ("nn", "optimizers", "schedules", "models"):
         import importlib
 
         return importlib.import_module("." + name, __name__)
@@ -71,7 +71,7 @@ def __getattr__(name):  # engine.nn, engine.optimizers, engine.schedules importe
 
 
 __all__ = [
-    "load", "from_torch", "Model", "TensorInfo", "Graph", "Node", "Value", "nn", "optimizers", "schedules",
+    "load", "from_torch", "Model", "TensorInfo", "Graph", "Node", "Value", "nn", "optimizers", "schedules", "models",
     "EngineError", "KernelError", "ShapeError", "DTypeError", "ModelFormatError",
     "UnsupportedOpError", "GraphError", "SaveError", "set_num_threads", "get_num_threads",
     "set_isa", "get_isa", "memory_info", "release_memory", "set_scratch_keep", "__version__",

@@ -21,6 +21,7 @@ from typing import Optional
 from ..errors import EngineError, ModelFormatError, UnsupportedOpError
 from ..nn import Input, Layer, Model, Sequential
 from ..nn.activations import Act
+from ..nn.attention import MultiHeadAttention
 from ..nn.layers import LAYERS
 from ..nn.ops import OPS, OpLayer
 from ..nn.recurrent import _RNN, Bidirectional
@@ -167,7 +168,7 @@ class ConfigReader:
             raise self.error(f"layer '{name}': an inbound node is neither a list nor a dict")
         kwargs.pop("training", None)
         try:
-            if isinstance(obj, OpLayer):
+            if isinstance(obj, (OpLayer, MultiHeadAttention)):  # MultiHeadAttention(query, value, key=...)
                 return obj(*args, **kwargs)
             if not args:
                 raise EngineError("called without inputs")

@@ -7,7 +7,7 @@ Two layouts:
   named after the layer's class in snake case (`dense`, `dense_1`, ... in model.layers order;
   the `vars` group's `name` attribute names the layer), sub-layers in their own folders
   (`cell` of an RNN, `forward_layer` / `backward_layer` of Bidirectional, `layer` of
-  TimeDistributed).
+  TimeDistributed, `query_dense` ... `output_dense` of MultiHeadAttention).
 
 Every array's shape is checked against the layer before it is read, so a file cannot make
 the reader allocate more than the layer needs.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineError, ModelFormatError
+from ..nn.attention import MultiHeadAttention
 from ..nn.base import snake_case
 from ..nn.recurrent import _RNN, Bidirectional, TimeDistributed
 from .h5_tree import Dataset
@@ -121,6 +122,10 @@ def _v3_items(source: str, group, layer, path: str) -> list:
         return _v3_items(source, sub("layer"), layer.layer, f"{path}/layer")
     if isinstance(layer, _RNN):
         return _vars(sub("cell"), f"{path}/cell")
+    if isinstance(layer, MultiHeadAttention):  # one folder per projection, in the weights' order
+        dense = ["query_dense", "key_dense"] + (["_gate_dense"] if layer.use_gate else []) + ["value_dense",
+                                                                                              "output_dense"]
+        return [item for d in dense for item in _vars(sub(d), f"{path}/{d}")]
     return _vars(group, path)
 
 

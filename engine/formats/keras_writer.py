@@ -254,6 +254,9 @@ def _keras_parents(c) -> list:
     are not part of its graph."""
     if c.layer.is_op:
         return list(c.inputs)
+    if type(c.layer).__name__ == "MultiHeadAttention":
+        args, kwargs = _attention_arguments(c)
+        return args + [kwargs[k] for k in sorted(kwargs)]
     return list(c.inputs) + _extra(c) + _explicit_masks(c)
 
 
@@ -312,8 +315,10 @@ def _node(c, ref) -> dict:
         if type(layer).__name__ == "Concatenate":  # keras.ops.concatenate([a, b, ...])
             args = [args]
         return {"args": args, "kwargs": {}}
-    args = [ref(c.inputs[0])] if c.single else [[ref(t) for t in c.inputs]]
     cls = kl.keras_class(layer)
+    if cls == "MultiHeadAttention":
+        return _attention_node(c, ref)
+    args = [ref(c.inputs[0])] if c.single else [[ref(t) for t in c.inputs]]
     kwargs = {}
     explicit = _explicit_masks(c)
     if explicit and cls not in kl.MASK_ARG:
@@ -327,6 +332,30 @@ def _node(c, ref) -> dict:
         m = c.masks[0]
         kwargs["mask"] = ref(m) if m is not None and m is not c.input_masks[0] else None
     return {"args": args, "kwargs": kwargs}
+
+
+def _attention_arguments(c) -> tuple:
+    """A MultiHeadAttention call as Keras records it: [query, value] and {keyword: tensor}."""
+    if c.masks[0] is not None and c.masks[0] is not c.input_masks[0]:
+        raise SaveError(f"save_keras: layer '{c.layer.name}' (MultiHeadAttention) is called with an explicit "
+                        "query_mask, which Keras 3.15 ignores (it reads the query's own mask only)")
+    kwargs = {"key": c.inputs[2]} if len(c.inputs) > 2 else {}
+    for name, m, own in zip(("value_mask", "key_mask"), c.masks[1:], c.input_masks[1:] + [None]):
+        if m is not None and m is not own:
+            kwargs[name] = m
+    if "attention_mask" in c.extra:
+        kwargs["attention_mask"] = c.extra["attention_mask"]
+    return list(c.inputs[:2]), kwargs
+
+
+def _attention_node(c, ref) -> dict:
+    args, tensors = _attention_arguments(c)
+    kwargs = {k: ref(t) for k, t in tensors.items()}
+    if c.options["scores"]:
+        kwargs["return_attention_scores"] = True
+    if c.options["causal"]:
+        kwargs["use_causal_mask"] = True
+    return {"args": [ref(t) for t in args], "kwargs": kwargs}
 
 
 # -- compile information ------------------------------------------------------------------------

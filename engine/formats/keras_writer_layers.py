@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import SaveError
 from ..nn import initializers as _inits
+from ..nn.attention import MultiHeadAttention
 from ..nn.base import snake_case
 from ..nn.layers import LAYERS
 from ..nn.ops import OPS
@@ -57,6 +58,11 @@ _NO_BUILD_CONFIG = frozenset({
     "GlobalMaxPooling2D", "GlobalMaxPooling3D", "Reshape", "UnitNormalization", "ReLU", "LeakyReLU", "ELU",
     "Softmax"})
 _CELLS = {"SimpleRNN": "simple_rnn_cell", "LSTM": "lstm_cell", "GRU": "gru_cell"}
+# MultiHeadAttention's sub-layers in a .keras file: (folder, name); Keras numbers the names of the
+# softmax and the dropout (softmax_3), which nothing reads back.
+_ATTENTION_PARTS = (("query_dense", "query"), ("key_dense", "key"), ("_gate_dense", "gate"),
+                    ("value_dense", "value"), ("output_dense", "attention_output"), ("_softmax", "softmax"),
+                    ("_dropout_layer", "dropout"))
 _VAR_NAMES = {"DepthwiseConv1D": {"depthwise_kernel": "kernel"}, "DepthwiseConv2D": {"depthwise_kernel": "kernel"}}
 
 _VS = {"seed": None, "input_axes": None, "output_axes": None}
@@ -271,6 +277,18 @@ def _array(v):
     return float(v) if v.ndim == 0 else {"class_name": "__numpy__", "config": {"value": v.tolist(), "dtype": "float32"}}
 
 
+def _attention(x):
+    c = {"num_heads": x.num_heads, "key_dim": x.key_dim, "value_dim": x.value_dim, "dropout": x.dropout,
+         "use_bias": x.use_bias, "use_gate": x.use_gate, "output_shape": plain(x.out_dims),
+         "attention_axes": [1], "sliding_window": x.sliding_window,  # Keras writes its axes once built
+         "kernel_initializer": _init(x.kernel_initializer, "GlorotUniform"),
+         "bias_initializer": _init(x.bias_initializer, "Zeros"),
+         "activity_regularizer": _obj(x, x.activity_regularizer, "activity_regularizer"), "seed": x.seed}
+    c.update(_regs(x, ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint"),
+                   x.regularizers))
+    return c
+
+
 def _normalization(x):
     mean = None if x.input_mean is None else plain(x.input_mean)
     var = None if x.input_variance is None else plain(x.input_variance)
@@ -320,6 +338,7 @@ _CONFIGS = {
     "Bidirectional": lambda x: {"merge_mode": x.merge_mode, "layer": serialize(x.forward_layer),
                                 "backward_layer": serialize(x.backward_layer)},
     "TimeDistributed": lambda x: {"layer": serialize(x.layer)},
+    "MultiHeadAttention": _attention,
 }
 _CONFIGS["SpatialDropout3D"] = _CONFIGS["SpatialDropout2D"]
 for _n in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
@@ -366,6 +385,9 @@ def layer_config(layer) -> dict:
 def build_config(layer):
     if type(layer).__name__ in _NO_BUILD_CONFIG or layer.input_shape is None:
         return None
+    if isinstance(layer, MultiHeadAttention):  # build(query_shape, value_shape, key_shape=None)
+        names = ("query_shape", "value_shape", "key_shape")
+        return {"shapes_dict": {n: shape_list(s) for n, s in zip(names, layer.input_shape)}}
     return {"input_shape": shape_list(layer.input_shape)}
 
 
@@ -419,6 +441,11 @@ def store_tree(layer) -> dict:
     elif isinstance(layer, _RNN):
         cell = {"name": _CELLS[type(layer).__name__], "vars": [w for _, w in own_weights(layer)], "children": {}}
         tree["children"] = {"cell": cell}
+    elif isinstance(layer, MultiHeadAttention):  # an EinsumDense per projection; a softmax and a dropout
+        weights = dict(own_weights(layer))
+        tree["children"] = {folder: {"name": name, "children": {},
+                                     "vars": [w for n, w in weights.items() if n.startswith(name + "/")]}
+                            for folder, name in _ATTENTION_PARTS if folder != "_gate_dense" or layer.use_gate}
     else:
         tree["vars"] = [w for _, w in own_weights(layer)]
     return tree

@@ -13,4 +13,5 @@ from .layers import LAYERS, Layer
 from .models import Model, Sequential, load_model
 from .tensor import Input, KerasTensor
 
-__all__ = ["Input", "KerasTensor", "Sequential", "Model", "load_model", "Layer", "set_random_seed", "ops", "Act"] + sorted(LAYERS)
+__all__ = ["Input", "KerasTensor", "Sequential", "Model", "load_model", "Layer", "set_random_seed", "ops", "Act",
+           "TransformerEncoderLayer", "TransformerDecoderLayer"] + sorted(LAYERS)

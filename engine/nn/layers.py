@@ -1,6 +1,7 @@
 """Every engine.nn layer, by family (kept for `from engine.nn.layers import Dense`)."""
 
 from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from .attention import MultiHeadAttention
 from .base import GraphBuilder, Layer, weights_epoch
 from .conv import (Conv1D, Conv1DTranspose, Conv2D, Conv2DTranspose, Conv3D, Conv3DTranspose, DepthwiseConv1D,
                    DepthwiseConv2D, SeparableConv1D, SeparableConv2D)
@@ -28,4 +29,9 @@ GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPool3D = GlobalMaxPooling1D, GlobalMa
 LAYERS = {name: obj for name, obj in dict(globals()).items()
           if isinstance(obj, type) and issubclass(obj, Layer) and obj is not Layer and not name.startswith("_")}
 
-__all__ = sorted(LAYERS) + ["GraphBuilder", "Layer", "weights_epoch", "LAYERS"]
+# engine.nn's own layers, which are no Keras class (keras_hub's are custom objects to Keras):
+# neither read from nor written to Keras files.
+from .transformer import TransformerDecoderLayer, TransformerEncoderLayer  # noqa: E402
+
+__all__ = sorted(LAYERS) + ["TransformerDecoderLayer", "TransformerEncoderLayer", "GraphBuilder", "Layer",
+                            "weights_epoch", "LAYERS"]
