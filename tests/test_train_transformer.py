@@ -7,16 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import engine.ops
 from engine import losses, nn, optimizers
 
 torch = pytest.importorskip("torch")
 from torch_transformer import encoder_weights, randomized  # noqa: E402
-
-# Attention trains through its training form (AttentionTrain, whose backward rule is registered
-# under that name), so the form is what tells whether attention training is merged.
-pytestmark = pytest.mark.skipif("Attention" not in engine.ops.grad_registry.TRAINING_FORMS,
-                                reason="attention backward not merged yet")
 
 V, E, H, F, C, T = 13, 8, 2, 16, 3, 6
 
