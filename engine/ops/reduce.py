@@ -346,7 +346,22 @@ def cumsum_lower(ctx, node):
     half.finish()
 
 
-register("CumSum", cumsum_type, cumsum_lower, check=_cumsum_check)
+def cumsum_eval(node, ins):
+    """numpy's running sum, shifted one place for `exclusive` (each sum in the kernel's order)."""
+    axis = _cumsum_axis(node, ins)
+    x = np.asarray(ins[0].value)
+    reverse = flag_attr(node, "reverse", 0)
+    if reverse:
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=x.dtype)
+    if flag_attr(node, "exclusive", 0):
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis)), np.delete(y, -1, axis)], axis) if y.shape[axis] else y
+    return [np.flip(y, axis) if reverse else y]
+
+
+# Evaluated when its input is known: masks that transformers compute from position ids (GPT-2,
+# Llama) are then fixed by the shapes.
+register("CumSum", cumsum_type, cumsum_lower, check=_cumsum_check, evaluate=cumsum_eval)
 
 
 # -- TopK --------------------------------------------------------------------------------------

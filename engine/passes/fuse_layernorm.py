@@ -27,7 +27,10 @@ class _Match:
         self.w, self.types = graph.initializers, types
 
     def readers(self, value) -> list:
-        return [] if value in self.outputs else self.uses.get(value, [])
+        """The distinct nodes reading value (d·d reads d twice)."""
+        if value in self.outputs:
+            return []
+        return list({id(n): n for n in self.uses.get(value, [])}.values())
 
     def only_reader(self, value, op=None):
         r = self.readers(value)
