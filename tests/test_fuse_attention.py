@@ -41,7 +41,8 @@ def _attention(mask_nodes, mask_inputs, mask_name, guard=False, extra_outputs=()
     if guard:
         nodes += [h.make_node("IsNaN", ["p"], ["nan"]), h.make_node("Where", ["nan", "zero", "p"], ["pg"])]
     nodes += [h.make_node("MatMul", ["pg" if guard else "p", "vh"], ["y4"]),
-              h.make_node("Transpose", ["y4"], ["yt"], perm=[0, 2, 1, 3]), h.make_node("Reshape", ["yt", "merge"], ["y"])]
+              h.make_node("Transpose", ["y4"], ["yt"], perm=[0, 2, 1, 3]),
+              h.make_node("Reshape", ["yt", "merge"], ["y"])]
     inputs = [h.make_tensor_value_info("x", T.FLOAT, ["b", seq, E])] + mask_inputs
     outputs = [h.make_tensor_value_info("y", T.FLOAT, None)] + [h.make_tensor_value_info(o, T.FLOAT, None)
                                                                for o in extra_outputs]
@@ -124,7 +125,8 @@ def test_one_minus_mask_times_finfo_min_of_an_unbounded_input_is_left_alone(mask
 
 
 def test_one_minus_a_bool_mask_times_finfo_min_is_fused():
-    nodes = [h.make_node("Unsqueeze", ["keep", "axes12"], ["keep_u"]), h.make_node("Cast", ["keep_u"], ["kf"], to=T.FLOAT),
+    nodes = [h.make_node("Unsqueeze", ["keep", "axes12"], ["keep_u"]),
+             h.make_node("Cast", ["keep_u"], ["kf"], to=T.FLOAT),
              h.make_node("Sub", ["one", "kf"], ["inv"]), h.make_node("Mul", ["inv", "fmin"], ["mask"]),
              h.make_node("Constant", [], ["axes12"], value=numpy_helper.from_array(np.array([1, 2], np.int64))),
              h.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.float32(1))),

@@ -15,19 +15,21 @@ from .fuse_pool_relu_grad import fuse_pool_relu_grad
 from .fuse_residual import fuse_residual
 from .fuse_rotary import fuse_rotary
 from .layout import to_nhwc
+from .matmul_transpose import fuse_matmul_transpose
 from .shapes import infer_shapes, probe_types, symbolic_shapes
 from .simplify import simplify
 from .stats import recording
 
 # In order. Constants and no-ops go first so the pattern passes see clean graphs; then the
 # transformer patterns (activations, normalisations, rotary, attention) while the graph is
-# still as exported (the attention fusion reads the MatMul+Add projections' outputs); BatchNorm is
+# still as exported (the attention fusion reads the MatMul+Add projections' outputs), and a
+# MatMul by a transposed operand it leaves reads the operand transposed; BatchNorm is
 # folded into its Conv before the layout pass moves the conv trunk to NHWC; linear layers
 # become Dense after it (it may have permuted their weights); the fusions come last: a residual
 # Add before the activation that may follow it, a channel Concat of convs once their
 # activations are in.
 PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_gelu, fuse_layernorm, fuse_rotary, fuse_attention,
-            fold_pad_into_conv, fold_batchnorm, to_nhwc, to_dense,
+            fuse_matmul_transpose, fold_pad_into_conv, fold_batchnorm, to_nhwc, to_dense,
             simplify, fold_constants, fuse_residual, fuse_activations, fuse_concat_convs, fuse_conv_maxpool,
             eliminate_dead_code)
 
@@ -56,6 +58,6 @@ def optimize(graph, stats=None):
 
 
 __all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations",
-           "fuse_attention", "fuse_concat_convs", "fuse_conv_maxpool", "fuse_gelu", "fuse_layernorm", "fuse_pool_relu_grad",
-           "fuse_residual", "fuse_rotary", "infer_shapes", "optimize", "optimize_training", "probe_types", "simplify",
-           "symbolic_shapes", "to_dense", "to_nhwc", "PIPELINE", "TRAINING_PIPELINE"]
+           "fuse_attention", "fuse_concat_convs", "fuse_conv_maxpool", "fuse_gelu", "fuse_layernorm",
+           "fuse_matmul_transpose", "fuse_pool_relu_grad", "fuse_residual", "fuse_rotary", "infer_shapes", "optimize", "optimize_training",
+           "probe_types", "simplify", "symbolic_shapes", "to_dense", "to_nhwc", "PIPELINE", "TRAINING_PIPELINE"]
