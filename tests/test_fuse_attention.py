@@ -52,12 +52,16 @@ def _attention(mask_nodes, mask_inputs, mask_name, guard=False, extra_outputs=()
     return m.SerializeToString()
 
 
-def _padding():
+def _padding(seq):
     """Row 0 right-padded, row 1 unpadded, row 2 fully masked."""
-    keep = np.ones((B, S), bool)
-    keep[0, 4:] = False
+    keep = np.ones((B, seq), bool)
+    keep[0, seq - 2:] = False
     keep[2] = False
     return keep
+
+
+# Sequence lengths below and above 16 queries: the kernel's materialised block and its flash path.
+SEQS = pytest.mark.parametrize("seq", [6, 40])
 
 
 def _run(data, feeds):
@@ -88,30 +92,34 @@ def _sorted(nodes):
 KEEP = [h.make_tensor_value_info("keep", T.BOOL, ["b", "s"])]
 
 
-def test_finite_where_mask_is_fused_and_a_fully_masked_row_stays_uniform():
+@SEQS
+def test_finite_where_mask_is_fused_and_a_fully_masked_row_stays_uniform(seq):
     data = _attention(_sorted(_bool_mask_nodes(FMIN)), KEEP, "mask")
-    fusions, (y,) = _run(data, {"x": _rand(B, S, E, seed=5), "keep": _padding()})
+    fusions, (y,) = _run(data, {"x": _rand(B, seq, E, seed=5), "keep": _padding(seq)})
     assert fusions.get("attention") == 1
     assert np.isfinite(y).all()
 
 
-def test_an_inf_mask_without_nan_guard_is_left_alone():
+@SEQS
+def test_an_inf_mask_without_nan_guard_is_left_alone(seq):
     # softmax of the fully masked row is NaN in the graph; the kernel would give zeros
     data = _attention(_sorted(_bool_mask_nodes(-np.inf)), KEEP, "mask")
-    fusions, (y,) = _run(data, {"x": _rand(B, S, E, seed=5), "keep": _padding()})
+    fusions, (y,) = _run(data, {"x": _rand(B, seq, E, seed=5), "keep": _padding(seq)})
     assert "attention" not in fusions
     assert np.isnan(y[2]).all() and np.isfinite(y[:2]).all()
 
 
-def test_an_inf_mask_with_the_sdpa_nan_guard_is_fused():
+@SEQS
+def test_an_inf_mask_with_the_sdpa_nan_guard_is_fused(seq):
     data = _attention(_sorted(_bool_mask_nodes(-np.inf)), KEEP, "mask", guard=True)
-    fusions, (y,) = _run(data, {"x": _rand(B, S, E, seed=5), "keep": _padding()})
+    fusions, (y,) = _run(data, {"x": _rand(B, seq, E, seed=5), "keep": _padding(seq)})
     assert fusions.get("attention") == 1
     assert np.all(y[2] == 0)
 
 
 @pytest.mark.parametrize("mask_type", [T.INT64, T.FLOAT])
 def test_one_minus_mask_times_finfo_min_of_an_unbounded_input_is_left_alone(mask_type):
+    seq = 6
     # (1 - m)·finfo.min overflows to -inf for m <= -1: not provably finite without a guard
     nodes = [h.make_node("Unsqueeze", ["m", "axes12"], ["m4"]), h.make_node("Cast", ["m4"], ["mf"], to=T.FLOAT),
              h.make_node("Sub", ["one", "mf"], ["inv"]), h.make_node("Mul", ["inv", "fmin"], ["mask"]),
@@ -119,12 +127,13 @@ def test_one_minus_mask_times_finfo_min_of_an_unbounded_input_is_left_alone(mask
              h.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.float32(1))),
              h.make_node("Constant", [], ["fmin"], value=numpy_helper.from_array(np.float32(FMIN)))]
     data = _attention(_sorted(nodes), [h.make_tensor_value_info("m", mask_type, ["b", "s"])], "mask")
-    m = _padding().astype(np.int64 if mask_type == T.INT64 else np.float32)
-    fusions, _ = _run(data, {"x": _rand(B, S, E, seed=5), "m": m})
+    m = _padding(seq).astype(np.int64 if mask_type == T.INT64 else np.float32)
+    fusions, _ = _run(data, {"x": _rand(B, seq, E, seed=5), "m": m})
     assert "attention" not in fusions
 
 
-def test_one_minus_a_bool_mask_times_finfo_min_is_fused():
+@SEQS
+def test_one_minus_a_bool_mask_times_finfo_min_is_fused(seq):
     nodes = [h.make_node("Unsqueeze", ["keep", "axes12"], ["keep_u"]),
              h.make_node("Cast", ["keep_u"], ["kf"], to=T.FLOAT),
              h.make_node("Sub", ["one", "kf"], ["inv"]), h.make_node("Mul", ["inv", "fmin"], ["mask"]),
@@ -132,7 +141,7 @@ def test_one_minus_a_bool_mask_times_finfo_min_is_fused():
              h.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.float32(1))),
              h.make_node("Constant", [], ["fmin"], value=numpy_helper.from_array(np.float32(FMIN)))]
     data = _attention(_sorted(nodes), KEEP, "mask")
-    fusions, _ = _run(data, {"x": _rand(B, S, E, seed=5), "keep": _padding()})
+    fusions, _ = _run(data, {"x": _rand(B, seq, E, seed=5), "keep": _padding(seq)})
     assert fusions.get("attention") == 1
 
 

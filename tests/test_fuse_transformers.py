@@ -28,6 +28,8 @@ EXPECTED = {
     "llama": {"rms_norm": 2 * LAYERS + 1, "rotary": 2 * LAYERS, "silu": 2, "dense_activation": 2},
 }
 GONE = ("Softmax", "MatMul", "Erf", "Tanh", "Pow", "Sigmoid", "Neg", "ReduceMean")
+NORM = {"bert": "LayerNormalization", "vit": "LayerNormalization", "gpt2": "LayerNormalization",
+        "llama": "RMSNormalization"}  # 2 per layer + 1 (embeddings, or the final norm)
 
 
 def _model(family: str, attn: str):
@@ -116,6 +118,7 @@ def test_fuses_into_the_expected_nodes(exported):
     for kind, count in EXPECTED[family].items():
         assert fusions.get(kind) == count, (kind, str(summary))
     assert not any(after.get(op) for op in GONE), str(summary)
+    assert after.get(NORM[family]) == 2 * LAYERS + 1, str(summary)
     graph = model.optimized_graph
     producers, readers = graph.producers(), graph.consumers()
     for node in graph.nodes:  # no head transposes around attention: it reads and writes (B, S, H·D)

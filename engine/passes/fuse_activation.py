@@ -56,7 +56,7 @@ def fuse_activations(graph: Graph) -> Graph:
             replaced[id(prod)] = Node(prod.op, prod.inputs, prod.outputs, attrs, prod.name)
             replaced[id(via)] = Node("Reshape", via.inputs, node.outputs, via.attrs, via.name)
         dropped.add(id(node))
-        record(f"{prod.op.lower()}_activation")
+        record("dense_activation" if prod.op == "Dense" else "conv_activation")
     if not replaced:
         return graph
     nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
