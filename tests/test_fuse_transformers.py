@@ -61,13 +61,11 @@ def _model(family: str, attn: str):
     return model.eval()
 
 
-def _export(family: str, attn: str, dynamo: bool, path, opset: int = 17) -> None:
+def _positional(model, names):
+    """The model called with positional tensors, returning the last hidden state."""
     import torch
 
-    model = _model(family, attn)
-    names = ["pixel_values"] if family == "vit" else ["input_ids", "attention_mask"]
-
-    class Positional(torch.nn.Module):  # positional tensors in, the last hidden state out
+    class Positional(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
@@ -75,17 +73,26 @@ def _export(family: str, attn: str, dynamo: bool, path, opset: int = 17) -> None
         def forward(self, *args):
             return self.model(**dict(zip(names, args)), return_dict=True)[0]
 
+    return Positional().eval()
+
+
+def _export(family: str, attn: str, dynamo: bool, path, opset: int = 17) -> None:
+    import torch
+
+    model = _model(family, attn)
+    names = ["pixel_values"] if family == "vit" else ["input_ids", "attention_mask"]
     example = _feeds(family, 2, 8)
     args = tuple(torch.from_numpy(example[k]) for k in names)
     axes = [{0: "batch"}] if family == "vit" else [{0: "batch", 1: "seq"}] * 2
     with torch.no_grad():
         if dynamo:
             dims = {"batch": torch.export.Dim("batch"), "seq": torch.export.Dim("seq")}
-            torch.onnx.export(Positional().eval(), args, str(path), input_names=names, output_names=["y"], dynamo=True,
+            torch.onnx.export(_positional(model, names), args, str(path), input_names=names, output_names=["y"],
+                              dynamo=True,
                               dynamic_shapes=(tuple({k: dims[v] for k, v in a.items()} for a in axes),),
                               external_data=False)
         else:
-            torch.onnx.export(Positional().eval(), args, str(path), input_names=names, output_names=["y"],
+            torch.onnx.export(_positional(model, names), args, str(path), input_names=names, output_names=["y"],
                               dynamo=False, dynamic_axes=dict(zip(names, axes)), opset_version=opset)
 
 
@@ -147,21 +154,11 @@ def test_static_llama_without_mask_gets_causal_attention_and_constant_rotary_tab
     constants; the triangle becomes is_causal, the tables the rotary caches."""
     import torch
 
-    model = _model("llama", "sdpa")
-
-    class Ids(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids):
-            return self.model(input_ids=ids, return_dict=True)[0]
-
     ids = _feeds("llama", 2, 8)["input_ids"]
     path = tmp_path / "llama-static.onnx"
     with torch.no_grad():
-        torch.onnx.export(Ids().eval(), (torch.from_numpy(ids),), str(path), input_names=["input_ids"],
-                          output_names=["y"], dynamo=True, external_data=False)
+        torch.onnx.export(_positional(_model("llama", "sdpa"), ["input_ids"]), (torch.from_numpy(ids),), str(path),
+                          input_names=["input_ids"], output_names=["y"], dynamo=True, external_data=False)
     m = engine.load(path)
     fusions = m.plan_summary()["fusions"]
     assert fusions["attention"] == LAYERS and fusions["rotary"] == 2 * LAYERS, fusions
@@ -169,6 +166,24 @@ def test_static_llama_without_mask_gets_causal_attention_and_constant_rotary_tab
     assert all(n.attrs.get("is_causal") == 1 and len(n.inputs) == 3 for n in attention)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
     np.testing.assert_allclose(m.run({"input_ids": ids})["y"], want, atol=1e-4, rtol=1e-4)
+
+
+def test_dims_named_per_input_still_fuse(tmp_path):
+    """dynamic_axes given as lists: every input's axes get their own names (input_ids_dynamic_axes_1,
+    attention_mask_dynamic_axes_1, ...) although they must be equal; the probes then tell the
+    dims apart by position."""
+    import torch
+
+    feeds = _feeds("bert", 3, 5)
+    path = tmp_path / "bert-axes.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_positional(_model("bert", "sdpa"), list(feeds)), tuple(torch.from_numpy(v) for v in
+                          feeds.values()), str(path), input_names=list(feeds), output_names=["y"], dynamo=False,
+                          opset_version=17, dynamic_axes={k: [0, 1] for k in feeds})
+    m = engine.load(path)
+    assert m.inputs[0].shape != m.inputs[1].shape and m.plan_summary()["fusions"]["attention"] == LAYERS
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(m.run(feeds)["y"], want, atol=1e-4, rtol=1e-4)
 
 
 def test_layer_norm_decomposed_below_opset_17_is_fused(tmp_path):

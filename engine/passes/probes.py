@@ -33,27 +33,32 @@ class Probes:
     @staticmethod
     def of(graph: Graph) -> "Probes | None":
         """The two probes, or None when the graph has more unknown dims than probe sizes, an
-        input of unknown rank, or a rule that needs data (or rejects these sizes)."""
-        dims: dict = {}
-        for v in graph.inputs:
-            if v.shape is None:
-                return None
-            for k, d in enumerate(v.shape):
-                if not isinstance(d, int):
-                    dims.setdefault(d if isinstance(d, str) else (v.name, k), len(dims))
-        if len(dims) > len(_SIZES[0]):
+        input of unknown rank, or a rule that needs data (or rejects these sizes). Dims are told
+        apart by name; if the graph rejects that (inputs whose dims carry different names but
+        must be equal, as exporters that name each input's axes write), by axis position."""
+        if any(v.shape is None for v in graph.inputs):
             return None
-        types, values = [], []
-        for sizes in _SIZES:
-            shapes = {v.name: tuple(d if isinstance(d, int) else sizes[dims[d if isinstance(d, str) else (v.name, k)]]
-                                    for k, d in enumerate(v.shape)) for v in graph.inputs}
-            try:
-                found = infer(graph, shapes)
-            except EngineError:
-                return None
-            types.append(found.types)
-            values.append(found.values)
-        return Probes(types, values)
+        for key in (lambda v, k, d: d if isinstance(d, str) else (v.name, k), lambda v, k, d: k):
+            dims: dict = {}
+            for v in graph.inputs:
+                for k, d in enumerate(v.shape):
+                    if not isinstance(d, int):
+                        dims.setdefault(key(v, k, d), len(dims))
+            if len(dims) > len(_SIZES[0]):
+                continue
+            types, values = [], []
+            for sizes in _SIZES:
+                shapes = {v.name: tuple(d if isinstance(d, int) else sizes[dims[key(v, k, d)]]
+                                        for k, d in enumerate(v.shape)) for v in graph.inputs}
+                try:
+                    found = infer(graph, shapes)
+                except EngineError:
+                    break
+                types.append(found.types)
+                values.append(found.values)
+            else:
+                return Probes(types, values)
+        return None
 
     def shapes(self, name: str):
         """(shape at probe 1, shape at probe 2), or None for a name without a type."""
