@@ -59,5 +59,6 @@ def optimize(graph, stats=None):
 
 __all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations",
            "fuse_attention", "fuse_concat_convs", "fuse_conv_maxpool", "fuse_gelu", "fuse_layernorm",
-           "fuse_matmul_transpose", "fuse_pool_relu_grad", "fuse_residual", "fuse_rotary", "infer_shapes", "optimize", "optimize_training",
-           "probe_types", "simplify", "symbolic_shapes", "to_dense", "to_nhwc", "PIPELINE", "TRAINING_PIPELINE"]
+           "fuse_matmul_transpose", "fuse_pool_relu_grad", "fuse_residual", "fuse_rotary", "infer_shapes", "optimize",
+           "optimize_training", "probe_types", "simplify", "symbolic_shapes", "to_dense", "to_nhwc", "PIPELINE",
+           "TRAINING_PIPELINE"]

@@ -34,7 +34,7 @@ def fuse_matmul_transpose(graph: Graph) -> Graph:
     replaced = {}
     for mm, t in candidates:
         a, b = types.get(mm.inputs[0]), types.get(t.inputs[0])
-        if a is None or b is None or a.shape is None or len(a.shape) < 2 or a.dtype != "float32" or b.dtype != "float32":
+        if a is None or b is None or a.shape is None or len(a.shape) < 2 or (a.dtype, b.dtype) != ("float32",) * 2:
             continue
         replaced[id(mm)] = Node("Einsum", [mm.inputs[0], t.inputs[0]], list(mm.outputs),
                                 {"equation": "...mk,...nk->...mn"}, mm.name)
