@@ -168,6 +168,26 @@ def test_static_llama_without_mask_gets_causal_attention_and_constant_rotary_tab
     np.testing.assert_allclose(m.run({"input_ids": ids})["y"], want, atol=1e-4, rtol=1e-4)
 
 
+def test_rotary_alone_runs_on_the_heads(tmp_path):
+    """fuse_rotary without the attention fusion: RotaryEmbedding on (B, H, S, D) heads, its caches
+    expanded to the batch."""
+    from engine import passes
+
+    path = tmp_path / "llama.onnx"
+    _export("llama", "eager", False, path)
+    graph = engine.load(path, optimize=False).graph
+    for p in (passes.fold_constants, passes.simplify, passes.eliminate_dead_code, passes.fuse_rotary,
+              passes.eliminate_dead_code):
+        graph = p(graph)
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("RotaryEmbedding") == 2 * LAYERS and "Neg" not in ops
+    m = engine.Model(graph, optimize=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, seq in ((1, 1), (3, 5)):
+        feeds = _feeds("llama", batch, seq)
+        np.testing.assert_allclose(m.run(feeds)["y"], session.run(None, feeds)[0], atol=1e-4, rtol=1e-4)
+
+
 def test_dims_named_per_input_still_fuse(tmp_path):
     """dynamic_axes given as lists: every input's axes get their own names (input_ids_dynamic_axes_1,
     attention_mask_dynamic_axes_1, ...) although they must be equal; the probes then tell the
