@@ -150,3 +150,15 @@ def test_constant_subgraphs_fold_and_transpose_pairs_cancel():
              h.make_node("Transpose", ["t1"], ["y"], perm=[1, 0])]
     data = _onnx(nodes, [_vi("x", ["n", 4])], [_vi("y", ["n", 3])], [("w", _rand(3, 4))])
     assert _check(data, {"x": _rand(2, 4)}) == ["Dense"]
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("dtype", [np.int64, np.float32])
+def test_cumsum_of_a_constant_folds_at_load(exclusive, reverse, dtype):
+    c = (np.arange(24).reshape(2, 3, 4) % 5 - 2).astype(dtype)
+    t = T.INT64 if dtype == np.int64 else T.FLOAT
+    nodes = [h.make_node("CumSum", ["c", "axis"], ["s"], exclusive=exclusive, reverse=reverse),
+             h.make_node("Add", ["x", "s"], ["y"])]
+    data = _onnx(nodes, [_vi("x", [2, 3, 4], t)], [_vi("y", [2, 3, 4], t)], [("c", c), ("axis", np.array(1, np.int64))])
+    assert _check(data, {"x": np.ones((2, 3, 4), dtype)}) == ["Add"]
