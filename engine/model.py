@@ -15,7 +15,7 @@ step list, and a plan for a new batch size reuses the packed weights. See docs/r
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -25,6 +25,7 @@ from .errors import DTypeError, EngineError, ShapeError
 from .graph import Graph
 from .model_training import LoadedModelTraining
 from .passes import optimize, symbolic_shapes
+from .passes.stats import PlanSummary
 from .runtime.dynamic import SegmentedPlan, is_dynamic
 from .ops.registry import ValueNeeded
 from .runtime.plan import Plan, Schedule
@@ -44,7 +45,8 @@ class _Compiled:
     set."""
 
     def __init__(self, graph: Graph, optimized: bool = True):
-        self.optimized = optimize(graph) if optimized else graph
+        self.fusions: Counter = Counter()  # what the passes rewrote (plan_summary)
+        self.optimized = optimize(graph, self.fusions) if optimized else graph
         self.schedule = Schedule(self.optimized)
         # Graphs with data-dependent shapes or subgraphs run segment by segment instead.
         self.segmented = SegmentedPlan(self.optimized) if is_dynamic(self.optimized) else None
@@ -234,6 +236,19 @@ class Model(LoadedModelTraining):
             compiled.value_inputs = tuple(new)
             compiled.plans.clear()
         return True
+
+    def plan_summary(self) -> PlanSummary:
+        """What the optimisation passes made of the graph: the fusions that fired and how often
+        (attention, rotary, layer_norm, rms_norm, gelu, gelu_tanh, silu, dense_bias,
+        dense_activation, conv_residual, ...) and the node counts by op before and after. A
+        dict; print() it for a table.
+
+            >>> m = engine.load("minilm.onnx")
+            >>> m.plan_summary()["fusions"]["attention"]
+            6
+        """
+        c = self._compiled
+        return PlanSummary(c.fusions, self.graph.nodes, c.optimized.nodes)
 
     def profile(self, feeds: dict, repeats: int = 10) -> list:
         """Where the time of a run goes: [(node, op, kernel, mean seconds)] per kernel step, in

@@ -41,23 +41,46 @@ def _rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("form", ["div_mul_half_last", "mul_inv_sqrt2_half_first"])
+def _gelu_nodes(form: str):
+    """z -> y: GELU (or SiLU) written out the ways exporters write it; (nodes, constants, the
+    epilogue activation it must become)."""
+    c = {"sqrt2": np.float32(math.sqrt(2)), "inv": np.float32(1 / math.sqrt(2)), "one": np.float32(1),
+         "half": np.float32(0.5), "three": np.float32(3), "k": np.float32(0.044715),
+         "s2pi": np.float32(math.sqrt(2 / math.pi))}
+    erf_div = [h.make_node("Div", ["z", "sqrt2"], ["s"]), h.make_node("Erf", ["s"], ["e"])]
+    if form == "div_mul_half_last":  # (z·(1 + erf))·0.5
+        nodes = erf_div + [h.make_node("Add", ["e", "one"], ["a"]), h.make_node("Mul", ["z", "a"], ["m"]),
+                           h.make_node("Mul", ["m", "half"], ["y"])]
+    elif form == "mul_inv_sqrt2_half_first":  # (0.5·z)·(1 + erf)
+        nodes = [h.make_node("Mul", ["z", "inv"], ["s"]), h.make_node("Erf", ["s"], ["e"]),
+                 h.make_node("Add", ["one", "e"], ["a"]), h.make_node("Mul", ["half", "z"], ["hz"]),
+                 h.make_node("Mul", ["hz", "a"], ["y"])]
+    elif form == "dynamo":  # z·(0.5·(1 + erf)), torch.onnx.export(dynamo=True) below opset 20
+        nodes = erf_div + [h.make_node("Add", ["e", "one"], ["a"]), h.make_node("Mul", ["half", "a"], ["m"]),
+                           h.make_node("Mul", ["z", "m"], ["y"])]
+    elif form in ("tanh_pow", "tanh_cube"):  # GPT-2's NewGELU: 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³)))
+        cube = [h.make_node("Pow", ["z", "three"], ["z3"])] if form == "tanh_pow" else \
+            [h.make_node("Mul", ["z", "z"], ["z2"]), h.make_node("Mul", ["z2", "z"], ["z3"])]
+        nodes = [h.make_node("Mul", ["z", "half"], ["hz"])] + cube + [
+            h.make_node("Mul", ["z3", "k"], ["kz3"]), h.make_node("Add", ["z", "kz3"], ["inner"]),
+            h.make_node("Mul", ["inner", "s2pi"], ["u"]), h.make_node("Tanh", ["u"], ["t"]),
+            h.make_node("Add", ["t", "one"], ["a"]), h.make_node("Mul", ["hz", "a"], ["y"])]
+    else:  # silu: z·Sigmoid(z)
+        nodes = [h.make_node("Sigmoid", ["z"], ["sg"]), h.make_node("Mul", ["z", "sg"], ["y"])]
+    used = {i for n in nodes for i in n.input}
+    activation = "gelu_tanh" if form.startswith("tanh") else "silu" if form == "silu" else "gelu"
+    return nodes, [(k, v) for k, v in c.items() if k in used], activation
+
+
+@pytest.mark.parametrize("form", ["div_mul_half_last", "mul_inv_sqrt2_half_first", "dynamo", "tanh_pow", "tanh_cube",
+                                  "silu"])
 def test_fuse_gelu_into_the_dense_epilogue(form):
     w, b = _rand(8, 16), _rand(16, seed=1)
-    nodes = [h.make_node("MatMul", ["x", "w"], ["mm"]), h.make_node("Add", ["mm", "b"], ["z"])]
-    if form == "div_mul_half_last":
-        nodes += [h.make_node("Div", ["z", "sqrt2"], ["s"]), h.make_node("Erf", ["s"], ["e"]),
-                  h.make_node("Add", ["e", "one"], ["a"]), h.make_node("Mul", ["z", "a"], ["m"]),
-                  h.make_node("Mul", ["m", "half"], ["y"])]
-        consts = [("sqrt2", np.float32(math.sqrt(2))), ("one", np.float32(1)), ("half", np.float32(0.5))]
-    else:
-        nodes += [h.make_node("Mul", ["z", "inv"], ["s"]), h.make_node("Erf", ["s"], ["e"]),
-                  h.make_node("Add", ["one", "e"], ["a"]), h.make_node("Mul", ["half", "z"], ["hz"]),
-                  h.make_node("Mul", ["hz", "a"], ["y"])]
-        consts = [("inv", np.float32(1 / math.sqrt(2))), ("one", np.float32(1)), ("half", np.float32(0.5))]
+    nodes, consts, activation = _gelu_nodes(form)
+    nodes = [h.make_node("MatMul", ["x", "w"], ["mm"]), h.make_node("Add", ["mm", "b"], ["z"])] + nodes
     data = _onnx(nodes, [_vi("x", ["n", 8])], [_vi("y", ["n", 16])], [("w", w), ("b", b)] + consts)
-    _check(data, {"x": _rand(5, 8, seed=2)}, ["Dense"])
-    assert engine.load(data).optimized_graph.nodes[0].attrs["activation"] == "gelu"
+    _check(data, {"x": _rand(5, 8, seed=2) * 3}, ["Dense"])
+    assert engine.load(data).optimized_graph.nodes[0].attrs["activation"] == activation
 
 
 def test_gelu_not_fused_when_an_intermediate_is_read_elsewhere():
@@ -127,3 +150,15 @@ def test_constant_subgraphs_fold_and_transpose_pairs_cancel():
              h.make_node("Transpose", ["t1"], ["y"], perm=[1, 0])]
     data = _onnx(nodes, [_vi("x", ["n", 4])], [_vi("y", ["n", 3])], [("w", _rand(3, 4))])
     assert _check(data, {"x": _rand(2, 4)}) == ["Dense"]
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("dtype", [np.int64, np.float32])
+def test_cumsum_of_a_constant_folds_at_load(exclusive, reverse, dtype):
+    c = (np.arange(24).reshape(2, 3, 4) % 5 - 2).astype(dtype)
+    t = T.INT64 if dtype == np.int64 else T.FLOAT
+    nodes = [h.make_node("CumSum", ["c", "axis"], ["s"], exclusive=exclusive, reverse=reverse),
+             h.make_node("Add", ["x", "s"], ["y"])]
+    data = _onnx(nodes, [_vi("x", [2, 3, 4], t)], [_vi("y", [2, 3, 4], t)], [("c", c), ("axis", np.array(1, np.int64))])
+    assert _check(data, {"x": np.ones((2, 3, 4), dtype)}) == ["Add"]

@@ -346,7 +346,24 @@ def cumsum_lower(ctx, node):
     half.finish()
 
 
-register("CumSum", cumsum_type, cumsum_lower, check=_cumsum_check)
+def cumsum_eval(node, ins):
+    """numpy's running sum, shifted one place for `exclusive`: the kernel's order of additions,
+    and its float32 accumulation of float16."""
+    axis = _cumsum_axis(node, ins)
+    x = np.asarray(ins[0].value)
+    reverse = flag_attr(node, "reverse", 0)
+    if reverse:
+        x = np.flip(x, axis)
+    y = np.cumsum(x, axis=axis, dtype=np.float32 if x.dtype == np.float16 else x.dtype)
+    if flag_attr(node, "exclusive", 0) and y.shape[axis]:
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis)), np.delete(y, -1, axis)], axis)
+    y = y.astype(x.dtype, copy=False)
+    return [np.flip(y, axis) if reverse else y]
+
+
+# Evaluated when its input is known: masks that transformers compute from position ids (GPT-2,
+# Llama) are then fixed by the shapes.
+register("CumSum", cumsum_type, cumsum_lower, check=_cumsum_check, evaluate=cumsum_eval)
 
 
 # -- TopK --------------------------------------------------------------------------------------

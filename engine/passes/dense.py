@@ -9,6 +9,7 @@ import numpy as np
 from .. import dtypes
 from ..graph import Graph, Node
 from .rewrite import Names, consumers, producers
+from .stats import record
 
 
 def to_dense(graph: Graph) -> Graph:
@@ -55,6 +56,7 @@ def _gemm(n: Node, weights: dict, names: Names):
         b_name = names.fresh(f"{n.name}/bias")
         weights[b_name] = (c.reshape(-1) * np.float32(beta)).astype(np.float32)
         inputs.append(b_name)
+        record("dense_bias")
     return Node("Dense", inputs, list(n.outputs), {}, n.name)
 
 
@@ -89,6 +91,7 @@ def _fold_bias(graph: Graph) -> Graph:
                 weights[bias] = dtypes.contiguous(b.reshape(-1))
             replaced[id(d)] = Node("Dense", [d.inputs[0], d.inputs[1], bias], list(add.outputs), {}, d.name)
             dropped.add(id(add))
+            record("dense_bias")
             break
     if not replaced:
         return graph

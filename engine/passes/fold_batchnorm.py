@@ -8,6 +8,7 @@ import numpy as np
 
 from ..graph import Graph, Node
 from .rewrite import Names, consumers, producers
+from .stats import record
 
 # Where the output channel sits in each producer's weight.
 _CHANNEL_AXIS = {"Conv": 0, "Conv2D": 3, "Dense": 1}
@@ -52,6 +53,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
         replaced[id(conv)] = Node(conv.op, [conv.inputs[0], new_w, new_b], list(bn.outputs), dict(conv.attrs),
                                   conv.name)
         dropped.add(id(bn))
+        record("batchnorm_folded")
     if not replaced:
         return graph
     nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped]

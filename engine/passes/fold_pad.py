@@ -8,6 +8,7 @@ import numpy as np
 
 from ..graph import Graph, Node
 from .rewrite import consumers, producers
+from .stats import record
 
 
 def fold_pad_into_conv(graph: Graph) -> Graph:
@@ -35,6 +36,7 @@ def fold_pad_into_conv(graph: Graph) -> Graph:
         replaced[id(conv)] = Node("Conv", [pad.inputs[0]] + list(conv.inputs[1:]), list(conv.outputs),
                                   {**conv.attrs, "pads": new}, conv.name)
         dropped.add(id(pad))
+        record("pad_folded")
     if not replaced:
         return graph
     return graph.replace(nodes=[replaced.get(id(n), n) for n in graph.nodes if id(n) not in dropped])

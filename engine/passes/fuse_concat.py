@@ -7,6 +7,7 @@ of the NHWC tensors."""
 from __future__ import annotations
 
 from ..graph import Graph, Node
+from .stats import record
 
 
 def _channel_axis(node: Node) -> bool:
@@ -34,6 +35,7 @@ def fuse_concat_convs(graph: Graph) -> Graph:
         fused[id(node)] = Node("Conv2DConcat", inputs, list(node.outputs),
                                {"convs": [dict(c.attrs) for c in convs]}, node.name)
         dropped |= {id(c) for c in convs}
+        record("conv_concat")
     if not fused:
         return graph
     # At the Concat's place: every conv's input is defined before its conv, so before it.

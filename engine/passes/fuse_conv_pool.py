@@ -4,6 +4,7 @@ of conv rows while it is in L1, so the full-size conv output is never written.""
 from __future__ import annotations
 
 from ..graph import Graph, Node
+from .stats import record
 
 
 def _pool_window(node: Node):
@@ -39,6 +40,7 @@ def fuse_conv_maxpool(graph: Graph) -> Graph:
         fused[conv.name] = Node("Conv2D", conv.inputs, node.outputs,
                                 {**conv.attrs, "maxpool": window}, conv.name)
         dropped.add(id(node))
+        record("conv_maxpool")
     if not fused:
         return graph
     nodes = [fused.get(n.name, n) for n in graph.nodes if id(n) not in dropped]

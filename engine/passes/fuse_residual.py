@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..errors import EngineError
 from ..graph import Graph, Node
 from .shapes import infer
+from .stats import record
 
 
 def _shape_probes(graph: Graph):
@@ -57,6 +58,7 @@ def fuse_residual(graph: Graph) -> Graph:
             fused[id(add)] = Node("Conv2D", [conv.inputs[0], conv.inputs[1], bias, res], list(add.outputs),
                                   dict(conv.attrs), conv.name)
             dropped.add(id(conv))
+            record("conv_residual")
             break
     if not fused:
         return graph

@@ -1,4 +1,5 @@
-"""Local simplifications: Identity (and inference Dropout) removed, Transpose pairs composed,
+"""Local simplifications: Identity (and inference Dropout) removed, Casts to the type a value
+already has removed (exports write `.to(dtype)` for float32 models too), Transpose pairs composed,
 identity Transposes removed, and Transposes that only move size-1 dims turned into Reshapes
 (free: a Reshape is a view)."""
 
@@ -12,7 +13,7 @@ from .shapes import probe_types
 
 
 def simplify(graph: Graph) -> Graph:
-    graph = _drop_identities(graph)
+    graph = _drop_identities(_noop_casts_to_identities(graph))
     graph = _compose_transposes(graph)
     return _transposes_to_reshapes(graph)
 
@@ -40,6 +41,22 @@ def _drop_identities(graph: Graph) -> Graph:
     if len(kept) == len(graph.nodes):
         return graph
     return graph.replace(nodes=kept)
+
+
+def _noop_casts_to_identities(graph: Graph) -> Graph:
+    if not any(n.op == "Cast" for n in graph.nodes):
+        return graph
+    types = probe_types(graph)
+    if types is None:
+        return graph
+    out, changed = [], False
+    for n in graph.nodes:
+        if n.op == "Cast" and n.inputs[0] in types and n.outputs[0] in types \
+                and types[n.inputs[0]].dtype == types[n.outputs[0]].dtype:
+            n = Node("Identity", [n.inputs[0]], list(n.outputs), {}, n.name)
+            changed = True
+        out.append(n)
+    return graph.replace(nodes=out) if changed else graph
 
 
 def _identities_to_outputs(nodes: list, graph: Graph) -> list:
