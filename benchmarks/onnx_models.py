@@ -39,7 +39,8 @@ def _source(name: str):
     import exports
 
     if name in _HF_NAMES:
-        path, feeds = exports.export(_HF_NAMES[name], size="full")
+        # Transformers go through torch's default (dynamo) exporter, as users' files now do.
+        path, feeds = exports.export(_HF_NAMES[name], size="full", dynamo=name in TRANSFORMER_MODELS)
         module = exports._Positional(exports._hf(_HF_NAMES[name], "full")[0], list(feeds))
     elif name == "seed_lstm":
         path, feeds = exports.export("seed_lstm")
