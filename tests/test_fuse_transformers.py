@@ -20,11 +20,12 @@ CASES = [(f, "sdpa", True) for f in ("bert", "vit", "gpt2", "llama")] + \
         [(f, a, False) for f in ("bert", "gpt2", "llama") for a in ("eager", "sdpa")]
 
 # Fusions each family must show besides 2 attention (dense_activation: the MLP activation in the
-# GEMM epilogue), and the ops that must be gone.
+# GEMM epilogue; fused_qkv: one QKV GEMM read in place by PackedAttention — not Llama's, whose Q
+# and K pass through rotary first), and the ops that must be gone.
 EXPECTED = {
-    "bert": {"dense_activation": 2},
-    "vit": {"dense_activation": 2},
-    "gpt2": {"gelu_tanh": 2, "dense_activation": 2},
+    "bert": {"dense_activation": 2, "fused_qkv": LAYERS},
+    "vit": {"dense_activation": 2, "fused_qkv": LAYERS},
+    "gpt2": {"gelu_tanh": 2, "dense_activation": 2, "fused_qkv": LAYERS},
     "llama": {"rms_norm": 2 * LAYERS + 1, "rotary": 2 * LAYERS, "silu": 2, "dense_activation": 2},
 }
 GONE = ("Softmax", "MatMul", "Erf", "Tanh", "Pow", "Sigmoid", "Neg", "ReduceMean")
@@ -121,7 +122,9 @@ def test_fuses_into_the_expected_nodes(exported):
     model = engine.load(path)
     summary = model.plan_summary()
     fusions, after = summary["fusions"], summary["ops_after"]
-    assert fusions.get("attention") == LAYERS and after.get("Attention") == LAYERS, str(summary)
+    packed = fusions.get("fused_qkv", 0)
+    assert fusions.get("attention") == LAYERS and after.get("Attention", 0) == LAYERS - packed, str(summary)
+    assert after.get("PackedAttention", 0) == packed and not after.get("Split"), str(summary)
     for kind, count in EXPECTED[family].items():
         assert fusions.get(kind) == count, (kind, str(summary))
     assert not any(after.get(op) for op in GONE), str(summary)
@@ -129,7 +132,7 @@ def test_fuses_into_the_expected_nodes(exported):
     graph = model.optimized_graph
     producers, readers = graph.producers(), graph.consumers()
     for node in graph.nodes:  # no head transposes around attention: it reads and writes (B, S, H·D)
-        if node.op in ("Attention", "RotaryEmbedding"):
+        if node.op in ("Attention", "PackedAttention", "RotaryEmbedding"):
             assert all(producers[i].op != "Transpose" for i in node.inputs if i in producers), node
             assert all(r.op != "Transpose" for r in readers.get(node.outputs[0], [])), node
         if node.op == "Attention" and family == "llama":

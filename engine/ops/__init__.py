@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (each module registers its ops)
     activations,
     arith,
     attention,
+    attention_packed,
     attention_grad,
     cast,
     compare,

@@ -139,8 +139,14 @@ def mask_layout(ctx, mask: str, d: AttnDims) -> tuple:
 
 
 def attention_lower(ctx, node):
-    ins = list(node.inputs) + [""] * (7 - len(node.inputs))
     d = AttnDims(node, [Tensor(ctx.shape(i), ctx.dtype(i)) if i else None for i in node.inputs])
+    emit_attention(ctx, node, d, node.inputs)
+
+
+def emit_attention(ctx, node, d: AttnDims, inputs, packed=(0, 0, 0, 0)):
+    """The `attention` kernel call for `node` with sizes `d`. packed = (q_col, k_col, v_col,
+    row_stride): Q, K and V are column ranges of one (batch, seq, row_stride) tensor."""
+    ins = list(inputs) + [""] * (7 - len(inputs))
     q, k, v, mask, pk, pv, nonpad = ins
     outs = list(node.outputs) + [""] * (4 - len(node.outputs))
     dt = d.dtype
@@ -169,7 +175,7 @@ def attention_lower(ctx, node):
                ints=[d.B, d.Hq, d.Hkv, d.Sq, d.L, d.P, d.D, d.Dv, int(d.in3d), node.attrs.get("is_causal", 0),
                      node.attrs.get("left_window_size", -1), node.attrs.get("right_window_size", -1),
                      node.attrs.get("qk_matmul_output_mode", 0), int(has_past), int(has_present), int(has_qk),
-                     mask_kind, *mask_geom, mask_elems],
+                     mask_kind, *mask_geom, mask_elems, *packed],
                floats=[scale, float_attr(node, "softcap", 0.0)], dtype=dt)
 
 

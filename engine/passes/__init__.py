@@ -12,6 +12,7 @@ from .fuse_conv_pool import fuse_conv_maxpool
 from .fuse_gelu import fuse_gelu
 from .fuse_layernorm import fuse_layernorm
 from .fuse_pool_relu_grad import fuse_pool_relu_grad
+from .fuse_qkv import fuse_qkv
 from .fuse_residual import fuse_residual
 from .fuse_rotary import fuse_rotary
 from .layout import to_nhwc
@@ -30,7 +31,7 @@ from .stats import recording
 # activations are in.
 PIPELINE = (fold_constants, simplify, eliminate_dead_code, fuse_gelu, fuse_layernorm, fuse_rotary, fuse_attention,
             fuse_matmul_transpose, fold_pad_into_conv, fold_batchnorm, to_nhwc, to_dense,
-            simplify, fold_constants, fuse_residual, fuse_activations, fuse_concat_convs, fuse_conv_maxpool,
+            fuse_qkv, simplify, fold_constants, fuse_residual, fuse_activations, fuse_concat_convs, fuse_conv_maxpool,
             eliminate_dead_code)
 
 
@@ -59,6 +60,6 @@ def optimize(graph, stats=None):
 
 __all__ = ["eliminate_dead_code", "fold_batchnorm", "fold_pad_into_conv", "fold_constants", "fuse_activations",
            "fuse_attention", "fuse_concat_convs", "fuse_conv_maxpool", "fuse_gelu", "fuse_layernorm",
-           "fuse_matmul_transpose", "fuse_pool_relu_grad", "fuse_residual", "fuse_rotary", "infer_shapes", "optimize",
+           "fuse_matmul_transpose", "fuse_pool_relu_grad", "fuse_qkv", "fuse_residual", "fuse_rotary", "infer_shapes", "optimize",
            "optimize_training", "probe_types", "simplify", "symbolic_shapes", "to_dense", "to_nhwc", "PIPELINE",
            "TRAINING_PIPELINE"]

@@ -31,12 +31,15 @@ HeadView<T> view(void* p, Layout l) {
 //   out [Y, present_key, present_value (if has_present: outputs or scratch), qk_matmul_output (if has_qk)]
 //   ints [batch, q_heads, kv_heads, q_len, kv_len (new keys), past_len, head_dim, v_head_dim, in3d, is_causal,
 //         left_window, right_window, qk_mode, has_past, has_present, has_qk,
-//         mask_kind (0 none, 1 bool, 2 additive), mask_len, mask_sb, mask_sh, mask_sq, mask_elems]
+//         mask_kind (0 none, 1 bool, 2 additive), mask_len, mask_sb, mask_sh, mask_sq, mask_elems,
+//         q_col, k_col, v_col, row_stride]
 //   floats [scale, softcap]
 // Q/K/V/Y are (batch, heads, seq, dim), or (batch, seq, heads·dim) when in3d; present_* and the
 // past are (batch, kv_heads, seq, dim); qk (batch, q_heads, q_len, past_len + kv_len).
+// row_stride > 0 (3-D, float32, no cache): Q, K and V are column ranges starting at q_col, k_col
+// and v_col of rows row_stride apart — one fused QKV projection's output, read without a copy.
 StepFn attention_step(const StepSpec& s) {
-  s.expect(13, s.out.size(), 22, 2);
+  s.expect(13, s.out.size(), 26, 2);
   const DType dt = s.dtype;
   ENGINE_CHECK(dt == DType::F32 || dt == DType::F64 || dt == DType::F16, "attention: float types only");
   const index_t B = s.i(0), Hq = s.i(1), Hkv = s.i(2), Sq = s.i(3), L = s.i(4), P = s.i(5), D = s.i(6), Dv = s.i(7);
@@ -74,7 +77,14 @@ StepFn attention_step(const StepSpec& s) {
     ENGINE_CHECK(!has_qk || s.in[12] >= 0, "attention: float16 qk scratch");
   }
 
-  const Layout lq = head_layout(in3d, Hq, Sq, D), lk = head_layout(in3d, Hkv, L, D), lv = head_layout(in3d, Hkv, L, Dv);
+  Layout lq = head_layout(in3d, Hq, Sq, D), lk = head_layout(in3d, Hkv, L, D), lv = head_layout(in3d, Hkv, L, Dv);
+  const index_t q_col = s.i(22), k_col = s.i(23), v_col = s.i(24), ld = s.i(25);
+  if (ld) {
+    ENGINE_CHECK(in3d && dt == DType::F32 && !has_present && Sq == L && q_col >= 0 && k_col >= 0 && v_col >= 0 &&
+                     q_col + Hq * D <= ld && k_col + Hkv * D <= ld && v_col + Hkv * Dv <= ld,
+                 "attention: bad packed QKV layout");
+    lq = {Sq * ld, D, ld}, lk = {L * ld, D, ld}, lv = {L * ld, Dv, ld};
+  }
   const Layout ly = head_layout(in3d, Hq, Sq, Dv), lqk = head_layout(false, Hq, Sq, Lt);
   const Layout lpk = head_layout(false, Hkv, Lt, D), lpv = head_layout(false, Hkv, Lt, Dv);
   const Layout lks = has_present ? lpk : lk, lvs = has_present ? lpv : lv;  // where attention reads keys/values
@@ -113,8 +123,8 @@ StepFn attention_step(const StepSpec& s) {
       concat(static_cast<char*>(sl[out_pv]), has_past ? static_cast<const char*>(sl[in_pv]) : nullptr,
              static_cast<const char*>(sl[in_v]), lv, Dv);
     }
-    void* ks = has_present ? sl[out_pk] : sl[in_k];
-    void* vs = has_present ? sl[out_pv] : sl[in_v];
+    void* ks = has_present ? sl[out_pk] : static_cast<char*>(sl[in_k]) + k_col * es;
+    void* vs = has_present ? sl[out_pv] : static_cast<char*>(sl[in_v]) + v_col * es;
     AttentionOptions o = opt;
     o.nonpad_kv_seqlen = in_np >= 0 ? slot<const std::int64_t>(sl, in_np) : nullptr;
     AttentionMask m = mask0;
@@ -124,7 +134,8 @@ StepFn attention_step(const StepSpec& s) {
       attention<double>(view<double>(sl[out_y], ly), view<double>(qk, lqk), view<const double>(sl[in_q], lq),
                         view<const double>(ks, lks), view<const double>(vs, lvs), dims, m, o);
     } else if (dt == DType::F32) {
-      attention<float>(view<float>(sl[out_y], ly), view<float>(qk, lqk), view<const float>(sl[in_q], lq),
+      attention<float>(view<float>(sl[out_y], ly), view<float>(qk, lqk),
+                       view<const float>(static_cast<float*>(sl[in_q]) + q_col, lq),
                        view<const float>(ks, lks), view<const float>(vs, lvs), dims, m, o);
     } else {
       seq::convert_parallel(sl[in_q32], DType::F32, sl[in_q], DType::F16, nq);
