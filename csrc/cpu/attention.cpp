@@ -285,8 +285,9 @@ void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<cons
   if constexpr (std::is_same<T, float>::value) {
   if (training || (!qk.data && kernel != static_cast<int>(AttentionKernel::Block) &&
                    (kernel == static_cast<int>(AttentionKernel::Flash) || dims.q_len >= kFlashMinRows))) {
-    // Tasks of (block, batch·head), the blocks nearest the end first: under a causal mask they
-    // carry the most keys, so the pool's dynamic hand-out balances the tail.
+    // Tasks of (batch·head, block): a head's blocks run one after another, so its K and V stay in
+    // cache for all of them; within a head the blocks nearest the end come first (under a causal
+    // mask they carry the most keys), so the pool's dynamic hand-out balances the tail.
     const index_t heads = dims.batch * dims.q_heads;
     index_t target = kFlashRows;
     while (target > kFlashMinRows && heads * ((dims.q_len + target - 1) / target) < 4 * num_threads()) target /= 2;
@@ -297,7 +298,7 @@ void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<cons
                         (dims.head_dim + dims.v_head_dim + 16);
     auto fk = flash_kernel();
     auto run = [&](std::int64_t t) {
-      const index_t blk = nblk - 1 - t / heads, bh = t % heads;
+      const index_t bh = t / nblk, blk = nblk - 1 - t % nblk;
       const index_t i0 = blk * rows, i1 = std::min(dims.q_len, i0 + rows);
       if (i0 < i1) A.flash(fk, bh / dims.q_heads, bh % dims.q_heads, i0, i1);
     };
