@@ -9,12 +9,12 @@
 
 #include "cpu/vec_broadcast.h"
 
-// The register blocking of the micro-kernels: scores MK keys × SNV row vectors, P·V PR rows ×
-// PNV vectors of v columns (AVX-512: 32 registers; else 16). P·V runs over all Rp rows (a
-// multiple of W, so of PR): padded lanes hold finite values nobody reads.
+// The register blocking of the micro-kernels: scores MK keys × SNV row vectors, row-major P·V
+// (the backward's dS·K, the decode kernel's P·V) PR rows × PNV vectors of v columns (AVX-512:
+// 32 registers; else 16).
 constexpr int kMK = 6, kSNV = W == 16 ? 4 : 2;
 constexpr int kPR = 4, kPNV = W == 16 ? 4 : 2;
-static_assert(W % kPR == 0, "P·V row blocking must divide the vector width");
+static_assert(W % kPR == 0, "the backward runs P·V over Rp rows (a multiple of W) in groups of PR");
 
 // Sᵀ[j][r0 .. r0 + NV·W) = Σ_d K[j][d] · Qᵀ[d][r0 ..] for MK keys from j.
 template <int MK, int NV>
@@ -59,44 +59,70 @@ static void score_rows(float* St, index_t Rp, const float* Qt, const float* k, i
     });
 }
 
-// acc[r][c0 ..] = alpha[r]·acc[r][c0 ..] (or 0 when first; alpha null: 1) + Σ_j P[j][r] · V[j][c0 ..]
-// for MR rows from r0 and NV column vectors; the last vector holds `last` (<= W) columns.
+// acc[r][c0 ..] = alpha[r]·acc[r][c0 ..] (or 0 when first; alpha null: 1) + Σ_j P(r, j) · V[j][c0 ..]
+// for MR rows and NV column vectors, P(r, j) at P[j·pj + r·pr]; the last vector holds `last` (<= W)
+// columns. Few accumulators (a row or two) take U keys per step into U sets, so that enough
+// independent multiply-adds are in flight.
 template <int MR, int NV>
-static inline void pv_tile(float* acc, index_t lda, const float* alpha, const float* St, index_t Rp, const float* v,
-                           index_t ldv, index_t n, index_t last, bool first) {
-  vf a[MR][NV];
+static inline void pv_tile(float* acc, index_t lda, const float* alpha, const float* P, index_t pj, index_t pr,
+                           const float* v, index_t ldv, index_t n, index_t last, bool first) {
+  constexpr int U = MR * NV <= 4 ? 4 : MR * NV <= 8 ? 2 : 1;
+  auto ldv_row = [&](index_t j, int c) {
+    return c == NV - 1 && last < W ? load_partial(v + j * ldv + c * W, last) : load(v + j * ldv + c * W);
+  };
+  vf a[U][MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
     const vf s = bcast(first ? 0.f : alpha ? alpha[m] : 1.f);
 #pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) a[m][c] = first ? bcast(0.f) : load(acc + m * lda + c * W) * s;
-  }
-  for (index_t j = 0; j < n; ++j) {
-    vf vv[NV];
+    for (int c = 0; c < NV; ++c) {
+      a[0][m][c] = first ? bcast(0.f) : load(acc + m * lda + c * W) * s;
 #pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c)
-      vv[c] = c == NV - 1 && last < W ? load_partial(v + j * ldv + c * W, last) : load(v + j * ldv + c * W);
-#pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m) {
-      const vf p = bcast(St[j * Rp + m]);
-#pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) a[m][c] += p * vv[c];
+      for (int u = 1; u < U; ++u) a[u][m][c] = bcast(0.f);
     }
   }
+  index_t j = 0;
+  for (; j + U <= n; j += U)
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      vf vv[NV];
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) vv[c] = ldv_row(j + u, c);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; ++m) {
+        const vf p = bcast(P[(j + u) * pj + m * pr]);
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; ++c) a[u][m][c] += p * vv[c];
+      }
+    }
+  for (; j < n; ++j)
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const vf p = bcast(P[j * pj + m * pr]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) a[0][m][c] += p * ldv_row(j, c);
+    }
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) store(acc + m * lda + c * W, a[m][c]);
+    for (int c = 0; c < NV; ++c) {
+      vf t = a[0][m][c];
+#pragma GCC unroll 4
+      for (int u = 1; u < U; ++u) t += a[u][m][c];
+      if (c == NV - 1 && last < W) store_partial(acc + m * lda + c * W, t, last);
+      else store(acc + m * lda + c * W, t);
+    }
 }
 
 template <int MR>
-static void pv_rows(float* acc, index_t lda, const float* alpha, const float* St, index_t Rp, const float* v,
-                    index_t ldv, index_t n, index_t dv, bool first) {
+static void pv_rows(float* acc, index_t lda, const float* alpha, const float* P, index_t pj, index_t pr,
+                    const float* v, index_t ldv, index_t n, index_t dv, bool first) {
   const index_t nvec = (dv + W - 1) / W, tail = dv - (nvec - 1) * W;
   index_t c = 0;
   for (; c + kPNV <= nvec; c += kPNV)
-    pv_tile<MR, kPNV>(acc + c * W, lda, alpha, St, Rp, v + c * W, ldv, n, c + kPNV == nvec ? tail : W, first);
-  for (; c < nvec; ++c) pv_tile<MR, 1>(acc + c * W, lda, alpha, St, Rp, v + c * W, ldv, n, c + 1 == nvec ? tail : W, first);
+    pv_tile<MR, kPNV>(acc + c * W, lda, alpha, P, pj, pr, v + c * W, ldv, n, c + kPNV == nvec ? tail : W, first);
+  for (; c < nvec; ++c)
+    pv_tile<MR, 1>(acc + c * W, lda, alpha, P, pj, pr, v + c * W, ldv, n, c + 1 == nvec ? tail : W, first);
 }
 
 // exp(x) for x <= 0 (a score minus its row's running max; -inf gives 0) in fewer operations
