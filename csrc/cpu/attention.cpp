@@ -2,7 +2,8 @@
 //
 // Work is split into tasks of (batch, query head, block of query rows), run over the
 // thread pool; each task is one call of Attention::block, which a tiled online-softmax kernel
-// can replace without touching the rest. Within a block: S = scale·Q·Kᵀ for the keys any of its
+// can replace without touching the rest (a few query rows in inference: tasks of (batch, kv head,
+// key range) through the decode kernel instead, Attention::decode_all). Within a block: S = scale·Q·Kᵀ for the keys any of its
 // rows may attend (all keys when the scores are an output), then per row softcap, bias and
 // softmax, then Y = S·V. float runs the two products on sgemm (nested inside a pool task it runs
 // inline) unless they are tiny; double uses plain loops. Buffers are thread-local and grow-only.
@@ -131,7 +132,7 @@ void softmax_rows(double* s, index_t rows, index_t n) {
 // The flash kernel (attention_flash.h) for float blocks when the scores are not an output.
 // Queries per block: kFlashRows, fewer when the pool needs tasks. Below kFlashMinRows query rows
 // (decode) its rows-along-lanes layout would leave most lanes idle: the decode kernel
-// (attention_decode.h) runs inference there, and the materialised block training.
+// (attention_decode.h) runs inference there (training stays on flash, which writes lse).
 constexpr index_t kFlashRows = 64, kFlashMinRows = 16;
 std::atomic<int> g_kernel{static_cast<int>(AttentionKernel::Auto)};
 

@@ -61,12 +61,12 @@ static void score_rows(float* St, index_t Rp, const float* Qt, const float* k, i
 
 // acc[r][c0 ..] = alpha[r]·acc[r][c0 ..] (or 0 when first; alpha null: 1) + Σ_j P(r, j) · V[j][c0 ..]
 // for MR rows and NV column vectors, P(r, j) at P[j·pj + r·pr]; the last vector holds `last` (<= W)
-// columns. Few accumulators (a row or two) take U keys per step into U sets, so that enough
-// independent multiply-adds are in flight.
+// columns. Fewer than 8 accumulators (a row or two) take U keys per step into U sets, so that
+// enough independent multiply-adds are in flight.
 template <int MR, int NV>
 static inline void pv_tile(float* acc, index_t lda, const float* alpha, const float* P, index_t pj, index_t pr,
                            const float* v, index_t ldv, index_t n, index_t last, bool first) {
-  constexpr int U = MR * NV <= 4 ? 4 : MR * NV <= 8 ? 2 : 1;
+  constexpr int U = MR * NV >= 8 ? 1 : MR * NV >= 4 ? 2 : 4;
   auto ldv_row = [&](index_t j, int c) {
     return c == NV - 1 && last < W ? load_partial(v + j * ldv + c * W, last) : load(v + j * ldv + c * W);
   };
