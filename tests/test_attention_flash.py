@@ -203,3 +203,21 @@ def test_decode_split_keys_rows_without_keys(threads):
     np.testing.assert_array_equal(got[0, 1, 2], 0)
     want[0, 1, 2] = 0  # (torch: NaN)
     assert_close_scaled(got, want)
+
+
+def test_decode_sliding_window_long_cache(threads):
+    """One new token with a causal 100-key window at the end of a 1500-key cache (the ONNX
+    left_window_size, counted from the bottom-right frontier): only the window's keys are split
+    over threads."""
+    rng = np.random.default_rng(4)
+    B, Hq, Hkv, P, D, window = 1, 4, 1, 1499, 32, 100
+    q = rng.standard_normal((B, Hq, 1, D)).astype(np.float32)
+    k, v = (rng.standard_normal((B, Hkv, 1, D)).astype(np.float32) for _ in range(2))
+    pk, pv = (rng.standard_normal((B, Hkv, P, D)).astype(np.float32) for _ in range(2))
+    ins = [("Q", q), ("K", k), ("V", v), ("mask", None), ("past_key", pk), ("past_value", pv)]
+    attrs = {"is_causal": 1, "left_window_size": window}
+    got = run_engine(model("Attention", ins, ["Y", "present_key", "present_value"], attrs, opset=24),
+                     feeds_of(ins))[0]
+    kk, vv = (torch.from_numpy(np.concatenate([p, n], axis=2)[:, :, P - window:]) for p, n in ((pk, k), (pv, v)))
+    want = torch.nn.functional.scaled_dot_product_attention(torch.from_numpy(q), kk, vv, enable_gqa=True).numpy()
+    assert_close_scaled(got, want)

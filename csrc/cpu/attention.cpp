@@ -2,11 +2,12 @@
 //
 // Work is split into tasks of (batch, query head, block of query rows), run over the
 // thread pool; each task is one call of Attention::block, which a tiled online-softmax kernel
-// can replace without touching the rest (a few query rows in inference: tasks of (batch, kv head,
-// key range) through the decode kernel instead, Attention::decode_all). Within a block: S = scale·Q·Kᵀ for the keys any of its
-// rows may attend (all keys when the scores are an output), then per row softcap, bias and
-// softmax, then Y = S·V. float runs the two products on sgemm (nested inside a pool task it runs
-// inline) unless they are tiny; double uses plain loops. Buffers are thread-local and grow-only.
+// can replace without touching the rest (a few query rows in inference: tasks of (batch, kv
+// head, key range) through the decode kernel instead, Attention::decode_all). Within a block:
+// S = scale·Q·Kᵀ for the keys any of its rows may attend (all keys when the scores are an
+// output), then per row softcap, bias and softmax, then Y = S·V. float runs the two products on
+// sgemm (nested inside a pool task it runs inline) unless they are tiny; double uses plain loops.
+// Buffers are thread-local and grow-only.
 #include "engine/attention.h"
 #include "engine/scratch.h"
 
@@ -239,30 +240,34 @@ struct Attention {
   }
 
   // Rows [r0, r1) of the group of kv head g in batch b (row r: query head g·group + r / q_len,
-  // query row r % q_len) over keys [c0, c1) through the decode kernel: their outputs, or with
-  // `part` their partial results (acc rows of dv at part.acc, max and sum at part.m, part.l).
+  // query row r % q_len) through the decode kernel, over split s of nsplit of the keys they
+  // attend: their outputs, or with `part` their partial results (acc rows of dv at part.acc, max
+  // and sum at part.m, part.l).
   struct Partial {
     float *acc, *m, *l;
   };
-  void decode(void (*kernel)(const DecodeBlock&), index_t b, index_t g, index_t r0, index_t r1, index_t c0,
-              index_t c1, const Partial* part) const {
+  void decode(void (*kernel)(const DecodeBlock&), index_t b, index_t g, index_t r0, index_t r1, index_t s,
+              index_t nsplit, const Partial* part) const {
     DecodeBlock f;
     f.rows = r1 - r0, f.dk = d.head_dim, f.dv = d.v_head_dim;
+    index_t u0 = d.kv_len, u1 = 0;  // the union of the rows' keys
     for (index_t r = 0; r < f.rows; ++r) {
       const index_t h = g * group + (r0 + r) / d.q_len, i = (r0 + r) % d.q_len;
       f.q[r] = q.row(b, h, i);
       f.y[r] = part ? part->acc + r * d.v_head_dim : y.row(b, h, i);
       key_range(b, i, f.lo[r], f.hi[r]);
+      if (f.lo[r] < f.hi[r]) u0 = std::min(u0, f.lo[r]), u1 = std::max(u1, f.hi[r]);
       if (m.data) {
         const index_t off = b * m.sb + h * m.sh + i * m.sq;
         f.mask[r] = m.boolean ? static_cast<const void*>(static_cast<const std::uint8_t*>(m.data) + off)
                               : static_cast<const void*>(static_cast<const T*>(m.data) + off);
       }
     }
+    u1 = std::max(u0, u1);
     f.boolean = m.boolean;
     f.k = k.row(b, g, 0), f.ldk = k.sr;
     f.v = v.row(b, g, 0), f.ldv = v.sr;
-    f.c0 = c0, f.c1 = c1;
+    f.c0 = u0 + (u1 - u0) * s / nsplit, f.c1 = u0 + (u1 - u0) * (s + 1) / nsplit;
     f.scale = static_cast<float>(o.scale), f.softcap = static_cast<float>(o.softcap);
     if (part) f.m = part->m, f.l = part->l;
     kernel(f);
@@ -275,7 +280,8 @@ struct Attention {
     const index_t grows = group * d.q_len, nrc = (grows + DecodeBlock::kMaxRows - 1) / DecodeBlock::kMaxRows;
     const index_t groups = d.batch * d.kv_heads, base = groups * nrc, threads = num_threads();
     index_t nsplit = 1;
-    if (base < 2 * threads) nsplit = std::max<index_t>(1, std::min((2 * threads + base - 1) / base, d.kv_len / kMinSplitKeys));
+    if (base < 2 * threads)
+      nsplit = std::max<index_t>(1, std::min((2 * threads + base - 1) / base, d.kv_len / kMinSplitKeys));
     const index_t rows_all = groups * grows, dv = d.v_head_dim;
     float* buf = nsplit == 1 ? nullptr
                              : thread_scratch<float, kScratchAttentionDecodePartial>(
@@ -285,11 +291,10 @@ struct Attention {
       const index_t s = t / base, bg = t % base / nrc, rc = t % nrc;
       const index_t b = bg / d.kv_heads, g = bg % d.kv_heads;
       const index_t r0 = rc * DecodeBlock::kMaxRows, r1 = std::min(grows, r0 + DecodeBlock::kMaxRows);
-      const index_t L = d.kv_len, c0 = L * s / nsplit, c1 = L * (s + 1) / nsplit;
-      if (!buf) return decode(kernel, b, g, r0, r1, c0, c1, nullptr);
+      if (!buf) return decode(kernel, b, g, r0, r1, 0, 1, nullptr);
       const index_t row = s * rows_all + bg * grows + r0;  // partial results: (split, group, row)
       const Partial part{buf + row * dv, buf + nsplit * rows_all * dv + row, buf + nsplit * rows_all * (dv + 1) + row};
-      decode(kernel, b, g, r0, r1, c0, c1, &part);
+      decode(kernel, b, g, r0, r1, s, nsplit, &part);
     };
     const double work = static_cast<double>(rows_all) * std::max<index_t>(d.kv_len, 1) * (d.head_dim + dv + 16);
     if (work < (1 << 17)) {

@@ -48,7 +48,8 @@ static inline void dot_chunk(vf* acc, const float* q, const float* k, index_t ld
   for (int kk = 0; kk < W; ++kk) {
     const float* kr = k + (Full ? kk : std::min<index_t>(kk, cnt - 1)) * ldk;
 #pragma GCC unroll 4
-    for (int c = 0; c < ND; ++c) acc[kk] += qv[c] * (c == ND - 1 && tail < W ? load_partial(kr + c * W, tail) : load(kr + c * W));
+    for (int c = 0; c < ND; ++c)
+      acc[kk] += qv[c] * (c == ND - 1 && tail < W ? load_partial(kr + c * W, tail) : load(kr + c * W));
   }
 }
 

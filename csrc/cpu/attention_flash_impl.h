@@ -59,7 +59,8 @@ void flash_block(const FlashBlock& f) {
   const index_t Rp = (rows + W - 1) / W * W, nrv = Rp / W;
   const index_t tile = std::min<index_t>(kTile, f.c1 - f.c0);
   // One scratch area: Qᵀ, Sᵀ, Oᵀ, then per-row max, sum, alpha and the frontiers (int32).
-  const size_t nq = static_cast<size_t>(dk) * Rp, ns = static_cast<size_t>(tile) * Rp, no = static_cast<size_t>(dv) * Rp;
+  const size_t nq = static_cast<size_t>(dk) * Rp, ns = static_cast<size_t>(tile) * Rp;
+  const size_t no = static_cast<size_t>(dv) * Rp;
   float* Qt = thread_scratch<float, kScratchAttentionFlash>(nq + ns + no + 5 * static_cast<size_t>(Rp) + 64);
   float* St = Qt + nq;
   float* Ot = St + ns;
