@@ -1,5 +1,6 @@
-// Register-blocked micro-kernels of the attention kernels, with the block's query rows along the
-// vector lanes: the flash forward (attention_flash_impl.h) and the backward (attention_grad_impl.h).
+// Register-blocked micro-kernels of the attention kernels: the flash forward
+// (attention_flash_impl.h), the backward (attention_grad_impl.h) and the decode kernel
+// (attention_decode_impl.h: the row-major P·V and the exponential only).
 // Included inside a per-ISA namespace after EW_W, the standard headers and elementwise_vmath.h;
 // the only include here is vec_broadcast.h, which needs the same context.
 //
