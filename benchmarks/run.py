@@ -15,7 +15,7 @@ Sections (see benchmarks/README.md for what each column means):
    (``benchmarks.onnx_models``).
 4b. Transformers, the same way: BERT-base and all-MiniLM-L6-v2 at sequence 128 (batch 1, 8),
    ViT-base at 224 and a GPT-2 decoder at sequence 256 (batch 1); then the attention kernel alone
-   at sequence 512 and 2048 against torch SDPA (``benchmarks.attention_flash``).
+   at sequence 512 and 2048 and one-row decode against torch SDPA (``benchmarks.attention_flash``).
 5. Keras file: the seed-004 Embedding->LSTM net saved as .h5 by Keras 3, loaded by engine.load,
    against Keras itself, PyTorch and onnxruntime/OpenVINO on the same weights
    (``benchmarks.keras_models``).

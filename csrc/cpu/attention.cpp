@@ -2,10 +2,12 @@
 //
 // Work is split into tasks of (batch, query head, block of query rows), run over the
 // thread pool; each task is one call of Attention::block, which a tiled online-softmax kernel
-// can replace without touching the rest. Within a block: S = scale·Q·Kᵀ for the keys any of its
-// rows may attend (all keys when the scores are an output), then per row softcap, bias and
-// softmax, then Y = S·V. float runs the two products on sgemm (nested inside a pool task it runs
-// inline) unless they are tiny; double uses plain loops. Buffers are thread-local and grow-only.
+// can replace without touching the rest (a few query rows in inference: tasks of (batch, kv
+// head, key range) through the decode kernel instead, Attention::decode_all). Within a block:
+// S = scale·Q·Kᵀ for the keys any of its rows may attend (all keys when the scores are an
+// output), then per row softcap, bias and softmax, then Y = S·V. float runs the two products on
+// sgemm (nested inside a pool task it runs inline) unless they are tiny; double uses plain loops.
+// Buffers are thread-local and grow-only.
 #include "engine/attention.h"
 #include "engine/scratch.h"
 
@@ -21,6 +23,7 @@
 #include "engine/elementwise.h"
 #include "engine/gemm.h"
 #include "engine/threadpool.h"
+#include "cpu/attention_decode.h"
 #include "cpu/attention_dropout.h"
 #include "cpu/attention_flash.h"
 #include "cpu/attention_range.h"
@@ -128,9 +131,9 @@ void softmax_rows(double* s, index_t rows, index_t n) {
 }
 
 // The flash kernel (attention_flash.h) for float blocks when the scores are not an output.
-// Queries per block: kFlashRows, fewer when the pool needs tasks; below kFlashMinRows query rows
-// (decode) the materialised block is as cheap, and the flash kernel's rows-along-lanes layout
-// would leave most lanes idle.
+// Queries per block: kFlashRows, fewer when the pool needs tasks. Below kFlashMinRows query rows
+// (decode) its rows-along-lanes layout would leave most lanes idle: the decode kernel
+// (attention_decode.h) runs inference there (training stays on flash, which writes lse).
 constexpr index_t kFlashRows = 64, kFlashMinRows = 16;
 std::atomic<int> g_kernel{static_cast<int>(AttentionKernel::Auto)};
 
@@ -141,6 +144,18 @@ void (*flash_kernel())(const FlashBlock&) {
     default: return att_flash_portable::flash_block;
   }
 }
+
+void (*decode_kernel())(const DecodeBlock&) {
+  switch (cpu_isa()) {
+    case Isa::Avx512: return att_decode_avx512::decode_block;
+    case Isa::Avx2: return att_decode_avx2::decode_block;
+    default: return att_decode_portable::decode_block;
+  }
+}
+
+// The decode kernel splits a group's keys over threads when there are fewer groups than about
+// two per thread, down to kMinSplitKeys keys per split (each split adds a partial result to merge).
+constexpr index_t kMinSplitKeys = 128;
 
 template <class T>
 struct Attention {
@@ -224,6 +239,90 @@ struct Attention {
     kernel(f);
   }
 
+  // Rows [r0, r1) of the group of kv head g in batch b (row r: query head g·group + r / q_len,
+  // query row r % q_len) through the decode kernel, over split s of nsplit of the keys they
+  // attend: their outputs, or with `part` their partial results (acc rows of dv at part.acc, max
+  // and sum at part.m, part.l).
+  struct Partial {
+    float *acc, *m, *l;
+  };
+  void decode(void (*kernel)(const DecodeBlock&), index_t b, index_t g, index_t r0, index_t r1, index_t s,
+              index_t nsplit, const Partial* part) const {
+    DecodeBlock f;
+    f.rows = r1 - r0, f.dk = d.head_dim, f.dv = d.v_head_dim;
+    index_t u0 = d.kv_len, u1 = 0;  // the union of the rows' keys
+    for (index_t r = 0; r < f.rows; ++r) {
+      const index_t h = g * group + (r0 + r) / d.q_len, i = (r0 + r) % d.q_len;
+      f.q[r] = q.row(b, h, i);
+      f.y[r] = part ? part->acc + r * d.v_head_dim : y.row(b, h, i);
+      key_range(b, i, f.lo[r], f.hi[r]);
+      if (f.lo[r] < f.hi[r]) u0 = std::min(u0, f.lo[r]), u1 = std::max(u1, f.hi[r]);
+      if (m.data) {
+        const index_t off = b * m.sb + h * m.sh + i * m.sq;
+        f.mask[r] = m.boolean ? static_cast<const void*>(static_cast<const std::uint8_t*>(m.data) + off)
+                              : static_cast<const void*>(static_cast<const T*>(m.data) + off);
+      }
+    }
+    u1 = std::max(u0, u1);
+    f.boolean = m.boolean;
+    f.k = k.row(b, g, 0), f.ldk = k.sr;
+    f.v = v.row(b, g, 0), f.ldv = v.sr;
+    f.c0 = u0 + (u1 - u0) * s / nsplit, f.c1 = u0 + (u1 - u0) * (s + 1) / nsplit;
+    f.scale = static_cast<float>(o.scale), f.softcap = static_cast<float>(o.softcap);
+    if (part) f.m = part->m, f.l = part->l;
+    kernel(f);
+  }
+
+  // Every query row through the decode kernel: tasks of (batch, kv head, up to
+  // DecodeBlock::kMaxRows of its group's rows), each over a split of the keys when the tasks are
+  // too few for the threads; the splits' partial results merge by their log-sum-exp.
+  void decode_all() const {
+    const index_t grows = group * d.q_len, nrc = (grows + DecodeBlock::kMaxRows - 1) / DecodeBlock::kMaxRows;
+    const index_t groups = d.batch * d.kv_heads, base = groups * nrc, threads = num_threads();
+    index_t nsplit = 1;
+    if (base < 2 * threads)
+      nsplit = std::max<index_t>(1, std::min((2 * threads + base - 1) / base, d.kv_len / kMinSplitKeys));
+    const index_t rows_all = groups * grows, dv = d.v_head_dim;
+    float* buf = nsplit == 1 ? nullptr
+                             : thread_scratch<float, kScratchAttentionDecodePartial>(
+                                   static_cast<size_t>(nsplit * rows_all) * (dv + 2));
+    auto kernel = decode_kernel();
+    auto run = [&](std::int64_t t) {
+      const index_t s = t / base, bg = t % base / nrc, rc = t % nrc;
+      const index_t b = bg / d.kv_heads, g = bg % d.kv_heads;
+      const index_t r0 = rc * DecodeBlock::kMaxRows, r1 = std::min(grows, r0 + DecodeBlock::kMaxRows);
+      if (!buf) return decode(kernel, b, g, r0, r1, 0, 1, nullptr);
+      const index_t row = s * rows_all + bg * grows + r0;  // partial results: (split, group, row)
+      const Partial part{buf + row * dv, buf + nsplit * rows_all * dv + row, buf + nsplit * rows_all * (dv + 1) + row};
+      decode(kernel, b, g, r0, r1, s, nsplit, &part);
+    };
+    const double work = static_cast<double>(rows_all) * std::max<index_t>(d.kv_len, 1) * (d.head_dim + dv + 16);
+    if (work < (1 << 17)) {
+      for (index_t t = 0; t < nsplit * base; ++t) run(t);
+    } else {
+      parallel_tasks(nsplit * base, run);
+    }
+    if (!buf) return;
+    const float* pm = buf + nsplit * rows_all * dv;
+    const float* pl = pm + nsplit * rows_all;
+    for (index_t row = 0; row < rows_all; ++row) {
+      const index_t bg = row / grows, r = row % grows;
+      T* yr = y.row(bg / d.kv_heads, bg % d.kv_heads * group + r / d.q_len, r % d.q_len);
+      float mx = -std::numeric_limits<float>::infinity(), den = 0.f;
+      for (index_t s = 0; s < nsplit; ++s) mx = std::max(mx, pm[s * rows_all + row]);
+      std::fill(yr, yr + dv, T(0));
+      if (mx == -std::numeric_limits<float>::infinity()) continue;  // no key in any split
+      for (index_t s = 0; s < nsplit; ++s) {
+        const float w = std::exp(pm[s * rows_all + row] - mx);
+        const float* acc = buf + (s * rows_all + row) * dv;
+        den += w * pl[s * rows_all + row];
+        for (index_t c = 0; c < dv; ++c) yr[c] += w * acc[c];
+      }
+      const float inv = den > 0.f ? 1.f / den : 0.f;
+      for (index_t c = 0; c < dv; ++c) yr[c] *= inv;
+    }
+  }
+
   void block(index_t b, index_t h, index_t i0, index_t i1) const {
     const index_t rows = i1 - i0, L = d.kv_len, kvh = h / group, dv = d.v_head_dim;
     index_t lo[kMaxBlockRows], hi[kMaxBlockRows];
@@ -283,10 +382,13 @@ void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<cons
                "attention: lse and dropout need float32 and no qk output");
   ENGINE_CHECK(opt.dropout.rate >= 0 && opt.dropout.rate < 1, "attention: dropout rate must be in [0, 1)");
   if constexpr (std::is_same<T, float>::value) {
+  if (!training && !qk.data && kernel == static_cast<int>(AttentionKernel::Auto) && dims.q_len < kFlashMinRows)
+    return A.decode_all();
   if (training || (!qk.data && kernel != static_cast<int>(AttentionKernel::Block) &&
                    (kernel == static_cast<int>(AttentionKernel::Flash) || dims.q_len >= kFlashMinRows))) {
-    // Tasks of (block, batch·head), the blocks nearest the end first: under a causal mask they
-    // carry the most keys, so the pool's dynamic hand-out balances the tail.
+    // Tasks of (batch·head, block): a head's blocks run one after another, so its K and V stay in
+    // cache for all of them; within a head the blocks nearest the end come first (under a causal
+    // mask they carry the most keys), so the pool's dynamic hand-out balances the tail.
     const index_t heads = dims.batch * dims.q_heads;
     index_t target = kFlashRows;
     while (target > kFlashMinRows && heads * ((dims.q_len + target - 1) / target) < 4 * num_threads()) target /= 2;
@@ -297,7 +399,7 @@ void attention(HeadView<T> y, HeadView<T> qk, HeadView<const T> q, HeadView<cons
                         (dims.head_dim + dims.v_head_dim + 16);
     auto fk = flash_kernel();
     auto run = [&](std::int64_t t) {
-      const index_t blk = nblk - 1 - t / heads, bh = t % heads;
+      const index_t bh = t / nblk, blk = nblk - 1 - t % nblk;
       const index_t i0 = blk * rows, i1 = std::min(dims.q_len, i0 + rows);
       if (i0 < i1) A.flash(fk, bh / dims.q_heads, bh % dims.q_heads, i0, i1);
     };

@@ -6,26 +6,65 @@
 // Layout: the block's rows run along the vector lanes. Qᵀ (dk × Rp, Rp = rows rounded up to W,
 // scale folded in) is packed once per block; a tile's scores are Sᵀ (n keys × Rp), so the score
 // micro-kernel broadcasts K elements straight from K (no packing), and the running max, the
-// exponentials and the sums are vertical vector operations over W rows at a time. P·V then
-// broadcasts P (Sᵀ row j, consecutive rows) and reads V rows straight from V. Lanes past `rows`
-// carry zeros and are never written out.
+// exponentials and the sums are vertical vector operations over W rows at a time. The output
+// accumulates transposed too, Oᵀ (dv × Rp): P·V broadcasts V elements straight from V against
+// rows of Pᵀ (the same register blocking as the scores), and the rescale by the change of max is
+// one vector multiply per accumulator. Lanes past `rows` carry zeros and are never written out.
 
 #include "cpu/attention_tiles_impl.h"
 
 // Keys per tile.
 constexpr index_t kTile = 128;
 
+// Oᵀ[c][r0 ..] = alpha·Oᵀ[c][r0 ..] (0 when first) + Σ_j V[j][c] · Pᵀ[j][r0 ..] for MC columns
+// from c and NV row vectors from r0 (Ot, alpha and Pt start there).
+template <int MC, int NV>
+static inline void pv_tile(float* Ot, index_t Rp, const float* alpha, const float* Pt, const float* v, index_t ldv,
+                           index_t n, bool first) {
+  vf a[MC][NV];
+#pragma GCC unroll 4
+  for (int k = 0; k < NV; ++k) {
+    const vf al = load(alpha + k * W);
+#pragma GCC unroll 8
+    for (int c = 0; c < MC; ++c) a[c][k] = first ? bcast(0.f) : load(Ot + c * Rp + k * W) * al;
+  }
+  for (index_t j = 0; j < n; ++j) {
+    vf p[NV];
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) p[k] = load(Pt + j * Rp + k * W);
+#pragma GCC unroll 8
+    for (int c = 0; c < MC; ++c) {
+      const vf vb = bcast(v[j * ldv + c]);
+#pragma GCC unroll 4
+      for (int k = 0; k < NV; ++k) a[c][k] += vb * p[k];
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < MC; ++c)
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) store(Ot + c * Rp + k * W, a[c][k]);
+}
+
+template <int NV>
+static void pv_cols(float* Ot, index_t Rp, const float* alpha, const float* Pt, const float* v, index_t ldv, index_t n,
+                    index_t dv, bool first) {
+  for (index_t c = 0; c < dv; c += kMK)
+    with_count<kMK>(std::min<index_t>(kMK, dv - c), [&](auto mc) {
+      pv_tile<decltype(mc)::value, NV>(Ot + c * Rp, Rp, alpha, Pt, v + c, ldv, n, first);
+    });
+}
+
 void flash_block(const FlashBlock& f) {
   const index_t rows = f.rows, dk = f.dk, dv = f.dv;
   const index_t Rp = (rows + W - 1) / W * W, nrv = Rp / W;
-  const index_t dvp = (dv + W - 1) / W * W;
   const index_t tile = std::min<index_t>(kTile, f.c1 - f.c0);
-  // One scratch area: Qᵀ, Sᵀ, acc, then per-row max, sum, alpha and the frontiers (int32).
-  const size_t nq = static_cast<size_t>(dk) * Rp, ns = static_cast<size_t>(tile) * Rp, na = static_cast<size_t>(Rp) * dvp;
-  float* Qt = thread_scratch<float, kScratchAttentionFlash>(nq + ns + na + 5 * static_cast<size_t>(Rp) + 64);
+  // One scratch area: Qᵀ, Sᵀ, Oᵀ, then per-row max, sum, alpha and the frontiers (int32).
+  const size_t nq = static_cast<size_t>(dk) * Rp, ns = static_cast<size_t>(tile) * Rp;
+  const size_t no = static_cast<size_t>(dv) * Rp;
+  float* Qt = thread_scratch<float, kScratchAttentionFlash>(nq + ns + no + 5 * static_cast<size_t>(Rp) + 64);
   float* St = Qt + nq;
-  float* acc = St + ns;
-  float* M = acc + na;
+  float* Ot = St + ns;
+  float* M = Ot + no;
   float* L = M + Rp;
   float* alpha = L + Rp;
   std::int32_t* lo = reinterpret_cast<std::int32_t*>(alpha + Rp);
@@ -69,13 +108,13 @@ void flash_block(const FlashBlock& f) {
       const vf m_old = load(M + rb);
       const vf m_new = vmax(mt, m_old);
       const vf m_use = m_new == ninf ? zero : m_new;  // no key yet: exponentials of -inf are 0
-      const vf al = m_old == ninf ? zero : v_exp(m_old - m_use);
+      const vf al = exp_nonpositive(m_old - m_use);  // 0 when m_old is -inf
       vf sum = zero;
       if (drop) {  // the sum is over every probability; P·V sees the kept ones, scaled
         const vu word = attdrop::row_word(f.drop_key, (vu)(iota() + bcasti(static_cast<std::int32_t>(f.row0 + rb))));
         for (index_t j = 0; j < n; ++j) {
           const vf x = load(s + j * Rp);
-          const vf p = x == ninf ? zero : v_exp(x - m_use);
+          const vf p = exp_nonpositive(x - m_use);
           sum += p;
           const vi keep = (vi)((attdrop::bits(f.drop_key, word, j0 + j) >> 8) >= thresh);
           store(s + j * Rp, keep ? p * dscale : zero);
@@ -83,7 +122,7 @@ void flash_block(const FlashBlock& f) {
       } else {
         for (index_t j = 0; j < n; ++j) {
           const vf x = load(s + j * Rp);
-          const vf p = x == ninf ? zero : v_exp(x - m_use);
+          const vf p = exp_nonpositive(x - m_use);
           store(s + j * Rp, p);
           sum += p;
         }
@@ -93,19 +132,18 @@ void flash_block(const FlashBlock& f) {
       store(alpha + rb, al);
     }
     const float* vt = f.v + j0 * f.ldv;
-    for (index_t r = 0; r < Rp; r += kPR)
-      pv_rows<kPR>(acc + r * dvp, dvp, alpha + r, St + r, Rp, vt, f.ldv, n, dv, first);
+    for (index_t rv = 0; rv < nrv; rv += kSNV)
+      with_count<kSNV>(std::min<index_t>(kSNV, nrv - rv), [&](auto nv) {
+        pv_cols<decltype(nv)::value>(Ot + rv * W, Rp, alpha + rv * W, St + rv * W, vt, f.ldv, n, dv, first);
+      });
     first = false;
   }
-  // y = acc / sum; a row that never saw a finite score gets zeros (and log-sum-exp +inf).
-  const index_t nvec = dvp / W, tail = dv - (nvec - 1) * W;
+  // y = Oᵀ / sum; a row that never saw a finite score gets zeros (and log-sum-exp +inf).
   for (index_t r = 0; r < rows; ++r) {
     const bool none = M[r] == -kInf || !(L[r] > 0.f);
     if (f.lse) f.lse[r] = none ? kInf : M[r] + std::log(L[r]);
-    const vf inv = bcast(none ? 0.f : 1.f / L[r]);
+    const float inv = none ? 0.f : 1.f / L[r];
     float* yr = f.y + r * f.ldy;
-    const float* ar = acc + r * dvp;
-    for (index_t c = 0; c + 1 < nvec; ++c) store(yr + c * W, none ? zero : load(ar + c * W) * inv);
-    store_partial(yr + (nvec - 1) * W, none ? zero : load(ar + (nvec - 1) * W) * inv, tail);
+    for (index_t c = 0; c < dv; ++c) yr[c] = none ? 0.f : Ot[c * Rp + r] * inv;
   }
 }

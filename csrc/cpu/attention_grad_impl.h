@@ -8,7 +8,7 @@
 // dOᵀ are packed once per tile; per key block the forward's score micro-kernel gives Sᵀ = K·Qᵀ and
 // dPᵀ = V·dOᵀ, the probabilities and dS are vertical vector operations over W rows, then
 // dV += Pᵀ·dO and dK += dSᵀ·Q broadcast elements of the transposed tiles against rows of dO and Q
-// (key_rows), and dQ += dS·K is the forward's P·V micro-kernel.
+// (key_rows), and dQ += dS·K is the row-major P·V micro-kernel (pv_rows).
 
 #include "cpu/attention_tiles_impl.h"
 
@@ -152,7 +152,7 @@ void grad_tile(const GradTile& t) {
     key_rows(t.dv + j0 * t.lddv, t.lddv, St, Rp, t.dout, t.lddo, rows, n, vdim);
     key_rows(t.dk + j0 * t.lddk, t.lddk, Pt, Rp, t.q, t.ldq, rows, n, dim);
     for (index_t r = 0; r < Rp; r += kPR)
-      pv_rows<kPR>(acc + r * dimp, dimp, nullptr, Pt + r, Rp, t.k + j0 * t.ldk, t.ldk, n, dim, false);
+      pv_rows<kPR>(acc + r * dimp, dimp, nullptr, Pt + r, Rp, 1, t.k + j0 * t.ldk, t.ldk, n, dim, false);
   }
   if (dim == 0) return;
   const index_t nvec = dimp / W, tail = dim - (nvec - 1) * W;

@@ -5,7 +5,9 @@
 // bias (attn_mask, causal and sliding-window frontiers, padding), softmax, S·V. The block
 // (Attention::block in attention.cpp) materialises the scores of the keys its rows may attend;
 // for float without a qk output the tiled online-softmax kernel (cpu/attention_flash.h) runs
-// instead from 16 query rows on (set_attention_kernel).
+// instead from 16 query rows on, and below that, in inference, the decode kernel
+// (cpu/attention_decode.h: the query heads sharing a kv head together, long caches split over
+// threads) (set_attention_kernel).
 // Compute type = element type: float (float16 callers convert to float first) or double.
 #pragma once
 
@@ -85,9 +87,9 @@ void attention_backward(HeadView<float> dq, HeadView<float> dk, HeadView<float> 
 void attention_dropout_mask(float* out, const AttentionDims& dims, const AttentionDropout& drop);
 
 // Which block kernel attention() uses for float when the scores are not an output: Auto (the
-// tiled online-softmax "flash" kernel from 16 query rows on, the materialised block below),
-// Block (always materialised: S for all keys, softmax, S·V) or Flash (always flash). Process-wide;
-// for tests and benchmarks.
+// tiled online-softmax "flash" kernel from 16 query rows on and in training; the decode kernel
+// below 16 rows in inference), Block (always materialised: S for all keys,
+// softmax, S·V) or Flash (always flash). Process-wide; for tests and benchmarks.
 enum class AttentionKernel { Auto = 0, Block = 1, Flash = 2 };
 void set_attention_kernel(AttentionKernel k);
 AttentionKernel attention_kernel();

@@ -41,7 +41,8 @@ enum ScratchTag : int {
   kScratchGemmPackA = 1, kScratchGemmPackB, kScratchGemmPartial,
   kScratchConvCols, kScratchConvBand, kScratchConvResidual, kScratchConvStrided, kScratchConvIndirect,
   kScratchConvWinograd, kScratchConvNdCols, kScratchConvNdCols2, kScratchConvNdPanel,
-  kScratchAttentionScores, kScratchAttentionFlash, kScratchAttentionGrad, kScratchAttentionGradPartial,
+  kScratchAttentionScores, kScratchAttentionFlash, kScratchAttentionDecode, kScratchAttentionDecodePartial,
+  kScratchAttentionGrad, kScratchAttentionGradPartial,
   kScratchNormIn, kScratchNormOut, kScratchRotary, kScratchTopK,
 };
 

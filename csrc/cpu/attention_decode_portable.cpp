@@ -1,0 +1,22 @@
+// The decode attention block compiled for portable (vector width 4 floats); see attention_decode_impl.h.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/attention_decode.h"
+#include "engine/scratch.h"
+
+namespace engine {
+namespace att_decode_portable {
+#define EW_W 4
+#include "cpu/elementwise_vmath.h"
+#include "cpu/attention_decode_impl.h"
+#undef EW_W
+}  // namespace att_decode_portable
+}  // namespace engine
