@@ -82,7 +82,7 @@ def test_truncated_copies_of_smollm2(tmp_path, cut):
     path = tmp_path / "cut.gguf"
     with open(smollm2_path(), "rb") as f:
         path.write_bytes(f.read(cut))
-    with pytest.raises(ModelFormatError, match=f"cut.gguf.*(truncated|past the end)"):
+    with pytest.raises(ModelFormatError, match="cut.gguf.*(truncated|past the end)"):
         read_gguf(path)
 
 

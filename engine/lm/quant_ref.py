@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats.gguf import BLOCK_SIZES
 from ..errors import ModelFormatError
+from ..formats.gguf import BLOCK_SIZES
 
 
 def dequantize(raw: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.ndarray:
