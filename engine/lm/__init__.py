@@ -1,0 +1,1 @@
+"""Language models: tokenizer, chat template, KV cache, sampling, the decode scheduler."""
