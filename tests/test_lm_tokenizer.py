@@ -100,3 +100,39 @@ def test_bad_metadata_is_a_clear_error():
         Tokenizer.from_gguf_metadata({k: v for k, v in md.items() if k != "tokenizer.ggml.merges"})
     with pytest.raises(ModelFormatError, match="tokenizer.ggml.model"):
         Tokenizer.from_gguf_metadata({})
+
+
+def _tiny_sentencepiece() -> dict:
+    """A SentencePiece-style ("llama") vocabulary: control tokens, 256 byte tokens, then pieces
+    whose scores rank the merges (earlier merges first)."""
+    pieces = ["▁", "a", "d", "e", "h", "l", "o", "r", "t", "w", "1", "2", "he", "ll", "▁t", "▁the", "▁w", "or"]
+    pieces += ["▁wor", "ld", "▁world", "llo", "▁he", "▁hello", "▁a", "12"]
+    return {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", *[f"<0x{b:02X}>" for b in range(256)], *pieces],
+        "tokenizer.ggml.scores": [0.0] * 259 + [-float(i) for i in range(len(pieces))],
+        "tokenizer.ggml.token_type": [2, 3, 3, *[6] * 256, *[1] * len(pieces)],  # UNKNOWN, CONTROL, BYTE, NORMAL
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0,
+    }
+
+
+def test_sentencepiece_vocabulary_equals_transformers():
+    mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
+    md = _tiny_sentencepiece()
+    tok = Tokenizer.from_gguf_metadata(md)
+    fields = {"tokens": "tokens", "scores": "scores", "token_type": "token_type"}
+    ref, _ = mapping.convert_gguf_tokenizer(
+        "llama",
+        {"tokenizer_type": "llama", "unk_token_id": 0, **{v: md[f"tokenizer.ggml.{k}"] for k, v in fields.items()}},
+    )
+    # Unknown characters fall back to <0xXX> byte tokens; a leading space merges into the "▁" prefix.
+    for text in ["hello world", "the world 12 1212", "héllo wörld 🙂", "a\nb", "<s>hello</s>", "", " hello  world"]:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert ids == ref.encode(text, add_special_tokens=False).ids
+        assert tok.decode(ids) == text.removeprefix(" ")
+    assert tok.encode("hello") == [1, tok.token_to_id("▁hello")]  # llama vocabularies add BOS by default
+    ids = tok.encode("wörld 🙂")
+    assert "".join(tok.stream_decoder()(ids)) == tok.decode(ids) == "<s> wörld 🙂"
+    assert "".join(tok.stream_decoder(skip_special_tokens=True)(ids)) == tok.decode(ids, True) == "wörld 🙂"

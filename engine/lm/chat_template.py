@@ -55,7 +55,9 @@ class ChatTemplate:
             pad_token=token("padding"),
         )
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None, **extra) -> str:
+    def render(
+        self, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None, **extra
+    ) -> str:
         """The prompt text for `messages`; with `add_generation_prompt`, ending where the
         assistant's reply starts."""
         try:

@@ -36,7 +36,9 @@ class Tokenizer:
         try:
             import tokenizers  # noqa: F401
         except ImportError:
-            raise EngineError("language-model tokenizers need the `tokenizers` package: pip install 'engine[text]'") from None
+            raise EngineError(
+                "language-model tokenizers need the `tokenizers` package: pip install 'engine[text]'"
+            ) from None
         from engine.lm.gguf_vocab import build_backend
 
         def token_id(name):
