@@ -1,2 +1,3 @@
-"""Language models: GGUF weights, dequantisation reference, model configs (more to come:
-tokenizer, chat template, KV cache, sampling, the decode scheduler). Imports nothing heavy."""
+"""Language models: GGUF weights, the dequantisation reference, model configs, the tokenizer and
+chat template from a file's metadata (to come: quantized kernels, KV cache, sampling, the decode
+scheduler). Imports nothing heavy."""
