@@ -223,19 +223,9 @@ struct Attention {
     f.rows = rows, f.dk = d.head_dim, f.dv = dv;
     f.scale = static_cast<float>(o.scale), f.softcap = static_cast<float>(o.softcap);
     f.lo = lo, f.hi = hi, f.c0 = c0, f.c1 = c1;
-    if (m.data) {
-      const index_t off = b * m.sb + h * m.sh + i0 * m.sq;
-      f.mask = m.boolean ? static_cast<const void*>(static_cast<const std::uint8_t*>(m.data) + off)
-                         : static_cast<const void*>(static_cast<const T*>(m.data) + off);
-      f.boolean = m.boolean, f.msq = m.sq;
-    }
+    set_task_mask<T>(f, m, b, h, i0);
     f.lse = lse;
-    if (o.dropout.rate > 0) {
-      f.drop_threshold = attdrop::threshold(o.dropout.rate);
-      f.drop_scale = static_cast<float>(1.0 / (1.0 - o.dropout.rate));
-      f.drop_key = attdrop::head_key(o.dropout, b * d.q_heads + h);
-      f.row0 = i0;
-    }
+    set_task_dropout(f, o.dropout, b * d.q_heads + h, i0);
     kernel(f);
   }
 

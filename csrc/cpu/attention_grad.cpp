@@ -78,18 +78,8 @@ struct Backward {
         t.scale = static_cast<float>(opt.scale);
         t.lse = lse + (b * d.q_heads + h) * d.q_len + i0;
         t.lo = lo, t.hi = hi, t.c0 = c0, t.c1 = c1;
-        if (m.data) {
-          const index_t off = b * m.sb + h * m.sh + i0 * m.sq;
-          t.mask = m.boolean ? static_cast<const void*>(static_cast<const std::uint8_t*>(m.data) + off)
-                             : static_cast<const void*>(static_cast<const float*>(m.data) + off);
-          t.boolean = m.boolean, t.msq = m.sq;
-        }
-        if (opt.dropout.rate > 0) {
-          t.drop_threshold = attdrop::threshold(opt.dropout.rate);
-          t.drop_scale = static_cast<float>(1.0 / (1.0 - opt.dropout.rate));
-          t.drop_key = attdrop::head_key(opt.dropout, b * d.q_heads + h);
-          t.row0 = i0;
-        }
+        set_task_mask<float>(t, m, b, h, i0);
+        set_task_dropout(t, opt.dropout, b * d.q_heads + h, i0);
         kernel(t);
       }
   }
