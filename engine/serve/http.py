@@ -351,6 +351,7 @@ class HttpApp:
             raise HttpError(413, f"the request body is {r.length} bytes; this server takes at most {limit}",
                             close=True)
         chunks, total, more = [], 0, True
+        too_large = HttpError(413, f"the request body is over {limit} bytes, this server's limit", close=True)
         deadlines = self._loop_state().deadlines
         task = asyncio.current_task()
         deadlines.start(task)
@@ -362,14 +363,16 @@ class HttpApp:
                 chunk, more = msg.get("body", b""), msg.get("more_body", False)
                 total += len(chunk)
                 if total > limit:
-                    raise HttpError(413, f"the request body is over {limit} bytes, this server's limit",
-                                    close=True)
+                    await _drain(r, more, _DRAIN_BYTES)
+                    raise too_large
                 chunks.append(chunk)
         except asyncio.CancelledError:
             if task not in deadlines.expired:  # cancelled by someone else (shutdown): let it end
                 raise
             deadlines.expired.discard(task)
             task.uncancel()
+            if total > limit:  # the deadline cut the drain short: the answer is still 413
+                raise too_large from None
             raise HttpError(408, f"the request body did not arrive within {self.limits.read_timeout_s:g} s "
                             f"({total} bytes came)", close=True) from None
         finally:
@@ -481,6 +484,22 @@ def _version(text: str) -> int:
 
 def _error(message: str) -> bytes:
     return kserve.dumps({"error": message})
+
+
+# How much of an over-limit body is read and thrown away before the 413: closing a socket with
+# unread input makes the kernel send a reset, and a client still sending (curl, most libraries)
+# would see "connection reset" instead of the answer. A bigger body is cut off regardless.
+_DRAIN_BYTES = 4 << 20
+
+
+async def _drain(r: _Request, more: bool, budget: int) -> None:
+    """Read and discard the rest of the body, up to `budget` bytes."""
+    while more and budget > 0:
+        msg = await r.receive()
+        if msg["type"] == "http.disconnect":
+            return
+        more = msg.get("more_body", False)
+        budget -= len(msg.get("body", b""))
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
