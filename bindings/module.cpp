@@ -15,6 +15,9 @@ void init_elementwise(py::module_& m);
 void init_program(py::module_& m);
 void init_dynamic(py::module_& m);
 void init_rnn(py::module_& m);
+void init_quant(py::module_& m);
+void init_lm(py::module_& m);
+void init_sampling(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "engine native CPU kernels and plan executor";
@@ -35,4 +38,7 @@ PYBIND11_MODULE(_C, m) {
   init_program(m);
   init_dynamic(m);
   init_rnn(m);
+  init_quant(m);
+  init_lm(m);
+  init_sampling(m);
 }

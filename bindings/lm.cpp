@@ -1,0 +1,6 @@
+// lm bindings (issue 19): filled in with the kernels they bind.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void init_lm(py::module_& m) {}

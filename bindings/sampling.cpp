@@ -1,0 +1,6 @@
+// sampling bindings (issue 19): filled in with the kernels they bind.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void init_sampling(py::module_& m) {}
