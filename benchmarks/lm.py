@@ -22,6 +22,7 @@ streaming /v1/completions requests. Every figure is the median of a few runs; th
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import http.client
 import importlib.util
@@ -81,19 +82,21 @@ def smollm2_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def prompt_ids(path: Path, n: int = PROMPT_TOKENS) -> list[int]:
-    """n token ids of PROMPT_TEXT (repeated as needed) from the file's tokenizer, BOS excluded."""
+@functools.cache
+def _tokenizer(path: Path):
     from engine.formats.gguf import read_gguf
     from engine.lm.tokenizer import Tokenizer
-    tok = Tokenizer.from_gguf_metadata(read_gguf(str(path)).metadata)
-    ids = tok.encode(PROMPT_TEXT, add_special_tokens=False)
+    return Tokenizer.from_gguf_metadata(read_gguf(str(path)).metadata)
+
+
+def prompt_ids(path: Path, n: int = PROMPT_TOKENS) -> list[int]:
+    """n token ids of PROMPT_TEXT (repeated as needed) from the file's tokenizer, BOS excluded."""
+    ids = _tokenizer(path).encode(PROMPT_TEXT, add_special_tokens=False)
     return (ids * (n // len(ids) + 1))[:n]
 
 
 def short_prompt_ids(path: Path) -> list[int]:
-    from engine.formats.gguf import read_gguf
-    from engine.lm.tokenizer import Tokenizer
-    return Tokenizer.from_gguf_metadata(read_gguf(str(path)).metadata).encode(SHORT_PROMPT, add_special_tokens=False)
+    return _tokenizer(path).encode(SHORT_PROMPT, add_special_tokens=False)
 
 
 # ----------------------------------------------------------------------------- the three runners
@@ -135,9 +138,12 @@ class LlamaCppRunner:
         from llama_cpp import Llama
         self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_batch=PROMPT_TOKENS,
                          n_ctx=512, verbose=False)
+        self.n_vocab = self.llm.n_vocab()
 
     def _last_logits(self):
-        return self.llm.scores[self.llm.n_tokens - 1]  # eval fills the last row only (logits_all off)
+        # Straight from llama.cpp's buffer: Llama.eval no longer copies logits into Llama.scores
+        # unless logits_all (then every row would be computed, which the others do not do).
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
 
     def prefill(self, ids):
         self.llm.reset()
