@@ -169,6 +169,7 @@ class TransformersRunner:
     def __init__(self, path: Path, threads: int):
         import inspect
 
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion bar
         import torch
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
@@ -323,7 +324,7 @@ class EngineServer:
 
 
 def parse_stream(lines, t0: float) -> dict:
-    """Read server-sent events (`data: {...}` lines up to `data: [DONE]`): chunks that carry a choice
+    """Read server-sent events (`data: {...}` lines up to `data: [DONE]`): chunks that carry text
     count one token each unless the final usage chunk says how many were generated."""
     chunks, usage, first = 0, None, None
     for raw in lines:
@@ -337,7 +338,8 @@ def parse_stream(lines, t0: float) -> dict:
         event = json.loads(data)
         if event.get("usage"):
             usage = event["usage"].get("completion_tokens")
-        if event.get("choices"):
+        choice = (event.get("choices") or [{}])[0]
+        if choice.get("text") or (choice.get("delta") or {}).get("content"):
             chunks += 1
             if first is None:
                 first = time.perf_counter() - t0

@@ -69,8 +69,11 @@ def test_parse_stream_counts_chunks_or_trusts_usage():
         return io.BytesIO("".join(f"data: {e}\n\n" for e in events).encode())
 
     chunk = '{"choices": [{"text": "a", "index": 0}]}'
-    got = lm.parse_stream(sse(chunk, chunk, chunk, "[DONE]", chunk), time.perf_counter())
-    assert got["tokens"] == 3 and got["ttft"] is not None  # nothing after [DONE] counts
+    last = '{"choices": [{"text": "", "index": 0, "finish_reason": "length"}]}'
+    got = lm.parse_stream(sse(chunk, chunk, chunk, last, "[DONE]", chunk), time.perf_counter())
+    assert got["tokens"] == 3 and got["ttft"] is not None  # no text, or after [DONE]: not a token
+    chat = ['{"choices": [{"delta": {"role": "assistant"}}]}', '{"choices": [{"delta": {"content": "Hi"}}]}']
+    assert lm.parse_stream(sse(*chat, "[DONE]"), time.perf_counter())["tokens"] == 1
     usage = '{"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}'
     assert lm.parse_stream(sse(chunk, chunk, usage, "[DONE]"), time.perf_counter())["tokens"] == 7
     assert lm.parse_stream(io.BytesIO(b": keep-alive\n\n"), time.perf_counter()) == {
