@@ -24,24 +24,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import http.client
 import importlib.util
-import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_NAME = "smollm2"
+from . import lm_server
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 64
@@ -58,16 +51,6 @@ PROMPT_TEXT = (
     "vacuum tubes and failed often. Transistors made them smaller, integrated circuits smaller still, and "
     "today a phone holds more computing power than every machine of 1960 together. Software grew alongside: "
     "from hand-wired programs to assembly, compilers, operating systems, networks and the web. "
-)
-STREAM_PROMPTS = (
-    "Write a short story about a robot who learns to paint.",
-    "Explain how a bicycle stays upright while moving.",
-    "Describe a busy market in the morning.",
-    "Tell me about the life of a lighthouse keeper.",
-    "What happens inside a volcano before it erupts?",
-    "Write a letter from a cat to its owner.",
-    "Describe the journey of a river from mountain to sea.",
-    "Explain why the sky is blue to a child.",
 )
 
 
@@ -228,168 +211,6 @@ def measure_runner(runner, ids: list[int], short: list[int], repeats: int, decod
             "decode": decode_tokens / statistics.median(dec), "tokens": tokens}
 
 
-# ----------------------------------------------------------------------------- the server streams
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class EngineServer:
-    """`python -m engine serve` on a temporary repository holding smollm2/1/model.gguf (a symlink)."""
-
-    def __init__(self, path: Path, threads: int, start_timeout: float = 300.0):
-        self.tmp = Path(tempfile.mkdtemp(prefix="lmbench-"))
-        version = self.tmp / MODEL_NAME / "1"
-        version.mkdir(parents=True)
-        (version / "model.gguf").symlink_to(path.resolve())
-        self.port = _free_port()
-        env = dict(os.environ, ENGINE_NUM_THREADS=str(threads))
-        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "engine", "serve", "--repository", str(self.tmp), "--host", "127.0.0.1",
-               "--http-port", str(self.port), "--socket-port", "-1", "--control", "explicit", "--no-demo",
-               "--log-level", "warning"]
-        self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.err)
-        try:
-            self._wait_ready(start_timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"engine serve exited ({self.proc.returncode}): {self.stderr_tail()}")
-            with contextlib.suppress(OSError):
-                status, body = self.request("GET", f"/v2/models/{MODEL_NAME}/ready", timeout=5)
-                if status == 200:
-                    return
-                state = self._state()
-                if state and state[0] in ("failed", "unavailable"):
-                    raise RuntimeError(f"engine serve: model {MODEL_NAME} {state[0]}: {state[1]}")
-            time.sleep(0.5)
-        raise RuntimeError(f"engine serve: {MODEL_NAME} not ready after {timeout:.0f} s: {self.stderr_tail()}")
-
-    def _state(self):
-        status, body = self.request("POST", "/v2/repository/index", b"{}", timeout=5)
-        if status != 200:
-            return None
-        for row in json.loads(body):
-            if row.get("name") == MODEL_NAME:
-                return row.get("state"), row.get("reason", "")
-        return None
-
-    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 60):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            return r.status, r.read()
-        finally:
-            conn.close()
-
-    def stream_completion(self, prompt: str, max_tokens: int, timeout: float = 300) -> dict:
-        """One streaming /v1/completions request: tokens received, time to first token, seconds."""
-        body = json.dumps({"model": MODEL_NAME, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                           "stream": True, "stream_options": {"include_usage": True}}).encode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        t0 = time.perf_counter()
-        try:
-            conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            if r.status != 200:
-                raise RuntimeError(f"/v1/completions: HTTP {r.status}: {r.read()[:300]!r}")
-            return parse_stream(r, t0)
-        finally:
-            conn.close()
-
-    def stderr_tail(self, n: int = 800) -> str:
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace").strip()[-n:] or f"exit status {self.proc.poll()}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # our own child: SIGTERM drains and exits
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.err.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def parse_stream(lines, t0: float) -> dict:
-    """Read server-sent events (`data: {...}` lines up to `data: [DONE]`): chunks that carry text
-    count one token each unless the final usage chunk says how many were generated."""
-    chunks, usage, first = 0, None, None
-    for raw in lines:
-        line = raw.decode() if isinstance(raw, bytes) else raw
-        line = line.strip()
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            break
-        event = json.loads(data)
-        if event.get("usage"):
-            usage = event["usage"].get("completion_tokens")
-        choice = (event.get("choices") or [{}])[0]
-        if choice.get("text") or (choice.get("delta") or {}).get("content"):
-            chunks += 1
-            if first is None:
-                first = time.perf_counter() - t0
-    return {"tokens": usage if usage is not None else chunks, "ttft": first, "seconds": time.perf_counter() - t0}
-
-
-def run_streams(server: EngineServer, n: int, max_tokens: int) -> dict:
-    """n concurrent streams, one thread each: aggregate tokens/s from the first send to the last token."""
-    results: list = [None] * n
-    start = threading.Barrier(n + 1)
-
-    def one(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = server.stream_completion(STREAM_PROMPTS[i % len(STREAM_PROMPTS)], max_tokens)
-        except Exception as e:  # reported, not raised: the other streams still finish
-            results[i] = e
-
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    errors = [r for r in results if isinstance(r, Exception)]
-    if errors:
-        raise RuntimeError(f"{len(errors)} of {n} streams failed: {errors[0]}")
-    tokens = sum(r["tokens"] for r in results)
-    return {"streams": n, "tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall,
-            "ttft_ms": 1e3 * statistics.median(r["ttft"] for r in results if r["ttft"] is not None)}
-
-
-def measure_server(path: Path, threads: int, streams, max_tokens: int, repeats: int, log) -> list[dict]:
-    server = EngineServer(path, threads)
-    try:
-        server.stream_completion(STREAM_PROMPTS[0], 8)  # warm-up
-        out = []
-        for n in streams:
-            runs = [run_streams(server, n, max_tokens) for _ in range(repeats)]
-            best = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]  # the median run
-            out.append(best)
-            log(f"  lm server {n} streams: {best['tokens']} tokens in {best['seconds']:.2f} s, "
-                f"{best['tokens_per_s']:.1f} tokens/s, median first token {best['ttft_ms']:.0f} ms")
-        return out
-    finally:
-        server.stop()
-
-
 # ----------------------------------------------------------------------------- the section
 
 def _row(metric: str, unit: str, higher_better: bool, target=None) -> dict:
@@ -412,7 +233,7 @@ def run(threads: int, quick: bool = False, log=print, engine: bool = True, peers
         "prefill": _row(f"prompt processing ({len(ids)} tokens)", "tokens/s", True, TARGETS["prefill"]),
         "decode": _row(f"decode, batch 1 ({decode_tokens} greedy tokens)", "tokens/s", True, TARGETS["decode"]),
         "ttft": _row(f"time to first token ({len(ids)}-token prompt)", "ms", False),
-        "agree": _row(f"greedy tokens equal to the engine's (of {decode_tokens + 1})", "tokens", True),
+        "agree": None,  # named after its reference below
     }
     frameworks = [f for f in FRAMEWORKS if (f == "engine" and engine) or (f != "engine" and peers)]
     tokens = {}
@@ -430,7 +251,7 @@ def run(threads: int, quick: bool = False, log=print, engine: bool = True, peers
                 f"tokens/s, first token {m['ttft']:.1f} ms")
         except Exception as e:
             msg = f"{type(e).__name__}: {e}"
-            for key in ("prefill", "decode", "ttft", "agree"):
+            for key in ("prefill", "decode", "ttft"):
                 rows[key]["errors"][fw] = msg
             log(f"  lm {fw}: FAILED: {msg}")
         finally:
@@ -438,17 +259,24 @@ def run(threads: int, quick: bool = False, log=print, engine: bool = True, peers
                 runner.close()
             del runner
             gc.collect()
-    if "engine" in tokens:
-        for fw, toks in tokens.items():
-            rows["agree"]["values"][fw] = next((i for i, (a, b) in enumerate(zip(toks, tokens["engine"])) if a != b),
-                                               len(toks))
+    # Greedy tokens each framework shares with the engine's (peers only: with llama.cpp's) before
+    # the first difference: all three should run the same model.
+    ref = next((fw for fw in ("engine", "llama.cpp", "transformers") if fw in tokens), "engine")
+    rows["agree"] = _row(f"greedy tokens equal to {NAMES[ref]}'s (of {decode_tokens + 1})", "tokens", True)
+    for fw in frameworks:
+        if fw in tokens:
+            rows["agree"]["values"][fw] = next(
+                (i for i, (a, b) in enumerate(zip(tokens[fw], tokens[ref])) if a != b), len(tokens[fw]))
+        elif fw in rows["prefill"]["errors"]:
+            rows["agree"]["errors"][fw] = rows["prefill"]["errors"][fw]
     out = list(rows.values())
     if engine:
         max_tokens = 16 if quick else DECODE_TOKENS
         srows = [_row(f"server, {n} concurrent stream{'s' if n > 1 else ''} ({max_tokens} tokens each)",
                       "tokens/s", True, TARGETS["streams"] if n == max(streams) else None) for n in streams]
         try:
-            for r, m in zip(srows, measure_server(path, threads, streams, max_tokens, 1 if quick else 3, log)):
+            measured = lm_server.measure_server(path, threads, streams, max_tokens, 1 if quick else 3, log)
+            for r, m in zip(srows, measured):
                 r["values"]["engine"] = m["tokens_per_s"]
                 r["detail"] = m
             base = srows[0]["values"]["engine"]

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import lm  # noqa: E402
+from benchmarks import lm, lm_server  # noqa: E402
 from benchmarks.run import format_table  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def _rows():
     ttft = lm._row("time to first token (128-token prompt)", "ms", False)
     ttft["values"] = {"engine": 250.0, "llama.cpp": 500.0}
     ttft["errors"] = {"transformers": "OSError: no file"}
-    agree = lm._row("greedy tokens equal to the engine's (of 65)", "tokens", True)
+    agree = lm._row("greedy tokens equal to engine's (of 65)", "tokens", True)
     agree["values"] = {"engine": 65, "llama.cpp": 40}
     one = lm._row("server, 1 concurrent stream", "tokens/s", True)
     one["values"], one["vs_one_stream"] = {"engine": 80.0}, 1.0
@@ -57,7 +57,7 @@ def test_table_cells():
     assert _cells(text, "prompt processing (128 tokens)") == ["tokens/s", "600.0", "300.0", "150.0", "2.00", "4.00",
                                                                ">=", "1.5", "vs", "llama.cpp"]
     assert _cells(text, "time to first token (128-token prompt)") == ["ms", "250.0", "500.0", "FAIL", "2.00", "-"]
-    assert _cells(text, "greedy tokens equal to the engine's (of 65)") == ["tokens", "65", "40", "-", "-", "-"]
+    assert _cells(text, "greedy tokens equal to engine's (of 65)") == ["tokens", "65", "40", "-", "-", "-"]
     assert _cells(text, "server, 8 concurrent streams") == ["tokens/s", "280.0", "-", "-", "-", "-", "3.50x", "1",
                                                             "stream", "(>=", "3)"]
     assert "  ! transformers f32: OSError: no file" in text
@@ -70,13 +70,13 @@ def test_parse_stream_counts_chunks_or_trusts_usage():
 
     chunk = '{"choices": [{"text": "a", "index": 0}]}'
     last = '{"choices": [{"text": "", "index": 0, "finish_reason": "length"}]}'
-    got = lm.parse_stream(sse(chunk, chunk, chunk, last, "[DONE]", chunk), time.perf_counter())
+    got = lm_server.parse_stream(sse(chunk, chunk, chunk, last, "[DONE]", chunk), time.perf_counter())
     assert got["tokens"] == 3 and got["ttft"] is not None  # no text, or after [DONE]: not a token
     chat = ['{"choices": [{"delta": {"role": "assistant"}}]}', '{"choices": [{"delta": {"content": "Hi"}}]}']
-    assert lm.parse_stream(sse(*chat, "[DONE]"), time.perf_counter())["tokens"] == 1
+    assert lm_server.parse_stream(sse(*chat, "[DONE]"), time.perf_counter())["tokens"] == 1
     usage = '{"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}'
-    assert lm.parse_stream(sse(chunk, chunk, usage, "[DONE]"), time.perf_counter())["tokens"] == 7
-    assert lm.parse_stream(io.BytesIO(b": keep-alive\n\n"), time.perf_counter()) == {
+    assert lm_server.parse_stream(sse(chunk, chunk, usage, "[DONE]"), time.perf_counter())["tokens"] == 7
+    assert lm_server.parse_stream(io.BytesIO(b": keep-alive\n\n"), time.perf_counter()) == {
         "tokens": 0, "ttft": None, "seconds": pytest.approx(0, abs=1)}
 
 
@@ -90,20 +90,20 @@ class _FakeServer:
         with self.lock:
             self.prompts.append(prompt)
         time.sleep(0.05)
-        if self.fail and prompt == lm.STREAM_PROMPTS[1]:
+        if self.fail and prompt == lm_server.STREAM_PROMPTS[1]:
             raise RuntimeError("HTTP 500")
         return {"tokens": max_tokens, "ttft": 0.01, "seconds": 0.05}
 
 
 def test_run_streams_aggregates_concurrent_requests():
     server = _FakeServer()
-    got = lm.run_streams(server, 4, 10)
+    got = lm_server.run_streams(server, 4, 10)
     assert got["tokens"] == 40 and got["streams"] == 4
-    assert sorted(server.prompts) == sorted(lm.STREAM_PROMPTS[:4])  # a different prompt per stream
+    assert sorted(server.prompts) == sorted(lm_server.STREAM_PROMPTS[:4])  # a different prompt per stream
     assert got["seconds"] < 0.05 * 4 * 0.9  # concurrent, not one after the other
     assert got["tokens_per_s"] == pytest.approx(40 / got["seconds"])
     with pytest.raises(RuntimeError, match="1 of 4 streams failed: HTTP 500"):
-        lm.run_streams(_FakeServer(fail=True), 4, 10)
+        lm_server.run_streams(_FakeServer(fail=True), 4, 10)
 
 
 def test_main_passes_its_arguments(monkeypatch, capsys):
