@@ -157,3 +157,46 @@ def test_llama_cpp_on_the_file():
         assert len(tokens) == 4 and tokens == again and seconds > 0  # greedy: the same tokens twice
     finally:
         runner.close()
+
+
+class _FakeRunner:
+    """Greedy tokens 0, 1, 2, ... (from `diverge_at` on, 100 + i); prefill 'takes' no time."""
+    diverge_at = None
+
+    def __init__(self, path, threads):
+        self.closed = False
+
+    def prefill(self, ids):
+        return lm.np.zeros(8, dtype=lm.np.float32)
+
+    def greedy(self, ids, n):
+        d = self.diverge_at if self.diverge_at is not None else n
+        return [i if i < d else 100 + i for i in range(n)], 0.01
+
+    def close(self):
+        self.closed = True
+
+
+def test_run_rows_with_fake_frameworks(monkeypatch):
+    class Llama(_FakeRunner):
+        diverge_at = 5
+
+    def broken(path, threads):
+        raise ImportError("no torch")
+
+    monkeypatch.setattr(lm, "RUNNERS", {"engine": _FakeRunner, "llama.cpp": Llama, "transformers": broken})
+    monkeypatch.setattr(lm, "prompt_ids", lambda path: list(range(128)))
+    monkeypatch.setattr(lm, "short_prompt_ids", lambda path: [1, 2, 3])
+    streams = [{"tokens_per_s": 10.0}, {"tokens_per_s": 35.0}]
+    monkeypatch.setattr(lm_server, "measure_server", lambda *a: streams)
+    rows = {r["metric"].split(" (")[0]: r for r in lm.run(2, quick=True, log=lambda m: None, path=Path("x.gguf"))}
+    assert rows["decode, batch 1"]["values"] == {"engine": 1600.0, "llama.cpp": 1600.0}  # 16 tokens / 0.01 s
+    assert rows["greedy tokens equal to engine's"]["values"] == {"engine": 17, "llama.cpp": 5}
+    assert rows["greedy tokens equal to engine's"]["errors"] == {"transformers": "ImportError: no torch"}
+    assert rows["prompt processing"]["errors"] == {"transformers": "ImportError: no torch"}
+    assert rows["server, 8 concurrent streams"]["vs_one_stream"] == pytest.approx(3.5)
+    assert rows["server, 8 concurrent streams"]["target"] == 3.0
+    peers = lm.run(2, quick=True, log=lambda m: None, engine=False, path=Path("x.gguf"))
+    assert [r["metric"] for r in peers if r["metric"].startswith("greedy")] == [
+        "greedy tokens equal to llama.cpp's (of 17)"]
+    assert not any(r["metric"].startswith("server") for r in peers)
