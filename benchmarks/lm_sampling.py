@@ -5,7 +5,8 @@
 Logits shaped like a language model's (a normal body, a few tokens well above it). Per setting,
 prints the median microseconds of one sample() call (the whole batch: Python arguments + the one
 native call), the native call alone, per row, and torch's time for the same filters on the same
-rows (transformers' TopK/TopP/MinP warpers, softmax, multinomial; greedy: argmax).
+rows (transformers' TopK/TopP/MinP warpers, softmax, multinomial; greedy: argmax), torch with
+the engine's thread count.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def main() -> None:
                 if not a.no_torch:
                     import torch
 
+                    torch.set_num_threads(_C.num_threads())
                     run = torch_sampler(params, history)
                     xt, ids = torch.from_numpy(x.copy()), torch.from_numpy(history.astype(np.int64))
                     t_t = measure(lambda: run(xt, ids), min_time=0.3)

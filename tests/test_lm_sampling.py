@@ -252,7 +252,7 @@ def test_draw_frequencies_match_numpy(params):
     x = (rng.normal(size=24) * 1.5).astype(np.float32)
     hist = [0, 3, 3, 7]
     ref = ref_probs(x, params, hist if params.repetition_penalty != 1 else ())
-    n = 20000
+    n = 10000
     samplers = [
         SequenceSampler(P(**{**params.__dict__, "seed": 7 * i + 1}), prompt_ids=hist) for i in range(n)
     ]
@@ -276,14 +276,14 @@ def test_sequential_draws_of_one_sequence_match_numpy():
 def test_unfiltered_draw_over_many_blocks_never_picks_minus_inf():
     # A big vocabulary, mostly -inf: the unfiltered walk skips whole empty blocks.
     rng = np.random.default_rng(7)
-    V = 20000
+    V, n = 5000, 3000
     x = np.full(V, -np.inf, np.float32)
-    live = rng.choice(V, size=15, replace=False)
-    x[live] = rng.normal(size=15).astype(np.float32)
-    got = draw_many(x, P(), 6000)
+    live = rng.choice(V, size=12, replace=False)
+    x[live] = rng.normal(size=12).astype(np.float32)
+    got = draw_many(x, P(), n)
     assert set(got.tolist()) <= set(live.tolist())
     ref = ref_probs(x, P())
-    assert chi_square_ok(np.bincount(got, minlength=V)[live], ref[live], 6000) > 1e-4
+    assert chi_square_ok(np.bincount(got, minlength=V)[live], ref[live], n) > 1e-4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,6 +319,10 @@ def test_seed_reproduces_and_is_independent_of_the_batch():
         assert [w[i] for w in whole] == [a[i] for a in alone]
     other = [SequenceSampler(P(seed=1042))]
     assert [sample(x[:1].copy(), other)[0] for x in logits] != [w[0] for w in whole]
+
+
+def test_empty_batch():
+    assert sample(np.zeros((0, 10), np.float32), []).shape == (0,)
 
 
 def test_rng_advances_once_per_call_and_logits_untouched():
