@@ -321,6 +321,23 @@ def test_seed_reproduces_and_is_independent_of_the_batch():
     assert [sample(x[:1].copy(), other)[0] for x in logits] != [w[0] for w in whole]
 
 
+def test_history_grows_and_feeds_the_penalty():
+    s = SequenceSampler(P(temperature=0, repetition_penalty=100.0), prompt_ids=[2])
+    x = np.array([[1.0, 3.0, 4.0, 2.0]], np.float32)
+    picks = []
+    for _ in range(3):  # each pick is penalised away next time: 2 (prompt) -> 1, 3, 0
+        picks.append(int(sample(x, [s])[0]))
+        s.accept(picks[-1])
+    assert picks == [1, 3, 0]
+    for t in range(200):
+        s.accept(t % 4)
+    assert s.history.tolist() == [2, 1, 3, 0] + [t % 4 for t in range(200)]
+    with pytest.raises(SamplingError, match="token id"):
+        s.accept(-1)
+    with pytest.raises(SamplingError, match="prompt_ids"):
+        SequenceSampler(P(), prompt_ids=[-3])
+
+
 def test_empty_batch():
     assert sample(np.zeros((0, 10), np.float32), []).shape == (0,)
 

@@ -21,6 +21,7 @@ import numpy as np
 from engine.errors import DTypeError, EngineError, ShapeError
 
 _U64_MAX = 2**64 - 1
+_I32_MAX = 2**31 - 1
 
 
 class SamplingError(EngineError, ValueError):
@@ -88,21 +89,18 @@ class SequenceSampler:
             float(params.min_p),
             float(params.repetition_penalty),
         )
-        self._track = params.repetition_penalty != 1.0
-        self._history = np.empty(0, np.int32)
-        self._count = 0
-        if self._track:
-            ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
-            if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.int32).max):
-                raise SamplingError("prompt_ids must be token ids >= 0")
-            self._history = np.empty(max(64, 2 * ids.size), np.int32)
-            self._history[: ids.size] = ids
-            self._count = int(ids.size)
+        self._penalise = params.repetition_penalty != 1.0
+        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() > _I32_MAX):
+            raise SamplingError("prompt_ids must be token ids in [0, 2**31 - 1]")
+        self._history = np.empty(max(64, 2 * ids.size), np.int32)
+        self._history[: ids.size] = ids
+        self._count = int(ids.size)
 
     def accept(self, token_id: int) -> None:
-        """Record a generated token (only kept when a repetition penalty is on)."""
-        if not self._track:
-            return
+        """Record a generated token (the repetition penalty's history)."""
+        if not 0 <= token_id <= _I32_MAX:
+            raise SamplingError(f"accept: token id must be in [0, 2**31 - 1], got {token_id!r}")
         if self._count == self._history.size:
             grown = np.empty(2 * self._history.size, np.int32)
             grown[: self._count] = self._history[: self._count]
@@ -112,11 +110,11 @@ class SequenceSampler:
 
     @property
     def history(self) -> np.ndarray:
-        """The ids the repetition penalty applies to (empty when it is off)."""
-        return self._history[: self._count]
+        """Prompt + accepted ids (what the repetition penalty applies to when it is on), a copy."""
+        return self._history[: self._count].copy()
 
     def _penalty_ids(self) -> np.ndarray | None:
-        return self._history[: self._count] if self._track and self._count else None
+        return self._history[: self._count] if self._penalise and self._count else None
 
 
 def sample(logits: np.ndarray, samplers: Sequence[SequenceSampler]) -> np.ndarray:
