@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <string>
 #include <vector>
@@ -21,8 +22,8 @@ using sampling::kMinScore;
 enum : int { kTagRow = 1001, kTagCand, kTagWeights, kTagBlocks };
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-// The first candidate threshold (s = scaled logit - max): tokens within e^8 of the top one.
-// A real model's head almost always lies inside; when not, the threshold drops to kMinScore.
+// Top-p's first candidate threshold (s = scaled logit - max): tokens within e^8 of the top one.
+// A real model's nucleus usually lies inside; when not, a histogram pass finds a lower one.
 constexpr float kFirstThreshold = -8.f;
 
 // The order the filters see tokens in: logit descending, id ascending on ties.
@@ -222,8 +223,13 @@ void sample_tokens(std::int32_t* out, std::uint64_t* rng, const float* logits, i
   std::vector<std::int32_t> tok(static_cast<std::size_t>(B));
   std::vector<std::string> err(static_cast<std::size_t>(B));
   auto run = [&](std::int64_t b0, std::int64_t b1) {
-    for (index_t b = b0; b < b1; ++b)
-      tok[b] = static_cast<std::int32_t>(sample_row(logits + b * ld, V, rows[b], state[b], b, err[b]));
+    for (index_t b = b0; b < b1; ++b) {
+      try {  // nothing may escape a pool thread (scratch allocation can throw)
+        tok[b] = static_cast<std::int32_t>(sample_row(logits + b * ld, V, rows[b], state[b], b, err[b]));
+      } catch (const std::exception& e) {
+        err[b] = row_name(b) + ": " + e.what();
+      }
+    }
   };
   if (B >= 2 * kRowsPerTask)
     parallel_for(B, kRowsPerTask, run);
