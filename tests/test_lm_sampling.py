@@ -152,6 +152,20 @@ def test_top_p_when_most_weight_is_far_below_the_top(V, isa):
         check_support(x, P(temperature=t, top_p=0.97, min_p=min_p_between(x, t, rng, head=V)))
 
 
+@pytest.mark.parametrize("k", [1, 40, 1000, 3000, 20000])
+def test_top_k_at_a_large_vocabulary(k, isa):
+    # Small k against V finds the k-th logit from a sample of the row; large k from a heap.
+    rng = np.random.default_rng(k)
+    V = 49152
+    x = (rng.normal(size=V) * 2).astype(np.float32)
+    x[rng.choice(V, 20, replace=False)] += 9
+    check_support(x, P(temperature=0.8, top_k=k))
+    ties = np.round(x).astype(np.float32)  # thousands of equal logits around the k-th
+    check_support(ties, P(top_k=k))
+    sorted_row = np.sort(x)  # ascending: the strided sample sees only small values first
+    check_support(sorted_row, P(top_k=k, top_p=0.999))
+
+
 def test_top_k_keeps_ties_at_the_edge(isa):
     rng = np.random.default_rng(2)
     for _ in range(30):

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -19,7 +20,7 @@ using sampling::Cand;
 using sampling::kMinScore;
 
 // thread_scratch tags private to this file (outside engine::ScratchTag's values).
-enum : int { kTagRow = 1001, kTagCand, kTagWeights, kTagBlocks };
+enum : int { kTagRow = 1001, kTagCand, kTagWeights, kTagBlocks, kTagSelect };
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 // Top-p's first candidate threshold (s = scaled logit - max): tokens within e^8 of the top one.
@@ -128,6 +129,31 @@ index_t top_p_head(Cand* c, index_t n, double need) {
   return hi;
 }
 
+// The k-th largest logit (1 <= k < V). Sampling select: the r-th largest of a strided sample of
+// kSample logits, r a few deviations above k's expected rank in it, is below the k-th largest
+// with high probability, so one vector pass gathers a few times k tokens and nth_element finds
+// the k-th among them. When the guess comes up short, the heap pass over the whole row.
+float kth_largest_logit(const float* x, index_t V, index_t k) {
+  constexpr index_t kSample = 1024;
+  if (V > 4 * kSample && k * 16 < V) {
+    float sample[kSample];
+    const index_t stride = V / kSample;
+    for (index_t i = 0; i < kSample; ++i) sample[i] = x[i * stride];
+    const double expect = static_cast<double>(k) * kSample / V;
+    const index_t r = std::min<index_t>(kSample, static_cast<index_t>(expect + 3.0 * std::sqrt(expect) + 4.0));
+    std::nth_element(sample, sample + (r - 1), sample + kSample, std::greater<float>());
+    Cand* c = thread_scratch<Cand, kTagSelect>(static_cast<std::size_t>(V));
+    // s = (x - 0) * 1 = x: the gather in logit space.
+    const index_t n = sampling::gather_above(c, x, V, 0.f, 1.f, sample[r - 1]);
+    if (n >= k) {
+      std::nth_element(c, c + (k - 1), c + n, [](const Cand& a, const Cand& b) { return a.s > b.s; });
+      return c[k - 1].s;
+    }
+  }
+  float* buf = thread_scratch<float, kTagWeights>(static_cast<std::size_t>(V));
+  return sampling::kth_largest(x, V, k, buf);
+}
+
 // The kept tokens of a row after top-k, top-p and min-p, with their weights, in c[0, return).
 index_t kept_set(Cand* c, const float* x, index_t V, float max, float inv_t, const SamplingRow& p) {
   const bool k_on = p.top_k > 0 && p.top_k < V;
@@ -138,8 +164,7 @@ index_t kept_set(Cand* c, const float* x, index_t V, float max, float inv_t, con
   if (k_on) {
     // The top-k set is every token at or above the k-th largest logit (ties kept, as in
     // transformers' TopK); without top-p, min-p's cut may be the higher one to gather from.
-    float* buf = thread_scratch<float, kTagWeights>(static_cast<std::size_t>(V));
-    const float kth = (sampling::kth_largest(x, V, p.top_k, buf) - max) * inv_t;
+    const float kth = (kth_largest_logit(x, V, p.top_k) - max) * inv_t;
     float th = std::max(kth, kMinScore);
     if (!p_on) th = std::max(th, ln_min);
     n = sampling::gather_above(c, x, V, max, inv_t, th);

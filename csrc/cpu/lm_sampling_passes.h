@@ -43,7 +43,8 @@ struct Passes {
   // one pass (a vector of x skipped with one compare once the heap is full) for small k,
   // selection over a copy for large k; buf needs room for n floats.
   float (*kth_largest)(const float* x, index_t n, index_t k, float* buf);
-  // Appends every token with s >= c (c >= kMinScore) to out, s filled, w not; returns the count.
+  // Appends every token with s >= c to out, s filled, w not; returns the count. (c < kMinScore
+  // gathers tokens whose weight is 0; with max = 0, inv_t = 1 it gathers logits >= c.)
   index_t (*gather_above)(Cand* out, const float* x, index_t n, float max, float inv_t, float c);
   // Fills c[i].w = exp(c[i].s) and returns their sum.
   double (*weigh_cands)(Cand* c, index_t n);
