@@ -15,7 +15,7 @@
 // the other rows of the batch. Probabilities below e^-87 of the top token's count as 0.
 //
 // No full sort of the vocabulary: only the tokens above a threshold that provably holds the kept
-// set are gathered (top-k: the k-th largest logit, from a min-heap pass; min-p: its own cut;
+// set are gathered (top-k: the k-th largest logit, by sampling select; min-p: its own cut;
 // top-p: e^-8 of the top, or, for a flat distribution, a threshold from a histogram of weight),
 // and top-p's head is cut from them by a quickselect on mass. The work is a few vector passes
 // over the row plus something proportional to the head of the distribution.
