@@ -261,7 +261,7 @@ def draw_many(x, params, n):
      P(top_k=8, top_p=0.9, min_p=0.05, temperature=0.8), P(repetition_penalty=1.8)],
     ids=["plain", "t0.6", "topk", "topp", "minp", "all", "penalty"],
 )
-def test_draw_frequencies_match_numpy(params, isa):
+def test_draw_frequencies_match_numpy(params):
     rng = np.random.default_rng(5)
     x = (rng.normal(size=24) * 1.5).astype(np.float32)
     hist = [0, 3, 3, 7]
