@@ -38,13 +38,18 @@ def smollm2_path() -> str:
     return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def f32_weights(path: str) -> tuple[DecoderSpec, dict]:
-    """The GGUF model as a spec (interleaved RoPE: llama.cpp permuted Q/K) and float32 weights."""
+def gguf_weights(path: str, f32: bool = True) -> tuple[DecoderSpec, dict]:
+    """The GGUF model as a spec (interleaved RoPE: llama.cpp permuted Q/K) and its weights:
+    dequantised to float32, or (f32=False) the file's own blocks (needs the quantized kernels)."""
     g = read_gguf(path)
     spec = DecoderSpec.from_llama(LlamaConfig.from_gguf(g.metadata, g.tensors.keys()), rope_interleaved=True)
     weights = {}
     for name, t in g.tensors.items():
-        a = dequantize(t.data, t.type, t.shape)
+        if f32 or len(t.shape) == 1:
+            a = dequantize(t.data, t.type, t.shape)
+            w = a if a.ndim == 1 else Weight(np.ascontiguousarray(a), "F32", a.shape)
+        else:
+            w = Weight(t.data, t.type, t.shape)
         parts = name.split(".")
         if name == "token_embd.weight":
             ours = "tok_embeddings"
@@ -56,7 +61,7 @@ def f32_weights(path: str) -> tuple[DecoderSpec, dict]:
             ours = f"layers.{parts[1]}.{GGUF_NAMES[parts[2]]}"
         else:
             raise SystemExit(f"unexpected tensor {name}")
-        weights[ours] = a if a.ndim == 1 else Weight(np.ascontiguousarray(a), "F32", a.shape)
+        weights[ours] = w
     return spec, weights
 
 
@@ -96,11 +101,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch", default="1,4")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--weights", choices=("f32", "gguf"), default="f32",
+                    help="f32: dequantised; gguf: the file's Q4_1/Q8_0 blocks (quantized kernels)")
     args = ap.parse_args()
     path = smollm2_path()
-    spec, weights = f32_weights(path)
+    spec, weights = gguf_weights(path, f32=args.weights == "f32")
     dec = Decoder(spec, weights, max_sequences=8, max_context=1024)
-    print(f"SmolLM2-135M F32, {_C.num_threads()} threads, ISA {_C.cpu_isa()}")
+    print(f"SmolLM2-135M {args.weights} weights, {_C.num_threads()} threads, ISA {_C.cpu_isa()}")
     if args.check:
         check_against_transformers(path, dec)
     run(dec, 1, 8)  # warm-up: scratch, pages of the cache

@@ -20,7 +20,7 @@ def llama_folder(path, *, head_dim=16, layers=2, tied=False, seed=0, dtype=None,
     torch.manual_seed(seed)
     cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
                                    num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim,
-                                   max_position_embeddings=256, tie_word_embeddings=tied, rms_norm_eps=1e-5,
+                                   max_position_embeddings=1024, tie_word_embeddings=tied, rms_norm_eps=1e-5,
                                    rope_theta=500.0, **extra)
     model = transformers.LlamaForCausalLM(cfg).eval()
     _randomise_norms(model)

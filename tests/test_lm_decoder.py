@@ -227,3 +227,18 @@ def test_from_llama_config():
     assert (spec.norm, spec.mlp, spec.position, spec.rope_interleaved, spec.tied_embeddings) == \
         ("rms", "swiglu", "rope", True, True)
     assert (spec.n_kv_heads, spec.max_context, spec.rope_theta, spec.norm_eps) == (3, 8192, 100000.0, 1e-5)
+
+
+def test_long_cache_split_over_threads(llama, rng, threads):
+    # Decode steps of one sequence have fewer tasks than threads: long caches are split into
+    # ranges of blocks whose partial softmax results are merged.
+    model, ckpt = llama
+    prompt = ids(rng, 700)
+    want = reference_logits(model, prompt)
+    for block in (4, 64):
+        dec = make(ckpt, kv_block_tokens=block, max_context=1024)
+        s = dec.open()
+        dec.forward([s], [prompt[:600]])
+        got = np.concatenate([dec.forward([s], [prompt[i:i + n]], all_logits=True)
+                              for i, n in ((600, 1), (601, 1), (602, 3), (605, 95))])
+        assert_close(got, want[600:])

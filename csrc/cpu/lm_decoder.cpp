@@ -196,7 +196,7 @@ void LmDecoder::layer(index_t i) {
       std::memcpy(cache_.values(b.seq, i, blk) + off * kv, src + kv, kv * sizeof(float));
     }
   lm_attention(cache_, i, qkv, QW, att_.data(), H * hd, H, KV, hd, batch_.data(), static_cast<index_t>(batch_.size()),
-               tasks_);
+               attention_);
   matmul(att_.data(), H * hd, T, L.wo, x, D, true);
   lm_add_bias(x, D, T, L.bo, D);
 

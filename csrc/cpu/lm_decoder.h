@@ -88,7 +88,7 @@ class LmDecoder {
   index_t T_ = 0, B_ = 0;
   std::vector<index_t> row_pos_;
   std::vector<LmAttentionBatch> batch_;
-  std::vector<LmAttentionTask> tasks_;
+  LmAttentionScratch attention_;
   std::vector<double> inv_freq_;
   std::vector<float> rope_cs_;
   std::vector<char> seen_;
