@@ -28,6 +28,9 @@ constexpr index_t kRows = DecodeBlock::kMaxRows;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // A split reads at least this many keys: below it the merge costs more than the balance gains.
 constexpr index_t kMinSplitKeys = 256;
+// Steps with less work than this (keys x rows x head_dim, summed over tasks) run on the calling
+// thread: waking the pool would cost more (decode at short contexts).
+constexpr index_t kInlineWork = index_t(1) << 17;
 
 // Running softmax state of up to kRows rows: max, sum, unnormalised output (hd floats each).
 struct Partial {
@@ -84,7 +87,10 @@ void lm_attention(const KvCache& cache, index_t layer, const float* q, index_t l
     return Item{bb.row0 + t, task.kv_head * group + i % group, bb.pos0 + t};
   };
 
-  parallel_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t ti) {
+  index_t work = 0;
+  for (const LmAttentionTask& t : tasks) work += (t.blk1 - t.blk0) * bt * t.items * hd;
+
+  auto run = [&](std::int64_t ti) {
     const LmAttentionTask& task = tasks[ti];
     const LmAttentionBatch& bb = batch[task.batch];
     const index_t R = task.items;
@@ -138,7 +144,12 @@ void lm_attention(const KvCache& cache, index_t layer, const float* q, index_t l
       const float inv = p.l[r] > 0.f ? 1.f / p.l[r] : 0.f;
       for (index_t d = 0; d < hd; ++d) y[r][d] = p.acc[r * hd + d] * inv;
     }
-  });
+  };
+  if (work < kInlineWork) {
+    for (std::int64_t ti = 0; ti < static_cast<std::int64_t>(tasks.size()); ++ti) run(ti);
+  } else {
+    parallel_tasks(static_cast<std::int64_t>(tasks.size()), run);
+  }
 
   // Split tasks: fold splits 1.. into split 0's slot, then normalise into the output.
   for (size_t ti = 0; ti < tasks.size(); ++ti) {
