@@ -242,3 +242,30 @@ def test_long_cache_split_over_threads(llama, rng, threads):
         got = np.concatenate([dec.forward([s], [prompt[i:i + n]], all_logits=True)
                               for i, n in ((600, 1), (601, 1), (602, 3), (605, 95))])
         assert_close(got, want[600:])
+
+
+def test_threads_share_one_decoder(llama, rng):
+    # Python threads stepping their own sequences: the native call releases the GIL, the
+    # decoder serialises the steps, and every sequence gets its own logits.
+    import threading
+    model, ckpt = llama
+    dec = make(ckpt, max_sequences=3)
+    prompts = [ids(rng, n) for n in (9, 4, 12)]
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            s = dec.open()
+            dec.forward([s], [prompts[i][:2]])
+            results[i] = np.concatenate([dec.forward([s], [[t]]) for t in prompts[i][2:]])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(results) == 3
+    for i, p in enumerate(prompts):
+        assert_close(results[i], reference_logits(model, p)[2:])
