@@ -75,7 +75,7 @@ def from_torch(module, example_inputs, **kwargs) -> Model:
 
 
 def __getattr__(name):  # engine.nn, engine.optimizers, engine.schedules, engine.models imported on first use
-    if name in ("nn", "optimizers", "schedules", "models"):
+    if name in ("nn", "optimizers", "schedules", "models", "lm"):
         import importlib
 
         return importlib.import_module("." + name, __name__)
