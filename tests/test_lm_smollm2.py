@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import engine
-from tests.gguf_smollm2 import smollm2_path
+from engine.formats.gguf import read_gguf
+from engine.lm.gguf_weights import decoder_from_gguf
+from gguf_smollm2 import smollm2_path
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +54,18 @@ def ref_logits(ids):
         return model(torch.tensor([ids])).logits[0].numpy()
 
 
-def test_loads_as_a_language_model():
+def test_loads_as_a_language_model_on_the_files_own_blocks():
     lm = lm_native()
     assert isinstance(lm, engine.lm.LanguageModel)
     s = lm.decoder.spec
     assert (s.n_layers, s.hidden, s.n_heads, s.n_kv_heads, s.vocab_size) == (30, 576, 9, 3, 49152)
+    assert s.tied_embeddings and s.rope_interleaved
     assert lm.eos_ids and lm.chat_template is not None
+    g = read_gguf(str(smollm2_path()))
+    spec, w = decoder_from_gguf(g)
+    assert w["tok_embeddings"].type == "Q8_0" and w["layers.0.wq"].type == "Q4_1" and "output" not in w
+    assert np.shares_memory(w["layers.3.w_down"].data, g.tensors["blk.3.ffn_down.weight"].data)  # no copy
+    assert w["layers.0.attn_norm"].dtype == np.float32 and w["norm"].shape == (576,)
 
 
 def test_f32_logits_equal_transformers():
@@ -67,6 +75,20 @@ def test_f32_logits_equal_transformers():
     assert got.shape == want.shape == (len(ids), 49152)
     rel = np.abs(got - want).max() / np.abs(want).max()
     assert rel <= 1e-3, rel
+
+
+def test_f32_prefill_then_token_by_token_equals_transformers():
+    _, tok = reference()
+    ids = tok(PROMPTS[2]).input_ids
+    want = ref_logits(ids)
+    dec = lm_f32().decoder
+    s = dec.open()
+    try:
+        got = [dec.forward([s], [ids[:5]], all_logits=True)] + [dec.forward([s], [[t]]) for t in ids[5:]]
+    finally:
+        dec.close(s)
+    got = np.concatenate(got)
+    assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
