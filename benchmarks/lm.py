@@ -15,8 +15,10 @@ all), decode at batch 1 (tokens/s over 64 greedy steps after a short prompt, pre
 time to first token (the 128-token prompt, prefill + first argmax), and the greedy tokens each peer
 shares with the engine (a check that everyone computes the same model). Then the engine's own
 server (``python -m engine serve`` in a subprocess): aggregate tokens/s with 1, 4 and 8 concurrent
-streaming /v1/completions requests. Every figure is the median of a few runs; the greedy pick is
-``np.argmax`` of the last logits for everyone (the same cost, and it is not what is compared).
+streaming /v1/completions requests. The three are loaded together and timed in rounds (each once
+per round, the order rotated), every figure the median over the rounds, so a busy spell on a
+shared machine lands on all of them; the greedy pick is ``np.argmax`` of the last logits for
+everyone (the same cost, and it is not what is compared).
 """
 
 from __future__ import annotations
@@ -191,24 +193,47 @@ class TransformersRunner:
 RUNNERS = {"engine": EngineRunner, "llama.cpp": LlamaCppRunner, "transformers": TransformersRunner}
 
 
-def measure_runner(runner, ids: list[int], short: list[int], repeats: int, decode_tokens: int) -> dict:
-    """Prompt processing tokens/s, time to first token (ms), decode tokens/s and the greedy tokens."""
-    runner.prefill(ids)  # warm-up: first-call allocations, page faults in the weights
+def warm_up(runner, ids: list[int], short: list[int]) -> None:
+    """First-call allocations, page faults in the weights, lazy weight repacking."""
+    runner.prefill(ids)
     runner.greedy(short, 4)
-    pp, ttft, dec = [], [], []
-    tokens = None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner.prefill(ids)
-        pp.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        int(np.argmax(runner.prefill(ids)))
-        ttft.append(time.perf_counter() - t0)
-        # decode_tokens + 1 picks: the first comes from the prefill, the rest are the timed steps.
-        tokens, seconds = runner.greedy(short, decode_tokens + 1)
-        dec.append(seconds)
-    return {"prefill": len(ids) / statistics.median(pp), "ttft": 1e3 * statistics.median(ttft),
-            "decode": decode_tokens / statistics.median(dec), "tokens": tokens}
+
+
+def one_round(runner, ids: list[int], short: list[int], decode_tokens: int) -> dict:
+    """Seconds of one prompt processing, one time to first token, one decode run; its greedy tokens."""
+    t0 = time.perf_counter()
+    runner.prefill(ids)
+    t1 = time.perf_counter()
+    int(np.argmax(runner.prefill(ids)))
+    t2 = time.perf_counter()
+    # decode_tokens + 1 picks: the first comes from the prefill, the rest are the timed steps.
+    tokens, seconds = runner.greedy(short, decode_tokens + 1)
+    return {"prefill": t1 - t0, "ttft": t2 - t1, "decode": seconds, "tokens": tokens}
+
+
+def measure_round_robin(runners: dict, ids, short, repeats: int, decode_tokens: int, failed: dict, log) -> dict:
+    """{framework: prefill tokens/s, ttft ms, decode tokens/s, greedy tokens}: `repeats` rounds, each
+    framework once per round in an order rotated every round, medians over the rounds, so a busy
+    spell on a shared machine lands on every framework alike. A framework that fails goes to `failed`."""
+    rounds: dict = {fw: [] for fw in runners}
+    for r in range(repeats):
+        order = list(runners)
+        for fw in order[r % len(order):] + order[:r % len(order)]:
+            if fw in failed:
+                continue
+            try:
+                rounds[fw].append(one_round(runners[fw], ids, short, decode_tokens))
+            except Exception as e:
+                failed[fw] = f"{type(e).__name__}: {e}"
+                log(f"  lm {fw}: FAILED: {failed[fw]}")
+    out = {}
+    for fw, rs in rounds.items():
+        if fw in failed or not rs:
+            continue
+        med = {k: statistics.median(x[k] for x in rs) for k in ("prefill", "ttft", "decode")}
+        out[fw] = {"prefill": len(ids) / med["prefill"], "ttft": 1e3 * med["ttft"],
+                   "decode": decode_tokens / med["decode"], "tokens": rs[-1]["tokens"]}
+    return out
 
 
 # ----------------------------------------------------------------------------- the section
@@ -236,29 +261,33 @@ def run(threads: int, quick: bool = False, log=print, engine: bool = True, peers
         "agree": None,  # named after its reference below
     }
     frameworks = [f for f in FRAMEWORKS if (f == "engine" and engine) or (f != "engine" and peers)]
-    tokens = {}
-    for fw in frameworks:
-        runner = None
-        try:
-            t0 = time.perf_counter()
-            runner = RUNNERS[fw](path, threads)
-            load_s = time.perf_counter() - t0
-            m = measure_runner(runner, ids, short, repeats, decode_tokens)
-            for key in ("prefill", "decode", "ttft"):
-                rows[key]["values"][fw] = m[key]
-            tokens[fw] = m["tokens"]
-            log(f"  lm {fw}: load {load_s:.1f} s, prompt {m['prefill']:.1f} tokens/s, decode {m['decode']:.1f} "
-                f"tokens/s, first token {m['ttft']:.1f} ms")
-        except Exception as e:
-            msg = f"{type(e).__name__}: {e}"
-            for key in ("prefill", "decode", "ttft"):
-                rows[key]["errors"][fw] = msg
-            log(f"  lm {fw}: FAILED: {msg}")
-        finally:
-            if runner is not None:
-                runner.close()
-            del runner
-            gc.collect()
+    runners, failed = {}, {}
+    try:
+        for fw in frameworks:  # all loaded at once: the rounds below interleave them
+            try:
+                t0 = time.perf_counter()
+                runners[fw] = RUNNERS[fw](path, threads)
+                warm_up(runners[fw], ids, short)
+                log(f"  lm {fw}: loaded and warmed up in {time.perf_counter() - t0:.1f} s")
+            except Exception as e:
+                failed[fw] = f"{type(e).__name__}: {e}"
+                log(f"  lm {fw}: FAILED: {failed[fw]}")
+        live = {fw: r for fw, r in runners.items() if fw not in failed}
+        measured = measure_round_robin(live, ids, short, repeats, decode_tokens, failed, log) if live else {}
+    finally:
+        for runner in runners.values():
+            runner.close()
+        runners.clear()
+        gc.collect()
+    for fw, m in measured.items():
+        for key in ("prefill", "decode", "ttft"):
+            rows[key]["values"][fw] = m[key]
+        log(f"  lm {fw}: prompt {m['prefill']:.1f} tokens/s, decode {m['decode']:.1f} tokens/s, "
+            f"first token {m['ttft']:.1f} ms")
+    for fw, msg in failed.items():
+        for key in ("prefill", "decode", "ttft"):
+            rows[key]["errors"][fw] = msg
+    tokens = {fw: m["tokens"] for fw, m in measured.items()}
     # Greedy tokens each framework shares with the engine's (peers only: with llama.cpp's) before
     # the first difference: all three should run the same model.
     ref = next((fw for fw in ("engine", "llama.cpp", "transformers") if fw in tokens), "engine")

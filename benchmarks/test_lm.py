@@ -181,6 +181,15 @@ def test_run_rows_with_fake_frameworks(monkeypatch):
     class Llama(_FakeRunner):
         diverge_at = 5
 
+    class Flaky(_FakeRunner):  # fails in the second round: its rows say so, the others go on
+        calls = 0
+
+        def greedy(self, ids, n):
+            Flaky.calls += 1
+            if Flaky.calls == 3:  # warm-up, round 1, round 2
+                raise RuntimeError("lost the device")
+            return super().greedy(ids, n)
+
     def broken(path, threads):
         raise ImportError("no torch")
 
@@ -196,6 +205,11 @@ def test_run_rows_with_fake_frameworks(monkeypatch):
     assert rows["prompt processing"]["errors"] == {"transformers": "ImportError: no torch"}
     assert rows["server, 8 concurrent streams"]["vs_one_stream"] == pytest.approx(3.5)
     assert rows["server, 8 concurrent streams"]["target"] == 3.0
+    monkeypatch.setattr(lm, "RUNNERS", {"engine": _FakeRunner, "llama.cpp": Flaky, "transformers": Llama})
+    rows = {r["metric"].split(" (")[0]: r for r in lm.run(2, quick=True, log=lambda m: None, path=Path("x.gguf"))}
+    assert rows["decode, batch 1"]["errors"] == {"llama.cpp": "RuntimeError: lost the device"}
+    assert rows["greedy tokens equal to engine's"]["values"] == {"engine": 17, "transformers": 5}
+    monkeypatch.setattr(lm, "RUNNERS", {"engine": _FakeRunner, "llama.cpp": Llama, "transformers": broken})
     peers = lm.run(2, quick=True, log=lambda m: None, engine=False, path=Path("x.gguf"))
     assert [r["metric"] for r in peers if r["metric"].startswith("greedy")] == [
         "greedy tokens equal to llama.cpp's (of 17)"]
