@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+
 from ..errors import EngineError
 from . import openai as oa
 from .auth import bearer_matches
@@ -28,7 +29,6 @@ log = logging.getLogger("engine.serve")
 CHAT, COMPLETIONS, MODELS = "/v1/chat/completions", "/v1/completions", "/v1/models"
 _JSON = (b"content-type", b"application/json")
 _SSE = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
-_COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
 class OpenAIRoutes:
@@ -113,7 +113,6 @@ class OpenAIRoutes:
         return out
 
     async def _generate(self, r, send, req: oa.GenerationRequest) -> None:
-        from ..lm.sampling import SamplingParams
         from ..lm.scheduler import SchedulerClosedError
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -123,24 +122,12 @@ class OpenAIRoutes:
 
         for attempt in range(3):  # a version closing between resolve and submit: route again
             sv = self._resolve(req.model)
-            ids = self._prompt_ids(sv, req)
-            max_tokens = req.max_tokens
-            if max_tokens is None:
-                max_tokens = (sv.max_context - len(ids)) if req.chat else _COMPLETION_DEFAULT_MAX_TOKENS
-                if max_tokens < 1:
-                    raise oa.OpenAIError(
-                        f"this model's context is {sv.max_context} tokens and the prompt has {len(ids)}: no room to "
-                        "generate; shorten the messages", param="messages", code="context_length_exceeded")
             try:
-                params = SamplingParams(**req.sampling)
-                handle = sv.scheduler.submit(ids, params, max_tokens, req.stop, sink)
+                handle = sv.start(req, sink)
                 break
             except SchedulerClosedError:
                 if attempt == 2:
                     raise
-            except EngineError as e:
-                code = "context_length_exceeded" if "context" in str(e) else None
-                raise oa.OpenAIError(str(e), getattr(e, "status", 400), code=code) from None
         if sv.metrics is not None:
             sv.metrics.accept()
         watcher = asyncio.create_task(_cancel_on_disconnect(r.receive, handle))
@@ -165,13 +152,6 @@ class OpenAIRoutes:
             raise oa.OpenAIError(f"model '{name}' is not a language model; send tensors to /v2/models/{name}/infer",
                                  param="model", code="model_not_found")
         return sv
-
-    @staticmethod
-    def _prompt_ids(sv, req: oa.GenerationRequest) -> list:
-        try:
-            return sv.encode_chat(req.messages) if req.chat else sv.encode_prompt(req.prompt)
-        except EngineError as e:  # a template that refuses the messages (raise_exception), no template
-            raise oa.OpenAIError(str(e), param="messages" if req.chat else "prompt") from None
 
     async def _whole(self, send, queue, handle, req, sv, rid, created) -> None:
         parts = []

@@ -13,12 +13,15 @@ import time
 from typing import Callable, Optional
 
 from .config import ModelConfig
+from ..errors import EngineError
 from .metrics import ServerMetrics
+from .openai import OpenAIError
 from .repository import VersionFiles, sha256_file
 from .tensors import RequestError
 
 log = logging.getLogger("engine.serve")
 LM_SUFFIXES = (".gguf", ".safetensors")
+COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (chat: the rest of the context)
 
 
 def is_language_model(path) -> bool:
@@ -63,6 +66,31 @@ class ServedLanguageModel:
         self.prepare({})
 
     # -- generation ---------------------------------------------------------------------
+
+    def start(self, req, sink):
+        """Submit an openai.GenerationRequest; the scheduler's Handle. OpenAIError (400) for what
+        can never run: a prompt the template refuses, too long for the context, bad parameters.
+        SchedulerClosedError (503) while this version drains: route again."""
+        from ..lm.sampling import SamplingParams
+        from ..lm.scheduler import SchedulerClosedError
+        try:
+            ids = self.encode_chat(req.messages) if req.chat else self.encode_prompt(req.prompt)
+        except EngineError as e:  # a template that refuses the messages (raise_exception), no template
+            raise OpenAIError(str(e), param="messages" if req.chat else "prompt") from None
+        max_tokens = req.max_tokens
+        if max_tokens is None:
+            max_tokens = (self.max_context - len(ids)) if req.chat else COMPLETION_DEFAULT_MAX_TOKENS
+            if max_tokens < 1:
+                raise OpenAIError(f"this model's context is {self.max_context} tokens and the prompt has {len(ids)}: "
+                                  "no room to generate; shorten the messages", param="messages",
+                                  code="context_length_exceeded")
+        try:
+            return self.scheduler.submit(ids, SamplingParams(**req.sampling), max_tokens, req.stop, sink)
+        except SchedulerClosedError:
+            raise
+        except EngineError as e:  # GenerationError (the numbers), SamplingError (the field and its range)
+            code = "context_length_exceeded" if "context" in str(e) else None
+            raise OpenAIError(str(e), getattr(e, "status", 400), code=code) from None
 
     def encode_chat(self, messages: list) -> list:
         """The prompt ids for chat messages, through the model's chat template."""
