@@ -31,8 +31,8 @@ class FakeDecoder:
     block pool, one forward per batch, an optional per-step delay, and optional poison tokens
     that make a forward raise (as a native failure would, changing nothing)."""
 
-    def __init__(self, vocab_size: int, *, max_sequences: int = 8, max_context: int = 256, kv_block_tokens: int = 16,
-                 kv_blocks: int | None = None, step_delay: float = 0.0, eos_id: int | None = None,
+    def __init__(self, vocab_size: int, *, max_sequences: int = 8, max_context: int = 256,
+                 kv_block_tokens: int = 16, kv_blocks: int | None = None, step_delay: float = 0.0, eos_id: int | None = None,
                  eos_at: int | None = None, poison: frozenset = frozenset()):
         self.vocab_size = vocab_size
         self.max_sequences, self.max_context, self.kv_block_tokens = max_sequences, max_context, kv_block_tokens
@@ -179,3 +179,31 @@ class FakeLanguageModel:
 
     def chat(self, messages, **kw):
         return self.generate(self.render_chat(messages), **kw)
+
+
+class FakeLoader:
+    """Server(lm_loader=...): a FakeLanguageModel for every language-model version, remembering
+    the keyword arguments (config.json's max_sequences / max_context) it was called with."""
+
+    def __init__(self, step_delay: float = 0.002):
+        self.step_delay = step_delay
+        self.models, self.kwargs = [], []
+
+    def __call__(self, path, **kw):
+        self.kwargs.append(kw)
+        vocab = smollm2_tokenizer_and_template()[0].vocab_size
+        decoder = FakeDecoder(vocab, max_sequences=8, max_context=kw.get("max_context", 256), step_delay=self.step_delay)
+        lm = FakeLanguageModel(decoder, name=path.parent.parent.name, path=str(path))
+        self.models.append(lm)
+        return lm
+
+
+def write_lm_version(repo, name: str, version: int = 1, config: dict | None = None):
+    """<repo>/<name>/<version>/model.gguf as a placeholder file: FakeLoader never reads it."""
+    import json
+    import pathlib
+    folder = pathlib.Path(repo) / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.gguf").write_bytes(b"GGUF placeholder: FakeLoader builds the model")
+    if config is not None:
+        (pathlib.Path(repo) / name / "config.json").write_text(json.dumps(config))

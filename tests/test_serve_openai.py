@@ -17,7 +17,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 pytest.importorskip("tokenizers")
 
-from lm_fakes import FakeDecoder, FakeLanguageModel, greedy_reference  # noqa: E402
+from lm_fakes import FakeLoader, greedy_reference, write_lm_version  # noqa: E402
 from serve_helpers import write_version  # noqa: E402
 
 from engine.serve.server import Server  # noqa: E402
@@ -26,30 +26,13 @@ MAX_CONTEXT = 160
 MAX_SEQUENCES = 2
 
 
-class Loader:
-    """Server(lm_loader=...): the fake for every model.gguf, remembering the kwargs it got."""
-
-    def __init__(self):
-        self.models, self.kwargs = [], []
-
-    def __call__(self, path, **kw):
-        self.kwargs.append(kw)
-        lm = FakeLanguageModel(FakeDecoder(FakeLanguageModel().tokenizer.vocab_size, max_sequences=8,
-                                           max_context=kw.get("max_context", 256), step_delay=0.002),
-                               name=path.parent.parent.name, path=str(path))
-        self.models.append(lm)
-        return lm
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
-    (repo / "smol" / "1").mkdir(parents=True)
-    (repo / "smol" / "1" / "model.gguf").write_bytes(b"GGUF placeholder: the loader is the fake")
-    (repo / "smol" / "config.json").write_text(json.dumps(
-        {"max_sequences": MAX_SEQUENCES, "max_tokens_per_step": 32, "max_context": MAX_CONTEXT}))
+    write_lm_version(repo, "smol", 1, {"max_sequences": MAX_SEQUENCES, "max_tokens_per_step": 32,
+                                       "max_context": MAX_CONTEXT})
     write_version(repo, "digits", 1)
-    loader = Loader()
+    loader = FakeLoader()
     with Server(repo, http_port=0, socket_port=None, control="explicit", lm_loader=loader,
                 drain_timeout=10) as s:
         yield s, loader.models[0], loader
@@ -238,7 +221,8 @@ def test_unknown_model_is_404(client):
 def test_tensor_routes_refuse_a_language_model(served):
     s, _, _ = served
     req = urllib.request.Request(f"http://{s.http_address}/v2/models/smol/infer", method="POST",
-                                 data=b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', headers={"content-type": "application/json"})
+                                 data=b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}',
+                                 headers={"content-type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400 and b"/v1/chat/completions" in e.value.read()
@@ -267,9 +251,8 @@ def test_metrics_count_tokens_and_latencies(served, client):
 
 
 def test_token_is_required_in_openai_shape(tmp_path):
-    (tmp_path / "smol" / "1").mkdir(parents=True)
-    (tmp_path / "smol" / "1" / "model.gguf").write_bytes(b"placeholder")
-    with Server(tmp_path, http_port=0, socket_port=None, control="explicit", lm_loader=Loader(),
+    write_lm_version(tmp_path, "smol")
+    with Server(tmp_path, http_port=0, socket_port=None, control="explicit", lm_loader=FakeLoader(),
                 token="s3cret-token-123") as s:
         with openai.OpenAI(base_url=f"http://{s.http_address}/v1", api_key="wrong", timeout=10, max_retries=0) as c:
             with pytest.raises(openai.AuthenticationError) as e:

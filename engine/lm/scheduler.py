@@ -61,6 +61,8 @@ class Event:
     text: str = ""
     finish_reason: Optional[str] = None   # "stop" | "length" | "cancelled" | "error"
     error: Optional[str] = None
+    prompt_tokens: int = 0                # the request's usage, on the last Event
+    completion_tokens: int = 0
 
 
 class Observer:
@@ -364,6 +366,6 @@ class Scheduler:
         self.observer.finished(reason)
         if notify:
             try:
-                h.sink(Event(None, text, reason, error))
+                h.sink(Event(None, text, reason, error, h.prompt_tokens, h.completion_tokens))
             except Exception:
                 log.debug("scheduler %s: a sink raised on the final event", self.name, exc_info=True)
