@@ -110,7 +110,8 @@ class Handle:
 
 class Scheduler:
     def __init__(self, decoder, tokenizer, *, eos_ids: Sequence[int] = (), max_sequences: Optional[int] = None,
-                 max_tokens_per_step: int = 512, observer: Optional[Observer] = None, name: str = "lm"):
+                 max_tokens_per_step: int = 512, observer: Optional[Observer] = None, name: str = "lm",
+                 lock: Optional[threading.Lock] = None):
         if max_tokens_per_step < 1:
             raise GenerationError(f"max_tokens_per_step must be >= 1, got {max_tokens_per_step}")
         self.decoder, self.tokenizer = decoder, tokenizer
@@ -120,6 +121,8 @@ class Scheduler:
         self.max_context = decoder.max_context
         self.observer = observer or Observer()
         self.name = name
+        # LanguageModel.lock: the decoder takes one call at a time (lm.generate may share it)
+        self._decoder_lock = lock if lock is not None else threading.Lock()
         self._cond = threading.Condition()
         self._waiting: deque = deque()
         self._running: list = []
@@ -267,14 +270,15 @@ class Scheduler:
                     break  # first come, first served: wait for KV room rather than overtake
                 self._waiting.popleft()
             try:
-                h.seq = self.decoder.open()
+                with self._decoder_lock:
+                    h.seq = self.decoder.open()
             except EngineError:  # every decoder slot taken (by someone outside the scheduler)
                 with self._cond:
                     self._waiting.appendleft(h)
                 break
             self._reserved += h.reserve_blocks
             h.sampler = SequenceSampler(h.params, h.prompt_ids)
-            h.stream = self.tokenizer.stream_decoder()
+            h.stream = self.tokenizer.stream_decoder(skip_special_tokens=True)
             self._running.append(h)
             self.observer.prompt_tokens(len(h.prompt_ids))
             chunk = h.prompt_ids[:budget]
@@ -285,7 +289,8 @@ class Scheduler:
     def _forward(self, rows: list) -> tuple:
         """({row index: logits}, [(handle, error)]); on failure, each row alone finds the culprits."""
         try:
-            out = self.decoder.forward([h.seq for h, _ in rows], [t for _, t in rows])
+            with self._decoder_lock:
+                out = self.decoder.forward([h.seq for h, _ in rows], [t for _, t in rows])
             self._advance(rows)
             return dict(enumerate(out)), []
         except EngineError as e:
@@ -296,7 +301,8 @@ class Scheduler:
         logits, failed = {}, []
         for i, (h, t) in enumerate(rows):
             try:
-                logits[i] = self.decoder.forward([h.seq], [t])[0]
+                with self._decoder_lock:
+                    logits[i] = self.decoder.forward([h.seq], [t])[0]
                 self._advance([(h, t)])
             except EngineError as e:
                 self.failed_steps += 1
@@ -361,7 +367,8 @@ class Scheduler:
             self._running.remove(h)
             self._reserved -= h.reserve_blocks
         if h.seq is not None:
-            self.decoder.close(h.seq)
+            with self._decoder_lock:
+                self.decoder.close(h.seq)
             h.seq = None
         self.observer.finished(reason)
         if notify:

@@ -8,7 +8,6 @@ running generations finish (within the drain timeout) before the model goes.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable, Optional
 
@@ -19,7 +18,6 @@ from .openai import OpenAIError
 from .repository import VersionFiles, sha256_file
 from .tensors import RequestError
 
-log = logging.getLogger("engine.serve")
 LM_SUFFIXES = (".gguf", ".safetensors")
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (chat: the rest of the context)
 
@@ -43,13 +41,16 @@ class ServedLanguageModel:
         self.size = files.path.stat().st_size
         self.sha256 = sha256_file(files.path)
         self.model = self.lm = _load(files.path, config, loader)
+        if getattr(self.lm, "tokenizer", None) is None:
+            raise EngineError(f"{files.path}: the model has no tokenizer; serving needs one to turn text into tokens")
         decoder = self.lm.decoder
         self.max_context = decoder.max_context
         self.metrics = metrics.for_version(name, version) if metrics is not None else None
         self.lm_metrics = metrics.for_language_model(name, version) if metrics is not None else None
         self.scheduler = Scheduler(
             decoder, self.lm.tokenizer, eos_ids=self.lm.eos_ids, max_sequences=config.max_sequences,
-            max_tokens_per_step=config.max_tokens_per_step or 512, observer=self.lm_metrics, name=f"{name}-{version}")
+            max_tokens_per_step=config.max_tokens_per_step or 512, observer=self.lm_metrics, name=f"{name}-{version}",
+            lock=getattr(self.lm, "lock", None))
         if self.lm_metrics is not None:
             self.lm_metrics.attach(self.scheduler)
         self.loaded_at = time.time()
@@ -127,10 +128,4 @@ def _load(path, config: ModelConfig, loader: Optional[Callable]):
     if loader is not None:
         return loader(target, **kw)
     import engine
-    try:
-        return engine.load(target, **kw)
-    except TypeError:
-        if not kw:
-            raise
-        log.warning("model %s: engine.load takes no %s; the decoder's own sizes apply", path, sorted(kw))
-        return engine.load(target)
+    return engine.load(target, **kw)
