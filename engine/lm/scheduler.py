@@ -225,14 +225,17 @@ class Scheduler:
         if not rows:
             return
         self.steps += 1
-        logits, failed = self._forward(rows)
+        logits, rows_out, failed = self._forward(rows)
         for h, why in failed:
             self._finish(h, "error", error=why)
-        ready = [(h, i) for i, (h, chunk) in enumerate(rows) if h.finish_reason is None and
-                 (h.next_token is not None or h.prefilled == len(h.prompt_ids)) and i in logits]
+        # rows whose prompt is all in: they sample (a prefill chunk that is not the last does not)
+        ready = [(rows[j][0], k) for k, j in enumerate(rows_out)]
+        ready = [(h, k) for h, k in ready if h.finish_reason is None and
+                 (h.next_token is not None or h.prefilled == len(h.prompt_ids))]
         if not ready:
             return
-        block = np.stack([logits[i] for _, i in ready]) if len(ready) > 1 else logits[ready[0][1]][None]
+        at = [k for _, k in ready]
+        block = logits if len(at) == len(logits) else logits[at]  # every row, in order: no copy
         tokens = sample(block, [h.sampler for h, _ in ready])
         now = time.perf_counter()
         for (h, _), t in zip(ready, tokens):
@@ -287,27 +290,29 @@ class Scheduler:
         return rows
 
     def _forward(self, rows: list) -> tuple:
-        """({row index: logits}, [(handle, error)]); on failure, each row alone finds the culprits."""
+        """(logits, the indices of `rows` they belong to, [(handle, error)]). When the batch fails,
+        each row alone finds the culprits (the decoder changed nothing)."""
         try:
             with self._decoder_lock:
                 out = self.decoder.forward([h.seq for h, _ in rows], [t for _, t in rows])
             self._advance(rows)
-            return dict(enumerate(out)), []
+            return out, list(range(len(rows))), []
         except EngineError as e:
             if len(rows) == 1:
                 self.failed_steps += 1
-                return {}, [(rows[0][0], str(e))]
+                return None, [], [(rows[0][0], str(e))]
             log.warning("scheduler %s: a batch of %d failed (%s); retrying row by row", self.name, len(rows), e)
-        logits, failed = {}, []
+        outs, good, failed = [], [], []
         for i, (h, t) in enumerate(rows):
             try:
                 with self._decoder_lock:
-                    logits[i] = self.decoder.forward([h.seq], [t])[0]
+                    outs.append(self.decoder.forward([h.seq], [t])[0])
+                good.append(i)
                 self._advance([(h, t)])
             except EngineError as e:
                 self.failed_steps += 1
                 failed.append((h, str(e)))
-        return logits, failed
+        return (np.stack(outs) if outs else None), good, failed
 
     @staticmethod
     def _advance(rows: list) -> None:
