@@ -32,8 +32,8 @@ class FakeDecoder:
     that make a forward raise (as a native failure would, changing nothing)."""
 
     def __init__(self, vocab_size: int, *, max_sequences: int = 8, max_context: int = 256,
-                 kv_block_tokens: int = 16, kv_blocks: int | None = None, step_delay: float = 0.0, eos_id: int | None = None,
-                 eos_at: int | None = None, poison: frozenset = frozenset()):
+                 kv_block_tokens: int = 16, kv_blocks: int | None = None, step_delay: float = 0.0,
+                 eos_id: int | None = None, eos_at: int | None = None, poison: frozenset = frozenset()):
         self.vocab_size = vocab_size
         self.max_sequences, self.max_context, self.kv_block_tokens = max_sequences, max_context, kv_block_tokens
         self.kv_blocks = kv_blocks if kv_blocks is not None else max_sequences * -(-max_context // kv_block_tokens)
@@ -91,7 +91,7 @@ class FakeDecoder:
                 new_blocks += self._blocks(self._lengths[s] + len(t)) - self._blocks(self._lengths[s])
             used = sum(self._blocks(n) for n in self._lengths.values())
             if used + new_blocks > self.kv_blocks:
-                raise EngineError(f"decoder.forward: KV pool exhausted ({used} + {new_blocks} > {self.kv_blocks} blocks)")
+                raise EngineError(f"decoder.forward: KV pool exhausted ({used} + {new_blocks} > {self.kv_blocks})")
             rows = []
             for s, t in zip(seqs, tokens):
                 start = self._lengths[s]
@@ -192,7 +192,8 @@ class FakeLoader:
     def __call__(self, path, **kw):
         self.kwargs.append(kw)
         vocab = smollm2_tokenizer_and_template()[0].vocab_size
-        decoder = FakeDecoder(vocab, max_sequences=8, max_context=kw.get("max_context", 256), step_delay=self.step_delay)
+        decoder = FakeDecoder(vocab, max_sequences=8, max_context=kw.get("max_context", 256),
+                              step_delay=self.step_delay)
         lm = FakeLanguageModel(decoder, name=path.parent.parent.name, path=str(path))
         self.models.append(lm)
         return lm

@@ -312,6 +312,10 @@ class ModelManager:
 
     # -- status -----------------------------------------------------------------------
 
+    def model_names(self) -> list:
+        """The models with a ready version, sorted."""
+        return sorted(self._routes)
+
     def ready_versions(self, name: str) -> tuple:
         return self._routes.get(name, ())
 

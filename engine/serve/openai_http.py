@@ -27,6 +27,7 @@ from .tensors import NotFoundError
 log = logging.getLogger("engine.serve")
 
 CHAT, COMPLETIONS, MODELS = "/v1/chat/completions", "/v1/completions", "/v1/models"
+_INLINE_BODY_BYTES = 8 << 10  # encoding a prompt this long takes well under a millisecond
 _JSON = (b"content-type", b"application/json")
 _SSE = ((b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
 
@@ -102,17 +103,17 @@ class OpenAIRoutes:
         except (ValueError, UnicodeDecodeError) as e:
             raise oa.OpenAIError(f"the request body is not valid JSON: {e}") from None
         req = oa.parse_chat(obj) if r.path == CHAT else oa.parse_completion(obj)
-        await self._generate(r, send, req)
+        await self._generate(r, send, req, len(body))
 
     def _language_models(self) -> list:
         out = []
-        for name in sorted(self.manager._routes):
+        for name in self.manager.model_names():
             sv = self._served_lm(name)
             if sv is not None:
                 out.append(sv)
         return out
 
-    async def _generate(self, r, send, req: oa.GenerationRequest) -> None:
+    async def _generate(self, r, send, req: oa.GenerationRequest, body_bytes: int) -> None:
         from ..lm.scheduler import SchedulerClosedError
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -123,7 +124,10 @@ class OpenAIRoutes:
         for attempt in range(3):  # a version closing between resolve and submit: route again
             sv = self._resolve(req.model)
             try:
-                handle = sv.start(req, sink)
+                if body_bytes > _INLINE_BODY_BYTES:  # a long prompt: template and tokenizer off the loop
+                    handle = await asyncio.to_thread(sv.start, req, sink)
+                else:
+                    handle = sv.start(req, sink)
                 break
             except SchedulerClosedError:
                 if attempt == 2:
