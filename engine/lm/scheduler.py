@@ -119,6 +119,8 @@ class Scheduler:
         self.max_sequences = min(max_sequences or decoder.max_sequences, decoder.max_sequences)
         self.max_tokens_per_step = max_tokens_per_step
         self.max_context = decoder.max_context
+        spec = getattr(decoder, "spec", None)  # the decoder's vocabulary (may be padded past the tokenizer's)
+        self.vocab_size = spec.vocab_size if spec is not None else tokenizer.vocab_size
         self.observer = observer or Observer()
         self.name = name
         # LanguageModel.lock: the decoder takes one call at a time (lm.generate may share it)
@@ -142,7 +144,7 @@ class Scheduler:
         prompt_ids = [int(t) for t in prompt_ids]
         if not prompt_ids:
             raise GenerationError("the prompt is empty: give at least one token")
-        vocab = self.tokenizer.vocab_size
+        vocab = self.vocab_size
         bad = [t for t in prompt_ids if not 0 <= t < vocab]
         if bad:
             raise GenerationError(f"prompt token id {bad[0]} is outside this model's vocabulary [0, {vocab})")
