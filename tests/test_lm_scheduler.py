@@ -225,6 +225,11 @@ def test_refused_at_submit_with_the_numbers(tok):
         sched.close(TIMEOUT)
 
 
+def test_step_budget_must_cover_every_decoding_sequence(tok):
+    with pytest.raises(GenerationError, match="max_tokens_per_step 3 is below max_sequences 4"):
+        Scheduler(FakeDecoder(tok.vocab_size, max_sequences=4), tok, max_tokens_per_step=3)
+
+
 def test_idle_thread_does_no_steps_and_close_refuses_new_work(tok):
     dec = FakeDecoder(tok.vocab_size, max_context=64)
     sched = Scheduler(dec, tok)

@@ -117,6 +117,9 @@ class Scheduler:
         self.decoder, self.tokenizer = decoder, tokenizer
         self.eos_ids = frozenset(int(i) for i in eos_ids)
         self.max_sequences = min(max_sequences or decoder.max_sequences, decoder.max_sequences)
+        if max_tokens_per_step < self.max_sequences:
+            raise GenerationError(f"max_tokens_per_step {max_tokens_per_step} is below max_sequences "
+                                  f"{self.max_sequences}: every decoding sequence needs its token in each step")
         self.max_tokens_per_step = max_tokens_per_step
         self.max_context = decoder.max_context
         spec = getattr(decoder, "spec", None)  # the decoder's vocabulary (may be padded past the tokenizer's)

@@ -15,9 +15,12 @@ in OpenAI's shape (openai.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import threading
 import time
+from typing import Optional
 
 from ..errors import EngineError
 from . import openai as oa
@@ -37,6 +40,7 @@ class OpenAIRoutes:
         self.app = app
         self.manager = app.manager
         self._http_error = http_error  # http.py's HttpError (413, 408 ... from reading the body)
+        self._box: Optional[_Mailbox] = None
 
     def owns(self, path: str) -> bool:
         if path in (CHAT, COMPLETIONS, MODELS):
@@ -45,6 +49,13 @@ class OpenAIRoutes:
             name = path[11:]
             return bool(name) and "/" not in name and ":" not in name and self._served_lm(name) is not None
         return False
+
+    def _mailbox(self) -> "_Mailbox":
+        loop = asyncio.get_running_loop()
+        box = self._box
+        if box is None or box.loop is not loop:
+            box = self._box = _Mailbox(loop)
+        return box
 
     def _served_lm(self, name: str):
         try:
@@ -115,11 +126,8 @@ class OpenAIRoutes:
 
     async def _generate(self, r, send, req: oa.GenerationRequest, body_bytes: int) -> None:
         from ..lm.scheduler import SchedulerClosedError
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-
-        def sink(event):  # on the scheduler thread; raises once the loop is gone, which cancels
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+        sink = functools.partial(self._mailbox().post, queue)  # raises once the loop is gone: cancels
 
         for attempt in range(3):  # a version closing between resolve and submit: route again
             sv = self._resolve(req.model)
@@ -207,6 +215,35 @@ class OpenAIRoutes:
                               oa.completion_response(rid, created, sv.name, "", None, use, with_choice=False)))
         out.append(oa.SSE_DONE)
         await send({"type": "http.response.body", "body": b"".join(out), "more_body": False})
+
+
+class _Mailbox:
+    """Events from scheduler threads to one event loop: the first of a burst schedules a drain
+    (call_soon_threadsafe writes a pipe to wake the loop); the rest of the step's tokens, for
+    every stream, ride along. One wake-up per decoder step rather than one per stream."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list = []
+
+    def post(self, queue: asyncio.Queue, event) -> None:
+        with self._lock:
+            self._items.append((queue, event))
+            if len(self._items) > 1:
+                return
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody listens; raising cancels the generation
+            with self._lock:
+                self._items.clear()
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, event in items:
+            queue.put_nowait(event)
 
 
 async def _cancel_on_disconnect(receive, handle) -> None:
