@@ -261,3 +261,43 @@ def test_token_is_required_in_openai_shape(tmp_path):
         with openai.OpenAI(base_url=f"http://{s.http_address}/v1", api_key="s3cret-token-123", timeout=10,
                            max_retries=0) as c:
             assert [m.id for m in c.models.list().data] == ["smol"]
+
+
+# -- engine/serve/openai.py alone: parsing and encoding, no server --------------------------
+
+def test_parse_fields_and_defaults():
+    from engine.serve import openai as oa
+    r = oa.parse_chat({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                            {"type": "text", "text": "b"}]}],
+                       "max_completion_tokens": 5, "max_tokens": 9, "temperature": 0, "top_k": -1, "seed": -1,
+                       "stop": "x", "stream": True, "stream_options": {"include_usage": True}, "user": "ignored"})
+    assert r.messages == [{"role": "user", "content": "ab"}] and r.max_tokens == 5
+    assert r.sampling == {"temperature": 0.0, "seed": 2**64 - 1} and r.stop == ("x",)
+    assert r.stream and r.include_usage and r.chat
+    c = oa.parse_completion({"model": "m", "prompt": ["only one"]})
+    assert c.prompt == "only one" and c.max_tokens is None and c.sampling == {} and not c.stream
+    assert oa.parse_completion({"model": "m", "prompt": [[1, 2]]}).prompt == [1, 2]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": ["a", "b"]}, "prompt"), ({"prompt": []}, "prompt"), ({"prompt": [1, True]}, "prompt"),
+    ({"prompt": "x", "echo": True}, "echo"), ({"prompt": "x", "best_of": 3}, "best_of"),
+    ({"prompt": "x", "temperature": "hot"}, "temperature"), ({"prompt": "x", "seed": 1.5}, "seed"),
+    ({"prompt": "x", "stop": ["s"] * 17}, "stop"), ({"prompt": "x", "stream": "yes"}, "stream"),
+    ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"prompt": "x", "model": ""}, "model"), ({"prompt": "x", "repetition_penalty": 0}, "repetition_penalty"),
+])
+def test_parse_refuses(body, param):
+    from engine.serve import openai as oa
+    with pytest.raises(oa.OpenAIError) as e:
+        oa.parse_completion({"model": "m", **body})
+    assert e.value.param == param and e.value.status == 400
+
+
+def test_sse_framing_and_error_shape():
+    from engine.serve import openai as oa
+    assert oa.sse({"a": "é"}) == 'data: {"a":"é"}\n\n'.encode()
+    assert oa.SSE_DONE == b"data: [DONE]\n\n"
+    assert oa.error_object("no", 404, "model", "model_not_found") == {
+        "error": {"message": "no", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+    assert oa.usage(3, 4) == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
