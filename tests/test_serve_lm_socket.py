@@ -73,12 +73,18 @@ def test_tensor_requests_share_the_server(served):
 def test_hanging_up_cancels_and_frees_the_cache(served):
     s, lm, c = served
     sv = s.manager.resolve("smol")
+    before = cancelled(s)
     g = c.generate("smol", "Keep going", max_tokens=100, temperature=0)
     it = iter(g)
     next(it), next(it)
     assert sv.scheduler.running == 1
     g.close()
     assert wait_idle(sv, lm)
+    assert cancelled(s) == before + 1  # cut short, not run to its 100 tokens
+
+
+def cancelled(s):
+    return s.metrics.for_language_model("smol", 1).snapshot()["finished"].get("cancelled", 0)
 
 
 def test_cancel_frame_ends_with_cancelled(served):

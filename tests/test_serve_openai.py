@@ -5,6 +5,7 @@ template, a deterministic fake decoder): the expected text of a greedy run is kn
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -169,6 +170,7 @@ def test_requests_over_max_sequences_wait_and_complete(served, client):
 def test_disconnect_cancels_and_frees_the_cache(served, client):
     s, lm, _ = served
     sv = s.manager.resolve("smol")
+    cancelled = cancelled_count(s)
     stream = client.completions.create(model="smol", prompt="Go on forever", max_tokens=140, temperature=0,
                                        stream=True)
     it = iter(stream)
@@ -179,11 +181,36 @@ def test_disconnect_cancels_and_frees_the_cache(served, client):
     while (sv.scheduler.running or lm.decoder.kv_usage()[0]) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sv.scheduler.running == 0 and lm.decoder.kv_usage()[0] == 0 and lm.decoder.open_sequences() == 0
+    assert cancelled_count(s) == cancelled + 1
     with urllib.request.urlopen(f"http://{s.http_address}/metrics", timeout=10) as r:
         text = r.read().decode()
     assert 'engine_lm_sequences_running{model="smol",version="1"} 0.0' in text
     assert 'engine_lm_kv_blocks_used{model="smol",version="1"} 0.0' in text
     assert 'engine_lm_generations_finished_total{model="smol",reason="cancelled",version="1"}' in text
+
+
+def test_disconnect_cancels_a_whole_response_request_too(served):
+    s, lm, _ = served
+    sv = s.manager.resolve("smol")
+    cancelled = cancelled_count(s)
+    body = json.dumps({"model": "smol", "prompt": [800], "max_tokens": 140}).encode()
+    host, port = s.http_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.monotonic() + 10
+        while not sv.scheduler.running and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sv.scheduler.running == 1
+    deadline = time.monotonic() + 10  # the client hung up before its answer
+    while (sv.scheduler.running or lm.decoder.kv_usage()[0]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sv.scheduler.running == 0 and lm.decoder.kv_usage()[0] == 0
+    assert cancelled_count(s) == cancelled + 1  # cut short, not run to its 140 tokens
+
+
+def cancelled_count(s):
+    return s.metrics.for_language_model("smol", 1).snapshot()["finished"].get("cancelled", 0)
 
 
 def test_over_long_prompt_is_refused_with_the_numbers(served, client):
