@@ -65,7 +65,7 @@ class OpenAIRoutes:
         return sv if getattr(sv, "is_language_model", False) else None
 
     async def handle(self, scope, receive, send, request_cls, t0: float) -> None:
-        started, close = [False], False
+        started, close, r = [False], False, None
 
         async def tracked_send(msg):
             started[0] = True
@@ -91,7 +91,7 @@ class OpenAIRoutes:
             return
         data = oa.dumps(body)
         headers = [_JSON, (b"content-length", b"%d" % len(data))]
-        if close:
+        if close or r is None or r.has_unread_body():  # never make the server swallow a body nobody reads
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
