@@ -105,3 +105,29 @@ def test_hot_reload_serves_new_requests_on_the_new_file_while_the_old_finishes(t
         assert loader.models[0].decoder.open_sequences() == 0
     finally:
         m.close()
+
+
+def test_a_model_that_cannot_run_fails_its_warm_up_and_the_old_version_serves(tmp_path):
+    write_lm_version(tmp_path, "smol", 1)
+    loader = FakeLoader()
+    m = ModelManager(tmp_path, control="explicit", lm_loader=loader)
+    m.start()
+    try:
+        old = m.resolve("smol")
+        broken = FakeLoader()
+
+        def poisoned(path, **kw):  # its decoder refuses every forward with the BOS token
+            lm = broken(path, **kw)
+            lm.decoder.poison = frozenset({lm.tokenizer.bos_id})
+            return lm
+        m.lm_loader = poisoned
+        path = tmp_path / "smol" / "1" / "model.gguf"
+        path.write_bytes(b"GGUF placeholder, broken bytes")
+        os.utime(path, ns=(2, 2))
+        m.sync()
+        assert m.resolve("smol") is old
+        (st,) = m.status("smol")
+        assert "warm-up failed" in st.reason and "poisoned" in st.reason
+        assert broken.models[0].decoder.open_sequences() == 0
+    finally:
+        m.close()

@@ -22,6 +22,17 @@ LM_SUFFIXES = (".gguf", ".safetensors")
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (chat: the rest of the context)
 
 
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_LOCK = _NoLock()
+
+
 def is_language_model(path) -> bool:
     return path.suffix in LM_SUFFIXES
 
@@ -45,6 +56,8 @@ class ServedLanguageModel:
             raise EngineError(f"{files.path}: the model has no tokenizer; serving needs one to turn text into tokens")
         decoder = self.lm.decoder
         self.max_context = decoder.max_context
+        if config.warmup_batch_sizes:
+            self._warm(decoder)
         self.metrics = metrics.for_version(name, version) if metrics is not None else None
         self.lm_metrics = metrics.for_language_model(name, version) if metrics is not None else None
         self.scheduler = Scheduler(
@@ -56,6 +69,20 @@ class ServedLanguageModel:
         self.loaded_at = time.time()
         self.created = int(self.loaded_at)
         self.load_seconds = time.perf_counter() - t0
+
+    def _warm(self, decoder) -> None:
+        """One token through the decoder: a model that cannot run (a weight type without a
+        kernel, say) fails to load, and the version it would replace keeps serving."""
+        token = self.lm.tokenizer.bos_id or 0
+        lock = getattr(self.lm, "lock", None) or _NO_LOCK
+        with lock:
+            seq = decoder.open()
+            try:
+                decoder.forward([seq], [[token]])
+            except EngineError as e:
+                raise EngineError(f"{self.path}: warm-up failed: {e}") from None
+            finally:
+                decoder.close(seq)
 
     # -- the tensor fronts ask; a language model answers only OpenAI's routes ------------
 
