@@ -18,10 +18,10 @@ def llama_folder(path, *, head_dim=16, layers=2, tied=False, seed=0, dtype=None,
     """A LlamaForCausalLM (hidden 64, 4 heads, 2 kv heads, vocab 300) saved into `path`."""
     _imports()
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
-                                   num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim,
-                                   max_position_embeddings=1024, tie_word_embeddings=tied, rms_norm_eps=1e-5,
-                                   rope_theta=500.0, **extra)
+    args = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim, max_position_embeddings=1024,
+                tie_word_embeddings=tied, rms_norm_eps=1e-5, rope_theta=500.0)
+    cfg = transformers.LlamaConfig(**{**args, **extra})
     model = transformers.LlamaForCausalLM(cfg).eval()
     _randomise_norms(model)
     if dtype is not None:

@@ -205,7 +205,7 @@ def test_response_and_error_round_trip():
 @pytest.mark.parametrize("data, status", [
     (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400),                  # not this protocol
     (b"\xff\xff\xff\x7f" + b"\x02\x01\x00\x00" + bytes(8), 413),   # a request of 2 GiB
-    (b"\x20\x00\x00\x00" + b"\x07\x01\x00\x00" + bytes(28), 400),  # kind 7
+    (b"\x20\x00\x00\x00" + b"\x09\x01\x00\x00" + bytes(28), 400),  # kind 9 (5-8: generation)
     (b"\x20\x00\x00\x00" + b"\x02\x09\x00\x00" + bytes(28), 400),  # protocol version 9
     (b"\x04\x00\x00\x00" + b"\x02\x01\x00\x00" + bytes(12), 400),  # shorter than a header
 ])

@@ -8,7 +8,8 @@ KServe v2 / TF Serving HTTP, a binary socket protocol, Prometheus metrics.
 Pieces: config.py (config.json), repository.py (the folder), served.py (one loaded version),
 batcher.py (dynamic batching), manager.py (versions, hot reload), metrics.py, auth.py,
 limits.py; the fronts: http.py (ASGI app), socket_server.py + protocol.py + client.py;
-server.py runs them all.
+server.py runs them all. Language models (model.gguf, or a Hugging Face folder): served_lm.py
+with engine/lm/scheduler.py, OpenAI's API in openai.py + openai_http.py.
 """
 
 from __future__ import annotations

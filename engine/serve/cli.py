@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    ps = sub.add_parser("serve", help="serve a model repository over HTTP (KServe v2, TF Serving) and a socket")
+    ps = sub.add_parser("serve", help="serve a model repository over HTTP (KServe v2, TF Serving, OpenAI for "
+                        "language models) and a socket")
     ps.add_argument("--repository", default="models",
                     help="model repository folder (default ./models; an empty or missing one gets the demo model)")
     ps.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -81,6 +82,7 @@ def _banner(server, repo: Path) -> None:
         print(f"\n  dashboard:         {base}/")
         print(f"  KServe v2 HTTP:    {base}/v2   (models: {base}/v2/repository/index, POST)")
         print(f"  TF Serving REST:   {base}/v1/models/<model>:predict")
+        print(f"  OpenAI API:        {base}/v1   (language models: /v1/chat/completions, /v1/completions)")
         print(f"  Prometheus:        {base}/metrics")
         req = repo / "digits" / "request.json"
         if req.exists():

@@ -6,6 +6,8 @@
         r = c.infer("digits", {"x": x}, version=2)   # Result(outputs, model, version, sha256)
         futures = [c.submit("digits", {"x": xi}) for xi in xs]
         ys = [f.result() for f in futures]
+        for piece in c.generate("smol", "Once upon a time", max_tokens=32, temperature=0):
+            print(piece.text, end="")                # a language model, token by token
 
 Thread-safe, without a reader thread: a thread waiting for an answer reads the socket itself
 (one at a time; the others sleep), hands every answer it reads to the thread waiting for it,
@@ -25,7 +27,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -33,7 +35,8 @@ from ..errors import EngineError
 from . import protocol as P
 from .protocol import Result, ServerError
 
-__all__ = ["Client", "ClientError", "ClientTimeout", "ConnectionLost", "Future", "Result", "ServerError"]
+__all__ = ["Client", "ClientError", "ClientTimeout", "ConnectionLost", "Future", "Generation", "Piece", "Result",
+           "ServerError"]
 
 _RECV_BYTES = 1 << 16
 _JOIN_BELOW = 1 << 16
@@ -76,6 +79,80 @@ class Future:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class Piece(NamedTuple):
+    """One streamed piece of a generation: the token (None for the tail held back to the end)
+    and the text it completes ("" while a character or a possible stop string is incomplete)."""
+    token_id: Optional[int]
+    text: str
+
+
+class Generation:
+    """A streaming generation on its own connection: iterate for Pieces; afterwards `text`,
+    `finish_reason` ("stop", "length", "cancelled"), `usage`, `model`, `version`. close() (or
+    leaving the `with`) hangs up, which makes the server cancel it and free its cache."""
+
+    def __init__(self, sock: socket.socket, request_id: int, address):
+        self._sock, self._rid, self._address = sock, request_id, address
+        self._reader = P.FrameReader(1 << 26)
+        self.text = ""
+        self.finish_reason: Optional[str] = None
+        self.usage: Optional[dict] = None
+        self.model: Optional[str] = None
+        self.version: Optional[int] = None
+
+    def __iter__(self):
+        try:
+            while self.finish_reason is None:
+                try:
+                    data = self._sock.recv(_RECV_BYTES)
+                except socket.timeout:
+                    raise ClientTimeout(f"no token from {self._address} within the client's timeout") from None
+                except OSError as e:
+                    raise ConnectionLost(f"connection to {self._address} lost: {e.strerror or e}") from None
+                if not data:
+                    raise ConnectionLost(f"connection to {self._address} lost: the server closed it")
+                for f in self._reader.feed(data):
+                    piece = self._frame(f)
+                    if piece is not None:
+                        self.text += piece.text
+                        yield piece
+        finally:
+            if self.finish_reason is None:
+                self.close()
+
+    def _frame(self, f: P.Frame) -> Optional[Piece]:
+        if f.kind == P.ERROR:
+            self.close()
+            raise P.decode_error(f)
+        if f.request_id != self._rid:
+            return None
+        if f.kind == P.TOKEN:
+            return Piece(*P.decode_token(f))
+        if f.kind == P.END:
+            end = P.decode_end(f)
+            self.finish_reason, self.usage = end.get("finish_reason"), end.get("usage")
+            self.model, self.version = end.get("model"), end.get("version")
+            self.close()
+            return Piece(None, end["text"]) if end.get("text") else None
+        return None
+
+    def cancel(self) -> None:
+        """Ask the server to stop; iteration then ends with finish_reason "cancelled"."""
+        try:
+            self._sock.sendall(P.encode_cancel(self._rid))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> "Generation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _Conn:
@@ -175,6 +252,32 @@ class Client:
                 self._lost(conn, e)
         return fut
 
+    def generate(self, model: str, prompt=None, *, messages: Optional[list] = None, version: Optional[int] = None,
+                 **params) -> Generation:
+        """Start a generation on a language model, streamed on a connection of its own: a prompt
+        (text or token ids) or chat `messages`, and OpenAI's fields as keywords (max_tokens,
+        temperature, top_p, top_k, min_p, repetition_penalty, seed, stop).
+
+            g = client.generate("smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=64)
+            text = "".join(p.text for p in g); g.finish_reason, g.usage
+        """
+        if self._closed:
+            raise ClientError("the client is closed")
+        if (prompt is None) == (messages is None):
+            raise ClientError("generate: give a prompt or messages (one of them)")
+        body = {"model": model, **params}
+        body.update({"messages": messages} if messages is not None else {"prompt": prompt})
+        if version is not None:
+            body["version"] = version
+        rid = next(self._ids)
+        s = self._open_socket()
+        try:
+            s.sendall(P.encode_generate(rid, body))
+        except OSError as e:
+            s.close()
+            raise ConnectionLost(f"connection to {self.address} lost: {e.strerror or e}") from None
+        return Generation(s, rid, self.address)
+
     def _make_room(self) -> None:
         with self._state:
             oldest = next(iter(self._pending.values()), None)
@@ -201,6 +304,14 @@ class Client:
 
     def _connect(self) -> _Conn:
         """A new connection (send lock held), the AUTH frame sent when there is a token."""
+        conn = _Conn(self._open_socket(), self.timeout)
+        old, self._conn = self._conn, conn
+        if old is not None and old.dead is None:
+            self._lost(old, None, "replaced")
+        return conn
+
+    def _open_socket(self) -> socket.socket:
+        """A connected socket (timeout: the client's), authenticated when there is a token."""
         s = socket.socket(self._family, socket.SOCK_STREAM)
         try:
             s.settimeout(self.timeout)
@@ -215,11 +326,7 @@ class Client:
         except OSError as e:
             s.close()
             raise ConnectionLost(f"cannot connect to {self.address}: {e.strerror or e}") from None
-        conn = _Conn(s, self.timeout)
-        old, self._conn = self._conn, conn
-        if old is not None and old.dead is None:
-            self._lost(old, None, "replaced")
-        return conn
+        return s
 
     def _lost(self, conn: _Conn, error: Optional[BaseException], why: str = "") -> None:
         """Mark `conn` dead and fail every request waiting on it."""

@@ -13,7 +13,10 @@ serve a model with the wrong settings.
       "inputs": [{"name": "x", "shape": [-1, 8, 8, 1], "datatype": "FP32"}],
       "outputs": [{"name": "probs"}],
       "warmup": {"batch_sizes": [1, 8]},    # or true / false
-      "model_file": "model.onnx"            # when the version folder holds several
+      "model_file": "model.onnx",           # when the version folder holds several
+      "max_sequences": 8,                   # language models: generations decoded together
+      "max_tokens_per_step": 512,           #   tokens one decoder step may take (prefill chunks + 1 per sequence)
+      "max_context": 4096                   #   positions per sequence (default: the model's, at most 4096)
     }
 """
 
@@ -27,9 +30,11 @@ from typing import Optional
 from ..errors import EngineError
 from .tensors import datatype_to_dtype
 
-MODEL_FILES = ("model.engine", "model.onnx", "model.keras", "model.h5", "model.pth")
+MODEL_FILES = ("model.engine", "model.onnx", "model.keras", "model.h5", "model.pth", "model.gguf",
+               "model.safetensors")
+_LM_KEYS = ("max_sequences", "max_tokens_per_step", "max_context")
 _KEYS = {"name", "max_batch_size", "dynamic_batching", "instances", "threads_per_instance",
-         "version_policy", "inputs", "outputs", "warmup", "model_file", "architecture"}
+         "version_policy", "inputs", "outputs", "warmup", "model_file", "architecture", *_LM_KEYS}
 
 
 class ConfigError(EngineError, ValueError):
@@ -59,6 +64,9 @@ class ModelConfig:
     warmup_batch_sizes: tuple = (1,)
     model_file: Optional[str] = None
     architecture: Optional[str] = None  # for model.pth: the engine.nn model the state dict fills
+    max_sequences: Optional[int] = None        # language models (None: the decoder's default)
+    max_tokens_per_step: Optional[int] = None
+    max_context: Optional[int] = None
     raw: dict = field(default_factory=dict, compare=False)
 
     def selects(self, versions: list) -> list:
@@ -118,6 +126,9 @@ def parse_config(raw, where: str = "config") -> ModelConfig:
     for key in ("inputs", "outputs"):
         if key in raw:
             kw[key] = _decls(raw[key], where, key)
+    for key in _LM_KEYS:
+        if key in raw:
+            kw[key] = _int(raw[key], where, key, 1)
     if "warmup" in raw:
         kw["warmup_batch_sizes"] = _warmup(raw["warmup"], where)
     for key in ("model_file", "architecture"):

@@ -14,6 +14,8 @@ Routes (KServe v2 / Open Inference Protocol as Triton serves it, TF Serving REST
     POST /v2/repository/models/{m}/load | /unload
     POST /v1/models/{m}[/versions/{v}]:predict              TF Serving rows or columns (tfserving.py)
     GET  /v1/models/{m}[/versions/{v}]                      TF Serving model status
+    GET  /v1/models, /v1/models/{language model}            OpenAI's model list / model (openai_http.py)
+    POST /v1/chat/completions | /v1/completions             OpenAI's generation, streamed as SSE or whole
     GET  /metrics                                           Prometheus text format
     GET  /, /dashboard/...                                  the dashboard page and files (dashboard.py), no token
     GET  /dashboard/api/models | /dashboard/api/stats       the dashboard's JSON
@@ -44,6 +46,7 @@ from .auth import bearer_matches
 from .dashboard import Dashboard, is_public
 from .limits import Limits
 from .metrics import CONTENT_TYPE_LATEST
+from .openai_http import OpenAIRoutes
 from .tensors import RequestError
 
 log = logging.getLogger("engine.serve")
@@ -190,6 +193,7 @@ class HttpApp:
         self.limits = limits
         self._state: Optional[_LoopState] = None
         self._dashboard = Dashboard(manager)
+        self._openai = OpenAIRoutes(self, HttpError)
         self._fixed = {
             "/v2/health/live": (_GET, self._live),
             "/v2/health/ready": (_GET, self._ready),
@@ -205,6 +209,9 @@ class HttpApp:
                 await _lifespan(receive, send)
             return
         t0 = time.perf_counter()
+        if scope["path"].startswith("/v1/") and self._openai.owns(scope["path"]):
+            await self._openai.handle(scope, receive, send, _Request, t0)
+            return
         r, close = None, False
         try:
             r = _Request(scope, receive, t0)

@@ -26,6 +26,7 @@ from ..errors import EngineError
 from .metrics import ServerMetrics
 from .repository import ModelEntry, VersionFiles, scan, scan_model, valid_model_name
 from .served import ServedVersion
+from .served_lm import ServedLanguageModel, is_language_model
 from .tensors import NotFoundError, UnavailableError
 
 log = logging.getLogger("engine.serve")
@@ -53,7 +54,8 @@ class VersionStatus:
 
 class ModelManager:
     def __init__(self, repository, *, control: str = "poll", poll_interval: float = 2.0,
-                 metrics: Optional[ServerMetrics] = None, drain_timeout: float = 30.0):
+                 metrics: Optional[ServerMetrics] = None, drain_timeout: float = 30.0,
+                 lm_loader: Optional[Callable] = None):
         if control not in CONTROL_MODES:
             raise EngineError(f"serve: control must be one of {CONTROL_MODES}, got {control!r}")
         self.repository = Path(repository)
@@ -63,6 +65,7 @@ class ModelManager:
         self.poll_interval = poll_interval
         self.metrics = metrics if metrics is not None else ServerMetrics()
         self.drain_timeout = drain_timeout
+        self.lm_loader = lm_loader           # engine.load for language models unless told (tests)
         self._routes: dict = {}              # name -> tuple of ServedVersion, ascending version
         self._status: dict = {}              # (name, version) -> VersionStatus
         self._model_errors: dict = {}        # name -> reason (config.json unreadable)
@@ -189,7 +192,10 @@ class ModelManager:
             self._set_status(VersionStatus(name, v, "loading", path=str(files.path), fingerprint=fp))
         t0 = time.perf_counter()
         try:
-            sv = ServedVersion(name, v, files, entry.config, self.metrics)
+            if is_language_model(files.path):
+                sv = ServedLanguageModel(name, v, files, entry.config, self.metrics, self.lm_loader)
+            else:
+                sv = ServedVersion(name, v, files, entry.config, self.metrics)
         except Exception as e:  # any failure to load is reported; the previous version serves on
             reason = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
             log.error("model %s version %d failed to load: %s", name, v, reason)
@@ -305,6 +311,10 @@ class ModelManager:
         raise UnavailableError(f"model '{name}' is being unloaded")
 
     # -- status -----------------------------------------------------------------------
+
+    def model_names(self) -> list:
+        """The models with a ready version, sorted."""
+        return sorted(self._routes)
 
     def ready_versions(self, name: str) -> tuple:
         return self._routes.get(name, ())

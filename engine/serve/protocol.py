@@ -7,7 +7,8 @@ and a load generator can build frames with `encode_request` and read answers wit
 Every frame (little-endian; docs/protocol.md has the byte tables):
 
     u32 length       bytes after this field (the frame is 4 + length bytes)
-    u8  kind         AUTH 1, REQUEST 2, RESPONSE 3, ERROR 4
+    u8  kind         AUTH 1, REQUEST 2, RESPONSE 3, ERROR 4; language models: GENERATE 5,
+                     TOKEN 6, END 7, CANCEL 8
     u8  proto        PROTOCOL_VERSION (1)
     u16 flags        ERROR: bit 0 = the server closes the connection after this frame
     u64 request_id   chosen by the client; echoed by the answer; 0 on connection-level errors
@@ -27,6 +28,7 @@ decoder parses each distinct metadata block once and keeps the result (bounded c
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import NamedTuple, Optional
 
@@ -37,7 +39,8 @@ from .tensors import RequestError, datatype_to_dtype
 
 PROTOCOL_VERSION = 1
 AUTH, REQUEST, RESPONSE, ERROR = 1, 2, 3, 4
-KINDS = (AUTH, REQUEST, RESPONSE, ERROR)
+GENERATE, TOKEN, END, CANCEL = 5, 6, 7, 8  # a generation: GENERATE -> TOKEN per token ... -> END (or ERROR)
+KINDS = (AUTH, REQUEST, RESPONSE, ERROR, GENERATE, TOKEN, END, CANCEL)
 FLAG_CLOSING = 1                 # ERROR: the connection closes after this frame
 HEADER_BYTES = 16
 MAX_NAME_BYTES = 0xFFFF
@@ -59,6 +62,7 @@ _RESP = struct.Struct("<QHHI32s")          # version, model_len, n_outputs, rese
 _ERR = struct.Struct("<HHI")               # code, reserved, message_len
 _TENSOR = struct.Struct("<HBB")            # name_len, datatype, ndim
 _U16 = struct.Struct("<H")
+_TOKEN = struct.Struct("<II")              # token id, reserved
 _DIMS = [struct.Struct("<" + "Q" * (n + 1)) for n in range(33)]  # ndim dims, then nbytes
 MAX_NDIM = len(_DIMS) - 1
 META_AT = HEADER_BYTES + _META.size        # 24: where the metadata begins
@@ -246,7 +250,62 @@ def encode_auth(token: str, request_id: int = 0) -> bytes:
     return _HEADER.pack(HEADER_BYTES - 4 + len(tb), AUTH, PROTOCOL_VERSION, 0, request_id) + tb
 
 
+def _json_frame(kind: int, request_id: int, obj: dict) -> bytes:
+    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return _HEADER.pack(HEADER_BYTES - 4 + len(body), kind, PROTOCOL_VERSION, 0, request_id) + body
+
+
+def encode_generate(request_id: int, request: dict) -> bytes:
+    """A GENERATE frame: the body is a JSON object with OpenAI's fields ("model", "prompt" or
+    "messages", "max_tokens", "temperature", "stop", ...) and optionally "version"."""
+    return _json_frame(GENERATE, request_id, request)
+
+
+def encode_token(request_id: int, token_id: int, text: str) -> bytes:
+    """A TOKEN frame: one generated token and the text it completes ("" while held back)."""
+    tb = text.encode("utf-8")
+    return _HEADER.pack(HEADER_BYTES - 4 + _TOKEN.size + len(tb), TOKEN, PROTOCOL_VERSION, 0, request_id) + \
+        _TOKEN.pack(token_id, 0) + tb
+
+
+def encode_end(request_id: int, end: dict) -> bytes:
+    """An END frame: JSON {"finish_reason", "text" (the held-back tail), "usage", "model", "version"}."""
+    return _json_frame(END, request_id, end)
+
+
+def encode_cancel(request_id: int) -> bytes:
+    """A CANCEL frame: stop the generation `request_id` (it ends with finish_reason "cancelled")."""
+    return _HEADER.pack(HEADER_BYTES - 4, CANCEL, PROTOCOL_VERSION, 0, request_id)
+
+
 # -- decoding -------------------------------------------------------------------------------
+
+
+def _json_body(frame: Frame, what: str) -> dict:
+    try:
+        obj = json.loads(bytes(frame.buf[HEADER_BYTES:frame.size]))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"the {what} frame's body is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"the {what} frame's body must be a JSON object")
+    return obj
+
+
+def decode_generate(frame: Frame) -> dict:
+    return _json_body(frame, "GENERATE")
+
+
+def decode_token(frame: Frame) -> tuple:
+    """(token id, text) of a TOKEN frame."""
+    if frame.size < HEADER_BYTES + _TOKEN.size:
+        raise ProtocolError("malformed TOKEN frame")
+    token_id, _ = _TOKEN.unpack_from(frame.buf, HEADER_BYTES)
+    return token_id, str(frame.buf[HEADER_BYTES + _TOKEN.size:frame.size], "utf-8")
+
+
+def decode_end(frame: Frame) -> dict:
+    return _json_body(frame, "END")
+
 
 
 class _Meta:

@@ -3,7 +3,9 @@
     <repository>/<model>/config.json            optional (engine/serve/config.py)
     <repository>/<model>/<version>/model.onnx   versions are positive ints; one model file each
                                                 (.engine, .onnx, .keras, .h5, or .pth with an
-                                                architecture file named by config.json)
+                                                architecture file named by config.json; a
+                                                language model: model.gguf, or a Hugging Face
+                                                folder, config.json + model.safetensors)
 
 A scan gives, per model, its config (or the error reading it) and per version the model file
 with a fingerprint (size, mtime_ns) that says when a file was replaced. Names that are not
@@ -96,6 +98,10 @@ def _version_files(d: Path, config: Optional[ModelConfig]):
         arch = d / config.architecture
         if not arch.is_file():
             return f"{arch}: the architecture file config.json names is missing"
+    if path.suffix == ".safetensors":  # a Hugging Face folder: its config.json says what the weights are
+        arch = d / "config.json"
+        if not arch.is_file():
+            return f"{path}: a Hugging Face model folder needs its config.json next to model.safetensors"
     return VersionFiles(path, _stat(path) + (_stat(arch) if arch else ()), arch)
 
 

@@ -32,14 +32,15 @@ class Server:
     def __init__(self, repository="models", *, host: str = "127.0.0.1", http_port: Optional[int] = 8000,
                  socket_port: Optional[int] = 8001, unix_socket: Optional[str] = None,
                  token: Optional[str] = None, token_file: Optional[str] = None, limits: Limits = Limits(),
-                 control: str = "poll", poll_interval: float = 2.0, drain_timeout: float = 30.0):
+                 control: str = "poll", poll_interval: float = 2.0, drain_timeout: float = 30.0,
+                 lm_loader=None):
         self.host = host
         self.limits = limits
         self.token = load_token(token_file, token)
         self.drain_timeout = drain_timeout
         self.metrics = ServerMetrics()
         self.manager = ModelManager(Path(repository), control=control, poll_interval=poll_interval,
-                                    metrics=self.metrics, drain_timeout=drain_timeout)
+                                    metrics=self.metrics, drain_timeout=drain_timeout, lm_loader=lm_loader)
         self._http_port, self._socket_port, self._unix = http_port, socket_port, unix_socket
         self._uvicorn = None
         self._http_thread: Optional[threading.Thread] = None

@@ -26,6 +26,7 @@ closes. Nothing a client sends reaches another connection.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -266,6 +267,7 @@ class _Connection:
         self.waiters = 0                                # threads waiting on `changed`
         self.max_inflight = max(1, self.limits.max_inflight_per_connection)
         self.lingers = False                            # a closing ERROR was sent (see _linger_close)
+        self.generations: dict = {}                     # request id -> scheduler Handle (language models)
         self.thread = threading.Thread(target=self._run, name="engine-socket-conn", daemon=True)
 
     # -- the connection's own thread ---------------------------------------------------
@@ -366,6 +368,14 @@ class _Connection:
         if f.kind == P.REQUEST and self.authed:
             self._request(f, run)
             return True
+        if f.kind == P.GENERATE and self.authed:
+            self._generate(f)
+            return True
+        if f.kind == P.CANCEL and self.authed:
+            handle = self.generations.get(f.request_id)
+            if handle is not None:
+                handle.cancel()
+            return True
         if f.kind == P.AUTH:
             if token_matches(self.server.token, P.decode_auth(f)):
                 self.authed = True
@@ -375,7 +385,8 @@ class _Connection:
         if not self.authed:
             self._send_closing(401, "this server needs a token: send an AUTH frame first", f.request_id)
             return False
-        self._send_closing(400, f"a client may send AUTH and REQUEST frames, not kind {f.kind}", f.request_id)
+        self._send_closing(400, f"a client may send AUTH, REQUEST, GENERATE and CANCEL frames, not kind {f.kind}",
+                           f.request_id)
         return False
 
     def _request(self, f: P.Frame, run: bool) -> None:
@@ -392,7 +403,7 @@ class _Connection:
                 sv = self.manager.resolve(req.model, req.version)
                 if req.outputs:
                     _check_outputs(sv, req.outputs)
-                if "" in inputs:
+                if "" in inputs and not getattr(sv, "is_language_model", False):  # an LM says what to send
                     inputs = _name_only_input(sv, inputs)
 
             def done(sv, outputs, error, wanted=req.outputs):
@@ -406,6 +417,58 @@ class _Connection:
         except Exception as e:  # never let one request take the connection down
             log.exception("socket server: request %d failed", rid)
             self._reply(P.encode_error(rid, 500, f"internal error: {type(e).__name__}"))
+
+    def _generate(self, f: P.Frame) -> None:
+        """Start a generation: TOKEN frames as the scheduler's thread produces tokens, then one
+        END (or ERROR) frame, which is the request's answer."""
+        from ..lm.scheduler import SchedulerClosedError
+        from . import openai as oa
+        rid = f.request_id
+        with self.lock:
+            self.unanswered += 1
+        try:
+            body = P.decode_generate(f)
+            req = oa.parse_chat(body) if "messages" in body else oa.parse_completion(body)
+            version = body.get("version")
+            if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+                raise RequestError(f"'version' must be a positive integer, got {version!r}")
+            for attempt in range(3):  # a version closing between resolve and submit: route again
+                sv = self.manager.resolve(req.model, version)
+                if not getattr(sv, "is_language_model", False):
+                    raise RequestError(f"model '{sv.name}' is not a language model; send it REQUEST frames")
+                try:
+                    handle = sv.start(req, functools.partial(self._generated, rid, sv))
+                    self.generations[rid] = handle
+                    if handle.done:  # finished before it was recorded
+                        self.generations.pop(rid, None)
+                    break
+                except SchedulerClosedError:
+                    if attempt == 2:
+                        raise
+        except EngineError as e:
+            self._reply(P.encode_error(rid, getattr(e, "status", 400), str(e)))
+        except Exception as e:
+            log.exception("socket server: generation %d failed", rid)
+            self._reply(P.encode_error(rid, 500, f"internal error: {type(e).__name__}"))
+
+    def _generated(self, rid: int, sv, event) -> None:
+        """The scheduler's sink (its thread): a TOKEN frame, or the END / ERROR that answers."""
+        if event.finish_reason is None:
+            if self.closed:  # the client is gone: raising cancels the generation
+                self.generations.pop(rid, None)
+                with self.lock:
+                    self.unanswered -= 1
+                raise ConnectionError("the connection closed")
+            self._write(P.encode_token(rid, event.token_id, event.text), 0, closing=False)
+            return
+        self.generations.pop(rid, None)
+        if event.finish_reason == "error":
+            self._write(P.encode_error(rid, 500, f"model '{sv.name}' version {sv.version}: {event.error}"), 1)
+            return
+        usage = {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+                 "total_tokens": event.prompt_tokens + event.completion_tokens}
+        self._write(P.encode_end(rid, {"finish_reason": event.finish_reason, "text": event.text, "usage": usage,
+                                       "model": sv.name, "version": sv.version}), 1)
 
     def _wait_capacity(self) -> bool:
         """Block until fewer than max_inflight requests are unanswered (this thread reads no
@@ -444,7 +507,11 @@ class _Connection:
             return
 
     def _finish(self) -> None:
-        """Wait (bounded) for every answer to be written, then close."""
+        """Wait (bounded) for every answer to be written, then close. A client that closed its
+        end cancels its generations (their KV cache is freed); a stopping server lets them end."""
+        if not self.server._stopping:
+            for handle in list(self.generations.values()):
+                handle.cancel()
         own_end = time.monotonic() + self.limits.idle_timeout_s
         with self.lock:
             while (self.unanswered or self.outbox) and not self.closed:
@@ -513,15 +580,16 @@ class _Connection:
                 del gathered[self]
                 self._write(b"".join(mine), len(mine))
 
-    def _write(self, data, answers: int) -> None:
+    def _write(self, data, answers: int, closing: bool = True) -> None:
         """Write `data` (bytes, or a list of buffers for sendmsg) holding `answers` answers,
-        without blocking; what the kernel does not take goes to the outbox."""
+        without blocking; what the kernel does not take goes to the outbox. A frame that
+        answers nothing is the closing ERROR, unless `closing` is False (a TOKEN frame)."""
         with self.lock:
             if self.closed:
                 self.unanswered -= answers
                 self.changed.notify_all()
                 return
-            if answers == 0:
+            if answers == 0 and closing:
                 self.lingers = True  # a closing ERROR frame: close gently after it
             if not self.outbox:
                 try:
