@@ -74,7 +74,7 @@ class EngineServer:
                 if status == 200:
                     return
                 state = self._state()
-                if state and state[0] in ("failed", "unavailable"):
+                if state and str(state[0]).upper() == "FAILED":  # the index spells states as Triton does
                     raise RuntimeError(f"engine serve: model {MODEL_NAME} {state[0]}: {state[1]}")
             time.sleep(0.5)
         raise RuntimeError(f"engine serve: {MODEL_NAME} not ready after {timeout:.0f} s: {self.stderr_tail()}")
