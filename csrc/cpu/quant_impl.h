@@ -1,0 +1,431 @@
+// quant_matmul's small-M kernels and the dequantisation, written once over a few primitives and
+// compiled per ISA: the including file defines QUANT_SIMD (0 scalar, 1 AVX2 vpmaddubsw,
+// 2 AVX-512 VNNI vpdpbusd; both SIMD forms work on 256-bit vectors, one 32-value block per
+// register) and includes this inside its namespace.
+//
+// A weight block's codes are unsigned bytes (Q4_0/Q4_1/Q4_K nibbles, Q6_K's 6-bit values) so
+// the u8 x s8 instructions take them as they are; what the codes leave out (Q4_0's -8, Q6_K's
+// -32, the minimums of Q4_1 and Q4_K) is a multiple of the x block's sum, added in a scalar.
+// Q8_0's codes are signed: |w| times x carrying w's sign (llama.cpp's trick).
+// Each block's integer dot product (8 int32 lanes) is scaled by w_scale * x_scale into an f32
+// vector accumulator per x row; the lanes are summed once per output.
+//
+// Dequantisation follows ggml's C reference operation for operation (the file is compiled
+// with -ffp-contract=off so a*b+c is never fused), so it is bit-exact with quant_ref.py.
+
+// ---- primitives -----------------------------------------------------------------------------
+#if QUANT_SIMD
+using Codes = __m256i;  // 32 unsigned codes
+using IAcc = __m256i;   // 8 int32 partial dot products
+using VAcc = __m256;    // 8 f32 partial sums
+
+inline float load_f16(const std::uint8_t* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+inline VAcc vzero() { return _mm256_setzero_ps(); }
+inline float hsum(VAcc v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Sums of u[i]*s[i] over each 4 consecutive bytes.
+inline IAcc dot_u8s8(__m256i u, __m256i s) {
+#if QUANT_SIMD == 2
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+// 16 bytes of nibbles -> values 0..15 (low nibbles) then 16..31 (high nibbles).
+inline Codes codes_q4(const std::uint8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+// 32 bytes, the nibble at `shift` (0 or 4) of each.
+inline Codes codes_q4k(const std::uint8_t* p, int shift) {
+  return _mm256_and_si256(_mm256_srli_epi16(load32(p), shift), _mm256_set1_epi8(0x0F));
+}
+// Q6_K: low 4 bits from ql at ql_shift, high 2 bits from qh at qh_shift.
+inline Codes codes_q6k(const std::uint8_t* ql, int ql_shift, const std::uint8_t* qh, int qh_shift) {
+  const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(load32(ql), ql_shift), _mm256_set1_epi8(0x0F));
+  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(load32(qh), qh_shift), _mm256_set1_epi8(0x03));
+  return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+}
+
+inline IAcc dot(Codes u, const std::int8_t* x) { return dot_u8s8(u, load32(x)); }
+// Values 0..15 weighted by sa, 16..31 by sb.
+inline IAcc dot_halves(Codes u, const std::int8_t* x, int sa, int sb) {
+#if QUANT_SIMD == 2
+  const __m256i scale = _mm256_set_epi32(sb, sb, sb, sb, sa, sa, sa, sa);
+  return _mm256_mullo_epi32(dot_u8s8(u, load32(x)), scale);
+#else
+  const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(sb)), _mm_set1_epi16(static_cast<short>(sa)));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(x)), scale);
+#endif
+}
+// Q8_0: signed codes.
+struct SignedCodes {
+  __m256i w, abs_w;
+};
+inline SignedCodes codes_s8(const std::uint8_t* p) {
+  const __m256i w = load32(p);
+  return {w, _mm256_abs_epi8(w)};
+}
+inline IAcc dot(const SignedCodes& c, const std::int8_t* x) {
+  return dot_u8s8(c.abs_w, _mm256_sign_epi8(load32(x), c.w));
+}
+inline void fma_acc(VAcc& acc, float scale, IAcc lanes) {
+  acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(lanes), acc);
+}
+
+#else  // scalar
+struct Codes {
+  std::uint8_t v[32];
+};
+using IAcc = std::int32_t;
+using VAcc = float;
+
+inline float load_f16(const std::uint8_t* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return half_bits_to_float(h);
+}
+inline VAcc vzero() { return 0.f; }
+inline float hsum(VAcc v) { return v; }
+
+inline Codes codes_q4(const std::uint8_t* p) {
+  Codes c;
+  for (int i = 0; i < 16; ++i) c.v[i] = p[i] & 0x0F, c.v[i + 16] = p[i] >> 4;
+  return c;
+}
+inline Codes codes_q4k(const std::uint8_t* p, int shift) {
+  Codes c;
+  for (int i = 0; i < 32; ++i) c.v[i] = (p[i] >> shift) & 0x0F;
+  return c;
+}
+inline Codes codes_q6k(const std::uint8_t* ql, int ql_shift, const std::uint8_t* qh, int qh_shift) {
+  Codes c;
+  for (int i = 0; i < 32; ++i)
+    c.v[i] = static_cast<std::uint8_t>(((ql[i] >> ql_shift) & 0x0F) | (((qh[i] >> qh_shift) & 3) << 4));
+  return c;
+}
+inline IAcc dot(const Codes& u, const std::int8_t* x) {
+  std::int32_t s = 0;
+  for (int i = 0; i < 32; ++i) s += u.v[i] * x[i];
+  return s;
+}
+inline IAcc dot_halves(const Codes& u, const std::int8_t* x, int sa, int sb) {
+  std::int32_t a = 0, b = 0;
+  for (int i = 0; i < 16; ++i) a += u.v[i] * x[i], b += u.v[i + 16] * x[i + 16];
+  return sa * a + sb * b;
+}
+struct SignedCodes {
+  const std::int8_t* w;
+};
+inline SignedCodes codes_s8(const std::uint8_t* p) { return {reinterpret_cast<const std::int8_t*>(p)}; }
+inline IAcc dot(const SignedCodes& c, const std::int8_t* x) {
+  std::int32_t s = 0;
+  for (int i = 0; i < 32; ++i) s += c.w[i] * x[i];
+  return s;
+}
+inline void fma_acc(VAcc& acc, float scale, IAcc lanes) { acc += scale * static_cast<float>(lanes); }
+#endif
+
+// Q4_K's 6-bit scale and minimum of sub-block j (ggml's get_scale_min_k4).
+inline void k4_scale_min(const std::uint8_t* s, int j, int& sc, int& mn) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    mn = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// ---- one weight row against MR quantised x rows ---------------------------------------------
+// x[m] is x row m's blocks; out[m] = the row's dot product with it.
+template <int MR>
+struct Sums {
+  VAcc v[MR];
+  float s[MR];  // the scalar terms (offsets, minimums)
+  Sums() {
+    for (int m = 0; m < MR; ++m) v[m] = vzero(), s[m] = 0.f;
+  }
+  void store(float* out) const {
+    for (int m = 0; m < MR; ++m) out[m] = hsum(v[m]) + s[m];
+  }
+};
+
+template <int MR>
+void row_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+  Sums<MR> acc;
+  for (index_t b = 0; b < nb; ++b, w += 18) {
+    const float d = load_f16(w), off = -8.f * d;
+    const Codes u = codes_q4(w + 2);
+    for (int m = 0; m < MR; ++m) {
+      const XBlock& xb = x[m][b];
+      fma_acc(acc.v[m], d * xb.d, dot(u, xb.q));
+      acc.s[m] += off * xb.s;
+    }
+  }
+  acc.store(out);
+}
+
+template <int MR>
+void row_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+  Sums<MR> acc;
+  for (index_t b = 0; b < nb; ++b, w += 20) {
+    const float d = load_f16(w), mn = load_f16(w + 2);
+    const Codes u = codes_q4(w + 4);
+    for (int m = 0; m < MR; ++m) {
+      const XBlock& xb = x[m][b];
+      fma_acc(acc.v[m], d * xb.d, dot(u, xb.q));
+      acc.s[m] += mn * xb.s;
+    }
+  }
+  acc.store(out);
+}
+
+template <int MR>
+void row_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+  Sums<MR> acc;
+  for (index_t b = 0; b < nb; ++b, w += 34) {
+    const float d = load_f16(w);
+    const SignedCodes c = codes_s8(w + 2);
+    for (int m = 0; m < MR; ++m) fma_acc(acc.v[m], d * x[m][b].d, dot(c, x[m][b].q));
+  }
+  acc.store(out);
+}
+
+template <int MR>
+void row_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+  Sums<MR> acc;
+  for (index_t sb = 0; sb < nb / 8; ++sb, w += 144) {
+    const float d = load_f16(w), dmin = load_f16(w + 2);
+    for (int c = 0; c < 8; ++c) {
+      int sc, mn;
+      k4_scale_min(w + 4, c, sc, mn);
+      const float ws = d * static_cast<float>(sc), wm = -dmin * static_cast<float>(mn);
+      const Codes u = codes_q4k(w + 16 + 32 * (c / 2), 4 * (c & 1));
+      for (int m = 0; m < MR; ++m) {
+        const XBlock& xb = x[m][sb * 8 + c];
+        fma_acc(acc.v[m], ws * xb.d, dot(u, xb.q));
+        acc.s[m] += wm * xb.s;
+      }
+    }
+  }
+  acc.store(out);
+}
+
+template <int MR>
+void row_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+  Sums<MR> acc;
+  for (index_t sb = 0; sb < nb / 8; ++sb, w += 210) {
+    const std::uint8_t *ql = w, *qh = w + 128;
+    const std::int8_t* scales = reinterpret_cast<const std::int8_t*>(w + 192);
+    const float d = load_f16(w + 208);
+    for (int h = 0; h < 2; ++h)
+      for (int k = 0; k < 4; ++k) {
+        const int c = 4 * h + k, sa = scales[8 * h + 2 * k], sb2 = scales[8 * h + 2 * k + 1];
+        const Codes u = codes_q6k(ql + 64 * h + 32 * (k & 1), 4 * (k >> 1), qh + 32 * h, 2 * k);
+        for (int m = 0; m < MR; ++m) {
+          const XBlock& xb = x[m][sb * 8 + c];
+          const float s = d * xb.d;
+          fma_acc(acc.v[m], s, dot_halves(u, xb.q, sa, sb2));
+          acc.s[m] -= s * static_cast<float>(32 * (sa * xb.sum16[0] + sb2 * xb.sum16[1]));
+        }
+      }
+  }
+  acc.store(out);
+}
+
+// F16 / BF16 weights against f32 x rows (K values each).
+#if QUANT_SIMD
+inline __m256 load8_f16(const std::uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 load8_bf16(const std::uint16_t* p) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+#endif
+inline float scalar_f16(std::uint16_t h) { return half_bits_to_float(h); }
+inline float scalar_bf16(std::uint16_t h) {
+  const std::uint32_t b = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+template <int MR, bool BF16>
+void row_half(const std::uint16_t* w, index_t K, const float* const* x, float* out) {
+  index_t k = 0;
+  float tail[MR];
+  for (int m = 0; m < MR; ++m) tail[m] = 0.f;
+#if QUANT_SIMD
+  __m256 acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+  for (; k + 8 <= K; k += 8) {
+    const __m256 wv = BF16 ? load8_bf16(w + k) : load8_f16(w + k);
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[m] + k), acc[m]);
+  }
+  for (int m = 0; m < MR; ++m) tail[m] = hsum(acc[m]);
+#endif
+  for (; k < K; ++k) {
+    const float wk = BF16 ? scalar_bf16(w[k]) : scalar_f16(w[k]);
+    for (int m = 0; m < MR; ++m) tail[m] += wk * x[m][k];
+  }
+  for (int m = 0; m < MR; ++m) out[m] = tail[m];
+}
+
+// ---- the row loop ---------------------------------------------------------------------------
+using QuantRowFn = void (*)(const std::uint8_t*, index_t, const XBlock* const*, float*);
+using HalfRowFn = void (*)(const std::uint16_t*, index_t, const float* const*, float*);
+
+template <int MR>
+QuantRowFn quant_row_fn(QuantType t) {
+  switch (t) {
+    case QuantType::Q4_0: return row_q4_0<MR>;
+    case QuantType::Q4_1: return row_q4_1<MR>;
+    case QuantType::Q8_0: return row_q8_0<MR>;
+    case QuantType::Q4_K: return row_q4_k<MR>;
+    case QuantType::Q6_K: return row_q6_k<MR>;
+    default: return nullptr;
+  }
+}
+template <int MR>
+HalfRowFn half_row_fn(QuantType t) {
+  return t == QuantType::BF16 ? row_half<MR, true> : row_half<MR, false>;
+}
+
+template <class Fn>
+Fn pick(QuantType t, int mr, Fn (*const* table)(QuantType)) {
+  return table[mr - 1](t);
+}
+
+constexpr QuantRowFn (*kQuantRowFns[])(QuantType) = {quant_row_fn<1>, quant_row_fn<2>, quant_row_fn<3>, quant_row_fn<4>,
+                                                    quant_row_fn<5>, quant_row_fn<6>, quant_row_fn<7>, quant_row_fn<8>};
+constexpr HalfRowFn (*kHalfRowFns[])(QuantType) = {half_row_fn<1>, half_row_fn<2>, half_row_fn<3>, half_row_fn<4>,
+                                                  half_row_fn<5>, half_row_fn<6>, half_row_fn<7>, half_row_fn<8>};
+static_assert(sizeof(kQuantRowFns) / sizeof(kQuantRowFns[0]) == kMaxRowsPerPass, "one kernel per row count");
+
+inline void store(const QuantRows& a, index_t m0, int mr, index_t n, const float* out) {
+  for (int m = 0; m < mr; ++m) {
+    float* y = a.y + (m0 + m) * a.ldy + n;
+    *y = a.accumulate ? *y + out[m] : out[m];
+  }
+}
+
+void matmul_rows(const QuantRows& a, index_t n0, index_t n1) {
+  const bool half = a.type == QuantType::F16 || a.type == QuantType::BF16;
+  const int full = static_cast<int>(std::min<index_t>(a.M, kMaxRowsPerPass));
+  const int rest = static_cast<int>(a.M % kMaxRowsPerPass);
+  const index_t nb = a.K / kXBlock;
+  float out[kMaxRowsPerPass];
+  if (half) {
+    const HalfRowFn f_full = pick(a.type, full, kHalfRowFns), f_rest = rest ? pick(a.type, rest, kHalfRowFns) : nullptr;
+    const float* xr[kMaxRowsPerPass];
+    for (index_t n = n0; n < n1; ++n) {  // n outside: the weight row stays in L1 across passes
+      const std::uint16_t* w = reinterpret_cast<const std::uint16_t*>(a.w + n * a.row_bytes);
+      for (index_t m0 = 0; m0 < a.M; m0 += kMaxRowsPerPass) {
+        const int mr = static_cast<int>(std::min<index_t>(kMaxRowsPerPass, a.M - m0));
+        for (int m = 0; m < mr; ++m) xr[m] = a.x + (m0 + m) * a.ldx;
+        (mr == full ? f_full : f_rest)(w, a.K, xr, out);
+        store(a, m0, mr, n, out);
+      }
+    }
+    return;
+  }
+  const QuantRowFn f_full = pick(a.type, full, kQuantRowFns), f_rest = rest ? pick(a.type, rest, kQuantRowFns) : nullptr;
+  const XBlock* xr[kMaxRowsPerPass];
+  for (index_t n = n0; n < n1; ++n) {
+    const std::uint8_t* w = a.w + n * a.row_bytes;
+    for (index_t m0 = 0; m0 < a.M; m0 += kMaxRowsPerPass) {
+      const int mr = static_cast<int>(std::min<index_t>(kMaxRowsPerPass, a.M - m0));
+      for (int m = 0; m < mr; ++m) xr[m] = a.xq + (m0 + m) * a.xq_ld;
+      (mr == full ? f_full : f_rest)(w, nb, xr, out);
+      store(a, m0, mr, n, out);
+    }
+  }
+}
+
+// ---- dequantisation (ggml's reference arithmetic) -------------------------------------------
+void dequantize_rows(const std::uint8_t* w, QuantType t, index_t K, index_t rows, float* out) {
+  const index_t n = K * rows;  // rows are contiguous in w, so the blocks run straight through
+  switch (t) {
+    case QuantType::F32: std::memcpy(out, w, static_cast<size_t>(n) * 4); return;
+    case QuantType::F16: half_to_float(out, reinterpret_cast<const std::uint16_t*>(w), n); return;
+    case QuantType::BF16:
+      for (index_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, w + 2 * i, 2);
+        out[i] = scalar_bf16(h);
+      }
+      return;
+    case QuantType::Q4_0:
+      for (index_t b = 0; b < n / 32; ++b, w += 18, out += 32) {
+        const float d = load_f16(w);
+        for (int j = 0; j < 16; ++j) {
+          out[j] = static_cast<float>((w[2 + j] & 0x0F) - 8) * d;
+          out[j + 16] = static_cast<float>((w[2 + j] >> 4) - 8) * d;
+        }
+      }
+      return;
+    case QuantType::Q4_1:
+      for (index_t b = 0; b < n / 32; ++b, w += 20, out += 32) {
+        const float d = load_f16(w), mn = load_f16(w + 2);
+        for (int j = 0; j < 16; ++j) {
+          out[j] = static_cast<float>(w[4 + j] & 0x0F) * d + mn;
+          out[j + 16] = static_cast<float>(w[4 + j] >> 4) * d + mn;
+        }
+      }
+      return;
+    case QuantType::Q8_0:
+      for (index_t b = 0; b < n / 32; ++b, w += 34, out += 32) {
+        const float d = load_f16(w);
+        for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(static_cast<std::int8_t>(w[2 + j])) * d;
+      }
+      return;
+    case QuantType::Q4_K:
+      for (index_t b = 0; b < n / 256; ++b, w += 144) {
+        const float d = load_f16(w), dmin = load_f16(w + 2);
+        for (int c = 0; c < 8; ++c, out += 32) {
+          int sc, mn;
+          k4_scale_min(w + 4, c, sc, mn);
+          const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(mn);
+          const std::uint8_t* q = w + 16 + 32 * (c / 2);
+          const int shift = 4 * (c & 1);
+          for (int l = 0; l < 32; ++l) out[l] = ds * static_cast<float>((q[l] >> shift) & 0x0F) - dm;
+        }
+      }
+      return;
+    case QuantType::Q6_K:
+      for (index_t b = 0; b < n / 256; ++b, w += 210) {
+        const std::uint8_t *ql = w, *qh = w + 128;
+        const std::int8_t* scales = reinterpret_cast<const std::int8_t*>(w + 192);
+        const float d = load_f16(w + 208);
+        for (int h = 0; h < 2; ++h)
+          for (int k = 0; k < 4; ++k, out += 32) {
+            const std::uint8_t* lo = ql + 64 * h + 32 * (k & 1);
+            const std::uint8_t* hi = qh + 32 * h;
+            const int ls = 4 * (k >> 1), hs = 2 * k;
+            for (int half = 0; half < 2; ++half) {
+              const float s = d * static_cast<float>(scales[8 * h + 2 * k + half]);
+              for (int l = 16 * half; l < 16 * half + 16; ++l) {
+                const int q = (((lo[l] >> ls) & 0x0F) | (((hi[l] >> hs) & 3) << 4)) - 32;
+                out[l] = s * static_cast<float>(q);
+              }
+            }
+          }
+      }
+      return;
+  }
+  throw Error(std::string("quant: no dequantisation for weight type ") + quant_type_name(t));
+}
