@@ -83,8 +83,10 @@ void matmul_rows(Kernels k, const QuantRows& a, index_t n0, index_t n1) {
   }
 }
 
-// Rows from this many on take the dequantise + GEMM path (measured: benchmarks/quant_matmul.py).
-constexpr index_t kPanelMinRows = 12;
+// From this many x rows on, dequantising panels and running the GEMM beats the integer kernels
+// (measured on Zen 4 with benchmarks/quant_matmul.py: at 8 rows the integer kernels are ~10%
+// ahead, at 12 the GEMM ~30%).
+constexpr index_t kPanelMinRows = 10;
 
 // One x row to int8 blocks of 32 (ggml's quantize_row_q8_0/q8_1 rule: d = max|x|/127,
 // q = round(x/d)), so |x - d*q| <= d/2 per value.

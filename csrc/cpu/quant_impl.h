@@ -158,92 +158,96 @@ struct Sums {
   Sums() {
     for (int m = 0; m < MR; ++m) v[m] = vzero(), s[m] = 0.f;
   }
-  void store(float* out) const {
-    for (int m = 0; m < MR; ++m) out[m] = hsum(v[m]) + s[m];
-  }
 };
+
+// block(i, sums) adds 32-value chunk i of the row. With few rows, even and odd chunks go to two
+// sets of sums, so consecutive chunks' FMAs do not wait on each other (latency, not throughput,
+// bounds one row otherwise); with more rows there are enough independent sums already.
+template <int MR, class Block>
+void run_chunks(index_t count, float* out, Block&& block) {
+  constexpr bool dual = MR <= (QUANT_SIMD == 2 ? 4 : 2);
+  Sums<MR> a, b;
+  index_t i = 0;
+  if (dual)
+    for (; i + 1 < count; i += 2) {
+      block(i, a);
+      block(i + 1, b);
+    }
+  for (; i < count; ++i) block(i, a);
+  for (int m = 0; m < MR; ++m) out[m] = hsum(a.v[m]) + a.s[m] + (dual ? hsum(b.v[m]) + b.s[m] : 0.f);
+}
 
 template <int MR>
 void row_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
-  Sums<MR> acc;
-  for (index_t b = 0; b < nb; ++b, w += 18) {
-    const float d = load_f16(w), off = -8.f * d;
-    const Codes u = codes_q4(w + 2);
+  run_chunks<MR>(nb, out, [&](index_t b, Sums<MR>& acc) {
+    const std::uint8_t* p = w + 18 * b;
+    const float d = load_f16(p), off = -8.f * d;
+    const Codes u = codes_q4(p + 2);
     for (int m = 0; m < MR; ++m) {
       const XBlock& xb = x[m][b];
       fma_acc(acc.v[m], d * xb.d, dot(u, xb.q));
       acc.s[m] += off * xb.s;
     }
-  }
-  acc.store(out);
+  });
 }
 
 template <int MR>
 void row_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
-  Sums<MR> acc;
-  for (index_t b = 0; b < nb; ++b, w += 20) {
-    const float d = load_f16(w), mn = load_f16(w + 2);
-    const Codes u = codes_q4(w + 4);
+  run_chunks<MR>(nb, out, [&](index_t b, Sums<MR>& acc) {
+    const std::uint8_t* p = w + 20 * b;
+    const float d = load_f16(p), mn = load_f16(p + 2);
+    const Codes u = codes_q4(p + 4);
     for (int m = 0; m < MR; ++m) {
       const XBlock& xb = x[m][b];
       fma_acc(acc.v[m], d * xb.d, dot(u, xb.q));
       acc.s[m] += mn * xb.s;
     }
-  }
-  acc.store(out);
+  });
 }
 
 template <int MR>
 void row_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
-  Sums<MR> acc;
-  for (index_t b = 0; b < nb; ++b, w += 34) {
-    const float d = load_f16(w);
-    const SignedCodes c = codes_s8(w + 2);
+  run_chunks<MR>(nb, out, [&](index_t b, Sums<MR>& acc) {
+    const std::uint8_t* p = w + 34 * b;
+    const float d = load_f16(p);
+    const SignedCodes c = codes_s8(p + 2);
     for (int m = 0; m < MR; ++m) fma_acc(acc.v[m], d * x[m][b].d, dot(c, x[m][b].q));
-  }
-  acc.store(out);
+  });
 }
 
 template <int MR>
 void row_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
-  Sums<MR> acc;
-  for (index_t sb = 0; sb < nb / 8; ++sb, w += 144) {
-    const float d = load_f16(w), dmin = load_f16(w + 2);
-    for (int c = 0; c < 8; ++c) {
-      int sc, mn;
-      k4_scale_min(w + 4, c, sc, mn);
-      const float ws = d * static_cast<float>(sc), wm = -dmin * static_cast<float>(mn);
-      const Codes u = codes_q4k(w + 16 + 32 * (c / 2), 4 * (c & 1));
-      for (int m = 0; m < MR; ++m) {
-        const XBlock& xb = x[m][sb * 8 + c];
-        fma_acc(acc.v[m], ws * xb.d, dot(u, xb.q));
-        acc.s[m] += wm * xb.s;
-      }
+  run_chunks<MR>(nb, out, [&](index_t i, Sums<MR>& acc) {
+    const std::uint8_t* p = w + 144 * (i / 8);
+    const int c = static_cast<int>(i % 8);
+    int sc, mn;
+    k4_scale_min(p + 4, c, sc, mn);
+    const float ws = load_f16(p) * static_cast<float>(sc), wm = -load_f16(p + 2) * static_cast<float>(mn);
+    const Codes u = codes_q4k(p + 16 + 32 * (c / 2), 4 * (c & 1));
+    for (int m = 0; m < MR; ++m) {
+      const XBlock& xb = x[m][i];
+      fma_acc(acc.v[m], ws * xb.d, dot(u, xb.q));
+      acc.s[m] += wm * xb.s;
     }
-  }
-  acc.store(out);
+  });
 }
 
 template <int MR>
 void row_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
-  Sums<MR> acc;
-  for (index_t sb = 0; sb < nb / 8; ++sb, w += 210) {
-    const std::uint8_t *ql = w, *qh = w + 128;
-    const std::int8_t* scales = reinterpret_cast<const std::int8_t*>(w + 192);
-    const float d = load_f16(w + 208);
-    for (int h = 0; h < 2; ++h)
-      for (int k = 0; k < 4; ++k) {
-        const int c = 4 * h + k, sa = scales[8 * h + 2 * k], sb2 = scales[8 * h + 2 * k + 1];
-        const Codes u = codes_q6k(ql + 64 * h + 32 * (k & 1), 4 * (k >> 1), qh + 32 * h, 2 * k);
-        for (int m = 0; m < MR; ++m) {
-          const XBlock& xb = x[m][sb * 8 + c];
-          const float s = d * xb.d;
-          fma_acc(acc.v[m], s, dot_halves(u, xb.q, sa, sb2));
-          acc.s[m] -= s * static_cast<float>(32 * (sa * xb.sum16[0] + sb2 * xb.sum16[1]));
-        }
-      }
-  }
-  acc.store(out);
+  run_chunks<MR>(nb, out, [&](index_t i, Sums<MR>& acc) {
+    const std::uint8_t* p = w + 210 * (i / 8);
+    const int h = static_cast<int>(i % 8) / 4, k = static_cast<int>(i % 4);
+    const std::int8_t* scales = reinterpret_cast<const std::int8_t*>(p + 192);
+    const int sa = scales[8 * h + 2 * k], sb = scales[8 * h + 2 * k + 1];
+    const float d = load_f16(p + 208);
+    const Codes u = codes_q6k(p + 64 * h + 32 * (k & 1), 4 * (k >> 1), p + 128 + 32 * h, 2 * k);
+    for (int m = 0; m < MR; ++m) {
+      const XBlock& xb = x[m][i];
+      const float s = d * xb.d;
+      fma_acc(acc.v[m], s, dot_halves(u, xb.q, sa, sb));
+      acc.s[m] -= s * static_cast<float>(32 * (sa * xb.sum16[0] + sb * xb.sum16[1]));
+    }
+  });
 }
 
 // F16 / BF16 weights against f32 x rows (K values each).
@@ -357,6 +361,51 @@ void matmul_rows(const QuantRows& a, index_t n0, index_t n1) {
 }
 
 // ---- dequantisation (ggml's reference arithmetic) -------------------------------------------
+// 32 small integers (signed bytes) to floats: v * a (v * a2 for the last 16), then + b
+// (kAdd) or - b (kSub) as its own rounding step, as the reference does. No "+ 0" for the
+// types without an offset: it would turn a -0 into +0.
+enum Offset { kNone, kAdd, kSub };
+
+#if QUANT_SIMD
+template <Offset O>
+inline void store32(float* out, __m256i v, float a, float a2, float b) {
+  const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int j = 0; j < 4; ++j) {
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[j])), _mm256_set1_ps(j < 2 ? a : a2));
+    if (O == kAdd) f = _mm256_add_ps(f, _mm256_set1_ps(b));
+    if (O == kSub) f = _mm256_sub_ps(f, _mm256_set1_ps(b));
+    _mm256_storeu_ps(out + 8 * j, f);
+  }
+}
+inline __m256i as_vector(Codes c) { return c; }
+inline __m256i minus(Codes c, int k) { return _mm256_sub_epi8(c, _mm256_set1_epi8(static_cast<char>(k))); }
+#else
+template <Offset O>
+inline void store32(float* out, const std::int8_t* v, float a, float a2, float b) {
+  for (int l = 0; l < 32; ++l) {
+    float f = static_cast<float>(v[l]) * (l < 16 ? a : a2);
+    if (O == kAdd) f = f + b;
+    if (O == kSub) f = f - b;
+    out[l] = f;
+  }
+}
+struct Bytes {
+  std::int8_t v[32];
+  operator const std::int8_t*() const { return v; }
+};
+inline Bytes as_vector(const Codes& c) {
+  Bytes b;
+  for (int l = 0; l < 32; ++l) b.v[l] = static_cast<std::int8_t>(c.v[l]);
+  return b;
+}
+inline Bytes minus(const Codes& c, int k) {
+  Bytes b;
+  for (int l = 0; l < 32; ++l) b.v[l] = static_cast<std::int8_t>(c.v[l] - k);
+  return b;
+}
+#endif
+
 void dequantize_rows(const std::uint8_t* w, QuantType t, index_t K, index_t rows, float* out) {
   const index_t n = K * rows;  // rows are contiguous in w, so the blocks run straight through
   switch (t) {
@@ -369,60 +418,48 @@ void dequantize_rows(const std::uint8_t* w, QuantType t, index_t K, index_t rows
         out[i] = scalar_bf16(h);
       }
       return;
-    case QuantType::Q4_0:
+    case QuantType::Q4_0:  // (q - 8) * d
       for (index_t b = 0; b < n / 32; ++b, w += 18, out += 32) {
         const float d = load_f16(w);
-        for (int j = 0; j < 16; ++j) {
-          out[j] = static_cast<float>((w[2 + j] & 0x0F) - 8) * d;
-          out[j + 16] = static_cast<float>((w[2 + j] >> 4) - 8) * d;
-        }
+        store32<kNone>(out, minus(codes_q4(w + 2), 8), d, d, 0.f);
       }
       return;
-    case QuantType::Q4_1:
+    case QuantType::Q4_1:  // q * d + m
       for (index_t b = 0; b < n / 32; ++b, w += 20, out += 32) {
-        const float d = load_f16(w), mn = load_f16(w + 2);
-        for (int j = 0; j < 16; ++j) {
-          out[j] = static_cast<float>(w[4 + j] & 0x0F) * d + mn;
-          out[j + 16] = static_cast<float>(w[4 + j] >> 4) * d + mn;
-        }
+        const float d = load_f16(w);
+        store32<kAdd>(out, as_vector(codes_q4(w + 4)), d, d, load_f16(w + 2));
       }
       return;
-    case QuantType::Q8_0:
+    case QuantType::Q8_0:  // q * d
       for (index_t b = 0; b < n / 32; ++b, w += 34, out += 32) {
         const float d = load_f16(w);
-        for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(static_cast<std::int8_t>(w[2 + j])) * d;
+#if QUANT_SIMD
+        store32<kNone>(out, load32(w + 2), d, d, 0.f);
+#else
+        store32<kNone>(out, reinterpret_cast<const std::int8_t*>(w + 2), d, d, 0.f);
+#endif
       }
       return;
-    case QuantType::Q4_K:
+    case QuantType::Q4_K:  // (d * sc) * q - (dmin * m)
       for (index_t b = 0; b < n / 256; ++b, w += 144) {
         const float d = load_f16(w), dmin = load_f16(w + 2);
         for (int c = 0; c < 8; ++c, out += 32) {
           int sc, mn;
           k4_scale_min(w + 4, c, sc, mn);
           const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(mn);
-          const std::uint8_t* q = w + 16 + 32 * (c / 2);
-          const int shift = 4 * (c & 1);
-          for (int l = 0; l < 32; ++l) out[l] = ds * static_cast<float>((q[l] >> shift) & 0x0F) - dm;
+          store32<kSub>(out, as_vector(codes_q4k(w + 16 + 32 * (c / 2), 4 * (c & 1))), ds, ds, dm);
         }
       }
       return;
-    case QuantType::Q6_K:
+    case QuantType::Q6_K:  // (d * scale) * (q - 32), one scale per 16 values
       for (index_t b = 0; b < n / 256; ++b, w += 210) {
-        const std::uint8_t *ql = w, *qh = w + 128;
         const std::int8_t* scales = reinterpret_cast<const std::int8_t*>(w + 192);
         const float d = load_f16(w + 208);
         for (int h = 0; h < 2; ++h)
           for (int k = 0; k < 4; ++k, out += 32) {
-            const std::uint8_t* lo = ql + 64 * h + 32 * (k & 1);
-            const std::uint8_t* hi = qh + 32 * h;
-            const int ls = 4 * (k >> 1), hs = 2 * k;
-            for (int half = 0; half < 2; ++half) {
-              const float s = d * static_cast<float>(scales[8 * h + 2 * k + half]);
-              for (int l = 16 * half; l < 16 * half + 16; ++l) {
-                const int q = (((lo[l] >> ls) & 0x0F) | (((hi[l] >> hs) & 3) << 4)) - 32;
-                out[l] = s * static_cast<float>(q);
-              }
-            }
+            const Codes u = codes_q6k(w + 64 * h + 32 * (k & 1), 4 * (k >> 1), w + 128 + 32 * h, 2 * k);
+            store32<kNone>(out, minus(u, 32), d * static_cast<float>(scales[8 * h + 2 * k]),
+                           d * static_cast<float>(scales[8 * h + 2 * k + 1]), 0.f);
           }
       }
       return;
