@@ -84,9 +84,9 @@ void matmul_rows(Kernels k, const QuantRows& a, index_t n0, index_t n1) {
 }
 
 // From this many x rows on, dequantising panels and running the GEMM beats the integer kernels
-// (measured on Zen 4 with benchmarks/quant_matmul.py: at 8 rows the integer kernels are ~10%
-// ahead, at 12 the GEMM ~30%).
-constexpr index_t kPanelMinRows = 10;
+// (measured on Zen 4, one thread, SmolLM2's 1536x576 and 576x1536 Q4_1: at 8 rows the integer
+// kernels take 0.6 of the GEMM path's time, at 16 they are even, at 24 1.25x).
+constexpr index_t kPanelMinRows = 16;
 
 // One x row to int8 blocks of 32 (ggml's quantize_row_q8_0/q8_1 rule: d = max|x|/127,
 // q = round(x/d)), so |x - d*q| <= d/2 per value.
@@ -121,13 +121,22 @@ void quantize_row(const float* x, index_t K, XBlock* out) {
 
 void matmul_small(Kernels k, const float* x, index_t ldx, index_t M, index_t K, const std::uint8_t* w,
                   QuantType t, index_t row_bytes, index_t N, float* y, index_t ldy, bool accumulate) {
-  QuantRows a{x, ldx, nullptr, 0, M, K, w, row_bytes, t, y, ldy, accumulate};
+  QuantRows a{x, ldx, nullptr, 0, nullptr, M, K, w, row_bytes, t, y, ldy, accumulate};
   if (t != QuantType::F16 && t != QuantType::BF16) {
-    const index_t nb = K / kXBlock;
+    const index_t nb = K / kXBlock, passes = (M + kMaxRowsPerPass - 1) / kMaxRowsPerPass;
     XBlock* xq = thread_scratch<XBlock, kScratchQuantX>(static_cast<std::size_t>(M * nb));
     for (index_t m = 0; m < M; ++m) quantize_row(x + m * ldx, K, xq + m * nb);
+    float* xs = thread_scratch<float, kScratchQuantXScales>(static_cast<std::size_t>(passes * nb * 32));
+    std::memset(xs, 0, sizeof(float) * static_cast<std::size_t>(passes * nb * 32));
+    for (index_t m = 0; m < M; ++m)
+      for (index_t b = 0; b < nb; ++b) {
+        const XBlock& xb = xq[m * nb + b];
+        float* o = xs + ((m / kMaxRowsPerPass) * nb + b) * 32 + m % kMaxRowsPerPass;
+        o[0] = xb.d, o[8] = xb.s, o[16] = xb.sum16[0], o[24] = xb.sum16[1];
+      }
     a.xq = xq;
     a.xq_ld = nb;
+    a.xs = xs;
   }
   // Tasks of at least ~32 KiB of weight rows (less and the wake-up costs more than it saves),
   // a few per thread so a thread slowed by other work does not hold up the rest.

@@ -165,7 +165,7 @@ struct Sums {
 // bounds one row otherwise); with more rows there are enough independent sums already.
 template <int MR, class Block>
 void run_chunks(index_t count, float* out, Block&& block) {
-  constexpr bool dual = MR <= (QUANT_SIMD == 2 ? 4 : 2);
+  constexpr bool dual = MR <= 2;
   Sums<MR> a, b;
   index_t i = 0;
   if (dual)
@@ -178,7 +178,7 @@ void run_chunks(index_t count, float* out, Block&& block) {
 }
 
 template <int MR>
-void row_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+void row_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float*, float* out) {
   run_chunks<MR>(nb, out, [&](index_t b, Sums<MR>& acc) {
     const std::uint8_t* p = w + 18 * b;
     const float d = load_f16(p), off = -8.f * d;
@@ -192,7 +192,7 @@ void row_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* 
 }
 
 template <int MR>
-void row_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+void row_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float*, float* out) {
   run_chunks<MR>(nb, out, [&](index_t b, Sums<MR>& acc) {
     const std::uint8_t* p = w + 20 * b;
     const float d = load_f16(p), mn = load_f16(p + 2);
@@ -206,7 +206,7 @@ void row_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* 
 }
 
 template <int MR>
-void row_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+void row_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float*, float* out) {
   run_chunks<MR>(nb, out, [&](index_t b, Sums<MR>& acc) {
     const std::uint8_t* p = w + 34 * b;
     const float d = load_f16(p);
@@ -216,7 +216,7 @@ void row_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* 
 }
 
 template <int MR>
-void row_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+void row_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float*, float* out) {
   run_chunks<MR>(nb, out, [&](index_t i, Sums<MR>& acc) {
     const std::uint8_t* p = w + 144 * (i / 8);
     const int c = static_cast<int>(i % 8);
@@ -233,7 +233,7 @@ void row_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* 
 }
 
 template <int MR>
-void row_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, float* out) {
+void row_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float*, float* out) {
   run_chunks<MR>(nb, out, [&](index_t i, Sums<MR>& acc) {
     const std::uint8_t* p = w + 210 * (i / 8);
     const int h = static_cast<int>(i % 8) / 4, k = static_cast<int>(i % 4);
@@ -289,12 +289,125 @@ void row_half(const std::uint16_t* w, index_t K, const float* const* x, float* o
   for (int m = 0; m < MR; ++m) out[m] = tail[m];
 }
 
+
+#if QUANT_SIMD
+// ---- several rows at once: one vector holds all rows' dot products of a block --------------
+// The rows' int32 lanes are summed across (hadd) into one vector, lane m = row m, and scaled
+// by the block's weight scale times the rows' x scales (xs, gathered by quant.cpp) in one FMA:
+// per block and row that is one dot product and a fraction of the reduction, against a scalar
+// multiply, broadcast, conversion and FMA each when rows have their own accumulators.
+inline __m256i sum_lanes8(const __m256i* p) {  // lane j = the sum of p[j]'s lanes
+  const __m256i a = _mm256_hadd_epi32(p[0], p[1]), b = _mm256_hadd_epi32(p[2], p[3]);
+  const __m256i c = _mm256_hadd_epi32(p[4], p[5]), d = _mm256_hadd_epi32(p[6], p[7]);
+  const __m256i ab = _mm256_hadd_epi32(a, b), cd = _mm256_hadd_epi32(c, d);  // 128-bit halves apart
+  return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+struct WideSums {
+  __m256 v = _mm256_setzero_ps(), s = _mm256_setzero_ps();
+  void store(int mr, float* out) const {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, _mm256_add_ps(v, s));
+    for (int m = 0; m < mr; ++m) out[m] = t[m];
+  }
+};
+
+// acc.v += dot * (ws * d_x); acc.s += wm * s_x (the minimum / offset term).
+template <int MR, class Dot>
+inline void wide_block(WideSums& acc, const float* xs, float ws, float wm, Dot&& dot) {
+  __m256i p[8];
+  for (int m = 0; m < 8; ++m) p[m] = m < MR ? dot(m) : _mm256_setzero_si256();
+  const __m256 f = _mm256_cvtepi32_ps(sum_lanes8(p));
+  acc.v = _mm256_fmadd_ps(f, _mm256_mul_ps(_mm256_set1_ps(ws), _mm256_loadu_ps(xs)), acc.v);
+  acc.s = _mm256_fmadd_ps(_mm256_set1_ps(wm), _mm256_loadu_ps(xs + 8), acc.s);
+}
+
+template <int MR>
+void wide_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float* xs, float* out) {
+  WideSums acc;
+  for (index_t b = 0; b < nb; ++b, w += 18, xs += 32) {
+    const float d = load_f16(w);
+    const Codes u = codes_q4(w + 2);
+    wide_block<MR>(acc, xs, d, -8.f * d, [&](int m) { return dot(u, x[m][b].q); });
+  }
+  acc.store(MR, out);
+}
+
+template <int MR>
+void wide_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float* xs, float* out) {
+  WideSums acc;
+  for (index_t b = 0; b < nb; ++b, w += 20, xs += 32) {
+    const Codes u = codes_q4(w + 4);
+    wide_block<MR>(acc, xs, load_f16(w), load_f16(w + 2), [&](int m) { return dot(u, x[m][b].q); });
+  }
+  acc.store(MR, out);
+}
+
+template <int MR>
+void wide_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float* xs, float* out) {
+  WideSums acc;
+  for (index_t b = 0; b < nb; ++b, w += 34, xs += 32) {
+    const SignedCodes c = codes_s8(w + 2);
+    wide_block<MR>(acc, xs, load_f16(w), 0.f, [&](int m) { return dot(c, x[m][b].q); });
+  }
+  acc.store(MR, out);
+}
+
+template <int MR>
+void wide_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float* xs, float* out) {
+  WideSums acc;
+  for (index_t i = 0; i < nb; ++i, xs += 32) {
+    const std::uint8_t* p = w + 144 * (i / 8);
+    const int c = static_cast<int>(i % 8);
+    int sc, mn;
+    k4_scale_min(p + 4, c, sc, mn);
+    const Codes u = codes_q4k(p + 16 + 32 * (c / 2), 4 * (c & 1));
+    wide_block<MR>(acc, xs, load_f16(p) * static_cast<float>(sc), -load_f16(p + 2) * static_cast<float>(mn),
+                   [&](int m) { return dot(u, x[m][i].q); });
+  }
+  acc.store(MR, out);
+}
+
+template <int MR>
+void wide_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const float* xs, float* out) {
+  WideSums acc;
+  for (index_t i = 0; i < nb; ++i, xs += 32) {
+    const std::uint8_t* p = w + 210 * (i / 8);
+    const int h = static_cast<int>(i % 8) / 4, k = static_cast<int>(i % 4);
+    const std::int8_t* scales = reinterpret_cast<const std::int8_t*>(p + 192);
+    const int sa = scales[8 * h + 2 * k], sb = scales[8 * h + 2 * k + 1];
+    const Codes u = codes_q6k(p + 64 * h + 32 * (k & 1), 4 * (k >> 1), p + 128 + 32 * h, 2 * k);
+    __m256i q[8];
+    for (int m = 0; m < 8; ++m) q[m] = m < MR ? dot_halves(u, x[m][i].q, sa, sb) : _mm256_setzero_si256();
+    const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(load_f16(p + 208)), _mm256_loadu_ps(xs));  // d * d_x
+    // -32 * (sa * sum16[0] + sb * sum16[1]) per row, exact in f32 (|.| < 2^24)
+    const __m256 off = _mm256_fmadd_ps(_mm256_set1_ps(-32.f * static_cast<float>(sa)), _mm256_loadu_ps(xs + 16),
+                                       _mm256_mul_ps(_mm256_set1_ps(-32.f * static_cast<float>(sb)), _mm256_loadu_ps(xs + 24)));
+    acc.v = _mm256_fmadd_ps(_mm256_add_ps(_mm256_cvtepi32_ps(sum_lanes8(q)), off), scale, acc.v);
+  }
+  acc.store(MR, out);
+}
+#endif
+
 // ---- the row loop ---------------------------------------------------------------------------
-using QuantRowFn = void (*)(const std::uint8_t*, index_t, const XBlock* const*, float*);
+using QuantRowFn = void (*)(const std::uint8_t*, index_t, const XBlock* const*, const float*, float*);
 using HalfRowFn = void (*)(const std::uint16_t*, index_t, const float* const*, float*);
+
+// From this many rows on, the SIMD kernels sum rows across (wide_*).
+constexpr int kWideRows = 3;
 
 template <int MR>
 QuantRowFn quant_row_fn(QuantType t) {
+#if QUANT_SIMD
+  if (MR >= kWideRows) switch (t) {
+      case QuantType::Q4_0: return wide_q4_0<MR>;
+      case QuantType::Q4_1: return wide_q4_1<MR>;
+      case QuantType::Q8_0: return wide_q8_0<MR>;
+      case QuantType::Q4_K: return wide_q4_k<MR>;
+      case QuantType::Q6_K: return wide_q6_k<MR>;
+      default: return nullptr;
+    }
+#endif
   switch (t) {
     case QuantType::Q4_0: return row_q4_0<MR>;
     case QuantType::Q4_1: return row_q4_1<MR>;
@@ -354,7 +467,7 @@ void matmul_rows(const QuantRows& a, index_t n0, index_t n1) {
     for (index_t m0 = 0; m0 < a.M; m0 += kMaxRowsPerPass) {
       const int mr = static_cast<int>(std::min<index_t>(kMaxRowsPerPass, a.M - m0));
       for (int m = 0; m < mr; ++m) xr[m] = a.xq + (m0 + m) * a.xq_ld;
-      (mr == full ? f_full : f_rest)(w, nb, xr, out);
+      (mr == full ? f_full : f_rest)(w, nb, xr, a.xs + m0 / kMaxRowsPerPass * nb * 32, out);
       store(a, m0, mr, n, out);
     }
   }

@@ -31,6 +31,10 @@ struct QuantRows {
   index_t ldx;
   const XBlock* xq;      // quantised rows, row m at xq + m * xq_ld (quantised weight types)
   index_t xq_ld;
+  // The same rows' scales gathered per pass of kMaxRowsPerPass rows (m0 = 8p) and block b, at
+  // xs + (p * nb + b) * 32: d of rows m0..m0+7, then s, then sum16[0], sum16[1] (as floats;
+  // zeros past M). The kernels for several rows scale all rows' dot products at once with them.
+  const float* xs;
   index_t M, K;
   const std::uint8_t* w; // row n at w + n * row_bytes
   index_t row_bytes;
