@@ -85,8 +85,8 @@ void matmul_rows(Kernels k, const QuantRows& a, index_t n0, index_t n1) {
 
 // From this many x rows on, dequantising panels and running the GEMM beats the integer kernels
 // (measured on Zen 4, one thread, SmolLM2's 1536x576 and 576x1536 Q4_1: at 8 rows the integer
-// kernels take 0.6 of the GEMM path's time, at 16 they are even, at 24 1.25x).
-constexpr index_t kPanelMinRows = 16;
+// kernels take ~0.65 of the GEMM path's time, at 12 they are about even, at 16 1.0-1.2x).
+constexpr index_t kPanelMinRows = 12;
 
 // One x row to int8 blocks of 32 (ggml's quantize_row_q8_0/q8_1 rule: d = max|x|/127,
 // q = round(x/d)), so |x - d*q| <= d/2 per value.
