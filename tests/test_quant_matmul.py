@@ -115,6 +115,18 @@ def test_rows_split_over_threads(type_name, threads, rng):
         assert (np.abs(_C.quant_matmul(x, raw, type_name, n, k) - want) <= bound).all(), m
 
 
+@pytest.mark.parametrize("scale", [1e-38, 1e-30, 1e30])
+def test_tiny_and_huge_x(scale, isa, rng):
+    """x blocks whose int8 scale is subnormal (no finite reciprocal) or huge."""
+    n, k = 7, 96
+    raw = random_weights("Q4_1", n, k, rng)
+    for m in (1, 4, 12):
+        x = (rng.standard_normal((m, k)) * scale).astype(np.float32)
+        want, bound = reference(x, raw, "Q4_1", n, k)
+        got = _C.quant_matmul(x, raw, "Q4_1", n, k)
+        assert np.isfinite(got).all() and (np.abs(got - want) <= bound + 1e-45).all(), m
+
+
 def test_f32_weights(rng):
     x = rng.standard_normal((5, 64)).astype(np.float32)
     w = rng.standard_normal((9, 64)).astype(np.float32)

@@ -106,9 +106,12 @@ void quantize_row(const float* x, index_t K, XBlock* out) {
       continue;
     }
     const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+    // A subnormal d has no finite reciprocal: divide instead (x/d <= 127 always).
+    const bool divide = !std::isfinite(id);
     int sum[2] = {0, 0};
     for (index_t i = 0; i < kXBlock; ++i) {
-      const int q = std::clamp(static_cast<int>(std::nearbyint(x[i] * id)), -127, 127);
+      const float r = divide ? x[i] / d : x[i] * id;
+      const int q = std::clamp(static_cast<int>(std::nearbyint(r)), -127, 127);
       xb.q[i] = static_cast<std::int8_t>(q);
       sum[i / 16] += q;
     }
