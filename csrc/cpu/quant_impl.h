@@ -6,7 +6,8 @@
 // A weight block's codes are unsigned bytes (Q4_0/Q4_1/Q4_K nibbles, Q6_K's 6-bit values) so
 // the u8 x s8 instructions take them as they are; what the codes leave out (Q4_0's -8, Q6_K's
 // -32, the minimums of Q4_1 and Q4_K) is a multiple of the x block's sum, added in a scalar.
-// Q8_0's codes are signed: |w| times x carrying w's sign (llama.cpp's trick).
+// Q8_0's codes are signed: |w| times x carrying w's sign (llama.cpp's trick; under VNNI, x + 128
+// against w, less 128 sum(w)).
 // Each block's integer dot product (8 int32 lanes) is scaled by w_scale * x_scale into an f32
 // vector accumulator per x row; the lanes are summed once per output.
 //
@@ -71,7 +72,23 @@ inline IAcc dot_halves(Codes u, const std::int8_t* x, int sa, int sb) {
 #endif
 }
 // Q8_0: signed codes.
+#if QUANT_SIMD == 2
+// x + 128 (x ^ 0x80) is unsigned, so vpdpbusd takes w as it is: sum((x + 128) w) starting from
+// -128 sum(w), computed once per block for every row (vpsignb has no EVEX form, and the 16
+// registers it can reach spill with 8 rows).
 struct SignedCodes {
+  __m256i w, start;
+};
+inline SignedCodes codes_s8(const std::uint8_t* p) {
+  const __m256i w = load32(p);
+  const __m256i sum128 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(static_cast<char>(0x80)), w);
+  return {w, _mm256_sub_epi32(_mm256_setzero_si256(), sum128)};
+}
+inline IAcc dot(const SignedCodes& c, const std::int8_t* x) {
+  return _mm256_dpbusd_epi32(c.start, _mm256_xor_si256(load32(x), _mm256_set1_epi8(static_cast<char>(0x80))), c.w);
+}
+#else
+struct SignedCodes {  // |w| times x with w's sign
   __m256i w, abs_w;
 };
 inline SignedCodes codes_s8(const std::uint8_t* p) {
@@ -81,6 +98,7 @@ inline SignedCodes codes_s8(const std::uint8_t* p) {
 inline IAcc dot(const SignedCodes& c, const std::int8_t* x) {
   return dot_u8s8(c.abs_w, _mm256_sign_epi8(load32(x), c.w));
 }
+#endif
 inline void fma_acc(VAcc& acc, float scale, IAcc lanes) {
   acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(lanes), acc);
 }
