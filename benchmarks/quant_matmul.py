@@ -10,6 +10,8 @@ engine, the f32 bytes for the peers). One matrix called over and over stays in c
 small, so the "model" rows run every linear layer of the model in turn (all 30 layers' 7 matrices
 and the output projection, ~85 MB of weights) as one decode step or one 128-token prompt: the
 figure to hold against llama.cpp (~100 tokens/s, ~10 ms per token, on 2 cores of this machine).
+"1-thread CPU ms" is engine's thread CPU time on one thread, which a busy shared machine does
+not inflate the way it does wall time.
 Each result is checked against numpy before anything is timed.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,21 @@ from engine import _C
 from engine.formats.gguf import read_gguf
 
 from .timing import round_robin
+
+
+def cpu_ms(fn, threads: int, min_time: float = 0.3) -> float:
+    """Best-of-3 CPU time of fn() on one thread (time.thread_time), in ms: unlike the medians of
+    wall time it does not count time the thread waited for a core, on a shared machine."""
+    _C.set_num_threads(1)
+    best = float("inf")
+    for _ in range(3):
+        calls, t0 = 0, time.thread_time()
+        while calls < 3 or time.thread_time() - t0 < min_time / 3:
+            fn(None)
+            calls += 1
+        best = min(best, (time.thread_time() - t0) / calls)
+    _C.set_num_threads(threads)
+    return best * 1e3
 
 SHAPES = [("blk.0.attn_q.weight", "576x576"), ("blk.0.ffn_gate.weight", "1536x576"),
           ("blk.0.ffn_down.weight", "576x1536"), ("token_embd.weight", "49152x576")]
@@ -55,7 +73,7 @@ def _case(name, t, m, rng, log):
            "torch": lambda _: torch.matmul(tx, wt.T)}
     us = round_robin(fns, None, rounds=3, min_time=0.3, min_calls=5)
     row = {"shape": name, "type": t.type, "M": m, "latency_us": us, "weight_bytes": raw.nbytes,
-           "f32_bytes": w.nbytes}
+           "f32_bytes": w.nbytes, "cpu_ms_1thread": cpu_ms(fns["engine"], _C.num_threads())}
     log(f"  quant_matmul {name} {t.type} M={m}: " + ", ".join(f"{k} {v / 1e3:.3f} ms" for k, v in us.items()))
     return row
 
@@ -86,7 +104,8 @@ def _model_case(tensors, m, rng, log):
     nbytes = sum(a[1].nbytes for a in args)
     log(f"  quant_matmul model M={m}: " + ", ".join(f"{k} {v / 1e3:.3f} ms" for k, v in us.items()))
     return {"shape": f"model ({len(args)} mats)", "type": "Q4_1+Q8_0", "M": m, "latency_us": us,
-            "weight_bytes": nbytes, "f32_bytes": sum(a[3] * a[4] * 4 for a in args)}
+            "weight_bytes": nbytes, "f32_bytes": sum(a[3] * a[4] * 4 for a in args),
+            "cpu_ms_1thread": cpu_ms(engine_all, _C.num_threads())}
 
 
 def run(threads: int, log=print, rows=ROWS) -> list[dict]:
@@ -110,13 +129,14 @@ def table(rows, format_table) -> str:
         return None if v is None else f"{nbytes / v / 1e3:.1f}"
 
     body = [[r["shape"], r["type"], r["M"], ms(r, "engine"), gbs(r, "engine", r["weight_bytes"]),
+             f"{r['cpu_ms_1thread']:.3f}",
              ms(r, "numpy"), ms(r, "torch"), gbs(r, "torch", r["f32_bytes"]),
              f"{r['latency_us']['torch'] / r['latency_us']['engine']:.2f}" if "torch" in r["latency_us"] else None]
             for r in rows]
-    return format_table(["weights NxK", "type", "M", "engine ms", "engine GB/s", "numpy f32 ms", "torch f32 ms",
-                         "torch GB/s", "torch/engine"], body,
+    return format_table(["weights NxK", "type", "M", "engine ms", "engine GB/s", "1-thread CPU ms", "numpy f32 ms",
+                         "torch f32 ms", "torch GB/s", "torch/engine"], body,
                         "Quantized matmul on SmolLM2-135M weights vs f32 matmul of the dequantised weights "
-                        "(median ms; GB/s of weight bytes read)")
+                        "(median wall ms; GB/s of weight bytes read; engine's CPU time on one thread)")
 
 
 def main() -> None:

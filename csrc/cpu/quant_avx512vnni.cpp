@@ -1,4 +1,5 @@
-// quant_matmul's small-M kernels and dequantisation compiled for avx512 VNNI (vpdpbusd), 256-bit vectors; see quant_impl.h.
+// quant_matmul's small-M kernels and dequantisation for AVX-512 VNNI (vpdpbusd on 256-bit vectors);
+// see quant_impl.h.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>

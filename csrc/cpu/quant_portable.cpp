@@ -1,4 +1,4 @@
-// quant_matmul's small-M kernels and dequantisation compiled for scalar (baseline x86-64; also the reference for the other two); see quant_impl.h.
+// quant_matmul's small-M kernels and dequantisation, scalar (baseline x86-64); see quant_impl.h.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
