@@ -8,8 +8,10 @@
 // -32, the minimums of Q4_1 and Q4_K) is a multiple of the x block's sum, added in a scalar.
 // Q8_0's codes are signed: |w| times x carrying w's sign (llama.cpp's trick; under VNNI, x + 128
 // against w, less 128 sum(w)).
-// Each block's integer dot product (8 int32 lanes) is scaled by w_scale * x_scale into an f32
-// vector accumulator per x row; the lanes are summed once per output.
+// With 1-2 x rows each block's integer dot product (8 int32 lanes) is scaled by
+// w_scale * x_scale into an f32 vector accumulator per row, its lanes summed once per output;
+// from 3 rows (SIMD) the rows' dot products of a block are summed across into one vector,
+// lane m = row m, and scaled together (wide_*).
 //
 // Dequantisation follows ggml's C reference operation for operation (the file is compiled
 // with -ffp-contract=off so a*b+c is never fused), so it is bit-exact with quant_ref.py.
