@@ -136,16 +136,18 @@ def test_f32_weights(rng):
     assert np.array_equal(_C.quant_dequantize(w, "F32", 9, 64), w)
 
 
-@pytest.mark.parametrize("type_name", ["Q4_1", "Q8_0", "Q6_K", "F16"])
-@pytest.mark.parametrize("m", [3, 16])
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q8_0", "Q6_K", "F16"])
+@pytest.mark.parametrize("m", [1, 3, 16])
 def test_nan_and_inf_in_x_propagate(type_name, m, isa, rng):
     k, n = _k_for(type_name), 5
     raw = random_weights(type_name, n, k, rng)
     x = rng.standard_normal((m, k)).astype(np.float32)
     x[0, 3] = np.nan
-    x[1, k - 1] = np.inf
+    x[min(1, m - 1), k - 1] = np.inf
     got = _C.quant_matmul(x, raw, type_name, n, k)
     assert not np.isfinite(got[:2]).any()
+    if m <= 2:
+        return
     want, bound = reference(x[2:], raw, type_name, n, k, rows=m)
     assert np.isfinite(got[2:]).all() and (np.abs(got[2:] - want) <= bound).all()
 

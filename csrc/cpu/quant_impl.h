@@ -1,7 +1,7 @@
 // quant_matmul's small-M kernels and the dequantisation, written once over a few primitives and
 // compiled per ISA: the including file defines QUANT_SIMD (0 scalar, 1 AVX2 vpmaddubsw,
 // 2 AVX-512 VNNI vpdpbusd; both SIMD forms work on 256-bit vectors, one 32-value block per
-// register) and includes this inside its namespace.
+// register, but for VNNI's one-row Q4_0/Q4_1 kernel, two) and includes this inside its namespace.
 //
 // A weight block's codes are unsigned bytes (Q4_0/Q4_1/Q4_K nibbles, Q6_K's 6-bit values) so
 // the u8 x s8 instructions take them as they are; what the codes leave out (Q4_0's -8, Q6_K's
@@ -409,6 +409,59 @@ void wide_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const 
 }
 #endif
 
+#if QUANT_SIMD == 2
+// ---- one x row, Q4_0 / Q4_1, two blocks per 512-bit vector ----------------------------------
+// Decode's case: instruction-bound per block, so the pair shares every vector instruction
+// (code unpacking, the dot product, conversion, FMA) and its four f16 scales convert in one.
+template <bool Q41>
+void pair_q4(const std::uint8_t* w, index_t nb, const XBlock* const* xr, const float*, float* out) {
+  constexpr index_t kBytes = Q41 ? 20 : 18, kCodes = Q41 ? 4 : 2;
+  const XBlock* x = xr[0];
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m512i lane_pairs = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  __m128 acc_s = _mm_setzero_ps();  // lanes 1 and 3: the minimum / offset terms
+  index_t b = 0;
+  auto pair = [&](index_t b, __m512& acc) {
+    const std::uint8_t* p = w + kBytes * b;
+    const __m256i nib = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + kCodes))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + kBytes + kCodes)), 1);
+    const __m256i lo = _mm256_and_si256(nib, low4), hi = _mm256_and_si256(_mm256_srli_epi16(nib, 4), low4);
+    // [lo b, lo b+1, hi b, hi b+1] -> [lo b, hi b, lo b+1, hi b+1]: each block's 32 codes in order
+    const __m512i codes = _mm512_shuffle_i64x2(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                                               _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                                               _MM_SHUFFLE(3, 1, 2, 0));
+    const __m512i xq = _mm512_inserti64x4(_mm512_castsi256_si512(load32(x[b].q)), load32(x[b + 1].q), 1);
+    const __m512i dots = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, xq);
+    std::uint32_t s0, s1;  // (d, m) of each block, or (d, junk) for Q4_0
+    std::memcpy(&s0, p, 4);
+    std::memcpy(&s1, p + kBytes, 4);
+    __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, static_cast<int>(s1), static_cast<int>(s0)));
+    if (!Q41) dm = _mm_mul_ps(_mm_moveldup_ps(dm), _mm_set_ps(-8.f, 1.f, -8.f, 1.f));  // (d, -8d)
+    const __m128 xds = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(&x[b].d)),
+                                                  reinterpret_cast<const double*>(&x[b + 1].d)));  // (d, s) x2
+    const __m128 prod = _mm_mul_ps(dm, xds);
+    acc_s = _mm_add_ps(acc_s, prod);
+    const __m512 scale = _mm512_permutexvar_ps(lane_pairs, _mm512_castps128_ps512(prod));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, acc);
+  };
+  for (; b + 3 < nb; b += 4) {
+    pair(b, acc0);
+    pair(b + 2, acc1);
+  }
+  for (; b + 1 < nb; b += 2) pair(b, acc0);
+  float tail = 0.f;
+  if (b < nb) {  // an odd block out
+    const XBlock* xt[1] = {x + b};
+    (Q41 ? row_q4_1<1> : row_q4_0<1>)(w + kBytes * b, 1, xt, nullptr, &tail);
+  }
+  alignas(16) float s[4];
+  _mm_store_ps(s, acc_s);
+  out[0] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + s[1] + s[3] + tail;
+}
+#endif
+
 // ---- the row loop ---------------------------------------------------------------------------
 using QuantRowFn = void (*)(const std::uint8_t*, index_t, const XBlock* const*, const float*, float*);
 using HalfRowFn = void (*)(const std::uint16_t*, index_t, const float* const*, float*);
@@ -418,6 +471,10 @@ constexpr int kWideRows = 3;
 
 template <int MR>
 QuantRowFn quant_row_fn(QuantType t) {
+#if QUANT_SIMD == 2
+  if (MR == 1 && t == QuantType::Q4_0) return pair_q4<false>;
+  if (MR == 1 && t == QuantType::Q4_1) return pair_q4<true>;
+#endif
 #if QUANT_SIMD
   if (MR >= kWideRows) switch (t) {
       case QuantType::Q4_0: return wide_q4_0<MR>;
