@@ -36,18 +36,30 @@ from .config import apply_environment as _apply_environment  # noqa: E402
 _apply_environment()
 
 
-def load(source, optimize: bool = True, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE) -> Model:
-    """Load a model into a runnable Model: a path (.engine file or directory, .onnx), the
-    file's bytes, or a binary file object (a model received over the network need not touch
-    disk). optimize=False runs the graph exactly as in the file (for debugging).
+def load(source, optimize: bool = True, plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE, **lm_options):
+    """Load a model into a runnable Model: a path (.engine file or directory, .onnx, .keras,
+    .h5), the file's bytes, or a binary file object (a model received over the network need
+    not touch disk). optimize=False runs the graph exactly as in the file (for debugging).
+
+    A language model (a .gguf file, or a Hugging Face folder with config.json + safetensors)
+    loads as an engine.lm.LanguageModel; `lm_options` go to it (dtype="f32" dequantises,
+    max_sequences, max_context: see engine/lm/load.py).
 
     >>> m = engine.load("cnn.engine")
     >>> m = engine.load("resnet50.onnx")
     >>> m = engine.load(open("cnn.engine", "rb").read())
     >>> y = m.predict(x)
+    >>> lm = engine.load("SmolLM2-135M-Instruct.Q4_1.gguf"); lm.chat([{"role": "user", "content": "Hi"}])
     """
-    from .formats import read_graph
+    from .formats import language_model_path, read_graph
 
+    lm_path = language_model_path(source)
+    if lm_path is not None:
+        from .lm.load import load_language_model
+
+        return load_language_model(lm_path, **lm_options)
+    if lm_options:
+        raise EngineError(f"load: option(s) {', '.join(sorted(lm_options))} apply to language models only")
     return Model(read_graph(source), plan_cache_size=plan_cache_size, optimize=optimize)
 
 
@@ -63,7 +75,7 @@ def from_torch(module, example_inputs, **kwargs) -> Model:
 
 
 def __getattr__(name):  # engine.nn, engine.optimizers, engine.schedules, engine.models imported on first use
-    if name in ("nn", "optimizers", "schedules", "models"):
+    if name in ("nn", "optimizers", "schedules", "models", "lm"):
         import importlib
 
         return importlib.import_module("." + name, __name__)

@@ -151,11 +151,13 @@ def test_wrong_weight_shape_caught_at_plan(tmp_path):
         m.predict(rand(1, 2))
 
 
-def test_planned_formats_say_so(tmp_path):
+def test_foreign_formats_name_the_problem(tmp_path):
     p = tmp_path / "m.gguf"
     p.write_bytes(b"\x00")
-    with pytest.raises(engine.ModelFormatError, match="GGUF import is not implemented yet"):
+    with pytest.raises(engine.ModelFormatError, match="m.gguf.*GGUF"):
         engine.load(p)
+    with pytest.raises(engine.ModelFormatError, match="pass its path"):
+        engine.load(b"GGUF\x03\x00\x00\x00")
     p = tmp_path / "m.h5"
     p.write_bytes(b"\x00")
     with pytest.raises(engine.ModelFormatError, match="not a Keras file"):

@@ -14,11 +14,21 @@ from . import native
 _FOREIGN = {".onnx": "ONNX", ".h5": "Keras HDF5", ".hdf5": "Keras HDF5", ".keras": "Keras",
             ".pth": "PyTorch", ".pt": "PyTorch", ".gguf": "GGUF"}
 _KERAS = (".h5", ".hdf5", ".keras")
-# Readers for these arrive with later issues; named here so the error says so.
-_PLANNED = {k: v for k, v in _FOREIGN.items() if k != ".onnx" and k not in _KERAS}
 
 # What the first bytes of a file say it is (checked when the suffix does not tell).
 _MAGIC = [(b"GGUF", "GGUF")]
+
+
+def language_model_path(source) -> Path | None:
+    """The path when `source` names a language model (a .gguf file, or a Hugging Face causal-LM
+    folder), else None."""
+    if not isinstance(source, (str, os.PathLike)) or not os.fspath(source):
+        return None
+    p = Path(source)
+    if p.suffix.lower() == ".gguf" and p.is_file():
+        return p
+    from ..lm.load import is_hf_decoder_folder
+    return p if is_hf_decoder_folder(p) else None
 
 
 def read_graph(source):
@@ -54,9 +64,9 @@ def read_graph(source):
     if suffix in (".pth", ".pt"):  # weights without a network
         from . import torch as torch_format
         raise torch_format.not_a_model(p)
-    if suffix in _PLANNED:
-        raise ModelFormatError(f"{p}: {_PLANNED[suffix]} import is not implemented yet; "
-                               "this version reads .engine models")
+    if suffix == ".gguf":
+        raise ModelFormatError(f"{p}: a GGUF file holds a language model, not a graph; "
+                               "engine.load returns it as a LanguageModel")
     return native.load(p)  # unknown suffix: try the native format, which checks its header
 
 
@@ -72,8 +82,8 @@ def _read_bytes(data: bytes, name: str):
                                "config.json) nor a PyTorch file")
     for magic, what in _MAGIC:
         if data.startswith(magic):
-            raise ModelFormatError(f"{name}: {what} import is not implemented yet; this version "
-                                   "reads .engine, ONNX and Keras models")
+            raise ModelFormatError(f"{name}: a {what} language model is memory-mapped from its file; "
+                                   "pass its path to engine.load")
     if data[8:9] == b"{" or len(data) < 9:  # a safetensors header: the native format
         return native.loads(data, name)
     from . import onnx  # anything else may be an ONNX protobuf; the reader says if it is not
@@ -109,4 +119,4 @@ def check_save_path(path) -> str:
     return s
 
 
-__all__ = ["read_graph", "check_save_path", "native"]
+__all__ = ["read_graph", "language_model_path", "check_save_path", "native"]

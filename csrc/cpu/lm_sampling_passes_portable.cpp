@@ -1,0 +1,17 @@
+// Sampling passes compiled for portable (4-float vectors); see lm_sampling_passes_impl.h.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/lm_sampling_passes.h"
+
+namespace engine::sampling::sp_portable {
+#define EW_W 4
+#include "cpu/lm_sampling_passes_impl.h"
+#undef EW_W
+}  // namespace engine::sampling::sp_portable
