@@ -84,12 +84,12 @@ void matmul_rows(Kernels k, const QuantRows& a, index_t n0, index_t n1) {
 }
 
 // From this many x rows on, dequantising panels and running the GEMM beats the integer kernels
-// (measured on Zen 4, one thread, SmolLM2's 1536x576 and 576x1536 Q4_1: at 8 rows the integer
-// kernels take ~0.65 of the GEMM path's time, at 12 they are about even, at 16 1.0-1.2x).
-constexpr index_t kPanelMinRows = 12;
+// (measured on Zen 4, one thread, SmolLM2's 1536x576, 576x1536 Q4_1 and 49152x576 Q8_0: at 8
+// rows the integer kernels take 0.65-0.9 of the GEMM path's time, at 11 1.0-1.2x).
+constexpr index_t kPanelMinRows = 10;
 
-// One x row to int8 blocks of 32 (ggml's quantize_row_q8_0/q8_1 rule: d = max|x|/127,
-// q = round(x/d)), so |x - d*q| <= d/2 per value.
+// One x row to blocks of 32 in two int8 parts (XBlock): Q = round(x/d) with d = max|x|/(127*128),
+// then q = round(Q/128), lo = Q - 128 q; so |x - d*Q| <= d/2 per value.
 void quantize_row(const float* x, index_t K, XBlock* out) {
   for (index_t b = 0; b < K / kXBlock; ++b, x += kXBlock) {
     XBlock& xb = out[b];
@@ -103,21 +103,25 @@ void quantize_row(const float* x, index_t K, XBlock* out) {
       xb.d = xb.s = std::numeric_limits<float>::quiet_NaN();
       xb.sum16[0] = xb.sum16[1] = 0;
       std::memset(xb.q, 0, sizeof xb.q);
+      std::memset(xb.lo, 0, sizeof xb.lo);
       continue;
     }
-    const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
-    // A subnormal d has no finite reciprocal: divide instead (x/d <= 127 always).
+    constexpr int kMax = 127 << kXLoShift;
+    const float d = amax / static_cast<float>(kMax), id = d > 0.f ? 1.f / d : 0.f;
+    // A subnormal d has no finite reciprocal: divide instead (|x/d| <= kMax always).
     const bool divide = !std::isfinite(id);
     int sum[2] = {0, 0};
     for (index_t i = 0; i < kXBlock; ++i) {
       const float r = divide ? x[i] / d : x[i] * id;
-      const int q = std::clamp(static_cast<int>(std::nearbyint(r)), -127, 127);
+      const int v = std::clamp(static_cast<int>(std::nearbyint(r)), -kMax, kMax);
+      const int q = (v >= 0 ? v + 64 : v - 64) / 128;  // nearest; |q| <= 127, |v - 128 q| <= 64
       xb.q[i] = static_cast<std::int8_t>(q);
-      sum[i / 16] += q;
+      xb.lo[i] = static_cast<std::int8_t>(v - 128 * q);
+      sum[i / 16] += v;
     }
     xb.d = d;
-    xb.sum16[0] = static_cast<std::int16_t>(sum[0]);
-    xb.sum16[1] = static_cast<std::int16_t>(sum[1]);
+    xb.sum16[0] = sum[0];
+    xb.sum16[1] = sum[1];
     xb.s = d * static_cast<float>(sum[0] + sum[1]);
   }
 }

@@ -62,16 +62,27 @@ inline Codes codes_q6k(const std::uint8_t* ql, int ql_shift, const std::uint8_t*
   return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
 }
 
-inline IAcc dot(Codes u, const std::int8_t* x) { return dot_u8s8(u, load32(x)); }
-// Values 0..15 weighted by sa, 16..31 by sb.
-inline IAcc dot_halves(Codes u, const std::int8_t* x, int sa, int sb) {
+// 128 dot(u, q) + dot(u, lo) (XBlock's two parts).
+inline IAcc dot(Codes u, const XBlock& x) {
 #if QUANT_SIMD == 2
-  const __m256i scale = _mm256_set_epi32(sb, sb, sb, sb, sa, sa, sa, sa);
-  return _mm256_mullo_epi32(dot_u8s8(u, load32(x)), scale);
+  return _mm256_dpbusd_epi32(_mm256_slli_epi32(dot_u8s8(u, load32(x.q)), kXLoShift), u, load32(x.lo));
+#else
+  return _mm256_add_epi32(_mm256_slli_epi32(dot_u8s8(u, load32(x.q)), kXLoShift), dot_u8s8(u, load32(x.lo)));
+#endif
+}
+// One part's dot product with values 0..15 weighted by sa, 16..31 by sb.
+inline IAcc dot_halves_part(Codes u, const std::int8_t* x, int sa, int sb) {
+#if QUANT_SIMD == 2
+  return _mm256_mullo_epi32(dot_u8s8(u, load32(x)), _mm256_set_epi32(sb, sb, sb, sb, sa, sa, sa, sa));
 #else
   const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(sb)), _mm_set1_epi16(static_cast<short>(sa)));
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(x)), scale);
 #endif
+}
+// Both parts (|lane| < 2^30; a sum of 8 lanes might not fit: wide_q6_k sums the parts apart).
+inline IAcc dot_halves(Codes u, const XBlock& x, int sa, int sb) {
+  return _mm256_add_epi32(_mm256_slli_epi32(dot_halves_part(u, x.q, sa, sb), kXLoShift),
+                          dot_halves_part(u, x.lo, sa, sb));
 }
 // Q8_0: signed codes.
 #if QUANT_SIMD == 2
@@ -86,8 +97,11 @@ inline SignedCodes codes_s8(const std::uint8_t* p) {
   const __m256i sum128 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(static_cast<char>(0x80)), w);
   return {w, _mm256_sub_epi32(_mm256_setzero_si256(), sum128)};
 }
-inline IAcc dot(const SignedCodes& c, const std::int8_t* x) {
-  return _mm256_dpbusd_epi32(c.start, _mm256_xor_si256(load32(x), _mm256_set1_epi8(static_cast<char>(0x80))), c.w);
+inline IAcc dot(const SignedCodes& c, const XBlock& x) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i hi = _mm256_dpbusd_epi32(c.start, _mm256_xor_si256(load32(x.q), flip), c.w);
+  return _mm256_dpbusd_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi, kXLoShift), c.start),
+                             _mm256_xor_si256(load32(x.lo), flip), c.w);
 }
 #else
 struct SignedCodes {  // |w| times x with w's sign
@@ -97,8 +111,9 @@ inline SignedCodes codes_s8(const std::uint8_t* p) {
   const __m256i w = load32(p);
   return {w, _mm256_abs_epi8(w)};
 }
-inline IAcc dot(const SignedCodes& c, const std::int8_t* x) {
-  return dot_u8s8(c.abs_w, _mm256_sign_epi8(load32(x), c.w));
+inline IAcc dot(const SignedCodes& c, const XBlock& x) {
+  const __m256i hi = dot_u8s8(c.abs_w, _mm256_sign_epi8(load32(x.q), c.w));
+  return _mm256_add_epi32(_mm256_slli_epi32(hi, kXLoShift), dot_u8s8(c.abs_w, _mm256_sign_epi8(load32(x.lo), c.w)));
 }
 #endif
 inline void fma_acc(VAcc& acc, float scale, IAcc lanes) {
@@ -109,7 +124,7 @@ inline void fma_acc(VAcc& acc, float scale, IAcc lanes) {
 struct Codes {
   std::uint8_t v[32];
 };
-using IAcc = std::int32_t;
+using IAcc = std::int64_t;
 using VAcc = float;
 
 inline float load_f16(const std::uint8_t* p) {
@@ -136,23 +151,24 @@ inline Codes codes_q6k(const std::uint8_t* ql, int ql_shift, const std::uint8_t*
     c.v[i] = static_cast<std::uint8_t>(((ql[i] >> ql_shift) & 0x0F) | (((qh[i] >> qh_shift) & 3) << 4));
   return c;
 }
-inline IAcc dot(const Codes& u, const std::int8_t* x) {
+inline int xv(const XBlock& x, int i) { return x.q[i] * (1 << kXLoShift) + x.lo[i]; }
+inline IAcc dot(const Codes& u, const XBlock& x) {
   std::int32_t s = 0;
-  for (int i = 0; i < 32; ++i) s += u.v[i] * x[i];
+  for (int i = 0; i < 32; ++i) s += u.v[i] * xv(x, i);
   return s;
 }
-inline IAcc dot_halves(const Codes& u, const std::int8_t* x, int sa, int sb) {
-  std::int32_t a = 0, b = 0;
-  for (int i = 0; i < 16; ++i) a += u.v[i] * x[i], b += u.v[i + 16] * x[i + 16];
-  return sa * a + sb * b;
+inline IAcc dot_halves(const Codes& u, const XBlock& x, int sa, int sb) {
+  std::int64_t a = 0, b = 0;  // 16 * 63 * 16320 * 128 twice: past int32
+  for (int i = 0; i < 16; ++i) a += u.v[i] * xv(x, i), b += u.v[i + 16] * xv(x, i + 16);
+  return static_cast<IAcc>(sa * a + sb * b);
 }
 struct SignedCodes {
   const std::int8_t* w;
 };
 inline SignedCodes codes_s8(const std::uint8_t* p) { return {reinterpret_cast<const std::int8_t*>(p)}; }
-inline IAcc dot(const SignedCodes& c, const std::int8_t* x) {
+inline IAcc dot(const SignedCodes& c, const XBlock& x) {
   std::int32_t s = 0;
-  for (int i = 0; i < 32; ++i) s += c.w[i] * x[i];
+  for (int i = 0; i < 32; ++i) s += c.w[i] * xv(x, i);
   return s;
 }
 inline void fma_acc(VAcc& acc, float scale, IAcc lanes) { acc += scale * static_cast<float>(lanes); }
@@ -205,7 +221,7 @@ void row_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const f
     const Codes u = codes_q4(p + 2);
     for (int m = 0; m < MR; ++m) {
       const XBlock& xb = x[m][b];
-      fma_acc(acc.v[m], d * xb.d, dot(u, xb.q));
+      fma_acc(acc.v[m], d * xb.d, dot(u, xb));
       acc.s[m] += off * xb.s;
     }
   });
@@ -219,7 +235,7 @@ void row_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, const f
     const Codes u = codes_q4(p + 4);
     for (int m = 0; m < MR; ++m) {
       const XBlock& xb = x[m][b];
-      fma_acc(acc.v[m], d * xb.d, dot(u, xb.q));
+      fma_acc(acc.v[m], d * xb.d, dot(u, xb));
       acc.s[m] += mn * xb.s;
     }
   });
@@ -231,7 +247,7 @@ void row_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const f
     const std::uint8_t* p = w + 34 * b;
     const float d = load_f16(p);
     const SignedCodes c = codes_s8(p + 2);
-    for (int m = 0; m < MR; ++m) fma_acc(acc.v[m], d * x[m][b].d, dot(c, x[m][b].q));
+    for (int m = 0; m < MR; ++m) fma_acc(acc.v[m], d * x[m][b].d, dot(c, x[m][b]));
   });
 }
 
@@ -246,7 +262,7 @@ void row_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const f
     const Codes u = codes_q4k(p + 16 + 32 * (c / 2), 4 * (c & 1));
     for (int m = 0; m < MR; ++m) {
       const XBlock& xb = x[m][i];
-      fma_acc(acc.v[m], ws * xb.d, dot(u, xb.q));
+      fma_acc(acc.v[m], ws * xb.d, dot(u, xb));
       acc.s[m] += wm * xb.s;
     }
   });
@@ -264,8 +280,9 @@ void row_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const f
     for (int m = 0; m < MR; ++m) {
       const XBlock& xb = x[m][i];
       const float s = d * xb.d;
-      fma_acc(acc.v[m], s, dot_halves(u, xb.q, sa, sb));
-      acc.s[m] -= s * static_cast<float>(32 * (sa * xb.sum16[0] + sb * xb.sum16[1]));
+      fma_acc(acc.v[m], s, dot_halves(u, xb, sa, sb));
+      acc.s[m] -= s * (32.f * (static_cast<float>(sa) * static_cast<float>(xb.sum16[0]) +
+                                       static_cast<float>(sb) * static_cast<float>(xb.sum16[1])));
     }
   });
 }
@@ -348,7 +365,7 @@ void wide_q4_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const 
   for (index_t b = 0; b < nb; ++b, w += 18, xs += 32) {
     const float d = load_f16(w);
     const Codes u = codes_q4(w + 2);
-    wide_block<MR>(acc, xs, d, -8.f * d, [&](int m) { return dot(u, x[m][b].q); });
+    wide_block<MR>(acc, xs, d, -8.f * d, [&](int m) { return dot(u, x[m][b]); });
   }
   acc.store(MR, out);
 }
@@ -358,7 +375,7 @@ void wide_q4_1(const std::uint8_t* w, index_t nb, const XBlock* const* x, const 
   WideSums acc;
   for (index_t b = 0; b < nb; ++b, w += 20, xs += 32) {
     const Codes u = codes_q4(w + 4);
-    wide_block<MR>(acc, xs, load_f16(w), load_f16(w + 2), [&](int m) { return dot(u, x[m][b].q); });
+    wide_block<MR>(acc, xs, load_f16(w), load_f16(w + 2), [&](int m) { return dot(u, x[m][b]); });
   }
   acc.store(MR, out);
 }
@@ -368,7 +385,7 @@ void wide_q8_0(const std::uint8_t* w, index_t nb, const XBlock* const* x, const 
   WideSums acc;
   for (index_t b = 0; b < nb; ++b, w += 34, xs += 32) {
     const SignedCodes c = codes_s8(w + 2);
-    wide_block<MR>(acc, xs, load_f16(w), 0.f, [&](int m) { return dot(c, x[m][b].q); });
+    wide_block<MR>(acc, xs, load_f16(w), 0.f, [&](int m) { return dot(c, x[m][b]); });
   }
   acc.store(MR, out);
 }
@@ -383,7 +400,7 @@ void wide_q4_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const 
     k4_scale_min(p + 4, c, sc, mn);
     const Codes u = codes_q4k(p + 16 + 32 * (c / 2), 4 * (c & 1));
     wide_block<MR>(acc, xs, load_f16(p) * static_cast<float>(sc), -load_f16(p + 2) * static_cast<float>(mn),
-                   [&](int m) { return dot(u, x[m][i].q); });
+                   [&](int m) { return dot(u, x[m][i]); });
   }
   acc.store(MR, out);
 }
@@ -397,13 +414,18 @@ void wide_q6_k(const std::uint8_t* w, index_t nb, const XBlock* const* x, const 
     const std::int8_t* scales = reinterpret_cast<const std::int8_t*>(p + 192);
     const int sa = scales[8 * h + 2 * k], sb = scales[8 * h + 2 * k + 1];
     const Codes u = codes_q6k(p + 64 * h + 32 * (k & 1), 4 * (k >> 1), p + 128 + 32 * h, 2 * k);
-    __m256i q[8];
-    for (int m = 0; m < 8; ++m) q[m] = m < MR ? dot_halves(u, x[m][i].q, sa, sb) : _mm256_setzero_si256();
+    __m256i q[8], lo[8];
+    for (int m = 0; m < 8; ++m) {
+      q[m] = m < MR ? dot_halves_part(u, x[m][i].q, sa, sb) : _mm256_setzero_si256();
+      lo[m] = m < MR ? dot_halves_part(u, x[m][i].lo, sa, sb) : _mm256_setzero_si256();
+    }
+    const __m256 dots = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_lanes8(q)), _mm256_set1_ps(1 << kXLoShift),
+                                        _mm256_cvtepi32_ps(sum_lanes8(lo)));
     const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(load_f16(p + 208)), _mm256_loadu_ps(xs));  // d * d_x
-    // -32 * (sa * sum16[0] + sb * sum16[1]) per row, exact in f32 (|.| < 2^24)
+    // -32 * (sa * sum16[0] + sb * sum16[1]) per row
     const __m256 off = _mm256_fmadd_ps(_mm256_set1_ps(-32.f * static_cast<float>(sa)), _mm256_loadu_ps(xs + 16),
                                        _mm256_mul_ps(_mm256_set1_ps(-32.f * static_cast<float>(sb)), _mm256_loadu_ps(xs + 24)));
-    acc.v = _mm256_fmadd_ps(_mm256_add_ps(_mm256_cvtepi32_ps(sum_lanes8(q)), off), scale, acc.v);
+    acc.v = _mm256_fmadd_ps(_mm256_add_ps(dots, off), scale, acc.v);
   }
   acc.store(MR, out);
 }
@@ -433,7 +455,9 @@ void pair_q4(const std::uint8_t* w, index_t nb, const XBlock* const* xr, const f
                                                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
                                                _MM_SHUFFLE(3, 1, 2, 0));
     const __m512i xq = _mm512_inserti64x4(_mm512_castsi256_si512(load32(x[b].q)), load32(x[b + 1].q), 1);
-    const __m512i dots = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, xq);
+    const __m512i xlo = _mm512_inserti64x4(_mm512_castsi256_si512(load32(x[b].lo)), load32(x[b + 1].lo), 1);
+    const __m512i dots = _mm512_dpbusd_epi32(
+        _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, xq), kXLoShift), codes, xlo);
     std::uint32_t s0, s1;  // (d, m) of each block, or (d, junk) for Q4_0
     std::memcpy(&s0, p, 4);
     std::memcpy(&s1, p + kBytes, 4);

@@ -14,15 +14,21 @@
 
 namespace engine {
 
-// 32 values of an x row: x[i] ~= d * q[i], |x[i] - d*q[i]| <= d/2, d = max|x|/127.
-// sum16: the two halves' sums of q (Q6_K's -32 offset works per 16 values); s = d * (sum of q)
-// (the Q4_0 offset and Q4_1/Q4_K minimums multiply it). A block holding NaN or inf gets d = s = NaN.
+// 32 values of an x row in two int8 parts: x[i] ~= d * (128 q[i] + lo[i]), d = max|x| / (127*128),
+// so |x[i] - d (128 q[i] + lo[i])| <= d/2 = max|x|/32512 (q alone is llama.cpp's int8 rounding,
+// max|x|/254; the lo part, |lo| <= 64, makes the products ~128x closer to f32 for one more
+// integer dot product). A kernel's integer dot product is 128 dot(w, q) + dot(w, lo).
+// sum16: the two halves' sums of 128 q + lo (Q6_K's -32 offset works per 16 values);
+// s = d * (sum of 128 q + lo) (the Q4_0 offset and Q4_1/Q4_K minimums multiply it).
+// A block holding NaN or inf gets d = s = NaN.
 struct XBlock {
   float d, s;
-  std::int16_t sum16[2];
+  std::int32_t sum16[2];
   std::int8_t q[32];
+  std::int8_t lo[32];
 };
-static_assert(sizeof(XBlock) == 44, "XBlock layout");
+static_assert(sizeof(XBlock) == 80, "XBlock layout");
+constexpr int kXLoShift = 7;  // q's weight: 2^7 = 128
 
 constexpr index_t kXBlock = 32;
 
