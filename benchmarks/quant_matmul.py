@@ -8,7 +8,7 @@ down), Q4_1, and 49152x576 (the Q8_0 tied embedding, the output projection), at 
 8 and 128 (prompt) rows. GB/s counts the weight bytes each call reads (the quantised bytes for
 engine, the f32 bytes for the peers). One matrix called over and over stays in cache when it is
 small, so the "model" rows run every linear layer of the model in turn (all 30 layers' 7 matrices
-and the output projection, ~85 MB of weights) as one decode step or one 128-token prompt: the
+and the output projection, ~96 MB of weights) as one decode step or one 128-token prompt: the
 figure to hold against llama.cpp (~100 tokens/s, ~10 ms per token, on 2 cores of this machine).
 "1-thread CPU ms" is engine's thread CPU time on one thread, which a busy shared machine does
 not inflate the way it does wall time.
