@@ -40,10 +40,11 @@ def run(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     repo = Path(args.repository)
     if not args.no_demo:
-        from .demo import repository_is_empty, write_demo
+        from .demo import repository_is_empty, write_demo, write_language_demo
         if repository_is_empty(repo):
-            print(f"{repo} is empty: writing the demo model first")
+            print(f"{repo} is empty: writing the demo models first")
             write_demo(repo)
+            write_language_demo(repo)
     if not repo.is_dir():
         raise EngineError(f"serve: model repository {repo} is not a folder")
     limits = Limits(max_request_bytes=int(args.max_request_mb * (1 << 20)), max_connections=args.max_connections,
@@ -87,6 +88,9 @@ def _banner(server, repo: Path) -> None:
         req = repo / "digits" / "request.json"
         if req.exists():
             print(f"\n  try it:  curl -s{auth} {base}/v2/models/digits/infer -d @{req}")
+        if (repo / "smollm2").is_dir():
+            chat = '{"model":"smollm2","messages":[{"role":"user","content":"What is the capital of France?"}]}'
+            print(f"           curl -s{auth} {base}/v1/chat/completions -d '{chat}'")
     if server.socket_address:
         print(f"  socket protocol:   {server.socket_address}   "
               f"(python: engine.serve.Client(\"{server.socket_address}\").predict(model, x))")

