@@ -31,7 +31,7 @@ def _rows():
     agree["values"] = {"engine": 65, "llama.cpp": 40}
     one = lm._row("server, 1 concurrent stream", "tokens/s", True)
     one["values"], one["vs_one_stream"] = {"engine": 80.0}, 1.0
-    eight = lm._row("server, 8 concurrent streams", "tokens/s", True, 3.0)
+    eight = lm._row("server, 8 concurrent streams", "tokens/s", True, 3.0, "1 stream")
     eight["values"], eight["vs_one_stream"] = {"engine": 280.0}, 3.5
     return [prefill, ttft, agree, one, eight]
 
@@ -59,7 +59,12 @@ def test_table_cells():
     assert _cells(text, "time to first token (128-token prompt)") == ["ms", "250.0", "500.0", "FAIL", "2.00", "-"]
     assert _cells(text, "greedy tokens equal to engine's (of 65)") == ["tokens", "65", "40", "-", "-", "-"]
     assert _cells(text, "server, 8 concurrent streams") == ["tokens/s", "280.0", "-", "-", "-", "-", "3.50x", "1",
-                                                            "stream", "(>=", "3)"]
+                                                            "stream", "(>=", "3", "vs", "1", "stream)"]
+    eight = _rows()[-1]
+    del eight["values"]["engine"], eight["vs_one_stream"]
+    eight["errors"]["engine"] = "RuntimeError: engine serve exited"
+    assert _cells(lm.table([eight], format_table), "server, 8 concurrent streams") == [
+        "tokens/s", "FAIL", "-", "-", "-", "-", ">=", "3", "vs", "1", "stream"]
     assert "  ! transformers f32: OSError: no file" in text
     assert lm.table([], format_table).count("\n") == 2  # title, header, rule: no rows, no crash
 
