@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.errors import EngineError, ModelFormatError, UnsupportedOpError
+from engine.errors import ModelFormatError, UnsupportedOpError
 from engine.lm.decoder import Decoder
 from engine.lm.hf_checkpoint import read_hf_checkpoint
 from engine.lm.safetensors_mmap import read_safetensors
