@@ -25,6 +25,9 @@ Sections (see benchmarks/README.md for what each column means):
    (``benchmarks.train_optim``); one train step of the seed-000 CNN (batch 64, 256) and the
    seed-004 LSTM (batch 64), engine train_on_batch vs PyTorch, and one fit() epoch on
    scikit-learn digits (CNN, MLP), engine vs Keras 3 (``benchmarks.train_steps``).
+8. Language model (``--only lm``, not in the default list): the SmolLM2 Q4_1 GGUF through the engine,
+   llama.cpp (llama-cpp-python) and transformers (f32): prompt processing, decode at batch 1, time
+   to first token; aggregate tokens/s of 1, 4 and 8 streams through ``engine serve`` (``benchmarks.lm``).
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, slow OpenBLAS down; this script re-executes
 itself without them so numpy's figures are OpenBLAS' real ones.
@@ -387,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fast smoke run: fewer sizes, repeats and seconds")
     ap.add_argument("--json", metavar="PATH", help="also save all rows and metadata as JSON")
     ap.add_argument("--only", default="gemm,models,first,onnx,transformers,keras,cpu,train",
-                    help="comma-separated sections (default: %(default)s; also: serve)")
+                    help="comma-separated sections (default: %(default)s; also: serve, lm)")
     ap.add_argument("--peers-only", action="store_true", help="leave the engine out (peers only)")
     ap.add_argument("--frameworks", default=",".join(M.FRAMEWORKS),
                     help="comma-separated subset of %(default)s")
@@ -468,6 +471,15 @@ def main(argv: list[str] | None = None) -> int:
             result["attention"] = attention_flash.run(threads, log, sizes=(512,) if a.quick else (512, 2048))
             print(attention_flash.table(result["attention"], format_table))
             print(flush=True)
+    if "lm" in sections:  # not in the default list: loads three frameworks and starts a server, ~3 min
+        from . import lm
+        log("[benchmarks] language model (SmolLM2 GGUF: engine, llama.cpp, transformers f32; server streams) ...")
+        try:
+            result["lm"] = lm.run(threads, a.quick, log, engine=engine_ok)
+            print(lm.table(result["lm"], format_table))
+        except Exception as e:  # e.g. the GGUF package missing: the other sections still stand
+            print(f"Language model: failed: {type(e).__name__}: {e}")
+        print(flush=True)
     if "keras" in sections:
         from . import keras_models
         log("[benchmarks] Keras file (seed-004 LSTM) ...")
