@@ -1,5 +1,6 @@
 // Row kernels of the decoder step (lm_rows.h).
 #include "cpu/lm_rows.h"
+#include "cpu/rotary_row.h"
 
 #include <algorithm>
 #include <cmath>
@@ -28,19 +29,7 @@ void lm_rope(float* x, index_t ld, index_t rows, const index_t* pos, index_t hea
     }
     for (index_t h = 0; h < heads; ++h) {
       float* v = x + r * ld + h * head_dim;
-      if (interleaved) {
-        for (index_t i = 0; i < half; ++i) {
-          const float a = v[2 * i], b = v[2 * i + 1];
-          v[2 * i] = a * cosv[i] - b * sinv[i];
-          v[2 * i + 1] = b * cosv[i] + a * sinv[i];
-        }
-      } else {
-        for (index_t i = 0; i < half; ++i) {
-          const float a = v[i], b = v[i + half];
-          v[i] = a * cosv[i] - b * sinv[i];
-          v[i + half] = b * cosv[i] + a * sinv[i];
-        }
-      }
+      rotate_row(v, v, cosv, sinv, head_dim, rope_dim, interleaved);
     }
   }
 }

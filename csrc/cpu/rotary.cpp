@@ -6,31 +6,13 @@
 #include <vector>
 
 #include "cpu/attention_convert.h"
+#include "cpu/rotary_row.h"
 #include "engine/scratch.h"
 #include "engine/attention.h"
 #include "engine/threadpool.h"
 
 namespace engine {
 namespace {
-
-// y[0:rot] = x[0:rot] rotated by (c, s) pairs; y[rot:] = x[rot:].
-void rotate_row(float* y, const float* x, const float* c, const float* s, index_t dim, index_t rot, bool interleaved) {
-  const index_t half = rot / 2;
-  if (interleaved) {
-    for (index_t k = 0; k < half; ++k) {
-      const float x1 = x[2 * k], x2 = x[2 * k + 1];
-      y[2 * k] = x1 * c[k] - x2 * s[k];
-      y[2 * k + 1] = x1 * s[k] + x2 * c[k];
-    }
-  } else {
-    for (index_t k = 0; k < half; ++k) {
-      const float x1 = x[k], x2 = x[k + half];
-      y[k] = x1 * c[k] - x2 * s[k];
-      y[k + half] = x1 * s[k] + x2 * c[k];
-    }
-  }
-  if (y != x) std::copy(x + rot, x + dim, y + rot);
-}
 
 void rotate(float* y, const float* x, const float* c, const float* s, const RotaryDims& d) {
   rotate_row(y, x, c, s, d.head_dim, d.rot_dim, d.interleaved);
