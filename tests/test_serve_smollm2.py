@@ -11,8 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 openai = pytest.importorskip("openai")
-pytest.importorskip("engine.lm.decoder")
-pytest.importorskip("engine.lm.load")
 
 from gguf_smollm2 import smollm2_path  # noqa: E402
 
