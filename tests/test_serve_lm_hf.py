@@ -11,7 +11,6 @@ import pytest
 
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
-pytest.importorskip("engine.lm.decoder")
 
 from gguf_smollm2 import smollm2_reference  # noqa: E402
 from lm_tiny_models import llama_folder  # noqa: E402
