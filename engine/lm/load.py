@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import EngineError, ModelFormatError
+from ..errors import EngineError
 
 OPTIONS = ("dtype", "max_sequences", "max_context", "kv_block_tokens", "kv_blocks")
 
@@ -96,6 +96,3 @@ def _dequantized(weights: dict) -> dict:
         out[name] = w
     return out
 
-
-def check_not_bytes(name: str) -> None:
-    raise ModelFormatError(f"{name}: a GGUF model is memory-mapped from its file; pass its path to engine.load")

@@ -98,23 +98,19 @@ class LanguageModel:
         return list(self._tokens(self._check_ids(prompt_ids, "generate"), max_new_tokens, sampling))
 
     def _pieces(self, ids: list[int], max_new_tokens: int, stop, sampling: dict) -> Iterator[str]:
-        from .stops import StopStrings
+        from .stops import TokenText
 
         tokens = self._tokens(self._check_ids(ids, "generate"), max_new_tokens, sampling)
-        text = self._need_tokenizer().stream_decoder(skip_special_tokens=True)
-        stops = StopStrings([stop] if isinstance(stop, str) else list(stop))
+        text = TokenText(self._need_tokenizer(), [stop] if isinstance(stop, str) else list(stop))
 
         def pieces():
             try:
                 for token in tokens:
-                    out, stopped = stops.feed(text.push(token))
-                    if out:
+                    if out := text.push(token):
                         yield out
-                    if stopped:
+                    if text.stopped:
                         return
-                out, stopped = stops.feed(text.flush())
-                tail = out if stopped else out + stops.flush()
-                if tail:
+                if tail := text.finish():
                     yield tail
             finally:
                 tokens.close()  # frees the sequence when the caller stops early

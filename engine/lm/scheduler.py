@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import EngineError
 from .sampling import SamplingParams, SequenceSampler, sample
-from .stops import StopStrings
+from .stops import TokenText
 
 log = logging.getLogger("engine.lm")
 
@@ -83,7 +83,7 @@ class Handle:
         self._scheduler = scheduler
         self.prompt_ids = prompt_ids
         self.params, self.max_new_tokens, self.sink = params, max_new_tokens, sink
-        self.stops = StopStrings(stops) if stops else None
+        self.stops = list(stops)
         self.reserve_blocks = reserve_blocks
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
@@ -96,7 +96,7 @@ class Handle:
         self.prefilled = 0                # prompt tokens already in the cache
         self.next_token: Optional[int] = None
         self.sampler: Optional[SequenceSampler] = None
-        self.stream = None
+        self.text: Optional[TokenText] = None  # made at admission
 
     @property
     def done(self) -> bool:
@@ -286,7 +286,7 @@ class Scheduler:
                 break
             self._reserved += h.reserve_blocks
             h.sampler = SequenceSampler(h.params, h.prompt_ids)
-            h.stream = self.tokenizer.stream_decoder(skip_special_tokens=True)
+            h.text = TokenText(self.tokenizer, h.stops)
             self._running.append(h)
             self.observer.prompt_tokens(len(h.prompt_ids))
             chunk = h.prompt_ids[:budget]
@@ -338,13 +338,10 @@ class Scheduler:
             self._finish(h, "stop")
             return
         h.completion_tokens += 1
-        text = h.stream.push(token)
-        stopped = False
-        if h.stops is not None and text:
-            text, stopped = h.stops.feed(text)
+        text = h.text.push(token)
         if not self._send(h, Event(token, text)):
             return
-        if stopped:
+        if h.text.stopped:
             self._finish(h, "stop", flush=False)
         elif h.completion_tokens >= h.max_new_tokens:
             self._finish(h, "length")
@@ -366,12 +363,8 @@ class Scheduler:
         if h.finish_reason is not None:
             return
         text = ""
-        if flush and reason in ("stop", "length") and h.stream is not None:
-            text = h.stream.flush()
-            if h.stops is not None:
-                text, stopped = h.stops.feed(text)
-                if not stopped:
-                    text += h.stops.flush()
+        if flush and reason in ("stop", "length") and h.text is not None:
+            text = h.text.finish()
         h.finish_reason = reason
         if h in self._running:
             self._running.remove(h)

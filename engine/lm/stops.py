@@ -73,3 +73,27 @@ class StopStrings:
             if buf[len(buf) - n :] in self._prefixes:
                 return n
         return 0
+
+
+class TokenText:
+    """The text of generated token ids, piece by piece, cut at the first stop string: the
+    tokenizer's stream decoder (special tokens skipped) through StopStrings. One per sequence;
+    LanguageModel.generate and the server's scheduler both stream through it.
+
+    >>> text = TokenText(tokenizer, ["\\n\\n"])
+    >>> pieces = [text.push(t) for t in ids]      # text.stopped once a stop string completed
+    >>> tail = text.finish()                       # what was held back, at the end
+    """
+
+    def __init__(self, tokenizer, stops: Sequence[str] = ()):
+        self._decoder = tokenizer.stream_decoder(skip_special_tokens=True)
+        self._stops = StopStrings(stops)
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        out, self.stopped = self._stops.feed(self._decoder.push(token_id))
+        return out
+
+    def finish(self) -> str:
+        out, self.stopped = self._stops.feed(self._decoder.flush())
+        return out if self.stopped else out + self._stops.flush()
