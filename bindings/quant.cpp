@@ -104,4 +104,51 @@ void init_quant(py::module_& m) {
         py::arg("accumulate") = false,
         "out[m, n] (+)= sum_k x[m, k] W[n, k]: x float32 (M, K), W N rows of raw ggml blocks (or float32 (N, K) "
         "for F32). Returns out (a new (M, N) array when None).");
+
+  py::class_<engine::QuantPacked>(m, "QuantPacked",
+                                  "Weights repacked for the few-row AVX-512 VNNI kernels (docs/quant-kernels.md).")
+      .def(py::init([](py::array w, const std::string& wtype, index_t N, index_t K) {
+             const QuantType t = parse_type(wtype);
+             check_dims(N, K);
+             if (!engine::QuantPacked::supports(t))
+               throw engine::Error(std::string("wtype: no packed layout for ") + engine::quant_type_name(t) +
+                                   " (Q4_0, Q4_1, Q8_0 and Q4_K pack)");
+             const void* pw = weight_ptr(w, t, N, K);
+             py::gil_scoped_release nogil;
+             return new engine::QuantPacked(pw, t, N, K);
+           }),
+           py::arg("w"), py::arg("wtype"), py::arg("N"), py::arg("K"))
+      .def_property_readonly("nbytes", &engine::QuantPacked::bytes)
+      .def_property_readonly("shape", [](const engine::QuantPacked& p) { return py::make_tuple(p.rows(), p.cols()); })
+      .def_property_readonly("wtype", [](const engine::QuantPacked& p) { return std::string(engine::quant_type_name(p.type())); })
+      .def(
+          "matmul",
+          [](const engine::QuantPacked& p, py::array x, py::array w, py::object out, bool accumulate) {
+            const index_t N = p.rows(), K = p.cols();
+            if (x.ndim() != 2 || x.shape(1) != K)
+              throw engine::Error("x: expected a 2-D float32 array (M, K=" + std::to_string(K) + "), got shape " +
+                                  shape_str(x));
+            const float* px = in_ptr(x, "x");
+            const index_t M = x.shape(0);
+            const void* pw = weight_ptr(w, p.type(), N, K);
+            py::array y;
+            if (out.is_none()) {
+              y = py::array_t<float>({M, N});
+              if (accumulate) std::fill_n(static_cast<float*>(y.mutable_data()), M * N, 0.f);
+            } else {
+              y = out.cast<py::array>();
+              check_shape(y, {M, N}, "out");
+            }
+            float* py_ = out_ptr(y, "out");
+            {
+              py::gil_scoped_release nogil;
+              engine::quant_matmul_packed(px, K, M, p, pw, py_, N, accumulate);
+            }
+            return y;
+          },
+          py::arg("x"), py::arg("w"), py::arg("out") = py::none(), py::arg("accumulate") = false,
+          "quant_matmul with these packed weights; w: the raw blocks they came from (read only where the CPU or "
+          "ISA cap has no packed kernels).");
+  m.def("quant_packed_active", &engine::quant_packed_active,
+        "Whether quant_matmul_packed runs the packed kernels here (AVX-512 VNNI at the current ISA cap).");
 }

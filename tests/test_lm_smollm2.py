@@ -111,6 +111,32 @@ def test_quantized_top1_agrees_with_f32():
     assert (a == b).mean() >= 0.98, (a == b).mean()
 
 
+def test_quantized_batch_gives_each_sequence_the_bits_it_gets_alone():
+    """The packed kernels quantise and reduce every row on its own (where this CPU runs them):
+    a sequence's logits do not depend on which other sequences share its steps, prompt or decode."""
+    from engine import _C
+
+    if not _C.quant_packed_active():
+        pytest.skip("no AVX-512 VNNI here: the blocks' kernels switch paths with the batch's rows")
+    dec = lm_native().decoder
+    prompts = [lm_native().encode(p) for p in PROMPTS]
+    alone = []
+    for p in prompts:
+        s = dec.open()
+        alone.append((dec.forward([s], [p])[0], dec.forward([s], [[42]])[0]))
+        dec.close(s)
+    seqs = [dec.open() for _ in prompts]
+    try:
+        first = dec.forward(seqs, prompts)
+        second = dec.forward(seqs, [[42]] * len(seqs))
+    finally:
+        for s in seqs:
+            dec.close(s)
+    for i in range(len(prompts)):
+        np.testing.assert_array_equal(first[i], alone[i][0])
+        np.testing.assert_array_equal(second[i], alone[i][1])
+
+
 def test_chat_answers_and_stream_pieces_join_to_the_answer():
     lm = lm_native()
     messages = [{"role": "user", "content": "What is the capital of France?"}]

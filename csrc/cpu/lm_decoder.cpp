@@ -11,13 +11,17 @@
 #include "cpu/lm_attention.h"
 #include "cpu/lm_rows.h"
 #include "engine/norm.h"
+#include "engine/threadpool.h"
 
 namespace engine {
 
 namespace {
 
 void matmul(const float* x, index_t ldx, index_t M, const LmMatrix& w, float* y, index_t ldy, bool accumulate) {
-  quant_matmul(x, ldx, M, w.cols, w.data, w.type, w.rows, y, ldy, accumulate);
+  if (w.packed)
+    quant_matmul_packed(x, ldx, M, *w.packed, w.data, y, ldy, accumulate);
+  else
+    quant_matmul(x, ldx, M, w.cols, w.data, w.type, w.rows, y, ldy, accumulate);
 }
 
 std::string str(index_t v) { return std::to_string(v); }
@@ -42,6 +46,27 @@ LmDecoder::LmDecoder(const LmSpec& spec, LmWeights weights, index_t max_sequence
     inv_freq_.push_back(std::pow(s_.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(s_.rope_dim)));
   rope_cs_.resize(std::max<index_t>(s_.rope_dim, 2));
   seen_.resize(max_sequences);
+  if (!w_.output.data) w_.output = w_.tok_embeddings;  // tied: the same blocks, packed apart
+  pack_weights();
+}
+
+// Repacks every quantized matrix the steps multiply by when the packed kernels run here (on
+// other CPUs, or under a lower ISA cap later, quant_matmul_packed reads the blocks instead).
+void LmDecoder::pack_weights() {
+  if (!quant_packed_active()) return;
+  std::vector<LmMatrix*> todo;
+  auto add = [&](LmMatrix& m) {
+    if (m.data && QuantPacked::supports(m.type)) todo.push_back(&m);
+  };
+  for (LmLayer& L : w_.layers)
+    for (LmMatrix* m : {&L.wqkv, &L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*m);
+  add(w_.output);
+  packed_.resize(todo.size());
+  parallel_tasks(static_cast<std::int64_t>(todo.size()), [&](std::int64_t i) {
+    const LmMatrix& m = *todo[i];
+    packed_[i] = std::make_unique<QuantPacked>(m.data, m.type, m.rows, m.cols);
+  });
+  for (std::size_t i = 0; i < todo.size(); ++i) todo[i]->packed = packed_[i].get();
 }
 
 index_t LmDecoder::open() {
@@ -143,7 +168,7 @@ void LmDecoder::forward(const std::int64_t* seqs, const std::int64_t* counts, in
                               D, 1, s_.norm_eps, mode);
       }
     }
-    matmul(h_.data(), D, R, w_.output.data ? w_.output : w_.tok_embeddings, logits, s_.vocab, false);
+    matmul(h_.data(), D, R, w_.output, logits, s_.vocab, false);
   } catch (...) {  // (the checks above make this unreachable short of a kernel fault)
     for (index_t b = 0; b < B; ++b) cache_.truncate(seqs[b], batch_[b].pos0);
     throw;

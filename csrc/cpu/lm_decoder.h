@@ -1,11 +1,13 @@
 // A decoder-only transformer (Llama family, GPT-2) run one batched step at a time: every new
 // token of every sequence in a step goes through each weight matrix in one quant_matmul call,
 // attention reads each sequence's keys and values from a pool of fixed-size cache blocks
-// (lm_kv_cache.h). The decoder holds pointers to the weights only (the caller keeps them alive;
-// quantized blocks are never copied) and reuses its activations between steps.
+// (lm_kv_cache.h). The decoder holds pointers to the weights (the caller keeps them alive) and,
+// where the CPU has AVX-512 VNNI, its own repacked copy of the quantized matrices (QuantPacked:
+// the blocks are then read only for embedding rows), and reuses its activations between steps.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -28,11 +30,13 @@ struct LmSpec {
   bool rope_interleaved = false;  // pairs (2i, 2i+1), else halves (i, i + rope_dim/2)
 };
 
-// One weight matrix: `rows` outputs of `cols` inputs, ggml row layout of `type`.
+// One weight matrix: `rows` outputs of `cols` inputs, ggml row layout of `type`; `packed`, when
+// the decoder has repacked it for the VNNI kernels (engine/quant.h QuantPacked), the same weights.
 struct LmMatrix {
   const void* data = nullptr;
   QuantType type = QuantType::F32;
   index_t rows = 0, cols = 0;
+  const QuantPacked* packed = nullptr;
 };
 
 // Null pointers: absent (no bias; separate Q/K/V when wqkv.data is null, and the reverse).
@@ -78,9 +82,11 @@ class LmDecoder {
   void reserve(index_t rows);
   void embed(const std::int64_t* tokens);
   void layer(index_t i);
+  void pack_weights();
 
   LmSpec s_;
   LmWeights w_;
+  std::vector<std::unique_ptr<QuantPacked>> packed_;
   index_t max_context_;
   KvCache cache_;
   std::mutex mu_;

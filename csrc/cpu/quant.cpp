@@ -88,44 +88,6 @@ void matmul_rows(Kernels k, const QuantRows& a, index_t n0, index_t n1) {
 // rows the integer kernels take 0.65-0.9 of the GEMM path's time, at 11 1.0-1.2x).
 constexpr index_t kPanelMinRows = 10;
 
-// One x row to blocks of 32 in two int8 parts (XBlock): Q = round(x/d) with d = max|x|/(127*128),
-// then q = round(Q/128), lo = Q - 128 q; so |x - d*Q| <= d/2 per value.
-void quantize_row(const float* x, index_t K, XBlock* out) {
-  for (index_t b = 0; b < K / kXBlock; ++b, x += kXBlock) {
-    XBlock& xb = out[b];
-    float amax = 0.f;
-    bool finite = true;
-    for (index_t i = 0; i < kXBlock; ++i) {
-      finite &= std::isfinite(x[i]);
-      amax = std::max(amax, std::fabs(x[i]));
-    }
-    if (!finite) {  // NaN or inf: the block's products are NaN (never a silently finite sum)
-      xb.d = xb.s = std::numeric_limits<float>::quiet_NaN();
-      xb.sum16[0] = xb.sum16[1] = 0;
-      std::memset(xb.q, 0, sizeof xb.q);
-      std::memset(xb.lo, 0, sizeof xb.lo);
-      continue;
-    }
-    constexpr int kMax = 127 << kXLoShift;
-    const float d = amax / static_cast<float>(kMax), id = d > 0.f ? 1.f / d : 0.f;
-    // A subnormal d has no finite reciprocal: divide instead (|x/d| <= kMax always).
-    const bool divide = !std::isfinite(id);
-    int sum[2] = {0, 0};
-    for (index_t i = 0; i < kXBlock; ++i) {
-      const float r = divide ? x[i] / d : x[i] * id;
-      const int v = std::clamp(static_cast<int>(std::nearbyint(r)), -kMax, kMax);
-      const int q = (v >= 0 ? v + 64 : v - 64) / 128;  // nearest; |q| <= 127, |v - 128 q| <= 64
-      xb.q[i] = static_cast<std::int8_t>(q);
-      xb.lo[i] = static_cast<std::int8_t>(v - 128 * q);
-      sum[i / 16] += v;
-    }
-    xb.d = d;
-    xb.sum16[0] = sum[0];
-    xb.sum16[1] = sum[1];
-    xb.s = d * static_cast<float>(sum[0] + sum[1]);
-  }
-}
-
 void matmul_small(Kernels k, const float* x, index_t ldx, index_t M, index_t K, const std::uint8_t* w,
                   QuantType t, index_t row_bytes, index_t N, float* y, index_t ldy, bool accumulate) {
   QuantRows a{x, ldx, nullptr, 0, nullptr, M, K, w, row_bytes, t, y, ldy, accumulate};
@@ -169,6 +131,44 @@ void matmul_panels(Kernels k, const float* x, index_t ldx, index_t M, index_t K,
 }
 
 }  // namespace
+
+// One x row to blocks of 32 in two int8 parts (XBlock): Q = round(x/d) with d = max|x|/(127*128),
+// then q = round(Q/128), lo = Q - 128 q; so |x - d*Q| <= d/2 per value.
+void quantize_row(const float* x, index_t K, XBlock* out) {
+  for (index_t b = 0; b < K / kXBlock; ++b, x += kXBlock) {
+    XBlock& xb = out[b];
+    float amax = 0.f;
+    bool finite = true;
+    for (index_t i = 0; i < kXBlock; ++i) {
+      finite &= std::isfinite(x[i]);
+      amax = std::max(amax, std::fabs(x[i]));
+    }
+    if (!finite) {  // NaN or inf: the block's products are NaN (never a silently finite sum)
+      xb.d = xb.s = std::numeric_limits<float>::quiet_NaN();
+      xb.sum16[0] = xb.sum16[1] = 0;
+      std::memset(xb.q, 0, sizeof xb.q);
+      std::memset(xb.lo, 0, sizeof xb.lo);
+      continue;
+    }
+    constexpr int kMax = 127 << kXLoShift;
+    const float d = amax / static_cast<float>(kMax), id = d > 0.f ? 1.f / d : 0.f;
+    // A subnormal d has no finite reciprocal: divide instead (|x/d| <= kMax always).
+    const bool divide = !std::isfinite(id);
+    int sum[2] = {0, 0};
+    for (index_t i = 0; i < kXBlock; ++i) {
+      const float r = divide ? x[i] / d : x[i] * id;
+      const int v = std::clamp(static_cast<int>(std::nearbyint(r)), -kMax, kMax);
+      const int q = (v >= 0 ? v + 64 : v - 64) / 128;  // nearest; |q| <= 127, |v - 128 q| <= 64
+      xb.q[i] = static_cast<std::int8_t>(q);
+      xb.lo[i] = static_cast<std::int8_t>(v - 128 * q);
+      sum[i / 16] += v;
+    }
+    xb.d = d;
+    xb.sum16[0] = sum[0];
+    xb.sum16[1] = sum[1];
+    xb.s = d * static_cast<float>(sum[0] + sum[1]);
+  }
+}
 
 void quant_matmul(const float* x, index_t ldx, index_t M, index_t K, const void* w, QuantType t, index_t N,
                   float* y, index_t ldy, bool accumulate) {

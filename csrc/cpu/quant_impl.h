@@ -174,17 +174,6 @@ inline IAcc dot(const SignedCodes& c, const XBlock& x) {
 inline void fma_acc(VAcc& acc, float scale, IAcc lanes) { acc += scale * static_cast<float>(lanes); }
 #endif
 
-// Q4_K's 6-bit scale and minimum of sub-block j (ggml's get_scale_min_k4).
-inline void k4_scale_min(const std::uint8_t* s, int j, int& sc, int& mn) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    mn = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 // ---- one weight row against MR quantised x rows ---------------------------------------------
 // x[m] is x row m's blocks; out[m] = the row's dot product with it.
 template <int MR>

@@ -32,6 +32,20 @@ constexpr int kXLoShift = 7;  // q's weight: 2^7 = 128
 
 constexpr index_t kXBlock = 32;
 
+// One x row (K values, K % 32 == 0) to K/32 XBlocks (quant.cpp).
+void quantize_row(const float* x, index_t K, XBlock* out);
+
+// Q4_K's 6-bit scale and minimum of sub-block j (ggml's get_scale_min_k4).
+inline void k4_scale_min(const std::uint8_t* s, int j, int& sc, int& mn) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    mn = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
 struct QuantRows {
   const float* x;        // f32 rows (F16/BF16 weights)
   index_t ldx;
