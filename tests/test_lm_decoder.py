@@ -90,6 +90,33 @@ def test_batch_of_sequences_equals_each_alone(llama, rng):
         assert_close(last[row], reference_logits(model, prompts[i] + more[i])[-1])
 
 
+# Layer 0 all Q8_0 (Q|K|V and gate|up each packed as one matrix where the packed kernels run),
+# layer 1 mixed (Q, K, V apart; gate|up still fused).
+QUANT_TYPES = {0: dict(wq="Q8_0", wk="Q8_0", wv="Q8_0", wo="Q8_0", w_gate="Q8_0", w_up="Q8_0", w_down="Q8_0"),
+               1: dict(wq="Q4_0", wk="Q4_1", wv="Q8_0", wo="Q4_1", w_gate="Q4_0", w_up="Q4_0", w_down="Q8_0")}
+
+
+def test_quantized_weights_give_their_dequantised_f32_logits(llama, rng, isa):
+    gguf_quants = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+    from engine.lm.quant_ref import dequantize
+
+    model, (spec, weights, cfg) = llama
+    quantized, dequantized = dict(weights), dict(weights)
+    for layer, types in QUANT_TYPES.items():
+        for name, t in types.items():
+            w = weights[f"layers.{layer}.{name}"]
+            raw = gguf_quants.quantize(np.asarray(w.data, np.float32), GGMLQuantizationType[t])
+            quantized[f"layers.{layer}.{name}"] = Weight(raw, t, w.shape)
+            dequantized[f"layers.{layer}.{name}"] = Weight(dequantize(raw.reshape(-1), t, w.shape), "F32", w.shape)
+    q, f = Decoder(spec, quantized, kv_block_tokens=4), Decoder(spec, dequantized, kv_block_tokens=4)
+    prompt, steps = ids(rng, 11), ids(rng, 4)
+    sq, sf = q.open(), f.open()
+    assert_close(q.forward([sq], [prompt], all_logits=True), f.forward([sf], [prompt], all_logits=True), rel=2e-3)
+    for t in steps:  # one row a step: the few-row kernels
+        assert_close(q.forward([sq], [[t]]), f.forward([sf], [[t]]), rel=2e-3)
+
+
 def test_interleaved_rope_with_llama_cpp_permutation(llama, rng):
     model, (spec, weights, cfg) = llama
 

@@ -44,29 +44,53 @@ LmDecoder::LmDecoder(const LmSpec& spec, LmWeights weights, index_t max_sequence
                "decoder: rope_dim " + str(s_.rope_dim) + " must be even and in (0, head_dim]");
   for (index_t i = 0; i < s_.rope_dim / 2; ++i)
     inv_freq_.push_back(std::pow(s_.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(s_.rope_dim)));
-  rope_cs_.resize(std::max<index_t>(s_.rope_dim, 2));
   seen_.resize(max_sequences);
   if (!w_.output.data) w_.output = w_.tok_embeddings;  // tied: the same blocks, packed apart
   pack_weights();
 }
 
 // Repacks every quantized matrix the steps multiply by when the packed kernels run here (on
-// other CPUs, or under a lower ISA cap later, quant_matmul_packed reads the blocks instead).
+// other CPUs, or under a lower ISA cap later, the blocks' kernels read the file's blocks), a
+// layer's Q, K, V and its gate, up as one matrix each where they share a type.
 void LmDecoder::pack_weights() {
+  fused_.resize(w_.layers.size());
   if (!quant_packed_active()) return;
-  std::vector<LmMatrix*> todo;
-  auto add = [&](LmMatrix& m) {
-    if (m.data && QuantPacked::supports(m.type)) todo.push_back(&m);
+  struct Job {
+    std::vector<const LmMatrix*> parts;
+    const QuantPacked** out;
   };
-  for (LmLayer& L : w_.layers)
-    for (LmMatrix* m : {&L.wqkv, &L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) add(*m);
-  add(w_.output);
-  packed_.resize(todo.size());
-  parallel_tasks(static_cast<std::int64_t>(todo.size()), [&](std::int64_t i) {
-    const LmMatrix& m = *todo[i];
-    packed_[i] = std::make_unique<QuantPacked>(m.data, m.type, m.rows, m.cols);
+  std::vector<Job> jobs;
+  auto packable = [](std::initializer_list<const LmMatrix*> ms) {
+    for (const LmMatrix* m : ms)
+      if (!m->data || !QuantPacked::supports(m->type) || m->type != (*ms.begin())->type ||
+          m->cols != (*ms.begin())->cols)
+        return false;
+    return true;
+  };
+  for (std::size_t i = 0; i < w_.layers.size(); ++i) {
+    LmLayer& L = w_.layers[i];
+    FusedLayer& f = fused_[i];
+    if (!L.wqkv.data && packable({&L.wq, &L.wk, &L.wv}))
+      jobs.push_back({{&L.wq, &L.wk, &L.wv}, &f.qkv});
+    else
+      for (LmMatrix* m : {&L.wqkv, &L.wq, &L.wk, &L.wv})
+        if (packable({m})) jobs.push_back({{m}, &m->packed});
+    if (s_.swiglu && packable({&L.w_gate, &L.w_up}))
+      jobs.push_back({{&L.w_gate, &L.w_up}, &f.gate_up});
+    else
+      for (LmMatrix* m : {&L.w_gate, &L.w_up})
+        if (packable({m})) jobs.push_back({{m}, &m->packed});
+    for (LmMatrix* m : {&L.wo, &L.w_down})
+      if (packable({m})) jobs.push_back({{m}, &m->packed});
+  }
+  if (packable({&w_.output})) jobs.push_back({{&w_.output}, &w_.output.packed});
+  packed_.resize(jobs.size());
+  parallel_tasks(static_cast<std::int64_t>(jobs.size()), [&](std::int64_t j) {
+    std::vector<QuantPacked::Part> parts;
+    for (const LmMatrix* m : jobs[j].parts) parts.push_back({m->data, m->rows});
+    packed_[j] = std::make_unique<QuantPacked>(parts, jobs[j].parts[0]->type, jobs[j].parts[0]->cols);
   });
-  for (std::size_t i = 0; i < todo.size(); ++i) todo[i]->packed = packed_[i].get();
+  for (std::size_t j = 0; j < jobs.size(); ++j) *jobs[j].out = packed_[j].get();
 }
 
 index_t LmDecoder::open() {
@@ -134,8 +158,9 @@ void LmDecoder::reserve(index_t rows) {
   x_.resize(rows * D), h_.resize(rows * D);
   qkv_.resize(rows * (s_.n_heads + 2 * s_.n_kv_heads) * hd);
   att_.resize(rows * s_.n_heads * hd);
-  gate_.resize(s_.swiglu ? rows * F : 0), up_.resize(rows * F);
+  gate_.resize(s_.swiglu ? rows * 2 * F : 0), up_.resize(rows * F);
   row_pos_.resize(rows);
+  rope_cs_.resize(rows * s_.rope_dim);
   cap_rows_ = rows;
 }
 
@@ -153,6 +178,7 @@ void LmDecoder::forward(const std::int64_t* seqs, const std::int64_t* counts, in
     for (index_t i = 0; i < counts[b]; ++i) row_pos_[r + i] = pos0 + i;
   }
   T_ = T;
+  if (s_.rope) lm_rope_angles(rope_cs_.data(), T, row_pos_.data(), s_.rope_dim, inv_freq_.data());
   for (index_t b = 0; b < B; ++b) cache_.grow(seqs[b], batch_[b].pos0 + counts[b]);
   try {
     embed(tokens);
@@ -196,21 +222,26 @@ void LmDecoder::layer(index_t i) {
   float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data();
 
   normalize_rows<float>(h, nullptr, nullptr, x, L.attn_norm, L.attn_norm_bias, T, 1, D, 1, s_.norm_eps, mode);
+  // The fused matrices only where the packed kernels run now (engine.set_isa can lower the cap).
+  const FusedLayer fused = quant_packed_active() ? fused_[i] : FusedLayer{};
   if (L.wqkv.data) {
     matmul(h, D, T, L.wqkv, qkv, QW, false);
     lm_add_bias(qkv, QW, T, L.bqkv, QW);
   } else {
-    matmul(h, D, T, L.wq, qkv, QW, false);
-    matmul(h, D, T, L.wk, qkv + H * hd, QW, false);
-    matmul(h, D, T, L.wv, qkv + (H * hd + kv), QW, false);
+    if (fused.qkv) {
+      quant_matmul_packed(h, D, T, *fused.qkv, nullptr, qkv, QW, false);
+    } else {
+      matmul(h, D, T, L.wq, qkv, QW, false);
+      matmul(h, D, T, L.wk, qkv + H * hd, QW, false);
+      matmul(h, D, T, L.wv, qkv + (H * hd + kv), QW, false);
+    }
     lm_add_bias(qkv, QW, T, L.bq, H * hd);
     lm_add_bias(qkv + H * hd, QW, T, L.bk, kv);
     lm_add_bias(qkv + H * hd + kv, QW, T, L.bv, kv);
   }
   if (s_.rope) {
-    lm_rope(qkv, QW, T, row_pos_.data(), H, hd, s_.rope_dim, s_.rope_interleaved, inv_freq_.data(), rope_cs_.data());
-    lm_rope(qkv + H * hd, QW, T, row_pos_.data(), KV, hd, s_.rope_dim, s_.rope_interleaved, inv_freq_.data(),
-            rope_cs_.data());
+    lm_rope(qkv, QW, T, H, hd, s_.rope_dim, s_.rope_interleaved, rope_cs_.data());
+    lm_rope(qkv + H * hd, QW, T, KV, hd, s_.rope_dim, s_.rope_interleaved, rope_cs_.data());
   }
   const index_t bt = cache_.block_tokens();
   for (const LmAttentionBatch& b : batch_)
@@ -227,7 +258,12 @@ void LmDecoder::layer(index_t i) {
 
   normalize_rows<float>(h, nullptr, nullptr, x, L.ffn_norm, L.ffn_norm_bias, T, 1, D, 1, s_.norm_eps, mode);
   float* act = up_.data();
-  if (s_.swiglu) {
+  index_t ld_act = F;
+  if (fused.gate_up) {  // gate_ rows: gate | up
+    quant_matmul_packed(h, D, T, *fused.gate_up, nullptr, gate_.data(), 2 * F, false);
+    lm_silu_mul(gate_.data(), gate_.data() + F, 2 * F, T, F);
+    act = gate_.data(), ld_act = 2 * F;
+  } else if (s_.swiglu) {
     matmul(h, D, T, L.w_gate, gate_.data(), F, false);
     matmul(h, D, T, L.w_up, up_.data(), F, false);
     lm_silu_mul(gate_.data(), up_.data(), F, T, F);
@@ -237,7 +273,7 @@ void LmDecoder::layer(index_t i) {
     lm_add_bias(up_.data(), F, T, L.b_up, F);
     lm_gelu_tanh(up_.data(), F, T, F);
   }
-  matmul(act, F, T, L.w_down, x, D, true);
+  matmul(act, ld_act, T, L.w_down, x, D, true);
   lm_add_bias(x, D, T, L.b_down, D);
 }
 

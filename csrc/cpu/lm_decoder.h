@@ -87,6 +87,13 @@ class LmDecoder {
   LmSpec s_;
   LmWeights w_;
   std::vector<std::unique_ptr<QuantPacked>> packed_;
+  // Per layer, where the packed kernels run: Q|K|V and gate|up packed as one matrix each (null
+  // when the layer's matrices cannot be: mixed types, a fused wqkv already, GELU MLP).
+  struct FusedLayer {
+    const QuantPacked* qkv = nullptr;
+    const QuantPacked* gate_up = nullptr;
+  };
+  std::vector<FusedLayer> fused_;
   index_t max_context_;
   KvCache cache_;
   std::mutex mu_;
@@ -96,10 +103,10 @@ class LmDecoder {
   std::vector<LmAttentionBatch> batch_;
   LmAttentionScratch attention_;
   std::vector<double> inv_freq_;
-  std::vector<float> rope_cs_;
+  std::vector<float> rope_cs_;  // the step rows' rotations (lm_rope_angles)
   std::vector<char> seen_;
   // Activations, sized for the most rows seen: residual x, normed h, q|k|v, attention output,
-  // FFN gate / up.
+  // FFN gate / up (gate_ holds gate|up rows, 2F wide, when they are fused).
   index_t cap_rows_ = 0;
   std::vector<float> x_, h_, qkv_, att_, gate_, up_;
 };

@@ -98,21 +98,28 @@ bool QuantPacked::supports(QuantType t) {
 
 void QuantPacked::Free::operator()(std::uint8_t* p) const { std::free(p); }
 
-QuantPacked::QuantPacked(const void* w, QuantType t, index_t N, index_t K) : type_(t), N_(N), K_(K) {
+QuantPacked::QuantPacked(const void* w, QuantType t, index_t N, index_t K)
+    : QuantPacked(std::vector<Part>{{w, N}}, t, K) {}
+
+QuantPacked::QuantPacked(const std::vector<Part>& parts, QuantType t, index_t K) : type_(t), N_(0), K_(K) {
   ENGINE_CHECK(supports(t), std::string("quant: no packed layout for weight type ") + quant_type_name(t));
-  ENGINE_CHECK(N >= 0, "quant: N must be >= 0, got " + std::to_string(N));
+  for (const Part& p : parts) {
+    ENGINE_CHECK(p.rows >= 0, "quant: N must be >= 0, got " + std::to_string(p.rows));
+    N_ += p.rows;
+  }
   const index_t row_bytes = quant_row_bytes(t, K);  // checks K
   tile_bytes_ = packed_code_bytes(t) + packed_scale_bytes(t);
   const std::size_t n = std::max<std::size_t>(bytes(), 64);
   data_.reset(static_cast<std::uint8_t*>(std::aligned_alloc(64, n)));
   if (!data_) throw std::bad_alloc();
   std::memset(data_.get(), 0, n);  // rows past N: zero codes and scales
-  const auto* blocks = static_cast<const std::uint8_t*>(w);
   const index_t nb = K / kXBlock;
-  for (index_t row = 0; row < N; ++row)
-    for (index_t b = 0; b < nb; ++b)
-      write_tile(data_.get() + (row / kPackRows * nb + b) * tile_bytes_, t, static_cast<int>(row % kPackRows),
-                 block_codes(blocks + row * row_bytes, t, b));
+  index_t row = 0;
+  for (const Part& p : parts)
+    for (index_t r = 0; r < p.rows; ++r, ++row)
+      for (index_t b = 0; b < nb; ++b)
+        write_tile(data_.get() + (row / kPackRows * nb + b) * tile_bytes_, t, static_cast<int>(row % kPackRows),
+                   block_codes(static_cast<const std::uint8_t*>(p.w) + r * row_bytes, t, b));
 }
 
 bool quant_packed_active() { return cpu_isa() == Isa::Avx512 && cpu_has_avx512_vnni(); }

@@ -14,10 +14,13 @@ namespace engine {
 namespace quant_packed_avx512vnni {
 namespace {
 
-inline __m512i broadcast4(const std::int8_t* p) {
-  std::int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
+// acc += w (u8) . the 4 bytes at x (s8) broadcast to every lane, as one instruction with an
+// embedded broadcast (the compilers load and broadcast apart, one more uop per product).
+inline __m512i dpbusd_broadcast(__m512i acc, __m512i w, const std::int8_t* x) {
+  asm("vpdpbusd %[x]%{1to16%}, %[w], %[acc]"
+      : [acc] "+v"(acc)
+      : [w] "v"(w), [x] "m"(*reinterpret_cast<const std::int32_t*>(x)));
+  return acc;
 }
 
 // The tile's codes as 8 vectors, vector j lane n = row n's codes 4j..4j+3.
@@ -48,6 +51,8 @@ inline void load_scales(const std::uint8_t* s, __m512& d, __m512& mn) {
   }
 }
 
+constexpr index_t kPrefetchTiles = 4;
+
 template <QuantType T, int MR>
 void group_rows(const PackedRows& a, index_t g, index_t m0) {
   const QuantPacked& W = *a.w;
@@ -62,23 +67,45 @@ void group_rows(const PackedRows& a, index_t g, index_t m0) {
   }
   const std::uint8_t* t = W.tile(g, 0);
   for (index_t b = 0; b < nb; ++b, t += tile) {
+    // The tiles of a group and the next group follow each other: with several rows, fetch a
+    // few tiles ahead (the hardware prefetcher alone streamed the 32 MB output projection at
+    // 5 GB/s at 8 rows, 2.8x slower than this; one row streams at 30 GB/s without, and slower
+    // with the extra instructions).
+    if constexpr (MR > 1)
+      for (index_t l = 0; l < tile; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(t + kPrefetchTiles * tile + l), _MM_HINT_T0);
     __m512i w[8];
     load_codes<T>(t, w);
     __m512 d, mn;
     load_scales<T>(t + packed_code_bytes(T), d, mn);
+    // Rows four at a time with j outside: 8 independent dot-product chains interleaved, so
+    // vpdpbusd's latency is hidden without relying on the out-of-order window.
+#pragma GCC unroll 2
+    for (int m4 = 0; m4 < MR; m4 += 4) {
+      constexpr int kR = 4;
+      __m512i hi[kR], lo[kR];
+#pragma GCC unroll 4
+      for (int r = 0; r < kR; ++r) hi[r] = lo[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m) {
-      const XBlock& xb = x[m][b];
-      __m512i hi = _mm512_setzero_si512(), lo = _mm512_setzero_si512();
-      for (int j = 0; j < 8; ++j) {
-        hi = _mm512_dpbusd_epi32(hi, w[j], broadcast4(xb.q + 4 * j));
-        lo = _mm512_dpbusd_epi32(lo, w[j], broadcast4(xb.lo + 4 * j));
-      }
-      __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(hi, kXLoShift), lo);
-      if constexpr (packed_code_offset(T) != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(xo[m][b]));
-      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(xb.d)), acc[m]);
-      if constexpr (T == QuantType::Q4_1 || T == QuantType::Q4_K)
-        acc[m] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xb.s), acc[m]);
+      for (int j = 0; j < 8; ++j)
+#pragma GCC unroll 4
+        for (int r = 0; r < kR; ++r)
+          if (m4 + r < MR) {
+            const XBlock& xb = x[m4 + r][b];
+            hi[r] = dpbusd_broadcast(hi[r], w[j], xb.q + 4 * j);
+            lo[r] = dpbusd_broadcast(lo[r], w[j], xb.lo + 4 * j);
+          }
+#pragma GCC unroll 4
+      for (int r = 0; r < kR; ++r)
+        if (m4 + r < MR) {
+          const int m = m4 + r;
+          const XBlock& xb = x[m][b];
+          __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(hi[r], kXLoShift), lo[r]);
+          if constexpr (packed_code_offset(T) != 0) dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(xo[m][b]));
+          acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(xb.d)), acc[m]);
+          if constexpr (T == QuantType::Q4_1 || T == QuantType::Q4_K)
+            acc[m] = _mm512_fmadd_ps(mn, _mm512_set1_ps(xb.s), acc[m]);
+        }
     }
   }
   const index_t n0 = g * kPackRows, valid = std::min<index_t>(kPackRows, W.rows() - n0);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "engine/common.h"
 
@@ -50,6 +51,13 @@ class QuantPacked {
   static bool supports(QuantType t);
   // Packs N rows of raw blocks (quant_row_bytes(t, K) bytes each). Throws for other types.
   QuantPacked(const void* w, QuantType t, index_t N, index_t K);
+  // Packs matrices of the same type and K one after another, as one of sum(rows) rows (a
+  // decoder's Q, K and V projections: one product, one quantisation of x, one parallel region).
+  struct Part {
+    const void* w;
+    index_t rows;
+  };
+  QuantPacked(const std::vector<Part>& parts, QuantType t, index_t K);
 
   QuantType type() const { return type_; }
   index_t rows() const { return N_; }
