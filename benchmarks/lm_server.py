@@ -182,13 +182,19 @@ def run_streams(server: EngineServer, n: int, max_tokens: int) -> dict:
 
 
 def measure_server(path: Path, threads: int, streams, max_tokens: int, repeats: int, log) -> list[dict]:
+    """Median run per stream count. The counts take turns, round after round (a first round
+    unmeasured), so a slow minute on a shared machine lands on all of them, not on one."""
     server = EngineServer(path, threads)
     try:
-        server.stream_completion(STREAM_PROMPTS[0], 8)  # warm-up
+        for n in streams:  # warm-up: every batch size's scratch and cache blocks
+            run_streams(server, n, max_tokens)
+        runs = {n: [] for n in streams}
+        for _ in range(repeats):
+            for n in streams:
+                runs[n].append(run_streams(server, n, max_tokens))
         out = []
         for n in streams:
-            runs = [run_streams(server, n, max_tokens) for _ in range(repeats)]
-            best = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]  # the median run
+            best = sorted(runs[n], key=lambda r: r["tokens_per_s"])[len(runs[n]) // 2]  # the median run
             out.append(best)
             log(f"  lm server {n} streams: {best['tokens']} tokens in {best['seconds']:.2f} s, "
                 f"{best['tokens_per_s']:.1f} tokens/s, median first token {best['ttft_ms']:.0f} ms")
