@@ -6,6 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdint>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 #include <string>
 
 #include "cpu/lm_attention.h"
@@ -25,6 +30,21 @@ void matmul(const float* x, index_t ldx, index_t M, const LmMatrix& w, float* y,
 }
 
 std::string str(index_t v) { return std::to_string(v); }
+
+// Tells the kernel the pages wholly inside [p, p + bytes) may be reclaimed: the decoder reads
+// packed copies now, so a memory-mapped file's blocks (touched once to pack them) need not stay
+// resident. MADV_PAGEOUT never changes contents (clean file pages are dropped and read again on
+// use, as embedding rows are; anonymous pages would go to swap, or stay), unlike MADV_DONTNEED.
+void release_pages(const void* p, index_t bytes) {
+#if defined(__linux__) && defined(MADV_PAGEOUT)
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<std::uintptr_t>(p), b = a + static_cast<std::uintptr_t>(bytes);
+  const std::uintptr_t lo = (a + page - 1) / page * page, hi = b / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);  // a hint: errors ignored
+#else
+  (void)p, (void)bytes;
+#endif
+}
 
 }  // namespace
 
@@ -90,7 +110,10 @@ void LmDecoder::pack_weights() {
     for (const LmMatrix* m : jobs[j].parts) parts.push_back({m->data, m->rows});
     packed_[j] = std::make_unique<QuantPacked>(parts, jobs[j].parts[0]->type, jobs[j].parts[0]->cols);
   });
-  for (std::size_t j = 0; j < jobs.size(); ++j) *jobs[j].out = packed_[j].get();
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    *jobs[j].out = packed_[j].get();
+    for (const LmMatrix* m : jobs[j].parts) release_pages(m->data, m->rows * quant_row_bytes(m->type, m->cols));
+  }
 }
 
 index_t LmDecoder::open() {
