@@ -16,10 +16,11 @@ namespace {
 
 // acc += w (u8) . the 4 bytes at x (s8) broadcast to every lane, as one instruction with an
 // embedded broadcast (the compilers load and broadcast apart, one more uop per product).
+typedef std::int32_t __attribute__((may_alias)) Bytes4;  // 4 of an XBlock's int8 values, read as one
 inline __m512i dpbusd_broadcast(__m512i acc, __m512i w, const std::int8_t* x) {
   asm("vpdpbusd %[x]%{1to16%}, %[w], %[acc]"
       : [acc] "+v"(acc)
-      : [w] "v"(w), [x] "m"(*reinterpret_cast<const std::int32_t*>(x)));
+      : [w] "v"(w), [x] "m"(*reinterpret_cast<const Bytes4*>(x)));
   return acc;
 }
 
