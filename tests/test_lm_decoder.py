@@ -96,12 +96,12 @@ QUANT_TYPES = {0: dict(wq="Q8_0", wk="Q8_0", wv="Q8_0", wo="Q8_0", w_gate="Q8_0"
                1: dict(wq="Q4_0", wk="Q4_1", wv="Q8_0", wo="Q4_1", w_gate="Q4_0", w_up="Q4_0", w_down="Q8_0")}
 
 
-def test_quantized_weights_give_their_dequantised_f32_logits(llama, rng, isa):
+def quantize_layers(weights):
+    """(weights with QUANT_TYPES' matrices quantised by the gguf package, the same dequantised to f32)."""
     gguf_quants = pytest.importorskip("gguf.quants")
     from gguf import GGMLQuantizationType
     from engine.lm.quant_ref import dequantize
 
-    model, (spec, weights, cfg) = llama
     quantized, dequantized = dict(weights), dict(weights)
     for layer, types in QUANT_TYPES.items():
         for name, t in types.items():
@@ -109,12 +109,38 @@ def test_quantized_weights_give_their_dequantised_f32_logits(llama, rng, isa):
             raw = gguf_quants.quantize(np.asarray(w.data, np.float32), GGMLQuantizationType[t])
             quantized[f"layers.{layer}.{name}"] = Weight(raw, t, w.shape)
             dequantized[f"layers.{layer}.{name}"] = Weight(dequantize(raw.reshape(-1), t, w.shape), "F32", w.shape)
+    return quantized, dequantized
+
+
+def test_quantized_weights_give_their_dequantised_f32_logits(llama, rng, isa):
+    model, (spec, weights, cfg) = llama
+    quantized, dequantized = quantize_layers(weights)
     q, f = Decoder(spec, quantized, kv_block_tokens=4), Decoder(spec, dequantized, kv_block_tokens=4)
     prompt, steps = ids(rng, 11), ids(rng, 4)
     sq, sf = q.open(), f.open()
     assert_close(q.forward([sq], [prompt], all_logits=True), f.forward([sf], [prompt], all_logits=True), rel=2e-3)
     for t in steps:  # one row a step: the few-row kernels
         assert_close(q.forward([sq], [[t]]), f.forward([sf], [[t]]), rel=2e-3)
+
+
+def test_lowering_the_isa_cap_after_packing_falls_back_to_the_blocks(llama, rng):
+    """A decoder built where the packed kernels run keeps the blocks (their pages only hinted away):
+    under a lower cap it multiplies by them instead, with the same results within rounding."""
+    from engine import _C
+
+    model, (spec, weights, cfg) = llama
+    dec = Decoder(spec, quantize_layers(weights)[0], kv_block_tokens=4)
+    prompt = ids(rng, 9)
+    s = dec.open()
+    want = dec.forward([s], [prompt], all_logits=True)
+    dec.truncate(s, 0)
+    old = _C.cpu_isa()
+    try:
+        _C.set_isa("avx2" if old != "portable" else "portable")
+        got = dec.forward([s], [prompt], all_logits=True)
+    finally:
+        _C.set_isa(old)
+    assert_close(got, want, rel=2e-3)
 
 
 def test_interleaved_rope_with_llama_cpp_permutation(llama, rng):
