@@ -119,6 +119,8 @@ def test_make_serve_writes_the_demo_and_answers_v2_infer(tmp_path):
                 assert "engine_requests_total" in out.stdout
             else:
                 assert "error" not in json.loads(out.stdout), out.stdout
+            if "/chat/completions" in cmd:  # greedy (temperature 0): the model's own answer
+                assert "Paris" in json.loads(out.stdout)["choices"][0]["message"]["content"], out.stdout
     finally:
         s.signal(signal.SIGTERM)
         s.proc.wait(60)

@@ -89,7 +89,7 @@ def _banner(server, repo: Path) -> None:
         if req.exists():
             print(f"\n  try it:  curl -s{auth} {base}/v2/models/digits/infer -d @{req}")
         if (repo / "smollm2").is_dir():
-            chat = '{"model":"smollm2","max_tokens":64,"messages":[{"role":"user","content":"What is the capital of France?"}]}'
+            chat = '{"model":"smollm2","max_tokens":64,"temperature":0,"messages":[{"role":"user","content":"What is the capital of France?"}]}'
             print(f"           curl -s{auth} {base}/v1/chat/completions -d '{chat}'")
     if server.socket_address:
         print(f"  socket protocol:   {server.socket_address}   "
