@@ -100,6 +100,8 @@ def _checked_reader_class(base):
             super().__init__(path, mode)
 
         def _get(self, offset, dtype, count=1, override_order=None):
+            if type(self.data) is np.memmap:  # plain views of the same pages: slicing a memmap
+                self.data = self.data.view(np.ndarray)  # costs ~3x more, times ~250k reads
             end = int(offset) + np.dtype(dtype).itemsize * int(count)
             if end > len(self.data):
                 raise ModelFormatError(
