@@ -62,3 +62,35 @@ def test_chat_equals_transformers_with_the_folders_template(served):
     ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
     assert r.choices[0].message.content == reference_text(model, tok, ids)
     assert r.usage.prompt_tokens == len(ids)
+
+
+def test_a_sharded_folder_is_served_and_reloads_when_a_shard_changes(tmp_path):
+    """model.safetensors.index.json + its shards is a model version like model.safetensors; its
+    shards count in what makes the version change (hot reload)."""
+    import os
+
+    from engine.serve.repository import scan
+
+    repo = tmp_path / "repo"
+    folder = repo / "tiny" / "1"
+    model = llama_folder(folder, vocab_size=VOCAB, layers=2, seed=6, bos_token_id=1, eos_token_id=EOS)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(str(folder), max_shard_size="4MB")
+    shards = sorted(folder.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 2 and (folder / "model.safetensors.index.json").is_file()
+    tok = smollm2_reference()
+    tok.save_pretrained(str(folder))
+    files = scan(repo)["tiny"].versions[1]
+    assert files.path.name == "model.safetensors.index.json"
+    with Server(repo, http_port=0, socket_port=None, control="explicit") as s:
+        with openai.OpenAI(base_url=f"http://{s.http_address}/v1", api_key="x", timeout=60, max_retries=0) as c:
+            ids = tok("Once upon a time").input_ids
+            r = c.completions.create(model="tiny", prompt=ids, max_tokens=TOKENS, temperature=0)
+            assert r.choices[0].text == reference_text(model, tok, ids)
+    before = files.fingerprint
+    st = shards[-1].stat()  # a shard rewritten: a new mtime
+    os.utime(shards[-1], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert scan(repo)["tiny"].versions[1].fingerprint != before
+    (folder / shards[0].name).unlink()
+    err = scan(repo)["tiny"].versions[1]
+    assert isinstance(err, str) and "shards it lists are missing" in err and shards[0].name in err

@@ -31,7 +31,7 @@ from ..errors import EngineError
 from .tensors import datatype_to_dtype
 
 MODEL_FILES = ("model.engine", "model.onnx", "model.keras", "model.h5", "model.pth", "model.gguf",
-               "model.safetensors")
+               "model.safetensors", "model.safetensors.index.json")
 _LM_KEYS = ("max_sequences", "max_tokens_per_step", "max_context")
 _KEYS = {"name", "max_batch_size", "dynamic_batching", "instances", "threads_per_instance",
          "version_policy", "inputs", "outputs", "warmup", "model_file", "architecture", *_LM_KEYS}

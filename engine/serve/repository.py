@@ -5,7 +5,7 @@
                                                 (.engine, .onnx, .keras, .h5, or .pth with an
                                                 architecture file named by config.json; a
                                                 language model: model.gguf, or a Hugging Face
-                                                folder, config.json + model.safetensors)
+                                                folder, config.json + model.safetensors or its sharded index)
 
 A scan gives, per model, its config (or the error reading it) and per version the model file
 with a fingerprint (size, mtime_ns) that says when a file was replaced. Names that are not
@@ -15,6 +15,7 @@ models (hidden folders, files at the top) are skipped.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 @dataclass(frozen=True)
 class VersionFiles:
     path: Path                     # the model file
-    fingerprint: tuple             # (size, mtime_ns) of the model file and its config.json
+    fingerprint: tuple             # (size, mtime_ns) of the model file, its config.json and shards
     architecture: Optional[Path] = None
 
 
@@ -98,11 +99,27 @@ def _version_files(d: Path, config: Optional[ModelConfig]):
         arch = d / config.architecture
         if not arch.is_file():
             return f"{arch}: the architecture file config.json names is missing"
-    if path.suffix == ".safetensors":  # a Hugging Face folder: its config.json says what the weights are
+    shards = ()
+    if is_safetensors(path):  # a Hugging Face folder: its config.json says what the weights are
         arch = d / "config.json"
         if not arch.is_file():
-            return f"{path}: a Hugging Face model folder needs its config.json next to model.safetensors"
-    return VersionFiles(path, _stat(path) + (_stat(arch) if arch else ()), arch)
+            return f"{path}: a Hugging Face model folder needs its config.json next to {path.name}"
+        if path.name.endswith(".index.json"):
+            try:
+                shards = tuple(sorted({d / f for f in json.loads(path.read_text())["weight_map"].values()}))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                return f"{path}: not a safetensors index (a \"weight_map\" of tensor names to shard files): {e}"
+            missing = [p.name for p in shards if not p.is_file()]
+            if missing:
+                return f"{path}: shards it lists are missing: {', '.join(missing)}"
+    # A version changes (hot reload) when any of its files does: a shard too.
+    stamp = _stat(path) + (_stat(arch) if arch else ()) + tuple(x for p in shards for x in _stat(p))
+    return VersionFiles(path, stamp, arch)
+
+
+def is_safetensors(path: Path) -> bool:
+    """model.safetensors, or the index of a sharded checkpoint (model.safetensors.index.json)."""
+    return path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json")
 
 
 def _stat(p: Path) -> tuple:

@@ -15,10 +15,9 @@ from .config import ModelConfig
 from ..errors import EngineError
 from .metrics import ServerMetrics
 from .openai import OpenAIError
-from .repository import VersionFiles, sha256_file
+from .repository import VersionFiles, is_safetensors, sha256_file
 from .tensors import RequestError
 
-LM_SUFFIXES = (".gguf", ".safetensors")
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions (chat: the rest of the context)
 
 
@@ -34,7 +33,11 @@ _NO_LOCK = _NoLock()
 
 
 def is_language_model(path) -> bool:
-    return path.suffix in LM_SUFFIXES
+    return path.suffix == ".gguf" or is_safetensors(path)
+
+
+def _platform(path) -> str:
+    return "gguf" if path.suffix == ".gguf" else "safetensors"
 
 
 class ServedLanguageModel:
@@ -140,7 +143,7 @@ class ServedLanguageModel:
 
     def metadata(self) -> dict:
         kv_used, kv_total = self.scheduler.kv_usage()
-        return {"name": self.name, "versions": [str(self.version)], "platform": self.path.suffix[1:],
+        return {"name": self.name, "versions": [str(self.version)], "platform": _platform(self.path),
                 "inputs": [], "outputs": [], "sha256": self.sha256, "max_batch_size": 0,
                 "language_model": {"max_context": self.max_context, "max_sequences": self.scheduler.max_sequences,
                                    "max_tokens_per_step": self.scheduler.max_tokens_per_step,
@@ -148,7 +151,8 @@ class ServedLanguageModel:
 
 
 def _load(path, config: ModelConfig, loader: Optional[Callable]):
-    """engine.load of the file (GGUF) or of its folder (Hugging Face: config.json + model.safetensors),
+    """engine.load of the file (GGUF) or of its folder (Hugging Face: config.json + model.safetensors or
+    its shards' index),
     with the decoder sizes config.json sets."""
     target = path if path.suffix == ".gguf" else path.parent
     kw = {k: v for k, v in (("max_sequences", config.max_sequences), ("max_context", config.max_context)) if v}
