@@ -1,7 +1,8 @@
-// The packed few-row kernels (quant_packed.h): per tile, the 16 rows' codes are unpacked once
-// and every x row takes 16 vpdpbusd against broadcast 4-byte groups of its two int8 parts
-// (XBlock), then one conversion, one scale and one FMA (two with a minimum) for all 16 outputs.
-// Nothing is summed across lanes, so an x row costs the same whether it is alone or one of 8.
+// The packed kernels (quant_packed.h), for any number of x rows: per tile, the 16 weight rows'
+// codes are unpacked once and every x row takes 16 vpdpbusd against broadcast 4-byte groups of
+// its two int8 parts (XBlock), then one conversion, one scale and one FMA (two with a minimum)
+// for all 16 outputs. Nothing is summed across lanes, and a row's arithmetic is the same
+// whatever other rows share its pass (its result too, bit for bit).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -127,7 +128,9 @@ GroupFn group_fn(int mr) {
                                      group_rows<T, 5>, group_rows<T, 6>, group_rows<T, 7>, group_rows<T, 8>};
   return kFns[mr - 1];
 }
-constexpr int kMaxRows = 8;  // rows per pass: more and the accumulators spill (measured: 6-8 rows per pass cost 1.5x per row)
+// Rows per pass: 8 accumulators, 8 code vectors and the 8 dot-product chains of four rows fit
+// the 32 registers (passes of 4 rows were ~1.2x slower at 8 rows: the codes unpacked twice).
+constexpr int kMaxRows = 8;
 
 GroupFn pick(QuantType t, int mr) {
   switch (t) {
